@@ -1,0 +1,1 @@
+//! Test harness shared by the interop tests (being written; see issue 4).
