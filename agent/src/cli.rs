@@ -1,7 +1,413 @@
-//! Command line: `mender-connect [--config F] [--fallback-config F] [--debug|--trace] <daemon|version|check-config>`.
+//! Command line, compatible with mender-connect 2.1.0 (urfave/cli):
+//! `mender-connect [--config|-c FILE] [--fallback-config|-b FILE] [--debug|-d] [--trace|--dd]
+//! <daemon|version|help>`, plus `check-config [FILE]`.
+//!
+//! As with Go's flag package, long flags also work with one dash (`-config`), values may follow
+//! `=`, and boolean flags accept `=true`/`=false`. Unlike the reference, global flags are also
+//! accepted after the command (`mender-connect daemon --debug` was "flag provided but not defined").
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, DEFAULT_CONFIG_FILE, DEFAULT_FALLBACK_CONFIG_FILE};
+use crate::logging::{self, Verbosity};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub config: PathBuf,
+    pub fallback_config: PathBuf,
+    pub verbosity: Verbosity,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Daemon,
+    Version,
+    /// `--version`/`-v`: urfave's own format.
+    VersionFlag,
+    /// Validate the configuration; with a file, only that file.
+    CheckConfig(Option<PathBuf>),
+    /// Help for the app (`None`) or for a command.
+    Help(Option<String>),
+}
+
+/// A command line the parser rejects, with the exit code of the reference for that case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError {
+    pub message: String,
+    pub code: i32,
+    /// Print the app help after the message (as urfave does).
+    pub show_help: bool,
+}
+
+fn usage(message: String) -> UsageError {
+    UsageError {
+        message,
+        code: 1,
+        show_help: true,
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, UsageError> {
+    let mut inv = Invocation {
+        config: PathBuf::from(DEFAULT_CONFIG_FILE),
+        fallback_config: PathBuf::from(DEFAULT_FALLBACK_CONFIG_FILE),
+        verbosity: Verbosity::Info,
+        command: Command::Help(None),
+    };
+    let (mut debug, mut trace) = (false, false);
+    let mut command: Option<String> = None;
+    let mut positional: Vec<String> = Vec::new();
+    let mut help = false;
+    let mut args = args.into_iter();
+    let mut only_positional = false;
+    while let Some(arg) = args.next() {
+        if only_positional || !arg.starts_with('-') || arg == "-" {
+            if command.is_none() {
+                command = Some(arg);
+            } else {
+                positional.push(arg);
+            }
+            continue;
+        }
+        if arg == "--" {
+            only_positional = true;
+            continue;
+        }
+        let body = arg.strip_prefix("--").unwrap_or_else(|| &arg[1..]);
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_owned())),
+            None => (body, None),
+        };
+        let mut value = |flag: &str| -> Result<String, UsageError> {
+            match inline.clone().or_else(|| args.next()) {
+                Some(v) => Ok(v),
+                None => Err(usage(format!("flag needs an argument: -{flag}"))),
+            }
+        };
+        let boolean = |v: &Option<String>| -> Result<bool, UsageError> {
+            match v.as_deref() {
+                None | Some("true" | "1" | "t" | "T" | "TRUE" | "True") => Ok(true),
+                Some("false" | "0" | "f" | "F" | "FALSE" | "False") => Ok(false),
+                Some(other) => Err(usage(format!(
+                    "invalid boolean value {other:?} for -{name}"
+                ))),
+            }
+        };
+        match name {
+            "config" | "c" => inv.config = PathBuf::from(value(name)?),
+            "fallback-config" | "b" => inv.fallback_config = PathBuf::from(value(name)?),
+            "debug" | "d" => debug = boolean(&inline)?,
+            "trace" | "dd" => trace = boolean(&inline)?,
+            "help" | "h" => help = boolean(&inline)?,
+            "version" | "v" => {
+                if boolean(&inline)? && command.is_none() {
+                    inv.command = Command::VersionFlag;
+                    return Ok(inv);
+                }
+            }
+            _ => return Err(usage(format!("flag provided but not defined: -{name}"))),
+        }
+    }
+    inv.verbosity = if trace {
+        Verbosity::Trace
+    } else if debug {
+        Verbosity::Debug
+    } else {
+        Verbosity::Info
+    };
+    inv.command = match command.as_deref() {
+        None => Command::Help(None),
+        Some(_) if help => Command::Help(command.clone()),
+        Some("daemon") => Command::Daemon,
+        Some("version") => Command::Version,
+        Some("check-config") => {
+            if positional.len() > 1 {
+                return Err(usage("check-config takes at most one FILE".into()));
+            }
+            Command::CheckConfig(positional.pop().map(PathBuf::from))
+        }
+        Some("help" | "h") => Command::Help(positional.first().cloned()),
+        Some(other) => {
+            return Err(UsageError {
+                message: format!("No help topic for '{other}'"),
+                code: 3,
+                show_help: false,
+            });
+        }
+    };
+    if help && command.is_none() {
+        inv.command = Command::Help(None);
+    }
+    Ok(inv)
+}
+
+fn app_help() -> String {
+    format!(
+        "NAME:
+   mender-connect - manage and start the Mender Connect service.
+
+USAGE:
+   mender-connect [global options] command [command options] [arguments...]
+
+VERSION:
+   {VERSION}
+
+COMMANDS:
+   daemon        Start the client as a background service.
+   version       Show the version and runtime information of the binary build
+   check-config  Check the configuration (or FILE alone) and print its warnings; exit 1 if invalid
+   help, h       Shows a list of commands or help for one command
+
+GLOBAL OPTIONS:
+   --config FILE, -c FILE           Configuration FILE path. (default: \"{DEFAULT_CONFIG_FILE}\")
+   --fallback-config FILE, -b FILE  Fallback configuration FILE path. (default: \"{DEFAULT_FALLBACK_CONFIG_FILE}\")
+   --debug, -d                      Set the logging level to debug (default: false)
+   --trace, --dd                    Set the logging level to trace (default: false)
+   --help, -h                       show help (default: false)
+   --version, -v                    print the version (default: false)
+"
+    )
+}
+
+fn command_help(name: &str) -> Option<String> {
+    let (usage, args) = match name {
+        "daemon" => ("Start the client as a background service.", ""),
+        "version" => (
+            "Show the version and runtime information of the binary build",
+            "",
+        ),
+        "check-config" => (
+            "Check the configuration (or FILE alone) and print its warnings; exit 1 if invalid",
+            " [FILE]",
+        ),
+        _ => return None,
+    };
+    Some(format!(
+        "NAME:
+   mender-connect {name} - {usage}
+
+USAGE:
+   mender-connect {name} [command options]{args}
+
+OPTIONS:
+   --help, -h  show help (default: false)
+"
+    ))
+}
+
+fn version_line() -> String {
+    format!("{VERSION}\truntime: rust")
+}
 
 /// Parses `std::env::args()`, runs the command and returns the process exit code.
 pub fn main() -> i32 {
-    eprintln!("mender-connect: not implemented yet");
-    2
+    let inv = match parse(std::env::args().skip(1)) {
+        Ok(inv) => inv,
+        Err(e) => {
+            eprintln!("{}", e.message);
+            if e.show_help {
+                eprintln!();
+                eprint!("{}", app_help());
+            }
+            return e.code;
+        }
+    };
+    match inv.command {
+        Command::Help(None) => {
+            print!("{}", app_help());
+            0
+        }
+        Command::Help(Some(name)) => match command_help(&name) {
+            Some(text) => {
+                print!("{text}");
+                0
+            }
+            None => {
+                eprintln!("No help topic for '{name}'");
+                3
+            }
+        },
+        Command::Version => {
+            println!("{}", version_line());
+            0
+        }
+        Command::VersionFlag => {
+            println!("mender-connect version {}", version_line());
+            0
+        }
+        Command::CheckConfig(file) => {
+            check_config(&inv.config, &inv.fallback_config, file.as_deref())
+        }
+        Command::Daemon => {
+            logging::init(inv.verbosity);
+            let loaded = match Config::load(&inv.config, &inv.fallback_config) {
+                Ok(l) => l,
+                Err(e) => {
+                    log::error!("{e}");
+                    return 1;
+                }
+            };
+            for f in &loaded.files {
+                log::info!("Loaded configuration file: {}", f.display());
+            }
+            if loaded.files.is_empty() {
+                log::info!("No configuration files present. Using defaults");
+            }
+            for w in &loaded.warnings {
+                log::warn!("{w}");
+            }
+            log::debug!("Verified configuration = {:?}", loaded.config);
+            crate::daemon::run(&loaded.config, None)
+        }
+    }
+}
+
+/// `check-config`: the same loading and checks as `daemon`; warnings and the verdict on stdout
+/// (errors on stderr). With FILE, only that file is read and it must exist.
+fn check_config(primary: &Path, fallback: &Path, file: Option<&Path>) -> i32 {
+    let result = match file {
+        Some(f) => match std::fs::metadata(f) {
+            Ok(_) => Config::load(f, Path::new("")),
+            Err(e) => {
+                eprintln!("error: cannot read configuration file {}: {e}", f.display());
+                return 1;
+            }
+        },
+        None => Config::load(primary, fallback),
+    };
+    match result {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                println!("warning: {w}");
+            }
+            if loaded.files.is_empty() {
+                println!(
+                    "note: neither {} nor {} exists; the defaults are used",
+                    primary.display(),
+                    fallback.display()
+                );
+            }
+            let files: Vec<String> = loaded
+                .files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            println!(
+                "configuration OK ({})",
+                if files.is_empty() {
+                    "defaults".into()
+                } else {
+                    files.join(", ")
+                }
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Invocation, UsageError> {
+        parse(args.iter().map(|s| (*s).to_owned()))
+    }
+
+    #[test]
+    fn defaults_match_the_reference() {
+        let inv = p(&["daemon"]).unwrap();
+        assert_eq!(inv.config, PathBuf::from("/etc/mender/mender-connect.conf"));
+        assert_eq!(
+            inv.fallback_config,
+            PathBuf::from("/var/lib/mender/mender-connect.conf")
+        );
+        assert_eq!(inv.verbosity, Verbosity::Info);
+        assert_eq!(inv.command, Command::Daemon);
+    }
+
+    #[test]
+    fn flag_spellings_of_go_flag_package() {
+        for args in [
+            &["--config", "/a", "daemon"][..],
+            &["-config", "/a", "daemon"],
+            &["-c", "/a", "daemon"],
+            &["--config=/a", "daemon"],
+            &["-c=/a", "daemon"],
+            &["daemon", "--config", "/a"],
+        ] {
+            let inv = p(args).unwrap();
+            assert_eq!(inv.config, PathBuf::from("/a"), "{args:?}");
+            assert_eq!(inv.command, Command::Daemon);
+        }
+        assert_eq!(
+            p(&["-b", "/f", "daemon"]).unwrap().fallback_config,
+            PathBuf::from("/f")
+        );
+        assert_eq!(
+            p(&["--fallback-config=/f", "daemon"])
+                .unwrap()
+                .fallback_config,
+            PathBuf::from("/f")
+        );
+    }
+
+    #[test]
+    fn verbosity_flags() {
+        assert_eq!(p(&["-d", "daemon"]).unwrap().verbosity, Verbosity::Debug);
+        assert_eq!(
+            p(&["--debug", "daemon"]).unwrap().verbosity,
+            Verbosity::Debug
+        );
+        assert_eq!(p(&["--dd", "daemon"]).unwrap().verbosity, Verbosity::Trace);
+        assert_eq!(
+            p(&["-trace", "-d", "daemon"]).unwrap().verbosity,
+            Verbosity::Trace
+        );
+        assert_eq!(
+            p(&["--debug=false", "daemon"]).unwrap().verbosity,
+            Verbosity::Info
+        );
+        assert!(p(&["--debug=maybe", "daemon"]).is_err());
+    }
+
+    #[test]
+    fn commands_and_errors() {
+        assert_eq!(p(&[]).unwrap().command, Command::Help(None));
+        assert_eq!(p(&["version"]).unwrap().command, Command::Version);
+        assert_eq!(p(&["-v"]).unwrap().command, Command::VersionFlag);
+        assert_eq!(
+            p(&["help", "daemon"]).unwrap().command,
+            Command::Help(Some("daemon".into()))
+        );
+        assert_eq!(
+            p(&["daemon", "-h"]).unwrap().command,
+            Command::Help(Some("daemon".into()))
+        );
+        assert_eq!(
+            p(&["check-config"]).unwrap().command,
+            Command::CheckConfig(None)
+        );
+        assert_eq!(
+            p(&["check-config", "/x.conf"]).unwrap().command,
+            Command::CheckConfig(Some(PathBuf::from("/x.conf")))
+        );
+        let e = p(&["foo"]).unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (3, "No help topic for 'foo'"));
+        let e = p(&["--bogus", "daemon"]).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (1, "flag provided but not defined: -bogus")
+        );
+        let e = p(&["daemon", "--config"]).unwrap_err();
+        assert!(e.message.contains("needs an argument"), "{e:?}");
+    }
 }

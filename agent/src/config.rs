@@ -1,5 +1,1247 @@
 //! `/etc/mender/mender-connect.conf`: every key of the reference, its defaults and validation.
 //!
-//! Contract for the rest of the agent: `Config::load(primary, fallback) -> Result<Loaded, ConfigError>`
-//! where `Loaded { config: Config, warnings: Vec<String> }`; `Config` has one field per reference key
-//! (durations as `std::time::Duration`, limits grouped as in the JSON).
+//! Compatibility with the Go daemon (2.1.0) that existing configuration files rely on:
+//! - the fallback file is read first and the primary file is laid over it key by key (nested
+//!   objects merge, arrays replace); a missing file is not an error, an unreadable one is;
+//! - key names match case-insensitively (Go's `encoding/json`), `null` leaves a value unset;
+//! - numbers must fit the reference's integer types (`uint16`, `uint32`, `uint64`, `int`);
+//! - the deprecated `ServerURL`, `Servers`, `ClientProtocol`, `HttpsClient`, `SkipVerify` and
+//!   `ServerCertificate` are ignored with a warning (the token and URL come from D-Bus).
+//!
+//! Stricter than the reference, because each of these was silently ignored or only failed later:
+//! unknown keys and keys that have no effect give a warning naming them; `Sessions.ExpireAfter`
+//! together with `Sessions.ExpireAfterIdle` is an error (the reference quietly drops `ExpireAfter`);
+//! a malformed `Limits.FileTransfer.Umask` or relative `Chroot` is an error when limits are enabled.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+/// Primary configuration file of the reference daemon.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/mender/mender-connect.conf";
+/// Fallback configuration file of the reference daemon (read first, overridden by the primary).
+pub const DEFAULT_FALLBACK_CONFIG_FILE: &str = "/var/lib/mender/mender-connect.conf";
+
+pub const DEFAULT_SHELL_COMMAND: &str = "/bin/sh";
+pub const DEFAULT_SHELL_ARGUMENTS: &[&str] = &["--login"];
+pub const DEFAULT_TERMINAL_HEIGHT: u16 = 40;
+pub const DEFAULT_TERMINAL_WIDTH: u16 = 80;
+pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_secs(5);
+/// `Sessions.MaxPerUser` when unset or 0 (reference: `session.MaxUserSessions`).
+pub const DEFAULT_MAX_SESSIONS_PER_USER: u32 = 1;
+/// `TERM` of spawned shells (reference: `DefaultTerminalString`).
+pub const TERMINAL_STRING: &str = "xterm-256color";
+
+/// The effective configuration after merging, defaults and validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Absolute path of the shell (`ShellCommand`, default `/bin/sh`).
+    pub shell_command: PathBuf,
+    /// `ShellArguments`, default `["--login"]`; an explicit `[]` means no arguments.
+    pub shell_arguments: Vec<String>,
+    /// `User` the shells run as (required).
+    pub user: String,
+    pub terminal: Terminal,
+    pub sessions: Sessions,
+    /// `ReconnectIntervalSeconds`, default 5 s.
+    pub reconnect_interval: Duration,
+    /// `FileTransfer.Disable`.
+    pub file_transfer: Feature,
+    /// `PortForward.Disable`.
+    pub port_forward: Feature,
+    /// `MenderClient.Disable`.
+    pub mender_client: Feature,
+    pub limits: Limits,
+}
+
+/// `Terminal` block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terminal {
+    /// Remote terminal turned off (`Terminal.Disable`).
+    pub disable: bool,
+    /// Initial rows (`Terminal.Height`, default 40).
+    pub height: u16,
+    /// Initial columns (`Terminal.Width`, default 80).
+    pub width: u16,
+}
+
+/// `Sessions` block, already reduced to what takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sessions {
+    /// `Sessions.StopExpired`; when false both expiries below are `None`.
+    pub stop_expired: bool,
+    /// Absolute lifetime of a shell session (`Sessions.ExpireAfter` seconds; 0 = none).
+    pub expire_after: Option<Duration>,
+    /// Lifetime without user input (`Sessions.ExpireAfterIdle` seconds; 0 = none).
+    pub expire_after_idle: Option<Duration>,
+    /// Shell sessions per Mender user (`Sessions.MaxPerUser`, default 1).
+    pub max_per_user: u32,
+}
+
+/// A feature that the configuration can turn off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Feature {
+    pub disable: bool,
+}
+
+/// `Limits` block. The file transfer limits only apply when `enabled` is true (as the reference).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Limits {
+    pub enabled: bool,
+    pub file_transfer: FileTransferLimits,
+}
+
+/// `Limits.FileTransfer` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileTransferLimits {
+    /// Directory file transfer never leaves (`Chroot`; empty = none).
+    pub chroot: Option<PathBuf>,
+    pub follow_symlinks: bool,
+    pub allow_overwrite: bool,
+    /// Owner forced on uploaded files (`OwnerPut`).
+    pub owner_put: Option<String>,
+    /// Group forced on uploaded files (`GroupPut`).
+    pub group_put: Option<String>,
+    /// Downloads only of files owned by one of these users (`OwnerGet`; empty = any).
+    pub owner_get: Vec<String>,
+    /// Downloads only of files owned by one of these groups (`GroupGet`; empty = any).
+    pub group_get: Vec<String>,
+    /// Umask for uploaded files (`Umask`, an octal string such as `"022"`).
+    pub umask: Option<u32>,
+    /// `MaxFileSize` in bytes (0 = unlimited).
+    pub max_file_size: Option<u64>,
+    pub counters: RateLimits,
+    pub allow_suid: bool,
+    pub regular_files_only: bool,
+    /// Always true: the reference forces it regardless of the file (a warning says so).
+    pub preserve_mode: bool,
+    /// Always true: the reference forces it regardless of the file (a warning says so).
+    pub preserve_owner: bool,
+}
+
+impl Default for FileTransferLimits {
+    fn default() -> Self {
+        FileTransferLimits {
+            chroot: None,
+            follow_symlinks: false,
+            allow_overwrite: false,
+            owner_put: None,
+            group_put: None,
+            owner_get: Vec::new(),
+            group_get: Vec::new(),
+            umask: None,
+            max_file_size: None,
+            counters: RateLimits::default(),
+            allow_suid: false,
+            regular_files_only: false,
+            preserve_mode: true,
+            preserve_owner: true,
+        }
+    }
+}
+
+/// `Limits.FileTransfer.Counters`: device-wide transfer budget per minute (0 = unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimits {
+    pub max_bytes_tx_per_minute: Option<u64>,
+    pub max_bytes_rx_per_minute: Option<u64>,
+}
+
+/// The configuration plus the warnings found while reading it (for the log or `check-config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+    /// The files that existed and were read, fallback first.
+    pub files: Vec<PathBuf>,
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    Read { path: PathBuf, source: io::Error },
+    /// Not JSON; `line` and `column` are 1-based.
+    Syntax {
+        path: Option<PathBuf>,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A key has a wrong type or a value the daemon cannot work with.
+    Invalid {
+        path: Option<PathBuf>,
+        key: String,
+        reason: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(
+                    f,
+                    "cannot read configuration file {}: {source}",
+                    path.display()
+                )
+            }
+            ConfigError::Syntax {
+                path,
+                line,
+                column,
+                message,
+            } => {
+                if let Some(p) = path {
+                    write!(f, "{}:{line}:{column}: ", p.display())?;
+                } else {
+                    write!(f, "line {line}, column {column}: ")?;
+                }
+                write!(f, "invalid JSON: {message}")
+            }
+            ConfigError::Invalid { path, key, reason } => {
+                if let Some(p) = path {
+                    write!(f, "{}: ", p.display())?;
+                }
+                write!(f, "{key}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `fallback` then `primary` (either may be missing), applies the defaults and checks the
+    /// configuration against this system (shell executable and listed in `/etc/shells`, user exists).
+    pub fn load(primary: &Path, fallback: &Path) -> Result<Loaded, ConfigError> {
+        let mut raw = Raw::default();
+        let mut warnings = Vec::new();
+        let mut files = Vec::new();
+        for path in [fallback, primary] {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(ConfigError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
+            };
+            raw.apply_document(&text, Some(path), &mut warnings)?;
+            files.push(path.to_path_buf());
+        }
+        let config = raw.finish(&mut warnings)?;
+        system::check(&config, Path::new("/etc/shells"), &mut warnings)?;
+        Ok(Loaded {
+            config,
+            warnings,
+            files,
+        })
+    }
+
+    /// Parses one configuration document and applies the defaults, without the checks that depend
+    /// on this system (those are part of [`Config::load`]).
+    #[cfg_attr(not(test), allow(dead_code))] // used by unit tests and daemon tests
+    pub fn from_json_str(text: &str) -> Result<Loaded, ConfigError> {
+        let mut raw = Raw::default();
+        let mut warnings = Vec::new();
+        raw.apply_document(text, None, &mut warnings)?;
+        let config = raw.finish(&mut warnings)?;
+        Ok(Loaded {
+            config,
+            warnings,
+            files: Vec::new(),
+        })
+    }
+}
+
+/// What the files said, before defaults: Go zero values plus which keys were present.
+#[derive(Debug, Default)]
+struct Raw {
+    shell_command: String,
+    shell_arguments: Option<Vec<String>>,
+    user: String,
+    terminal_disable: bool,
+    terminal_height: u16,
+    terminal_width: u16,
+    stop_expired: bool,
+    expire_after: u32,
+    expire_after_idle: u32,
+    max_per_user: u32,
+    reconnect_interval_seconds: i64,
+    file_transfer_disable: bool,
+    port_forward_disable: bool,
+    mender_client_disable: bool,
+    limits_enabled: bool,
+    ft: RawFileTransferLimits,
+    /// Keys (full paths) present with a non-null value, in the canonical spelling.
+    present: Vec<&'static str>,
+}
+
+#[derive(Debug, Default)]
+struct RawFileTransferLimits {
+    chroot: String,
+    follow_symlinks: bool,
+    allow_overwrite: bool,
+    owner_put: String,
+    group_put: String,
+    owner_get: Vec<String>,
+    group_get: Vec<String>,
+    umask: String,
+    max_file_size: u64,
+    max_bytes_tx_per_minute: u64,
+    max_bytes_rx_per_minute: u64,
+    allow_suid: bool,
+    regular_files_only: bool,
+    preserve_mode: bool,
+    preserve_owner: bool,
+}
+
+/// The reference's deprecated keys: parsed only to warn.
+const DEPRECATED: &[&str] = &[
+    "ServerURL",
+    "Servers",
+    "ClientProtocol",
+    "HttpsClient",
+    "SkipVerify",
+    "ServerCertificate",
+];
+
+/// Context for one file: where errors and warnings point.
+struct Doc<'a> {
+    path: Option<&'a Path>,
+}
+
+impl Doc<'_> {
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.map(Path::to_path_buf),
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn where_(&self) -> String {
+        self.path
+            .map(|p| format!("{}: ", p.display()))
+            .unwrap_or_default()
+    }
+
+    fn object<'v>(&self, key: &str, v: &'v Value) -> Result<&'v Map<String, Value>, ConfigError> {
+        v.as_object()
+            .ok_or_else(|| self.invalid(key, format!("must be an object, not {}", kind(v))))
+    }
+
+    fn string(&self, key: &str, v: &Value) -> Result<String, ConfigError> {
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| self.invalid(key, format!("must be a string, not {}", kind(v))))
+    }
+
+    fn bool(&self, key: &str, v: &Value) -> Result<bool, ConfigError> {
+        v.as_bool()
+            .ok_or_else(|| self.invalid(key, format!("must be true or false, not {}", kind(v))))
+    }
+
+    fn strings(&self, key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
+        let arr = v.as_array().ok_or_else(|| {
+            self.invalid(key, format!("must be an array of strings, not {}", kind(v)))
+        })?;
+        arr.iter()
+            .map(|item| match item {
+                // Go decodes a null element of a []string as "".
+                Value::Null => Ok(String::new()),
+                Value::String(s) => Ok(s.clone()),
+                other => Err(self.invalid(
+                    key,
+                    format!("must be an array of strings, has {}", kind(other)),
+                )),
+            })
+            .collect()
+    }
+
+    fn unsigned(&self, key: &str, v: &Value, max: u64, go_type: &str) -> Result<u64, ConfigError> {
+        match v.as_u64() {
+            Some(n) if n <= max => Ok(n),
+            _ => Err(self.invalid(
+                key,
+                format!(
+                    "must be a whole number from 0 to {max} ({go_type}), not {}",
+                    short(v)
+                ),
+            )),
+        }
+    }
+
+    fn signed(&self, key: &str, v: &Value) -> Result<i64, ConfigError> {
+        v.as_i64()
+            .ok_or_else(|| self.invalid(key, format!("must be a whole number, not {}", short(v))))
+    }
+}
+
+/// `unknown key "Prefix.Key" (ignored)`, with a suggestion when a known key is a typo away.
+fn unknown_key(doc: &Doc<'_>, prefix: &str, key: &str, names: &[&str]) -> String {
+    let lower = key.to_ascii_lowercase();
+    let best = names
+        .iter()
+        .map(|n| (edit_distance(&lower, &n.to_ascii_lowercase()), *n))
+        .min_by_key(|(d, _)| *d)
+        .filter(|(d, _)| *d <= 2);
+    match best {
+        Some((_, name)) => {
+            format!(
+                "{}unknown key \"{prefix}{key}\" (ignored; did you mean \"{prefix}{name}\"?)",
+                doc.where_()
+            )
+        }
+        None => format!("{}unknown key \"{prefix}{key}\" (ignored)", doc.where_()),
+    }
+}
+
+/// Levenshtein distance over bytes (key names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// Looks a JSON key up in `names` the way Go's `encoding/json` does: exact first, then ASCII
+/// case-insensitively.
+fn canonical(key: &str, names: &[&'static str]) -> Option<&'static str> {
+    names
+        .iter()
+        .find(|n| **n == key)
+        .or_else(|| names.iter().find(|n| n.eq_ignore_ascii_case(key)))
+        .copied()
+}
+
+const TOP_KEYS: &[&str] = &[
+    "ShellCommand",
+    "ShellArguments",
+    "User",
+    "Terminal",
+    "Sessions",
+    "Limits",
+    "ReconnectIntervalSeconds",
+    "FileTransfer",
+    "PortForward",
+    "MenderClient",
+];
+const TERMINAL_KEYS: &[&str] = &["Width", "Height", "Disable"];
+const SESSIONS_KEYS: &[&str] = &[
+    "StopExpired",
+    "ExpireAfter",
+    "ExpireAfterIdle",
+    "MaxPerUser",
+];
+const DISABLE_KEYS: &[&str] = &["Disable"];
+const LIMITS_KEYS: &[&str] = &["Enabled", "FileTransfer"];
+const FT_KEYS: &[&str] = &[
+    "Chroot",
+    "FollowSymLinks",
+    "AllowOverwrite",
+    "OwnerPut",
+    "GroupPut",
+    "OwnerGet",
+    "GroupGet",
+    "Umask",
+    "MaxFileSize",
+    "Counters",
+    "AllowSuid",
+    "RegularFilesOnly",
+    "PreserveMode",
+    "PreserveOwner",
+];
+const COUNTERS_KEYS: &[&str] = &["MaxBytesTxPerMinute", "MaxBytesRxPerMinute"];
+
+impl Raw {
+    fn mark(&mut self, key: &'static str) {
+        if !self.present.contains(&key) {
+            self.present.push(key);
+        }
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.present.contains(&key)
+    }
+
+    fn apply_document(
+        &mut self,
+        text: &str,
+        path: Option<&Path>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ConfigError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.map(Path::to_path_buf),
+            line: e.line(),
+            column: e.column(),
+            message: syntax_message(&e),
+        })?;
+        let doc = Doc { path };
+        match &value {
+            // Go's json.Unmarshal of `null` leaves the configuration untouched.
+            Value::Null => Ok(()),
+            Value::Object(map) => self.apply_top(&doc, map, warnings),
+            other => Err(doc.invalid(
+                "(top level)",
+                format!("must be a JSON object, not {}", kind(other)),
+            )),
+        }
+    }
+
+    fn apply_top(
+        &mut self,
+        doc: &Doc<'_>,
+        map: &Map<String, Value>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ConfigError> {
+        for (key, v) in map {
+            if let Some(dep) = canonical(key, DEPRECATED) {
+                check_deprecated(doc, dep, v)?;
+                warnings.push(format!(
+                    "{}{dep} field is deprecated, ignoring.",
+                    doc.where_()
+                ));
+                continue;
+            }
+            let Some(name) = canonical(key, TOP_KEYS) else {
+                warnings.push(unknown_key(doc, "", key, TOP_KEYS));
+                continue;
+            };
+            if v.is_null() {
+                continue;
+            }
+            match name {
+                "ShellCommand" => {
+                    self.shell_command = doc.string(name, v)?;
+                    self.mark("ShellCommand");
+                }
+                "ShellArguments" => {
+                    self.shell_arguments = Some(doc.strings(name, v)?);
+                    self.mark("ShellArguments");
+                }
+                "User" => {
+                    self.user = doc.string(name, v)?;
+                    self.mark("User");
+                }
+                "ReconnectIntervalSeconds" => {
+                    self.reconnect_interval_seconds = doc.signed(name, v)?;
+                    self.mark("ReconnectIntervalSeconds");
+                }
+                "Terminal" => {
+                    for (k, v) in doc.object(name, v)? {
+                        let Some(sub) = canonical(k, TERMINAL_KEYS) else {
+                            warnings.push(unknown_key(doc, "Terminal.", k, TERMINAL_KEYS));
+                            continue;
+                        };
+                        if v.is_null() {
+                            continue;
+                        }
+                        match sub {
+                            "Width" => {
+                                self.terminal_width =
+                                    doc.unsigned("Terminal.Width", v, u16::MAX.into(), "uint16")?
+                                        as u16;
+                                self.mark("Terminal.Width");
+                            }
+                            "Height" => {
+                                self.terminal_height =
+                                    doc.unsigned("Terminal.Height", v, u16::MAX.into(), "uint16")?
+                                        as u16;
+                                self.mark("Terminal.Height");
+                            }
+                            _ => {
+                                self.terminal_disable = doc.bool("Terminal.Disable", v)?;
+                                self.mark("Terminal.Disable");
+                            }
+                        }
+                    }
+                }
+                "Sessions" => {
+                    for (k, v) in doc.object(name, v)? {
+                        let Some(sub) = canonical(k, SESSIONS_KEYS) else {
+                            warnings.push(unknown_key(doc, "Sessions.", k, SESSIONS_KEYS));
+                            continue;
+                        };
+                        if v.is_null() {
+                            continue;
+                        }
+                        let u32max = u64::from(u32::MAX);
+                        match sub {
+                            "StopExpired" => {
+                                self.stop_expired = doc.bool("Sessions.StopExpired", v)?;
+                                self.mark("Sessions.StopExpired");
+                            }
+                            "ExpireAfter" => {
+                                self.expire_after =
+                                    doc.unsigned("Sessions.ExpireAfter", v, u32max, "uint32")?
+                                        as u32;
+                                self.mark("Sessions.ExpireAfter");
+                            }
+                            "ExpireAfterIdle" => {
+                                self.expire_after_idle =
+                                    doc.unsigned("Sessions.ExpireAfterIdle", v, u32max, "uint32")?
+                                        as u32;
+                                self.mark("Sessions.ExpireAfterIdle");
+                            }
+                            _ => {
+                                self.max_per_user =
+                                    doc.unsigned("Sessions.MaxPerUser", v, u32max, "uint32")?
+                                        as u32;
+                                self.mark("Sessions.MaxPerUser");
+                            }
+                        }
+                    }
+                }
+                "FileTransfer" | "PortForward" | "MenderClient" => {
+                    for (k, v) in doc.object(name, v)? {
+                        if canonical(k, DISABLE_KEYS).is_none() {
+                            warnings.push(unknown_key(doc, &format!("{name}."), k, DISABLE_KEYS));
+                            continue;
+                        }
+                        if v.is_null() {
+                            continue;
+                        }
+                        let (key, slot) = match name {
+                            "FileTransfer" => {
+                                ("FileTransfer.Disable", &mut self.file_transfer_disable)
+                            }
+                            "PortForward" => {
+                                ("PortForward.Disable", &mut self.port_forward_disable)
+                            }
+                            _ => ("MenderClient.Disable", &mut self.mender_client_disable),
+                        };
+                        *slot = doc.bool(key, v)?;
+                        self.mark(key);
+                    }
+                }
+                _ => self.apply_limits(doc, name, v, warnings)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_limits(
+        &mut self,
+        doc: &Doc<'_>,
+        name: &str,
+        v: &Value,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ConfigError> {
+        for (k, v) in doc.object(name, v)? {
+            let Some(sub) = canonical(k, LIMITS_KEYS) else {
+                warnings.push(unknown_key(doc, "Limits.", k, LIMITS_KEYS));
+                continue;
+            };
+            if v.is_null() {
+                continue;
+            }
+            if sub == "Enabled" {
+                self.limits_enabled = doc.bool("Limits.Enabled", v)?;
+                self.mark("Limits.Enabled");
+                continue;
+            }
+            for (k, v) in doc.object("Limits.FileTransfer", v)? {
+                let Some(key) = canonical(k, FT_KEYS) else {
+                    if k.eq_ignore_ascii_case("PreserveGroup") {
+                        warnings.push(format!(
+                            "{}unknown key \"Limits.FileTransfer.{k}\" (mender-connect has no such setting: \
+                             the group follows PreserveOwner)",
+                            doc.where_()
+                        ));
+                    } else {
+                        warnings.push(unknown_key(doc, "Limits.FileTransfer.", k, FT_KEYS));
+                    }
+                    continue;
+                };
+                if v.is_null() {
+                    continue;
+                }
+                self.apply_ft(doc, key, v, warnings)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_ft(
+        &mut self,
+        doc: &Doc<'_>,
+        key: &'static str,
+        v: &Value,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ConfigError> {
+        let ft = &mut self.ft;
+        let full = ft_path(key);
+        match key {
+            "Chroot" => ft.chroot = doc.string(full, v)?,
+            "FollowSymLinks" => ft.follow_symlinks = doc.bool(full, v)?,
+            "AllowOverwrite" => ft.allow_overwrite = doc.bool(full, v)?,
+            "OwnerPut" => ft.owner_put = doc.string(full, v)?,
+            "GroupPut" => ft.group_put = doc.string(full, v)?,
+            "OwnerGet" => ft.owner_get = doc.strings(full, v)?,
+            "GroupGet" => ft.group_get = doc.strings(full, v)?,
+            "Umask" => ft.umask = doc.string(full, v)?,
+            "MaxFileSize" => ft.max_file_size = doc.unsigned(full, v, u64::MAX, "uint64")?,
+            "AllowSuid" => ft.allow_suid = doc.bool(full, v)?,
+            "RegularFilesOnly" => ft.regular_files_only = doc.bool(full, v)?,
+            "PreserveMode" => ft.preserve_mode = doc.bool(full, v)?,
+            "PreserveOwner" => ft.preserve_owner = doc.bool(full, v)?,
+            _ => {
+                for (k, v) in doc.object(full, v)? {
+                    let Some(c) = canonical(k, COUNTERS_KEYS) else {
+                        warnings.push(unknown_key(
+                            doc,
+                            "Limits.FileTransfer.Counters.",
+                            k,
+                            COUNTERS_KEYS,
+                        ));
+                        continue;
+                    };
+                    if v.is_null() {
+                        continue;
+                    }
+                    let full = counters_path(c);
+                    let n = doc.unsigned(full, v, u64::MAX, "uint64")?;
+                    if c == "MaxBytesTxPerMinute" {
+                        self.ft.max_bytes_tx_per_minute = n;
+                    } else {
+                        self.ft.max_bytes_rx_per_minute = n;
+                    }
+                    self.mark(full);
+                }
+                return Ok(());
+            }
+        }
+        self.mark(full);
+        Ok(())
+    }
+
+    /// Applies defaults, reduces to what takes effect and reports what is ignored.
+    fn finish(self, warnings: &mut Vec<String>) -> Result<Config, ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            path: None,
+            key: key.to_owned(),
+            reason,
+        };
+
+        let shell_command = if self.shell_command.is_empty() {
+            warnings.push(format!(
+                "ShellCommand is empty, defaulting to {DEFAULT_SHELL_COMMAND}"
+            ));
+            PathBuf::from(DEFAULT_SHELL_COMMAND)
+        } else {
+            PathBuf::from(&self.shell_command)
+        };
+        let shell_arguments = self.shell_arguments.clone().unwrap_or_else(|| {
+            DEFAULT_SHELL_ARGUMENTS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        });
+
+        let terminal = Terminal {
+            disable: self.terminal_disable,
+            height: if self.terminal_height == 0 {
+                DEFAULT_TERMINAL_HEIGHT
+            } else {
+                self.terminal_height
+            },
+            width: if self.terminal_width == 0 {
+                DEFAULT_TERMINAL_WIDTH
+            } else {
+                self.terminal_width
+            },
+        };
+        if terminal.disable {
+            for key in [
+                "Terminal.Height",
+                "Terminal.Width",
+                "ShellArguments",
+                "Sessions.MaxPerUser",
+            ] {
+                if self.has(key) {
+                    warnings.push(format!(
+                        "{key} has no effect: the remote terminal is disabled (Terminal.Disable)"
+                    ));
+                }
+            }
+        }
+
+        let secs = |n: u32| (n > 0).then(|| Duration::from_secs(n.into()));
+        let sessions = if self.stop_expired {
+            if self.expire_after > 0 && self.expire_after_idle > 0 {
+                return Err(invalid(
+                    "Sessions.ExpireAfter",
+                    "cannot be combined with Sessions.ExpireAfterIdle: set only one of them \
+                     (mender-connect 2.1.0 ignored ExpireAfter in that case)"
+                        .into(),
+                ));
+            }
+            if self.expire_after == 0 && self.expire_after_idle == 0 {
+                warnings.push(
+                    "Sessions.StopExpired has no effect: neither Sessions.ExpireAfter nor \
+                     Sessions.ExpireAfterIdle is set"
+                        .into(),
+                );
+            }
+            Sessions {
+                stop_expired: true,
+                expire_after: secs(self.expire_after),
+                expire_after_idle: secs(self.expire_after_idle),
+                max_per_user: self.max_per_user.max(DEFAULT_MAX_SESSIONS_PER_USER),
+            }
+        } else {
+            for key in ["Sessions.ExpireAfter", "Sessions.ExpireAfterIdle"] {
+                let set = if key == "Sessions.ExpireAfter" {
+                    self.expire_after
+                } else {
+                    self.expire_after_idle
+                };
+                if set > 0 {
+                    warnings.push(format!(
+                        "{key} has no effect: Sessions.StopExpired is false"
+                    ));
+                }
+            }
+            Sessions {
+                stop_expired: false,
+                expire_after: None,
+                expire_after_idle: None,
+                max_per_user: self.max_per_user.max(DEFAULT_MAX_SESSIONS_PER_USER),
+            }
+        };
+
+        let reconnect_interval = match self.reconnect_interval_seconds {
+            0 => DEFAULT_RECONNECT_INTERVAL,
+            n if n < 0 => {
+                warnings.push(format!(
+                    "ReconnectIntervalSeconds: {n} is negative, using the default {}",
+                    DEFAULT_RECONNECT_INTERVAL.as_secs()
+                ));
+                DEFAULT_RECONNECT_INTERVAL
+            }
+            n => Duration::from_secs(n.unsigned_abs()),
+        };
+
+        let limits = self.finish_limits(warnings)?;
+
+        Ok(Config {
+            shell_command,
+            shell_arguments,
+            user: self.user,
+            terminal,
+            sessions,
+            reconnect_interval,
+            file_transfer: Feature {
+                disable: self.file_transfer_disable,
+            },
+            port_forward: Feature {
+                disable: self.port_forward_disable,
+            },
+            mender_client: Feature {
+                disable: self.mender_client_disable,
+            },
+            limits,
+        })
+    }
+
+    fn finish_limits(&self, warnings: &mut Vec<String>) -> Result<Limits, ConfigError> {
+        let ft = &self.ft;
+        let enabled = self.limits_enabled;
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            path: None,
+            key: key.to_owned(),
+            reason,
+        };
+
+        let umask = if ft.umask.is_empty() {
+            None
+        } else {
+            match parse_umask(&ft.umask) {
+                Some(m) => Some(m),
+                None if enabled => {
+                    return Err(invalid(
+                        "Limits.FileTransfer.Umask",
+                        format!(
+                            "{:?} is not an octal umask from 0 to 0777 (e.g. \"022\")",
+                            ft.umask
+                        ),
+                    ));
+                }
+                None => None,
+            }
+        };
+        let chroot = (!ft.chroot.is_empty()).then(|| PathBuf::from(&ft.chroot));
+        if enabled && chroot.as_ref().is_some_and(|c| !c.is_absolute()) {
+            return Err(invalid(
+                "Limits.FileTransfer.Chroot",
+                format!("{:?} is not an absolute path", ft.chroot),
+            ));
+        }
+
+        let limit_keys: Vec<&str> = self
+            .present
+            .iter()
+            .copied()
+            .filter(|k| k.starts_with("Limits.FileTransfer."))
+            .collect();
+        if !enabled {
+            for key in &limit_keys {
+                warnings.push(format!("{key} has no effect: Limits.Enabled is not true"));
+            }
+        } else {
+            for (key, val) in [
+                ("Limits.FileTransfer.PreserveMode", ft.preserve_mode),
+                ("Limits.FileTransfer.PreserveOwner", ft.preserve_owner),
+            ] {
+                if self.has(key) && !val {
+                    warnings.push(format!(
+                        "{key}: false has no effect: mender-connect always preserves it (as 2.1.0 does)"
+                    ));
+                }
+            }
+        }
+        if self.file_transfer_disable && enabled && !limit_keys.is_empty() {
+            warnings.push("Limits.FileTransfer has no effect: file transfer is disabled (FileTransfer.Disable)".into());
+        }
+
+        let nonzero = |n: u64| (n > 0).then_some(n);
+        let nonempty = |s: &String| (!s.is_empty()).then(|| s.clone());
+        Ok(Limits {
+            enabled,
+            file_transfer: FileTransferLimits {
+                chroot,
+                follow_symlinks: ft.follow_symlinks,
+                allow_overwrite: ft.allow_overwrite,
+                owner_put: nonempty(&ft.owner_put),
+                group_put: nonempty(&ft.group_put),
+                owner_get: ft.owner_get.clone(),
+                group_get: ft.group_get.clone(),
+                umask,
+                max_file_size: nonzero(ft.max_file_size),
+                counters: RateLimits {
+                    max_bytes_tx_per_minute: nonzero(ft.max_bytes_tx_per_minute),
+                    max_bytes_rx_per_minute: nonzero(ft.max_bytes_rx_per_minute),
+                },
+                allow_suid: ft.allow_suid,
+                regular_files_only: ft.regular_files_only,
+                // The reference overwrites both with true after loading.
+                preserve_mode: true,
+                preserve_owner: true,
+            },
+        })
+    }
+}
+
+fn ft_path(key: &str) -> &'static str {
+    FT_FULL
+        .iter()
+        .find(|f| f.rsplit('.').next() == Some(key))
+        .copied()
+        .unwrap_or("Limits.FileTransfer")
+}
+
+const FT_FULL: &[&str] = &[
+    "Limits.FileTransfer.Chroot",
+    "Limits.FileTransfer.FollowSymLinks",
+    "Limits.FileTransfer.AllowOverwrite",
+    "Limits.FileTransfer.OwnerPut",
+    "Limits.FileTransfer.GroupPut",
+    "Limits.FileTransfer.OwnerGet",
+    "Limits.FileTransfer.GroupGet",
+    "Limits.FileTransfer.Umask",
+    "Limits.FileTransfer.MaxFileSize",
+    "Limits.FileTransfer.Counters",
+    "Limits.FileTransfer.AllowSuid",
+    "Limits.FileTransfer.RegularFilesOnly",
+    "Limits.FileTransfer.PreserveMode",
+    "Limits.FileTransfer.PreserveOwner",
+];
+
+fn counters_path(key: &str) -> &'static str {
+    if key == "MaxBytesTxPerMinute" {
+        "Limits.FileTransfer.Counters.MaxBytesTxPerMinute"
+    } else {
+        "Limits.FileTransfer.Counters.MaxBytesRxPerMinute"
+    }
+}
+
+/// The reference parses `Umask` with `strconv.ParseUint(s, 8, 32)`: octal digits only.
+fn parse_umask(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o777)
+}
+
+/// The deprecated keys are still type-checked by the reference (it decodes them into a struct).
+fn check_deprecated(doc: &Doc<'_>, key: &str, v: &Value) -> Result<(), ConfigError> {
+    match (key, v) {
+        (_, Value::Null) => Ok(()),
+        ("SkipVerify", Value::Bool(_)) => Ok(()),
+        ("Servers", Value::Array(_)) | ("HttpsClient", Value::Object(_)) => Ok(()),
+        ("ServerURL" | "ClientProtocol" | "ServerCertificate", Value::String(_)) => Ok(()),
+        _ => Err(doc.invalid(
+            key,
+            format!(
+                "has the wrong type ({}) (deprecated and ignored, but must still parse)",
+                kind(v)
+            ),
+        )),
+    }
+}
+
+fn syntax_message(e: &serde_json::Error) -> String {
+    // serde_json appends " at line L column C"; the position is reported separately.
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+/// Checks against this machine: the shell and the user.
+mod system {
+    use super::{Config, ConfigError, DEFAULT_SHELL_COMMAND};
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    fn invalid(key: &str, reason: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: None,
+            key: key.to_owned(),
+            reason,
+        }
+    }
+
+    pub(super) fn check(
+        config: &Config,
+        shells: &Path,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ConfigError> {
+        let shell = &config.shell_command;
+        if !shell.is_absolute() {
+            return Err(invalid(
+                "ShellCommand",
+                format!("given shell ({}) is not an absolute path", shell.display()),
+            ));
+        }
+        let executable = std::fs::metadata(shell)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false);
+        if !executable {
+            return Err(invalid(
+                "ShellCommand",
+                format!("given shell ({}) is not executable", shell.display()),
+            ));
+        }
+        if config.user.is_empty() {
+            return Err(invalid(
+                "User",
+                "please provide a user to run the shell as".into(),
+            ));
+        }
+        match crate::pty::lookup_user(&config.user) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(invalid("User", format!("unknown user {}", config.user))),
+            Err(e) => {
+                return Err(invalid(
+                    "User",
+                    format!("cannot look up user {}: {e}", config.user),
+                ));
+            }
+        }
+        match std::fs::read_to_string(shells) {
+            Ok(list) => {
+                let listed = list
+                    .lines()
+                    .map(str::trim)
+                    .any(|l| Path::new(l) == shell.as_path());
+                if !listed {
+                    return Err(invalid(
+                        "ShellCommand",
+                        format!("{} is not present in {}", shell.display(), shells.display()),
+                    ));
+                }
+            }
+            // Without /etc/shells the reference accepts only its default shell.
+            Err(_) if shell.as_path() == Path::new(DEFAULT_SHELL_COMMAND) => {}
+            Err(e) => {
+                return Err(invalid(
+                    "ShellCommand",
+                    format!(
+                        "{} cannot be checked against {}: {e}",
+                        shell.display(),
+                        shells.display()
+                    ),
+                ));
+            }
+        }
+        let ft = &config.limits.file_transfer;
+        if config.limits.enabled {
+            if let Some(owner) = &ft.owner_put {
+                if !matches!(crate::pty::lookup_user(owner), Ok(Some(_))) {
+                    warnings.push(format!(
+                        "Limits.FileTransfer.OwnerPut: unknown user {owner}: every upload will fail"
+                    ));
+                }
+            }
+            if let Some(group) = &ft.group_put {
+                if !matches!(crate::pty::lookup_group(group), Ok(Some(_))) {
+                    warnings.push(format!(
+                        "Limits.FileTransfer.GroupPut: unknown group {group}: every upload will fail"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::Config;
+        use super::check;
+        use std::path::Path;
+
+        fn cfg(json: &str) -> Config {
+            Config::from_json_str(json)
+                .map(|l| l.config)
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+
+        #[test]
+        fn relative_shell_is_rejected() {
+            let e = check(
+                &cfg(r#"{"ShellCommand":"sh","User":"root"}"#),
+                Path::new("/etc/shells"),
+                &mut vec![],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.starts_with("ShellCommand:") && e.contains("absolute"),
+                "{e}"
+            );
+        }
+
+        #[test]
+        fn non_executable_shell_is_rejected() {
+            let e = check(
+                &cfg(r#"{"ShellCommand":"/etc/passwd","User":"root"}"#),
+                Path::new("/etc/shells"),
+                &mut vec![],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("not executable"), "{e}");
+        }
+
+        #[test]
+        fn missing_user_is_rejected() {
+            let e = check(
+                &cfg(r#"{"ShellCommand":"/bin/sh"}"#),
+                Path::new("/etc/shells"),
+                &mut vec![],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.starts_with("User:") && e.contains("provide a user"),
+                "{e}"
+            );
+            let e = check(
+                &cfg(r#"{"ShellCommand":"/bin/sh","User":"no-such-user-mcrs"}"#),
+                Path::new("/etc/shells"),
+                &mut vec![],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("unknown user no-such-user-mcrs"), "{e}");
+        }
+
+        #[test]
+        fn shell_must_be_listed() {
+            let dir = std::env::temp_dir().join(format!("mcrs-shells-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let shells = dir.join("shells");
+            std::fs::write(&shells, "# comment\n/bin/sh\n").unwrap();
+            let ok = check(
+                &cfg(r#"{"ShellCommand":"/bin/sh","User":"root"}"#),
+                &shells,
+                &mut vec![],
+            );
+            assert!(ok.is_ok(), "{ok:?}");
+            let e = check(
+                &cfg(r#"{"ShellCommand":"/usr/bin/env","User":"root"}"#),
+                &shells,
+                &mut vec![],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("/usr/bin/env is not present in"), "{e}");
+            // Without the file only the default shell passes.
+            let missing = dir.join("absent");
+            assert!(
+                check(
+                    &cfg(r#"{"ShellCommand":"/bin/sh","User":"root"}"#),
+                    &missing,
+                    &mut vec![]
+                )
+                .is_ok()
+            );
+            assert!(
+                check(
+                    &cfg(r#"{"ShellCommand":"/usr/bin/env","User":"root"}"#),
+                    &missing,
+                    &mut vec![]
+                )
+                .is_err()
+            );
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

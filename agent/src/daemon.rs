@@ -1,1 +1,429 @@
-//! (being written; see issue 3)
+//! The `daemon` command: one websocket to the server, the router and the shell sessions,
+//! driven by a single event loop.
+//!
+//! ```text
+//!  auth thread ──credentials──┐        signals (TERM/INT/USR1)──┐
+//!                             v                                  v
+//!   dial task ──socket──> [ event loop: link state, Router, Shells, 1 s tick ] ──replies (≤64)──┐
+//!   websocket reader ──frames──^        ^ exited                                              v
+//!   shell reader tasks ──pty output──────────────────────────────data (≤16 frames)──> writer task ──> websocket
+//!   shell writer tasks <──keystrokes (≤16 per session)── event loop
+//! ```
+//!
+//! The writer task drains replies before data, so answers are not stuck behind bulk output;
+//! the bounded data queue makes shell readers stop reading their pty while the websocket is
+//! slow or down.
+
+use std::time::{Duration, Instant};
+
+use async_signal::{Signal, Signals};
+use futures_lite::{FutureExt, StreamExt};
+use smol::{Task, Timer};
+
+use mender_connect_core::shell::TermSize;
+
+use crate::auth::Credentials;
+use crate::config::Config;
+use crate::connection::{self, ConnectError, Ended, Reader, Socket};
+use crate::router::Router;
+use crate::shell::{Action, Exited, Expiry, ShellSettings, Shells};
+
+/// Outbound shell-output frames buffered at most (each ≤ 8 KiB).
+const DATA_QUEUE: usize = 16;
+/// Outbound reply frames buffered at most.
+const REPLY_QUEUE: usize = 64;
+/// A connection that lived this long resets the reconnect backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Longest reconnect delay.
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// How long keystrokes may wait for a busy pty before they are dropped.
+const INPUT_WAIT: Duration = Duration::from_secs(4);
+/// How long shutdown waits for shells to die (SIGKILL comes after [`crate::shell::KILL_GRACE`]).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+/// Default time sessions survive a dropped websocket.
+pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_secs(60);
+/// Environment override of the disconnect grace, in seconds (tests shorten it).
+pub const DISCONNECT_GRACE_ENV: &str = "MENDER_CONNECT_DISCONNECT_GRACE_SECS";
+
+/// Everything the daemon takes from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Shell sessions.
+    pub shell: ShellSettings,
+    /// `Terminal.Disable` off.
+    pub terminal: bool,
+    /// First reconnect delay bound (`ReconnectIntervalSeconds`).
+    pub reconnect_base: Duration,
+    /// How long shells outlive a dropped websocket.
+    pub disconnect_grace: Duration,
+}
+
+impl Settings {
+    /// From the loaded configuration.
+    pub fn from_config(config: &Config) -> Self {
+        let s = &config.sessions;
+        let expiry = match (s.stop_expired, s.expire_after_idle, s.expire_after) {
+            (false, _, _) => Expiry::Never,
+            (true, Some(idle), _) if !idle.is_zero() => Expiry::Idle(idle),
+            (true, _, Some(after)) if !after.is_zero() => Expiry::After(after),
+            // The reference only sweeps when one of the two is set.
+            _ => Expiry::Never,
+        };
+        Self {
+            shell: ShellSettings {
+                command: config.shell_command.to_string_lossy().into_owned(),
+                args: config.shell_arguments.clone(),
+                user: config.user.clone(),
+                size: TermSize { width: config.terminal.width, height: config.terminal.height },
+                max_per_user: usize::try_from(config.sessions.max_per_user).unwrap_or(usize::MAX).max(1),
+                expiry,
+            },
+            terminal: !config.terminal.disable,
+            reconnect_base: config.reconnect_interval,
+            disconnect_grace: Self::disconnect_grace_from_env(),
+        }
+    }
+
+    /// The disconnect grace, from [`DISCONNECT_GRACE_ENV`] if set.
+    pub fn disconnect_grace_from_env() -> Duration {
+        std::env::var(DISCONNECT_GRACE_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(DEFAULT_DISCONNECT_GRACE, Duration::from_secs)
+    }
+}
+
+/// Reconnect delays: core's full-jitter backoff fed with the agent's clock and randomness.
+struct Backoff {
+    inner: mender_connect_core::backoff::Backoff,
+    origin: Instant,
+    rng: fastrand::Rng,
+}
+
+impl Backoff {
+    fn new(base: Duration) -> Self {
+        let mut seed = [0u8; 8];
+        // Without OS randomness all devices would retry in lockstep; the clock still differs.
+        if getrandom::fill(&mut seed).is_err() {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            seed = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
+        }
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let cfg = mender_connect_core::backoff::BackoffConfig {
+            base_ms: ms(base).max(100),
+            cap_ms: ms(BACKOFF_CAP),
+            stable_after_ms: ms(STABLE_AFTER),
+        };
+        Self {
+            inner: mender_connect_core::backoff::Backoff::new(cfg),
+            origin: Instant::now(),
+            rng: fastrand::Rng::with_seed(u64::from_le_bytes(seed)),
+        }
+    }
+
+    fn at(&self, now: Instant) -> mender_connect_core::time::Instant {
+        let ms = u64::try_from(now.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX);
+        mender_connect_core::time::Instant::from_millis(ms)
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        Duration::from_millis(self.inner.next_delay_ms(self.rng.u64(..)))
+    }
+
+    fn connected(&mut self, now: Instant) {
+        let t = self.at(now);
+        self.inner.on_connected(t);
+    }
+
+    fn disconnected(&mut self, now: Instant) {
+        let t = self.at(now);
+        self.inner.on_disconnected(t);
+    }
+}
+
+enum Link {
+    /// No usable credentials.
+    Idle,
+    /// Waiting before the next dial.
+    Waiting(Instant),
+    Dialing(Task<Result<Box<Socket>, ConnectError>>),
+    Up {
+        reader: Reader,
+        writer: Task<Result<(), Ended>>,
+        stop_writer: async_channel::Sender<()>,
+        since: Instant,
+    },
+}
+
+enum Event {
+    Signal(Option<Signal>),
+    Credentials(Option<Credentials>),
+    Exited(Exited),
+    Tick,
+    Retry,
+    Dialed(Result<Box<Socket>, ConnectError>),
+    Received(Result<Vec<u8>, Ended>),
+    WriterEnded(Result<(), Ended>),
+}
+
+/// Where credentials come from and how to ask for fresh ones.
+pub struct Auth {
+    /// Current credentials first, then one item per change.
+    pub credentials: async_channel::Receiver<Credentials>,
+    /// Asks the auth service for a new token (after HTTP 401).
+    pub refresh: Box<dyn Fn()>,
+}
+
+struct Queues {
+    data_tx: async_channel::Sender<Vec<u8>>,
+    data_rx: async_channel::Receiver<Vec<u8>>,
+    reply_tx: async_channel::Sender<Vec<u8>>,
+    reply_rx: async_channel::Receiver<Vec<u8>>,
+}
+
+async fn writer_task(
+    mut w: connection::Writer,
+    replies: async_channel::Receiver<Vec<u8>>,
+    data: async_channel::Receiver<Vec<u8>>,
+    stop: async_channel::Receiver<()>,
+) -> Result<(), Ended> {
+    let r = w.pump(&replies, &data).or(async {
+        let _ = stop.recv().await;
+        Ok(())
+    });
+    let r = r.await;
+    w.close().await;
+    r
+}
+
+/// The `daemon` command: connects to the auth service on `bus` (`None`: the system bus, or
+/// `DBUS_SYSTEM_BUS_ADDRESS`) and serves until SIGTERM/SIGINT. Returns the exit code.
+pub fn run(config: &Config, bus: Option<String>) -> i32 {
+    let settings = Settings::from_config(config);
+    let handle = match crate::auth::spawn(bus) {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    let auth = Auth { credentials: handle.credentials(), refresh: Box::new(move || handle.fetch()) };
+    serve(settings, auth)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; returns the exit code.
+pub fn serve(settings: Settings, auth: Auth) -> i32 {
+    let signals = match Signals::new([Signal::Term, Signal::Int, Signal::Usr1]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
+    smol::block_on(event_loop(settings, auth, signals))
+}
+
+async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32 {
+    let tls = connection::tls_config();
+    let (data_tx, data_rx) = async_channel::bounded(DATA_QUEUE);
+    let (reply_tx, reply_rx) = async_channel::bounded(REPLY_QUEUE);
+    let q = Queues { data_tx, data_rx, reply_tx, reply_rx };
+    let (exited_tx, exited_rx) = async_channel::unbounded();
+    let mut shells = Shells::new(settings.shell.clone(), q.data_tx.clone(), exited_tx);
+    let mut router = Router::new(settings.terminal);
+    let mut backoff = Backoff::new(settings.reconnect_base);
+    let mut creds = Credentials { token: String::new(), server_url: String::new() };
+    let mut auth_open = true;
+    let mut link = Link::Idle;
+    let mut orphaned_since: Option<Instant> = None;
+    let mut next_tick = Instant::now() + Duration::from_secs(1);
+
+    log::info!("mender-connect daemon starting; protocols {:?}", router.protocols());
+    loop {
+        let ev = {
+            let sig = async { Event::Signal(signals.next().await.and_then(Result::ok)) };
+            let cred = async {
+                if auth_open {
+                    Event::Credentials(auth.credentials.recv().await.ok())
+                } else {
+                    std::future::pending().await
+                }
+            };
+            let exited = async {
+                match exited_rx.recv().await {
+                    Ok(e) => Event::Exited(e),
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            let tick = async {
+                Timer::at(next_tick).await;
+                Event::Tick
+            };
+            let link_ev = async {
+                match &mut link {
+                    Link::Idle => std::future::pending().await,
+                    Link::Waiting(at) => {
+                        Timer::at(*at).await;
+                        Event::Retry
+                    }
+                    Link::Dialing(task) => Event::Dialed(task.await),
+                    Link::Up { reader, writer, .. } => {
+                        async { Event::Received(reader.next().await) }
+                            .or(async { Event::WriterEnded(writer.await) })
+                            .await
+                    }
+                }
+            };
+            sig.or(cred).or(exited).or(link_ev).or(tick).await
+        };
+        let now = Instant::now();
+        match ev {
+            Event::Signal(Some(Signal::Usr1)) => {
+                log::info!("mender-connect daemon v{}", env!("CARGO_PKG_VERSION"));
+                log::info!(" status: ");
+                match &link {
+                    Link::Up { since, .. } => {
+                        log::info!("  connected to {} for {}s", creds.server_url, now.duration_since(*since).as_secs());
+                    }
+                    _ => log::info!("  not connected"),
+                }
+                for line in shells.status_lines(now) {
+                    log::info!("{line}");
+                }
+                log::info!("  control sessions: {}", router.sessions());
+            }
+            Event::Signal(sig) => {
+                log::info!("received {sig:?}, stopping");
+                break;
+            }
+            Event::Credentials(None) => {
+                log::error!("the auth service channel closed; keeping the last credentials");
+                auth_open = false;
+            }
+            Event::Credentials(Some(c)) => {
+                if !c.is_authorized() {
+                    log::info!("not authorized; disconnecting and stopping all sessions");
+                    let n = shells.stop_all();
+                    if n > 0 {
+                        log::info!("stopped {n} shells");
+                    }
+                    disconnect(&mut link, &mut router, &mut orphaned_since, &mut backoff, now).await;
+                    link = Link::Idle;
+                    creds = c;
+                } else if c != creds || matches!(link, Link::Idle) {
+                    log::info!("new token or server URL ({}); connecting", c.server_url);
+                    disconnect(&mut link, &mut router, &mut orphaned_since, &mut backoff, now).await;
+                    creds = c;
+                    link = dial(&creds, &tls);
+                }
+            }
+            Event::Exited(e) => shells.exited(&e),
+            Event::Tick => {
+                next_tick = now + Duration::from_secs(1);
+                let mut frames = shells.tick(now, orphaned_since, settings.disconnect_grace);
+                if matches!(link, Link::Up { .. }) {
+                    frames.extend(router.tick(now));
+                    for f in frames {
+                        // Periodic pings are worth nothing late; drop them when the queue is full.
+                        let _ = q.reply_tx.try_send(f);
+                    }
+                }
+            }
+            Event::Retry => link = dial(&creds, &tls),
+            Event::Dialed(Ok(socket)) => {
+                log::info!("connection established with {}", creds.server_url);
+                let (reader, writer) = connection::split(*socket);
+                let (stop_writer, stop_rx) = async_channel::bounded(1);
+                let writer = smol::spawn(writer_task(writer, q.reply_rx.clone(), q.data_rx.clone(), stop_rx));
+                link = Link::Up { reader, writer, stop_writer, since: now };
+                backoff.connected(now);
+                orphaned_since = None;
+                shells.reconnected(now);
+            }
+            Event::Dialed(Err(e)) => {
+                if matches!(e, ConnectError::Unauthorized) {
+                    (auth.refresh)();
+                }
+                let delay = backoff.next_delay();
+                log::error!("failed to connect to {}: {e}; reconnecting in {delay:?}", creds.server_url);
+                link = Link::Waiting(now + delay);
+            }
+            Event::Received(Ok(bytes)) => {
+                for action in router.route(&bytes, &mut shells, now) {
+                    match action {
+                        Action::Reply(f) => {
+                            let _ = q.reply_tx.send(f).await;
+                        }
+                        Action::Input(tx, bytes) => {
+                            let sent = async { tx.send(bytes).await.is_ok() }
+                                .or(async {
+                                    Timer::after(INPUT_WAIT).await;
+                                    false
+                                })
+                                .await;
+                            if !sent {
+                                log::warn!("shell input dropped: the pty does not take input");
+                            }
+                        }
+                    }
+                }
+            }
+            Event::Received(Err(e)) | Event::WriterEnded(Err(e)) => {
+                log::error!("websocket ended: {e}; reconnecting");
+                disconnect(&mut link, &mut router, &mut orphaned_since, &mut backoff, now).await;
+                let delay = backoff.next_delay();
+                link = Link::Waiting(now + delay);
+            }
+            Event::WriterEnded(Ok(())) => {
+                disconnect(&mut link, &mut router, &mut orphaned_since, &mut backoff, now).await;
+                link = Link::Waiting(now + backoff.next_delay());
+            }
+        }
+    }
+
+    let now = Instant::now();
+    disconnect(&mut link, &mut router, &mut orphaned_since, &mut backoff, now).await;
+    let n = shells.stop_all();
+    log::info!("stopping {n} shells");
+    let done = async {
+        shells.reaped().await;
+        true
+    }
+    .or(async {
+        Timer::after(SHUTDOWN_WAIT).await;
+        false
+    })
+    .await;
+    if !done {
+        log::error!("some shells did not exit in time");
+    }
+    0
+}
+
+fn dial(creds: &Credentials, tls: &std::sync::Arc<rustls::ClientConfig>) -> Link {
+    let (url, token, tls) = (creds.server_url.clone(), creds.token.clone(), std::sync::Arc::clone(tls));
+    Link::Dialing(smol::spawn(async move { connection::dial(&url, &token, &tls).await.map(Box::new) }))
+}
+
+/// Ends the current connection (close frame if up) and marks sessions as orphaned.
+async fn disconnect(
+    link: &mut Link,
+    router: &mut Router,
+    orphaned_since: &mut Option<Instant>,
+    backoff: &mut Backoff,
+    now: Instant,
+) {
+    if let Link::Up { writer, stop_writer, reader, .. } = std::mem::replace(link, Link::Idle) {
+        backoff.disconnected(now);
+        let _ = stop_writer.try_send(());
+        // Bounded by the writer's own write deadline.
+        let _ = writer.or(async {
+            Timer::after(connection::WRITE_WAIT).await;
+            Ok(())
+        })
+        .await;
+        drop(reader);
+        router.disconnected();
+        orphaned_since.get_or_insert(now);
+    }
+}

@@ -1,6 +1,396 @@
-//! Pseudo-terminals and shell processes (rustix), dropping privileges to the configured user.
+//! Pseudo-terminals and shell processes, dropping privileges to the configured user.
 //!
-//! Contract for the rest of the agent: `spawn_shell(&ShellSpec) -> io::Result<Shell>` where
-//! `ShellSpec { command, args, user, rows, cols, env }` and `Shell { master: OwnedFd (non-blocking),
-//! pid }` with `resize(rows, cols)`, `hangup()` (SIGHUP to the process group), `kill()`,
-//! `try_wait()`; the shell is a session leader with the pty as controlling terminal.
+//! The shell is a session leader with the pty slave as its controlling terminal and as
+//! stdin/stdout/stderr; the master stays with the daemon (non-blocking, close-on-exec).
+//! Running as root, the shell gets the user's uid, primary gid and supplementary groups. Not running
+//! as root, only the current user can be served: another configured `User` is refused with an
+//! error (mender-connect 2.1.0 silently ran the shell as itself with the other user's `HOME`).
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use rustix::fs::OFlags;
+use rustix::process::{Gid, Pid, Signal, Uid};
+use rustix::pty::OpenptFlags;
+use rustix::termios::Winsize;
+
+/// What to start in a new pty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShellSpec {
+    /// Absolute path of the shell.
+    pub command: PathBuf,
+    /// Arguments after argv[0] (the configured `ShellArguments`).
+    pub args: Vec<String>,
+    /// Name of the user the shell runs as.
+    pub user: String,
+    pub rows: u16,
+    pub cols: u16,
+    /// Extra environment, applied after `HOME`, `USER`, `LOGNAME`, `SHELL`, `TERM` and `PATH`.
+    pub env: Vec<(String, String)>,
+}
+
+/// A running shell. Dropping it kills the shell's process group and reaps the shell, so no zombie
+/// is left behind; call [`Shell::hangup`] and wait first for a graceful end.
+#[derive(Debug)]
+pub struct Shell {
+    /// The pty master: read the shell's output from it and write its input to it.
+    pub master: OwnedFd,
+    /// Process id of the shell, also its process group and session id.
+    pub pid: u32,
+    child: Child,
+    exited: Option<ExitStatus>,
+}
+
+impl Shell {
+    /// Sets the terminal size (TIOCSWINSZ); the kernel sends SIGWINCH to the foreground group.
+    pub fn resize(&self, rows: u16, cols: u16) -> io::Result<()> {
+        rustix::termios::tcsetwinsize(&self.master, winsize(rows, cols))?;
+        Ok(())
+    }
+
+    /// Sends SIGHUP to every process of the shell's session (what a terminal hangup does, plus
+    /// the background jobs an interactive shell puts into process groups of their own).
+    pub fn hangup(&self) -> io::Result<()> {
+        self.signal_session(Signal::HUP)
+    }
+
+    /// Sends SIGKILL to every process of the shell's session.
+    pub fn kill(&self) -> io::Result<()> {
+        self.signal_session(Signal::KILL)
+    }
+
+    /// The exit status if the shell has ended (reaps it), `None` while it runs.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait()?;
+        }
+        Ok(self.exited)
+    }
+
+    /// Blocks until the shell ends.
+    #[cfg_attr(not(test), allow(dead_code))] // the daemon polls with try_wait; tests block
+    pub fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.exited {
+            return Ok(status);
+        }
+        let status = self.child.wait()?;
+        self.exited = Some(status);
+        Ok(status)
+    }
+
+    fn signal_session(&self, sig: Signal) -> io::Result<()> {
+        // Once the shell is reaped its pid may be reused (also as a new session id); leftovers
+        // may remain, but signalling a recycled id could hit a stranger.
+        if self.exited.is_some() {
+            return Ok(());
+        }
+        let Some(pid) = i32::try_from(self.pid).ok().and_then(Pid::from_raw) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "invalid shell pid",
+            ));
+        };
+        match rustix::process::kill_process_group(pid, sig) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Job control gives background jobs their own process groups within the session; there
+        // is no kill-by-session call, so find the members in /proc.
+        for member in session_members(self.pid) {
+            if let Some(p) = i32::try_from(member).ok().and_then(Pid::from_raw) {
+                let _ = rustix::process::kill_process(p, sig);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Processes whose session id is `sid` (from /proc; empty if /proc is unavailable).
+fn session_members(sid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // Fields after the command name (which may contain spaces and parentheses):
+            // state ppid pgrp session ...
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .is_some_and(|stat| {
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(3)?.parse::<u32>().ok())
+                        == Some(sid)
+                })
+        })
+        .collect()
+}
+
+/// A passwd entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserEntry {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+    /// Login shell from passwd.
+    pub shell: PathBuf,
+}
+
+/// Looks a user up by name through the C library (so NSS sources work as for `login`).
+pub fn lookup_user(name: &str) -> io::Result<Option<UserEntry>> {
+    let Ok(cname) = CString::new(name) else {
+        return Ok(None);
+    };
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: passwd is plain old data; getpwnam_r fills it with pointers into `buf`, which
+        // outlives every use of them below.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: all pointers are valid for the given lengths.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 && rc != libc::ENOENT && rc != libc::ESRCH {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: on success the string fields point to NUL-terminated strings inside `buf`.
+        let field = |p: *const libc::c_char| -> PathBuf {
+            if p.is_null() {
+                PathBuf::new()
+            } else {
+                PathBuf::from(OsStr::from_bytes(unsafe { CStr::from_ptr(p) }.to_bytes()))
+            }
+        };
+        return Ok(Some(UserEntry {
+            name: name.to_owned(),
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+            home: field(pwd.pw_dir),
+            shell: field(pwd.pw_shell),
+        }));
+    }
+}
+
+/// Looks a group up by name; returns its gid.
+pub fn lookup_group(name: &str) -> io::Result<Option<u32>> {
+    let Ok(cname) = CString::new(name) else {
+        return Ok(None);
+    };
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: as in `lookup_user`.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: all pointers are valid for the given lengths.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 && rc != libc::ENOENT && rc != libc::ESRCH {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        return Ok((!result.is_null()).then_some(grp.gr_gid));
+    }
+}
+
+/// The user's supplementary groups (what `initgroups` would set), computed before forking because
+/// reading the group database is not safe between fork and exec.
+fn supplementary_groups(user: &UserEntry) -> io::Result<Vec<u32>> {
+    let cname = CString::new(user.name.as_str())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name contains NUL"))?;
+    let mut n: libc::c_int = 32;
+    loop {
+        let mut groups = vec![0 as libc::gid_t; n as usize];
+        let mut count = n;
+        // SAFETY: `groups` has room for `count` entries.
+        let rc = unsafe {
+            libc::getgrouplist(cname.as_ptr(), user.gid, groups.as_mut_ptr(), &mut count)
+        };
+        if rc >= 0 {
+            groups.truncate(count.max(0) as usize);
+            return Ok(groups);
+        }
+        // -1 means "too small"; `count` then holds the needed size (glibc), or not (musl: grow).
+        n = if count > n {
+            count
+        } else {
+            n.saturating_mul(2)
+        };
+        if n > 65536 {
+            return Err(io::Error::other("too many supplementary groups"));
+        }
+    }
+}
+
+fn winsize(rows: u16, cols: u16) -> Winsize {
+    Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+/// PATH for the shell before its profile runs (the one `login` sets on Debian).
+fn default_path(uid: u32) -> &'static str {
+    if uid == 0 {
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    } else {
+        "/usr/local/bin:/usr/bin:/bin"
+    }
+}
+
+/// Opens a pty pair and starts the shell on it.
+pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
+    let user = lookup_user(&spec.user)?.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("unknown user {}", spec.user),
+        )
+    })?;
+    let euid = rustix::process::geteuid().as_raw();
+    let switch_to = if euid == 0 {
+        let groups: Vec<Gid> = supplementary_groups(&user)?
+            .into_iter()
+            .map(Gid::from_raw)
+            .collect();
+        Some((Uid::from_raw(user.uid), Gid::from_raw(user.gid), groups))
+    } else if user.uid == euid {
+        None
+    } else {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "cannot start a shell as user {} (uid {}): mender-connect runs as uid {euid}, not root",
+                spec.user, user.uid
+            ),
+        ));
+    };
+
+    let master =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    rustix::pty::grantpt(&master)?;
+    rustix::pty::unlockpt(&master)?;
+    let slave_name = rustix::pty::ptsname(&master, Vec::new())?;
+    let slave = rustix::fs::open(
+        slave_name.as_c_str(),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    rustix::termios::tcsetwinsize(&master, winsize(spec.rows, spec.cols))?;
+
+    let home = if user.home.is_dir() {
+        user.home.as_path()
+    } else {
+        Path::new("/")
+    };
+    let mut cmd = Command::new(&spec.command);
+    cmd.args(&spec.args)
+        .env_clear()
+        .env("HOME", &user.home)
+        .env("USER", &user.name)
+        .env("LOGNAME", &user.name)
+        // The configured shell rather than the passwd one: service users often have nologin there,
+        // which would break programs that start $SHELL.
+        .env("SHELL", &spec.command)
+        .env("TERM", crate::config::TERMINAL_STRING)
+        .env("PATH", default_path(user.uid))
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .current_dir(home)
+        .stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave));
+
+    // Runs in the forked child before exec and only makes raw system calls (no allocation, no
+    // locks): setsid, TIOCSCTTY, setgroups/setgid/setuid on the single remaining thread,
+    // close_range. std's own uid/gid setters cannot be used because std would then clear the
+    // supplementary groups after we set them.
+    let child_setup = move || -> io::Result<()> {
+        rustix::process::setsid()?;
+        // SAFETY: fd 0 is the pty slave, installed by std before this closure runs.
+        let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+        rustix::process::ioctl_tiocsctty(stdin)?;
+        if let Some((uid, gid, groups)) = &switch_to {
+            rustix::thread::set_thread_groups(groups)?;
+            rustix::thread::set_thread_gid(*gid)?;
+            rustix::thread::set_thread_uid(*uid)?;
+        }
+        // Leaked descriptors (sockets of other sessions) must not reach the user's shell.
+        // CLOEXEC instead of closing keeps std's exec-error pipe working; old kernels without
+        // close_range rely on Rust opening everything close-on-exec.
+        // SAFETY: a plain system call with integer arguments.
+        let _ =
+            unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+        Ok(())
+    };
+    // SAFETY: `child_setup` is async-signal-safe (see above).
+    unsafe {
+        cmd.pre_exec(child_setup);
+    }
+    let child = cmd.spawn().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot start shell {}: {e}", spec.command.display()),
+        )
+    })?;
+    // The parent's copies of the slave go with `cmd`; the master then sees EOF/EIO when the
+    // shell's session ends instead of hanging.
+    drop(cmd);
+    let flags = rustix::fs::fcntl_getfl(&master)?;
+    rustix::fs::fcntl_setfl(&master, flags | OFlags::NONBLOCK)?;
+    let pid = child.id();
+    Ok(Shell {
+        master,
+        pid,
+        child,
+        exited: None,
+    })
+}
+
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+impl AsFd for Shell {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.master.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,277 @@
-//! (being written; see issue 3)
+//! Dispatch of every websocket message by `proto`, as mender-connect 2.1.0 does it
+//! (`app/daemon.go` `routeMessage`, `session/router.go`, `session/session.go`):
+//!
+//! - shell (1): the legacy path, no handshake, handled by [`crate::shell::Shells`];
+//! - control (0xFFFF) and every other proto: per-sid control sessions. `ping` → `pong`,
+//!   `open` → `accept` listing the routes, `close`/`error{close}` end the session, idle
+//!   sessions get a control `ping` after 48 s and a closing "session timeout" error 12 s later;
+//! - file transfer (2), port forward (3), mender-client (4): served by a [`SessionHandler`]
+//!   registered for the proto; without one the reference's "no handler registered" error.
+//!
+//! A message that does not decode gets a control error and the websocket stays up (the
+//! reference drops the connection instead).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use mender_connect_core::control::{self, Accept, ControlError, ControlMessage, PROTOCOL_VERSION};
+use mender_connect_core::shell::ShellMessage;
+use mender_connect_core::{Frame, MAX_FRAME_LEN, Proto};
+
+use crate::shell::{Action, Shells};
+
+/// Control-session idle timeout (reference `connectionmanager.DefaultPingWait`).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Ping after 4/5 of the idle timeout without messages.
+const IDLE_PING: Duration = Duration::from_secs(48);
+
+/// One protocol's state inside a control session (file transfer, port forward, ...).
+///
+/// Handlers are created on the first message of their proto in a session and closed when the
+/// session ends. Replies go into `out` as encoded frames; a handler that needs I/O keeps a
+/// clone of the outbound sender given to its [`HandlerFactory`] and spawns its own tasks.
+pub trait SessionHandler {
+    /// Serves one message of the handler's proto.
+    fn serve(&mut self, sid: &str, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>);
+    /// The session ended; free resources.
+    fn close(&mut self) {}
+}
+
+/// Makes a handler for a new session.
+pub type HandlerFactory = Box<dyn Fn() -> Box<dyn SessionHandler>>;
+
+struct ControlSession {
+    last_rx: Instant,
+    pinged: bool,
+    handlers: HashMap<Proto, Box<dyn SessionHandler>>,
+}
+
+impl ControlSession {
+    fn close(&mut self) {
+        for h in self.handlers.values_mut() {
+            h.close();
+        }
+    }
+}
+
+/// The message router.
+pub struct Router {
+    terminal: bool,
+    factories: Vec<(Proto, HandlerFactory)>,
+    sessions: HashMap<String, ControlSession>,
+}
+
+fn encode(f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; MAX_FRAME_LEN];
+    match f(&mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            Some(buf)
+        }
+        Err(e) => {
+            log::warn!("cannot encode reply: {e}");
+            None
+        }
+    }
+}
+
+fn error_frame(sid: &str, err: &ControlError<'_>) -> Option<Vec<u8>> {
+    encode(|b| control::encode_error_frame(b, sid, err))
+}
+
+/// The error the reference sends about message `frame`.
+fn error_about(sid: &str, frame: &Frame<'_>, close: bool, text: &str) -> Option<Vec<u8>> {
+    let err = ControlError {
+        err: text,
+        close,
+        msgproto: frame.header.proto,
+        msgtype: frame.header.typ,
+        msgid: frame.header.props.get_str("msgid").unwrap_or(""),
+        ..ControlError::default()
+    };
+    error_frame(sid, &err)
+}
+
+impl Router {
+    /// `terminal`: the shell protocol is enabled (`Terminal.Disable` off).
+    pub fn new(terminal: bool) -> Self {
+        Self { terminal, factories: Vec::new(), sessions: HashMap::new() }
+    }
+
+    /// Registers the handler of an enabled protocol (2, 3 or 4); it is then listed in `accept`.
+    #[allow(dead_code)] // the extension point; file transfer, port forward, mender-client come later
+    pub fn register(&mut self, proto: Proto, factory: HandlerFactory) {
+        self.factories.retain(|(p, _)| *p != proto);
+        self.factories.push((proto, factory));
+    }
+
+    /// Protocols listed in `accept`.
+    pub fn protocols(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = self.factories.iter().map(|(p, _)| p.0).collect();
+        if self.terminal {
+            v.push(Proto::SHELL.0);
+        }
+        v.sort_unstable();
+        v
+    }
+
+    /// Number of open control sessions.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Routes one websocket message.
+    pub fn route(&mut self, bytes: &[u8], shells: &mut Shells, now: Instant) -> Vec<Action> {
+        let frame = match Frame::decode(bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                log::warn!("dropping undecodable message ({} bytes): {e}", bytes.len());
+                let text = format!("failed to decode message: {e}");
+                let err = ControlError { err: &text, ..ControlError::default() };
+                return error_frame("", &err).map(Action::Reply).into_iter().collect();
+            }
+        };
+        let sid = frame.header.sid;
+        if frame.header.proto == Proto::SHELL {
+            if !self.terminal {
+                let text = format!("unknown message protocol and type: 1/{}", frame.header.typ);
+                return crate::shell::frame(frame.header.typ, sid, mender_connect_core::shell::Status::Error, text.as_bytes())
+                    .map(Action::Reply)
+                    .into_iter()
+                    .collect();
+            }
+            return match ShellMessage::from_frame(&frame) {
+                Ok(msg) => shells.handle(msg, frame.header.typ, sid, now),
+                Err(_) => Vec::new(),
+            };
+        }
+        self.route_session(&frame, now).into_iter().map(Action::Reply).collect()
+    }
+
+    fn route_session(&mut self, frame: &Frame<'_>, now: Instant) -> Vec<Vec<u8>> {
+        let sid = frame.header.sid;
+        let session = self.sessions.entry(sid.to_owned()).or_insert_with(|| ControlSession {
+            last_rx: now,
+            pinged: false,
+            handlers: HashMap::new(),
+        });
+        session.last_rx = now;
+        session.pinged = false;
+        let mut out = Vec::new();
+        if frame.header.proto == Proto::CONTROL {
+            let close = self.control(frame, &mut out);
+            if close {
+                if let Some(mut s) = self.sessions.remove(sid) {
+                    s.close();
+                }
+            }
+            return out;
+        }
+        let proto = frame.header.proto;
+        let Some(session) = self.sessions.get_mut(sid) else { return out };
+        if let std::collections::hash_map::Entry::Vacant(slot) = session.handlers.entry(proto) {
+            match self.factories.iter().find(|(p, _)| *p == proto) {
+                Some((_, make)) => {
+                    slot.insert(make());
+                }
+                None => {
+                    let text = format!("no handler registered for protocol: 0x{:04X}", proto.0);
+                    out.extend(error_about(sid, frame, false, &text));
+                    return out;
+                }
+            }
+        }
+        if let Some(h) = session.handlers.get_mut(&proto) {
+            h.serve(sid, frame, &mut out);
+        }
+        out
+    }
+
+    /// Handles a control message; returns whether the session ends.
+    fn control(&self, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>) -> bool {
+        let sid = frame.header.sid;
+        let msg = match ControlMessage::from_frame(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                let (close, text) = match frame.header.typ {
+                    control::OPEN => (true, format!("failed to decode handshake request: {e}")),
+                    control::ACCEPT => (true, format!("malformed handshake response: {e}")),
+                    _ => (false, format!("failed to decode control message: {e}")),
+                };
+                out.extend(error_about(sid, frame, close, &text));
+                return close;
+            }
+        };
+        match msg {
+            ControlMessage::Ping => {
+                out.extend(encode(|b| control::bare(control::PONG, sid).encode(b)));
+                false
+            }
+            ControlMessage::Pong => false,
+            ControlMessage::Open(open) => {
+                if open.supports(PROTOCOL_VERSION) {
+                    let protocols = self.protocols();
+                    if let Some(accept) = Accept::new(PROTOCOL_VERSION, &protocols) {
+                        out.extend(encode(|b| control::encode_accept_frame(b, sid, &accept)));
+                        log::info!("session: accepting new session with ID: {sid}");
+                    }
+                    false
+                } else {
+                    let text = format!("handshake rejected: require version {PROTOCOL_VERSION}");
+                    out.extend(error_about(sid, frame, true, &text));
+                    true
+                }
+            }
+            ControlMessage::Accept(a) if a.version != PROTOCOL_VERSION => {
+                let text = format!("unsupported protocol version {}: require version {PROTOCOL_VERSION}", a.version);
+                out.extend(error_about(sid, frame, true, &text));
+                true
+            }
+            ControlMessage::Accept(_) => false,
+            ControlMessage::Close => {
+                log::info!("session: closed {sid}");
+                true
+            }
+            ControlMessage::Error(e) => {
+                log::error!("session: received error from client: {}", e.err);
+                e.close
+            }
+            ControlMessage::Unknown(typ) => {
+                let text = format!("session: control type message not understood: '{typ}'");
+                out.extend(error_about(sid, frame, false, &text));
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Idle control sessions: ping after 48 s, end with "session timeout" after 60 s.
+    pub fn tick(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut ended = Vec::new();
+        for (sid, s) in &mut self.sessions {
+            let idle = now.duration_since(s.last_rx);
+            if s.pinged && idle >= IDLE_TIMEOUT {
+                let err = ControlError { err: "session timeout", close: true, ..ControlError::default() };
+                out.extend(error_frame(sid, &err));
+                ended.push(sid.clone());
+            } else if !s.pinged && idle >= IDLE_PING {
+                s.pinged = true;
+                out.extend(encode(|b| control::bare(control::PING, sid).encode(b)));
+            }
+        }
+        for sid in ended {
+            if let Some(mut s) = self.sessions.remove(&sid) {
+                s.close();
+            }
+        }
+        out
+    }
+
+    /// The websocket dropped: control sessions do not survive it (the server's side is gone).
+    pub fn disconnected(&mut self) {
+        for (_, mut s) in self.sessions.drain() {
+            s.close();
+        }
+    }
+}

@@ -1,1 +1,480 @@
-//! (being written; see issue 3)
+//! Remote-terminal sessions (`proto` 1): one shell on a pty per session id.
+//!
+//! Replies follow mender-connect 2.1.0 (`app/daemon_shell.go`, `session/shell.go`,
+//! `shell/exec.go`): `new` → `{"status":1}` "Shell started" or `{"status":2}` with the error text;
+//! `stop` → `{"status":1}` or status 2 with the error; a shell that ends is reported with a `stop`
+//! `{"status":2}` carrying the read error; a health-check `ping` (`timeout` 65, `status` 3) every
+//! 60 s, answered by `pong`.
+//!
+//! Unlike the reference: pty output is coalesced into frames of up to ~8 KiB (flushed after
+//! [`COALESCE_IDLE`] without new output), the reader stops reading the pty while the outbound
+//! queue is full (backpressure instead of unbounded buffering), sessions are removed when their
+//! shell ends, and sessions left over from a dropped websocket are reaped after a grace period.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use mender_connect_core::MAX_FRAME_LEN;
+use mender_connect_core::shell::{self as proto, Status, TermSize};
+use smol::{Async, Task, Timer};
+
+use crate::pty;
+
+/// Most shells running at once (reference `config.MaxShellsSpawned`).
+pub const MAX_SHELLS: usize = 16;
+/// Output is flushed when the pty has been quiet this long.
+pub const COALESCE_IDLE: Duration = Duration::from_millis(2);
+/// Time a stopped shell gets between SIGHUP and SIGKILL (the reference waits 2 s).
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+const HEALTH_INTERVAL: Duration = Duration::from_secs(proto::HEALTHCHECK_INTERVAL_SECS);
+const HEALTH_TIMEOUT: Duration =
+    Duration::from_secs(proto::HEALTHCHECK_INTERVAL_SECS + proto::HEALTHCHECK_TIMEOUT_SECS);
+/// Keystroke messages buffered per session before the router waits for the pty.
+const INPUT_QUEUE: usize = 16;
+
+/// Reference error texts (sent as the body of a status-2 reply).
+pub const ERR_TOO_MANY_SHELLS: &str = "too many shells spawned";
+/// Per-user limit reached.
+pub const ERR_TOO_MANY_FOR_USER: &str = "user has too many open sessions";
+/// Unknown session id.
+pub const ERR_SESSION_NOT_FOUND: &str = "session not found";
+
+/// When sessions expire (`Sessions` in the configuration).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Expiry {
+    /// `StopExpired` off.
+    #[default]
+    Never,
+    /// `ExpireAfterIdle`: after this long without input from the user.
+    Idle(Duration),
+    /// `ExpireAfter`: this long after the start.
+    After(Duration),
+}
+
+/// What every shell is started with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShellSettings {
+    /// `ShellCommand`
+    pub command: String,
+    /// `ShellArguments`
+    pub args: Vec<String>,
+    /// `User`
+    pub user: String,
+    /// `Terminal.Width`/`Height` (used when `new` has no size).
+    pub size: TermSize,
+    /// `Sessions.MaxPerUser` (at least 1).
+    pub max_per_user: usize,
+    /// Session expiry.
+    pub expiry: Expiry,
+}
+
+/// Why a session ended on its own; the daemon removes it and reaps the shell.
+#[derive(Debug)]
+pub struct Exited {
+    /// Session id.
+    pub sid: String,
+    /// Which incarnation of that sid (a sid can be reused after a stop).
+    pub serial: u64,
+}
+
+struct Session {
+    serial: u64,
+    user_id: String,
+    started: Instant,
+    active: Instant,
+    shell: pty::Shell,
+    input: async_channel::Sender<Vec<u8>>,
+    last_pong: Instant,
+    next_ping: Instant,
+    _reader: Task<()>,
+    _writer: Task<()>,
+}
+
+/// A frame for the outbound queue, or the router's wait for pty input space.
+#[derive(Debug)]
+pub enum Action {
+    /// Send this frame (router replies; priority queue).
+    Reply(Vec<u8>),
+    /// Hand keystrokes to the session's pty writer.
+    Input(async_channel::Sender<Vec<u8>>, Vec<u8>),
+}
+
+/// All shell sessions.
+pub struct Shells {
+    settings: ShellSettings,
+    sessions: HashMap<String, Session>,
+    /// Shells being stopped; the daemon waits for them on shutdown.
+    reaping: Vec<Task<()>>,
+    data: async_channel::Sender<Vec<u8>>,
+    exited: async_channel::Sender<Exited>,
+    serial: u64,
+}
+
+/// Encodes a shell frame with a status; frames that cannot be encoded (absurd sid) are dropped.
+pub fn frame(typ: &str, sid: &str, status: Status, body: &[u8]) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; MAX_FRAME_LEN.max(body.len() + sid.len() + typ.len() + 128)];
+    match proto::encode_with_status(&mut buf, typ, sid, status, body) {
+        Ok(n) => {
+            buf.truncate(n);
+            Some(buf)
+        }
+        Err(e) => {
+            log::warn!("cannot encode shell {typ} frame for session {sid:?}: {e}");
+            None
+        }
+    }
+}
+
+fn reply(typ: &str, sid: &str, result: Result<&[u8], &str>) -> Vec<Action> {
+    let f = match result {
+        Ok(body) => frame(typ, sid, Status::Normal, body),
+        Err(e) => frame(typ, sid, Status::Error, e.as_bytes()),
+    };
+    f.into_iter().map(Action::Reply).collect()
+}
+
+impl Shells {
+    /// `data` is the bounded outbound data queue (shell output), `exited` tells the daemon
+    /// about shells that ended by themselves.
+    pub fn new(
+        settings: ShellSettings,
+        data: async_channel::Sender<Vec<u8>>,
+        exited: async_channel::Sender<Exited>,
+    ) -> Self {
+        Self { settings, sessions: HashMap::new(), reaping: Vec::new(), data, exited, serial: 0 }
+    }
+
+    /// Handles one shell-protocol frame from the server.
+    pub fn handle(&mut self, msg: proto::ShellMessage<'_>, typ: &str, sid: &str, now: Instant) -> Vec<Action> {
+        match msg {
+            proto::ShellMessage::New { user_id, size } => self.start(sid, user_id, size, now),
+            proto::ShellMessage::Stop { user_id } => self.stop_request(sid, user_id),
+            proto::ShellMessage::Data(bytes) => match self.sessions.get_mut(sid) {
+                Some(s) => {
+                    s.active = now;
+                    if bytes.is_empty() {
+                        return Vec::new();
+                    }
+                    vec![Action::Input(s.input.clone(), bytes.to_vec())]
+                }
+                None => reply(typ, sid, Err(ERR_SESSION_NOT_FOUND)),
+            },
+            proto::ShellMessage::Resize(size) => {
+                match (self.sessions.get(sid), size) {
+                    (Some(s), Some(size)) => {
+                        if let Err(e) = s.shell.resize(size.height, size.width) {
+                            log::debug!("session {sid}: resize failed: {e}");
+                        }
+                    }
+                    (None, _) => log::error!("{ERR_SESSION_NOT_FOUND}: {sid}"),
+                    _ => {}
+                }
+                Vec::new()
+            }
+            proto::ShellMessage::Pong => {
+                match self.sessions.get_mut(sid) {
+                    Some(s) => s.last_pong = now,
+                    None => log::error!("{ERR_SESSION_NOT_FOUND}: {sid}"),
+                }
+                Vec::new()
+            }
+            // `ping` from the server and unknown types: the reference's fallback answer.
+            _ => {
+                let text = format!("unknown message protocol and type: 1/{typ}");
+                reply(typ, sid, Err(&text))
+            }
+        }
+    }
+
+    fn start(&mut self, sid: &str, user_id: &str, size: Option<TermSize>, now: Instant) -> Vec<Action> {
+        if self.sessions.len() >= MAX_SHELLS {
+            return reply(proto::NEW, sid, Err(ERR_TOO_MANY_SHELLS));
+        }
+        if self.sessions.contains_key(sid) {
+            return reply(proto::NEW, sid, Err("failed to start shell: shell is already running"));
+        }
+        let per_user = self.sessions.values().filter(|s| s.user_id == user_id).count();
+        if per_user >= self.settings.max_per_user.max(1) {
+            return reply(proto::NEW, sid, Err(ERR_TOO_MANY_FOR_USER));
+        }
+        let size = size.unwrap_or(self.settings.size);
+        match self.spawn(sid, user_id, size, now) {
+            Ok(()) => {
+                log::info!("session {sid}: shell started for user {user_id:?}");
+                reply(proto::NEW, sid, Ok(b"Shell started"))
+            }
+            Err(e) => {
+                log::error!("session {sid}: failed to start shell: {e}");
+                reply(proto::NEW, sid, Err(&format!("failed to start shell: {e}")))
+            }
+        }
+    }
+
+    fn spawn(&mut self, sid: &str, user_id: &str, size: TermSize, now: Instant) -> io::Result<()> {
+        let spec = pty::ShellSpec {
+            command: self.settings.command.clone().into(),
+            args: self.settings.args.clone(),
+            user: self.settings.user.clone(),
+            rows: size.height,
+            cols: size.width,
+            env: Vec::new(),
+        };
+        let shell = pty::spawn_shell(&spec)?;
+        let master = match shell.master.try_clone().and_then(|fd| Async::new(File::from(fd))) {
+            Ok(m) => Arc::new(m),
+            Err(e) => {
+                self.reap(shell);
+                return Err(e);
+            }
+        };
+        self.serial += 1;
+        let (input, input_rx) = async_channel::bounded(INPUT_QUEUE);
+        let reader = smol::spawn(pump_output(
+            Arc::clone(&master),
+            sid.to_owned(),
+            self.serial,
+            self.data.clone(),
+            self.exited.clone(),
+        ));
+        let writer = smol::spawn(pump_input(master, input_rx));
+        self.sessions.insert(
+            sid.to_owned(),
+            Session {
+                serial: self.serial,
+                user_id: user_id.to_owned(),
+                started: now,
+                active: now,
+                shell,
+                input,
+                last_pong: now,
+                next_ping: now + HEALTH_INTERVAL,
+                _reader: reader,
+                _writer: writer,
+            },
+        );
+        Ok(())
+    }
+
+    fn stop_request(&mut self, sid: &str, user_id: &str) -> Vec<Action> {
+        if sid.is_empty() {
+            if user_id.is_empty() {
+                return reply(proto::STOP, sid, Err("StopShellMessage: sessionId not given and userId empty"));
+            }
+            let sids: Vec<String> =
+                self.sessions.iter().filter(|(_, s)| s.user_id == user_id).map(|(k, _)| k.clone()).collect();
+            if sids.is_empty() {
+                return reply(proto::STOP, sid, Err(ERR_SESSION_NOT_FOUND));
+            }
+            for sid in &sids {
+                self.stop(sid);
+            }
+            return reply(proto::STOP, "", Ok(b""));
+        }
+        if self.stop(sid) {
+            reply(proto::STOP, sid, Ok(b""))
+        } else {
+            let text = format!("routeMessage: StopShellMessage: session not found for id {sid}");
+            reply(proto::STOP, sid, Err(&text))
+        }
+    }
+
+    /// Stops a session's shell (SIGHUP now, SIGKILL after [`KILL_GRACE`]) without telling the
+    /// server. Returns whether the session existed.
+    pub fn stop(&mut self, sid: &str) -> bool {
+        match self.sessions.remove(sid) {
+            Some(s) => {
+                log::info!("session {sid}: stopping shell");
+                // Dropping the tasks cancels them, so no "stop" frame follows.
+                drop(s._reader);
+                drop(s._writer);
+                let _ = s.shell.hangup();
+                self.reap(s.shell);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A shell ended by itself: forget the session and reap the process.
+    pub fn exited(&mut self, e: &Exited) {
+        if self.sessions.get(&e.sid).is_some_and(|s| s.serial == e.serial) {
+            self.stop(&e.sid);
+        }
+    }
+
+    fn reap(&mut self, mut shell: pty::Shell) {
+        self.reaping.retain(|t| !t.is_finished());
+        self.reaping.push(smol::spawn(async move {
+            let deadline = Instant::now() + KILL_GRACE;
+            let mut killed = false;
+            loop {
+                match shell.try_wait() {
+                    Ok(Some(_)) | Err(_) => return,
+                    Ok(None) => {}
+                }
+                if !killed && Instant::now() >= deadline {
+                    let _ = shell.kill();
+                    killed = true;
+                }
+                Timer::after(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+
+    /// Periodic work: expiry, health checks, sessions orphaned by a dropped websocket.
+    /// Returns frames to send (health-check pings).
+    pub fn tick(&mut self, now: Instant, orphaned_since: Option<Instant>, grace: Duration) -> Vec<Vec<u8>> {
+        let mut doomed = Vec::new();
+        let mut out = Vec::new();
+        let orphaned = orphaned_since.is_some_and(|t| now.duration_since(t) >= grace);
+        for (sid, s) in &mut self.sessions {
+            let expired = match self.settings.expiry {
+                Expiry::Never => false,
+                Expiry::Idle(d) => now.duration_since(s.active) > d,
+                Expiry::After(d) => now.duration_since(s.started) > d,
+            };
+            if expired {
+                log::info!("session {sid}: expired");
+                doomed.push(sid.clone());
+            } else if orphaned {
+                log::info!("session {sid}: websocket gone for {grace:?}, stopping the shell");
+                doomed.push(sid.clone());
+            } else if now.duration_since(s.last_pong) > HEALTH_TIMEOUT && orphaned_since.is_none() {
+                log::error!("session {sid}: health check failed, connection with the client lost");
+                doomed.push(sid.clone());
+            } else if now >= s.next_ping && orphaned_since.is_none() {
+                s.next_ping = now + HEALTH_INTERVAL;
+                let mut buf = vec![0u8; 256 + sid.len()];
+                if let Ok(n) = proto::encode_ping(&mut buf, sid, HEALTH_TIMEOUT.as_secs() as i64) {
+                    buf.truncate(n);
+                    out.push(buf);
+                }
+            }
+        }
+        for sid in doomed {
+            self.stop(&sid);
+        }
+        out
+    }
+
+    /// After a reconnect the health-check clock restarts, so a pong that could not arrive
+    /// while the websocket was down does not count against the session.
+    pub fn reconnected(&mut self, now: Instant) {
+        for s in self.sessions.values_mut() {
+            s.last_pong = now;
+            s.next_ping = now + HEALTH_INTERVAL;
+        }
+    }
+
+    /// Stops every shell (websocket unauthorized, shutdown).
+    pub fn stop_all(&mut self) -> usize {
+        let sids: Vec<String> = self.sessions.keys().cloned().collect();
+        for sid in &sids {
+            self.stop(sid);
+        }
+        sids.len()
+    }
+
+    /// Waits until every stopped shell has been reaped.
+    pub async fn reaped(&mut self) {
+        for t in self.reaping.drain(..) {
+            t.await;
+        }
+    }
+
+    /// Lines for the SIGUSR1 status dump.
+    pub fn status_lines(&self, now: Instant) -> Vec<String> {
+        let mut lines = vec![format!("  shells: {}/{MAX_SHELLS}", self.sessions.len())];
+        for (sid, s) in &self.sessions {
+            lines.push(format!(
+                "   id:{sid} user:{} pid:{} started:{}s ago active:{}s ago shell:{}",
+                s.user_id,
+                s.shell.pid,
+                now.duration_since(s.started).as_secs(),
+                now.duration_since(s.active).as_secs(),
+                self.settings.command
+            ));
+        }
+        lines
+    }
+}
+
+/// Largest pty chunk per frame: the frame (header, sid, status prop, bin header) must stay
+/// within [`MAX_FRAME_LEN`].
+fn chunk_len(sid: &str) -> usize {
+    MAX_FRAME_LEN.saturating_sub(128 + sid.len()).max(256)
+}
+
+/// pty → outbound queue. Reads coalesce until the buffer is full or the pty has been quiet for
+/// [`COALESCE_IDLE`]; `send().await` on the bounded queue is the backpressure.
+async fn pump_output(
+    master: Arc<Async<File>>,
+    sid: String,
+    serial: u64,
+    data: async_channel::Sender<Vec<u8>>,
+    exited: async_channel::Sender<Exited>,
+) {
+    let chunk = chunk_len(&sid);
+    let mut buf = vec![0u8; chunk];
+    let mut end: Option<io::Error> = None;
+    while end.is_none() {
+        let mut len = match (&*master).read(&mut buf).await {
+            Ok(0) => {
+                end = Some(io::ErrorKind::UnexpectedEof.into());
+                0
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                end = Some(e);
+                0
+            }
+        };
+        while end.is_none() && len < chunk {
+            let more = async { Some((&*master).read(&mut buf[len..]).await) }
+                .or(async {
+                    Timer::after(COALESCE_IDLE).await;
+                    None
+                })
+                .await;
+            match more {
+                None => break,
+                Some(Ok(0)) => end = Some(io::ErrorKind::UnexpectedEof.into()),
+                Some(Ok(n)) => len += n,
+                Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Some(Err(e)) => end = Some(e),
+            }
+        }
+        if len > 0 {
+            let Some(f) = frame(proto::SHELL, &sid, Status::Normal, &buf[..len]) else { break };
+            if data.send(f).await.is_err() {
+                return;
+            }
+        }
+    }
+    // The reference reports the pty read error (EIO once the shell has exited).
+    let text = match end {
+        Some(e) if e.raw_os_error() == Some(5) => "read /dev/ptmx: input/output error".to_owned(),
+        Some(e) => format!("read /dev/ptmx: {e}"),
+        None => "read /dev/ptmx: EOF".to_owned(),
+    };
+    log::info!("session {sid}: shell ended ({text})");
+    if let Some(f) = frame(proto::STOP, &sid, Status::Error, text.as_bytes()) {
+        let _ = data.send(f).await;
+    }
+    let _ = exited.send(Exited { sid, serial }).await;
+}
+
+/// Session input → pty.
+async fn pump_input(master: Arc<Async<File>>, input: async_channel::Receiver<Vec<u8>>) {
+    while let Ok(bytes) = input.recv().await {
+        if let Err(e) = (&*master).write_all(&bytes).await {
+            log::debug!("pty write failed: {e}");
+            return;
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Mender-client triggers (`proto` 4): `check-update` and `send-inventory` from the server make
+//! the device's Mender client act now instead of at its next poll.
+//!
+//! Like mender-connect 2.2 (`session/menderclient.go`; 2.1.0 ran `mender <cmd>` from `PATH`), the
+//! first existing binary of `/usr/bin/mender-update` (client 4.x) and `/usr/bin/mender`
+//! (client 3.x) is run with the command as its argument; the answer has `status` 1, or 2 with the
+//! error text as body. The command runs in its own task with a time limit, so a hanging client
+//! never blocks the daemon.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_lite::FutureExt;
+use mender_connect_core::menderclient::{self as mc, MenderClientMessage};
+use mender_connect_core::{Frame, MAX_FRAME_LEN};
+
+use crate::router::SessionHandler;
+
+/// How long the client command may run.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Which client binaries are tried, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Candidate binaries; the first that exists is run.
+    pub candidates: Vec<PathBuf>,
+    /// Time limit of one command.
+    pub timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            candidates: vec![PathBuf::from("/usr/bin/mender-update"), PathBuf::from("/usr/bin/mender")],
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+fn encode(request: &[u8], error: Option<&str>) -> Option<Vec<u8>> {
+    let frame = Frame::decode(request).ok()?;
+    let mut buf = vec![0u8; MAX_FRAME_LEN];
+    match mc::encode_reply(&mut buf, &frame, error) {
+        Ok(n) => {
+            buf.truncate(n);
+            Some(buf)
+        }
+        Err(e) => {
+            log::warn!("mender-client: cannot encode reply: {e}");
+            None
+        }
+    }
+}
+
+/// Runs `command` with the first existing candidate; the error text is the reference's.
+pub async fn run(settings: &Settings, command: &str) -> Result<(), String> {
+    let Some(binary) = settings.candidates.iter().find(|p| p.exists()) else {
+        let tried: Vec<String> = settings.candidates.iter().map(|p| p.display().to_string()).collect();
+        return Err(format!("Cannot find Mender client binary, tried [{}]", tried.join(" ")));
+    };
+    log::info!("mender-client: running {} {command}", binary.display());
+    let mut child = smol::process::Command::new(binary)
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("fork/exec {}: {}", binary.display(), go_io_text(&e)))?;
+    let status = async { child.status().await.map(Some) }
+        .or(async {
+            smol::Timer::after(settings.timeout).await;
+            Ok(None)
+        })
+        .await
+        .map_err(|e| go_io_text(&e))?;
+    match status {
+        None => Err(format!("{} {command}: timed out after {:?}", binary.display(), settings.timeout)),
+        Some(s) if s.success() => Ok(()),
+        // Go's *exec.ExitError texts.
+        Some(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+            (Some(c), _) => Err(format!("exit status {c}")),
+            (None, Some(sig)) => Err(format!("signal: {sig}")),
+            _ => Err("exit status unknown".into()),
+        },
+    }
+}
+
+fn go_io_text(e: &std::io::Error) -> String {
+    e.raw_os_error()
+        .map_or_else(|| e.to_string(), |n| crate::chroot::errno_text(rustix::io::Errno::from_raw_os_error(n)))
+}
+
+/// The mender-client handler of a session.
+pub struct MenderClient {
+    settings: std::sync::Arc<Settings>,
+    out: async_channel::Sender<Vec<u8>>,
+}
+
+impl MenderClient {
+    /// A handler replying through `out` once the command finished.
+    pub fn new(settings: std::sync::Arc<Settings>, out: async_channel::Sender<Vec<u8>>) -> Self {
+        Self { settings, out }
+    }
+}
+
+impl SessionHandler for MenderClient {
+    fn serve(&mut self, _sid: &str, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>) {
+        let mut request = vec![0u8; MAX_FRAME_LEN];
+        let Ok(n) = frame.encode(&mut request) else { return };
+        request.truncate(n);
+        let command = match MenderClientMessage::from_frame(frame) {
+            Ok(m) => m.command(),
+            Err(_) => None,
+        };
+        let Some(command) = command else {
+            out.extend(encode(&request, Some(mc::UNKNOWN_TYPE_ERROR)));
+            return;
+        };
+        let (settings, tx) = (std::sync::Arc::clone(&self.settings), self.out.clone());
+        // Bounded by the settings' timeout; the reply goes out whenever it is done.
+        smol::spawn(async move {
+            let result = run(&settings, command).await;
+            if let Err(e) = &result {
+                log::error!("mender-client {command} failed: {e}");
+            }
+            if let Some(reply) = encode(&request, result.err().as_deref()) {
+                let _ = tx.send(reply).await;
+            }
+        })
+        .detach();
+    }
+}
+
+#[cfg(test)]
+mod tests;

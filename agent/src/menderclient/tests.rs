@@ -1,0 +1,89 @@
+//! Unit tests of the mender-client trigger: the command run, its reply, and the error texts.
+//! The client binary is a small script recording its arguments (the real client needs its
+//! daemon and a server; the interop tests cover it).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mender_connect_core::menderclient as mc;
+use mender_connect_core::{Frame, FrameOut, MAX_FRAME_LEN, Prop, Proto};
+
+use super::{MenderClient, Settings};
+use crate::router::SessionHandler;
+
+struct Dir(PathBuf);
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn dir(tag: &str) -> Dir {
+    let p = std::env::temp_dir().join(format!("mc-client-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    Dir(p)
+}
+
+fn script(d: &Dir, name: &str, exit: i32) -> PathBuf {
+    let p = d.0.join(name);
+    let log = d.0.join("calls");
+    std::fs::write(&p, format!("#!/bin/sh\necho \"$@\" >> '{}'\nexit {exit}\n", log.display())).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn request(typ: &str) -> Vec<u8> {
+    let mut buf = vec![0u8; MAX_FRAME_LEN];
+    let props = [Prop::str("user_id", "u1")];
+    let n = FrameOut { proto: Proto::MENDER_CLIENT, typ, props: &props, ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// Serves `typ`; returns (typ, status, body) of the reply.
+fn ask(settings: Settings, typ: &str) -> (String, i64, String) {
+    let (tx, rx) = async_channel::bounded(4);
+    let mut h = MenderClient::new(Arc::new(settings), tx);
+    let req = request(typ);
+    let mut out = Vec::new();
+    h.serve("", &Frame::decode(&req).unwrap(), &mut out);
+    let reply = out.pop().or_else(|| {
+        smol::block_on(futures_lite::FutureExt::or(async { rx.recv().await.ok() }, async {
+            smol::Timer::after(Duration::from_secs(30)).await;
+            None
+        }))
+    });
+    let reply = reply.expect("no reply");
+    let f = Frame::decode(&reply).unwrap();
+    assert_eq!(f.header.proto, Proto::MENDER_CLIENT);
+    let status = f.header.props.get_i64(mc::PROP_STATUS).unwrap();
+    (f.header.typ.to_owned(), status, String::from_utf8_lossy(f.body).into_owned())
+}
+
+#[test]
+fn runs_the_first_existing_client() {
+    let d = dir("ok");
+    let first = script(&d, "mender-update", 0);
+    let second = script(&d, "mender", 0);
+    let s = || Settings { candidates: vec![d.0.join("missing"), first.clone(), second.clone()], ..Settings::default() };
+    assert_eq!(ask(s(), mc::CHECK_UPDATE), (mc::CHECK_UPDATE.to_owned(), 1, String::new()));
+    assert_eq!(ask(s(), mc::SEND_INVENTORY), (mc::SEND_INVENTORY.to_owned(), 1, String::new()));
+    assert_eq!(std::fs::read_to_string(d.0.join("calls")).unwrap(), "check-update\nsend-inventory\n");
+}
+
+#[test]
+fn failures_have_reference_texts() {
+    let d = dir("fail");
+    let bad = script(&d, "mender", 3);
+    let (_, status, body) = ask(Settings { candidates: vec![bad], ..Settings::default() }, mc::CHECK_UPDATE);
+    assert_eq!((status, body.as_str()), (2, "exit status 3"));
+    let none = vec![d.0.join("a"), d.0.join("b")];
+    let (_, status, body) = ask(Settings { candidates: none, ..Settings::default() }, mc::SEND_INVENTORY);
+    assert_eq!(status, 2);
+    assert_eq!(body, format!("Cannot find Mender client binary, tried [{} {}]", d.0.join("a").display(), d.0.join("b").display()));
+    let (typ, status, body) = ask(Settings::default(), "reboot");
+    assert_eq!((typ.as_str(), status, body.as_str()), ("reboot", 2, "unknown message type"));
+}

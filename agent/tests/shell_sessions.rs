@@ -1,0 +1,165 @@
+//! Remote-terminal sessions with real shells on real ptys, through the agent binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Fixture, SOON, encode, eventually, number_after, process_alive};
+use mender_connect_core::frame::Prop;
+
+/// Starts a shell and waits for its "Shell started" reply.
+async fn started(conn: &mut common::Conn, sid: &str, user: &str, size: Option<(u16, u16)>) {
+    conn.new_shell(sid, user, size).await;
+    let m = conn.recv_until("new reply", |m| m.typ == "new" && m.sid == sid).await;
+    assert_eq!((m.proto, m.status), (1, Some(1)), "new failed: {}", m.body_str());
+    assert_eq!(m.body_str(), "Shell started");
+}
+
+/// The shell's pid, asked from the shell itself.
+async fn shell_pid(conn: &mut common::Conn, sid: &str, user: &str) -> u32 {
+    conn.shell_input(sid, user, b"echo PID=$$\n").await;
+    let out = conn.output_until_match(sid, |o| number_after(o, "PID=").is_some()).await;
+    number_after(&out, "PID=").unwrap()
+}
+
+#[test]
+fn echo_resize_and_stop() {
+    smol::block_on(async {
+        let fx = Fixture::start("echo", "", &[]).await;
+        let mut conn = fx.server.accept(SOON).await;
+        started(&mut conn, "s1", "u1", Some((100, 30))).await;
+        // Quotes keep the echoed command line from matching.
+        conn.shell_input("s1", "u1", b"echo hel''lo\n").await;
+        conn.output_until("s1", "hello\r\n").await;
+        conn.shell_input("s1", "u1", b"stty size\n").await;
+        conn.output_until("s1", "30 100\r\n").await;
+
+        let resize = [Prop::str("user_id", "u1"), Prop::int64("terminal_width", 132), Prop::int64("terminal_height", 43)];
+        conn.send(encode(1, "resize", "s1", &resize, b"")).await;
+        conn.shell_input("s1", "u1", b"stty size\n").await;
+        conn.output_until("s1", "43 132\r\n").await;
+
+        let pid = shell_pid(&mut conn, "s1", "u1").await;
+        conn.send(encode(1, "stop", "s1", &[Prop::str("user_id", "u1")], b"")).await;
+        let m = conn.recv_until("stop reply", |m| m.typ == "stop").await;
+        assert_eq!((m.sid.as_str(), m.status), ("s1", Some(1)));
+        eventually("stopped shell gone", || !process_alive(pid));
+
+        // The session is gone: input is refused as the reference does.
+        conn.shell_input("s1", "u1", b"true\n").await;
+        let m = conn.recv_until("error reply", |m| m.typ == "shell").await;
+        assert_eq!((m.status, m.body_str().as_str()), (Some(2), "session not found"));
+    });
+}
+
+#[test]
+fn shell_exit_is_reported_with_stop() {
+    smol::block_on(async {
+        let fx = Fixture::start("exit", "", &[]).await;
+        let mut conn = fx.server.accept(SOON).await;
+        started(&mut conn, "s1", "u1", None).await;
+        conn.shell_input("s1", "u1", b"exit\n").await;
+        let m = conn.recv_until("stop", |m| m.typ == "stop").await;
+        assert_eq!((m.sid.as_str(), m.status), ("s1", Some(2)));
+        assert!(!m.body.is_empty());
+        // The user's slot is free again.
+        started(&mut conn, "s2", "u1", None).await;
+    });
+}
+
+#[test]
+fn sessions_are_isolated_and_limited_per_user() {
+    smol::block_on(async {
+        let fx = Fixture::start("isolated", "", &[]).await;
+        let mut conn = fx.server.accept(SOON).await;
+        started(&mut conn, "a", "alice", None).await;
+        started(&mut conn, "b", "bob", None).await;
+
+        // MaxPerUser defaults to 1.
+        conn.new_shell("a2", "alice", None).await;
+        let m = conn.recv_until("limit reply", |m| m.typ == "new" && m.sid == "a2").await;
+        assert_eq!(m.status, Some(2));
+        assert_eq!(m.body_str(), "user has too many open sessions");
+
+        conn.shell_input("a", "alice", b"X=only-in-a; echo A:$X:\n").await;
+        conn.output_until("a", "A:only-in-a:").await;
+        conn.shell_input("b", "bob", b"echo B:$X:\n").await;
+        let out = conn.output_until("b", "B::").await;
+        assert!(!out.contains("only-in-a"), "b saw a's state: {out:?}");
+        let pa = shell_pid(&mut conn, "a", "alice").await;
+        let pb = shell_pid(&mut conn, "b", "bob").await;
+        assert_ne!(pa, pb);
+    });
+}
+
+#[test]
+fn idle_sessions_expire() {
+    smol::block_on(async {
+        let fx = Fixture::start("idle", r#""Sessions":{"StopExpired":true,"ExpireAfterIdle":2}"#, &[]).await;
+        let mut conn = fx.server.accept(SOON).await;
+        started(&mut conn, "s1", "u1", None).await;
+        let pid = shell_pid(&mut conn, "s1", "u1").await;
+        eventually("idle shell stopped", || !process_alive(pid));
+        started(&mut conn, "s2", "u1", None).await;
+    });
+}
+
+#[test]
+fn sessions_of_a_dropped_websocket_are_reaped() {
+    smol::block_on(async {
+        let fx = Fixture::start("stale", "", &[("MENDER_CONNECT_DISCONNECT_GRACE_SECS", "2")]).await;
+        let mut conn = fx.server.accept(SOON).await;
+        started(&mut conn, "s1", "u1", None).await;
+        let pid = shell_pid(&mut conn, "s1", "u1").await;
+        // The websocket drops without a close handshake and the server does not take the
+        // agent's reconnect, so the session stays orphaned longer than the grace period: it is
+        // reaped instead of locking the user out with "too many open sessions".
+        drop(conn);
+        eventually("orphaned shell reaped", || !process_alive(pid));
+        let mut conn = fx.server.accept(Duration::from_secs(120)).await;
+        started(&mut conn, "s2", "u1", None).await;
+    });
+}
+
+#[test]
+fn output_burst_to_a_slow_reader_keeps_memory_flat() {
+    smol::block_on(async {
+        let fx = Fixture::start("burst", "", &[]).await;
+        let mut conn = fx.server.accept(SOON).await;
+        started(&mut conn, "s1", "u1", None).await;
+        conn.shell_input("s1", "u1", b"stty -echo; echo READY\n").await;
+        conn.output_until("s1", "READY\r\n").await;
+
+        const TOTAL: usize = 50 * 1000 * 1000;
+        let base = fx.agent.rss_kib();
+        let mut peak = base;
+        // 'Z' (octal 132) never appears in the command itself.
+        let cmd = format!("head -c {TOTAL} /dev/zero | tr '\\000' '\\132'; echo; echo BURST-END\n");
+        conn.shell_input("s1", "u1", cmd.as_bytes()).await;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let (mut zs, mut frames, mut largest) = (0usize, 0usize, 0usize);
+        let mut tail = String::new();
+        while !tail.contains("BURST-END") {
+            assert!(Instant::now() < deadline, "burst incomplete: {zs} bytes");
+            let m = conn.recv_within(SOON).await.expect("output stalled");
+            if m.typ != "shell" || m.sid != "s1" {
+                continue;
+            }
+            frames += 1;
+            largest = largest.max(m.body.len());
+            zs += m.body.iter().filter(|&&b| b == b'Z').count();
+            let text = m.body_str();
+            tail = format!("{}{}", &tail[tail.len().saturating_sub(16)..], text.replace('Z', ""));
+            if frames % 64 == 0 {
+                peak = peak.max(fx.agent.rss_kib());
+                // The slow reader: the agent must hold back instead of buffering.
+                smol::Timer::after(Duration::from_millis(20)).await;
+            }
+        }
+        peak = peak.max(fx.agent.rss_kib());
+        assert_eq!(zs, TOTAL, "bytes lost or duplicated");
+        assert!(largest <= 8192, "frame body {largest} too large");
+        assert!(frames < TOTAL / 1024, "output not coalesced: {frames} frames");
+        assert!(peak.saturating_sub(base) < 8 * 1024, "RSS grew from {base} KiB to {peak} KiB");
+    });
+}
