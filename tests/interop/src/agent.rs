@@ -1,0 +1,122 @@
+//! The device agent under test: the Go `mender-connect` 2.1.0 from Debian, or our Rust
+//! `mender-connect` from this workspace. Both are started the same way, as a drop-in replacement
+//! must be: `mender-connect --config F --fallback-config G daemon` with the same JSON
+//! configuration, and both get token and server URL from the Mender client over the private bus.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::binaries::{Peer, WorkspaceBin};
+use crate::bus::PrivateBus;
+use crate::error::IoContext;
+use crate::process::ManagedChild;
+use crate::{Error, TestEnv};
+
+/// Which implementation of mender-connect runs on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AgentKind {
+    /// Debian's Go mender-connect (2.1.0).
+    Go,
+    /// This workspace's Rust mender-connect.
+    Rust,
+}
+
+impl AgentKind {
+    /// A short name for logs and test names.
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentKind::Go => "go-mender-connect",
+            AgentKind::Rust => "rust-mender-connect",
+        }
+    }
+
+    /// The agent binary (building ours on first use).
+    pub fn program(self) -> Result<PathBuf, Error> {
+        match self {
+            AgentKind::Go => Peer::GoMenderConnect.path(),
+            AgentKind::Rust => WorkspaceBin::RustMenderConnect.path(),
+        }
+    }
+}
+
+/// The user the agent's shells run as: the test's own user, so that the tests do not depend on
+/// other accounts (mender-connect switches user only when running as root).
+pub fn current_user() -> Result<String, Error> {
+    let out = Command::new("id")
+        .arg("-un")
+        .output()
+        .context(|| "running `id -un`".to_owned())?;
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || name.is_empty() {
+        return Err(Error::protocol(
+            "id -un",
+            format!("no user name ({})", out.status),
+        ));
+    }
+    Ok(name)
+}
+
+/// A running agent.
+pub struct Agent {
+    kind: AgentKind,
+    child: ManagedChild,
+    config: PathBuf,
+}
+
+impl Agent {
+    /// Writes the agent configuration and starts `kind`.
+    pub fn start(env: &TestEnv, bus: &PrivateBus, kind: AgentKind) -> Result<Self, Error> {
+        let program = kind.program()?;
+        let dir = env.subdir(kind.name())?;
+        let config = dir.join("mender-connect.conf");
+        // The keys of /etc/mender/mender-connect.conf as mender-connect 2.1.0 reads them.
+        let document = json!({
+            "ShellCommand": "/bin/bash",
+            "User": current_user()?,
+            "Terminal": { "Width": 80, "Height": 24 },
+            "ReconnectIntervalSeconds": 2,
+            "FileTransfer": { "Disable": false },
+            "PortForward": { "Disable": false },
+            "MenderClient": { "Disable": true },
+        });
+        std::fs::write(&config, format!("{document:#}\n"))
+            .context(|| format!("writing {}", config.display()))?;
+        let mut cmd = Command::new(program);
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("--fallback-config")
+            .arg(dir.join("no-fallback.conf"))
+            .args(["--debug", "daemon"])
+            .current_dir(&dir);
+        bus.apply(&mut cmd);
+        let child = ManagedChild::spawn(env, kind.name(), cmd)?;
+        Ok(Agent {
+            kind,
+            child,
+            config,
+        })
+    }
+
+    /// Which agent this is.
+    pub fn kind(&self) -> AgentKind {
+        self.kind
+    }
+
+    /// Its configuration file.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
+    /// Fails if the agent has exited.
+    pub fn ensure_running(&mut self) -> Result<(), Error> {
+        self.child.ensure_running()
+    }
+
+    /// The agent's log so far.
+    pub fn log_text(&self) -> String {
+        self.child.log_text()
+    }
+}
