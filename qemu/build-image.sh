@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# Builds a small bootable initramfs image for QEMU from Debian packages (no Yocto):
+# Debian's kernel (vmlinuz + the few modules QEMU's virtio devices need), busybox-static, dbus-daemon
+# with its shared libraries, and our agent plus the test auth service built statically.
+#
+# Usage: qemu/build-image.sh [--arch x86_64|aarch64] [--force]
+# Prints the image directory (holding vmlinuz, initrd.img, manifest.txt) as the last line on stdout;
+# everything else goes to stderr.
+#
+# The image is cached under qemu/cache/images/<arch>-<key>/, where <key> hashes every input (this
+# script, the rootfs overlay, the Debian package versions and the two Rust binaries). Cargo decides
+# itself whether the binaries need rebuilding, so a warm run costs one no-op cargo build.
+#
+# Environment:
+#   QEMU_CARGO_TARGET_DIR  cargo target dir for the static builds (default qemu/cache/target). It is
+#                          deliberately NOT $CARGO_TARGET_DIR: under `cargo test` the outer cargo holds
+#                          that directory's lock and a nested build would wait forever.
+#   QEMU_SKIP_CARGO=1      package the binaries from the last build without running cargo (to work on
+#                          the image while the tree does not compile).
+#   QEMU_AGENT_FEATURES    cargo features for the agent build (default: its `vendored` feature, else
+#                          `dbus/vendored`: libdbus built from bundled source, for static linking).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+cache="$here/cache"
+
+arch=x86_64
+force=0
+while (($#)); do
+    case "$1" in
+        --arch) arch="$2"; shift 2 ;;
+        --arch=*) arch="${1#--arch=}"; shift ;;
+        --force) force=1; shift ;;
+        -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) echo "build-image: unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+
+log() { printf 'build-image: %s\n' "$*" >&2; }
+die() { printf 'build-image: error: %s\n' "$*" >&2; exit 1; }
+
+case "$arch" in
+    x86_64)
+        deb_arch=amd64; kflavour=amd64; triplet=x86_64-linux-gnu
+        rust_target=x86_64-unknown-linux-musl
+        ;;
+    aarch64|arm64)
+        arch=aarch64; deb_arch=arm64; kflavour=arm64; triplet=aarch64-linux-gnu
+        # Debian 12 has no musl cross compiler; glibc's static libc is fine for two daemons that
+        # never resolve host names through NSS.
+        rust_target=aarch64-unknown-linux-gnu
+        ;;
+    *) die "unsupported --arch $arch (x86_64 or aarch64)" ;;
+esac
+
+for tool in apt-get apt-cache dpkg-deb readelf cpio gzip sha256sum flock cargo; do
+    command -v "$tool" >/dev/null || die "missing tool '$tool' (run: bash tests/setup.sh)"
+done
+
+mkdir -p "$cache"
+exec 9>"$cache/build-$arch.lock"
+# Parallel tests share one image; the second one waits here and then finds the cache warm.
+flock 9
+
+# ---------------------------------------------------------------------------------------------
+# 1. Debian packages (downloaded once per version into qemu/cache/debs/<arch>/).
+# ---------------------------------------------------------------------------------------------
+debs="$cache/debs/$deb_arch"
+mkdir -p "$debs"
+
+if [ "$deb_arch" != "$(dpkg --print-architecture)" ] &&
+    ! dpkg --print-foreign-architectures | grep -qx "$deb_arch"; then
+    die "Debian architecture $deb_arch is not enabled; run: dpkg --add-architecture $deb_arch && apt-get update"
+fi
+
+# The metapackage linux-image-<flavour> only depends on the versioned kernel package.
+kpkg="$(apt-cache depends "linux-image-$kflavour:$deb_arch" 2>/dev/null |
+    sed -n 's/^ *Depends: \(linux-image-[0-9][^: ]*\).*/\1/p' | head -n1)"
+[ -n "$kpkg" ] || die "cannot resolve linux-image-$kflavour:$deb_arch (apt-get update?)"
+
+# dbus-daemon's shared-library closure; the ELF resolver below fails loudly if one is missing.
+packages=(
+    "$kpkg" busybox-static dbus-daemon dbus-bin
+    libdbus-1-3 libexpat1 libsystemd0 libselinux1 libaudit1 libcap-ng0 libapparmor1 libc6 libcap2
+    libgcrypt20 libgpg-error0 liblzma5 libzstd1 liblz4-1 libpcre2-8-0
+)
+
+# One apt-cache call for all (each call parses the package lists again, about a second).
+declare -A pkg_version=() pkg_arch=()
+while read -r name version arch_field; do
+    pkg_version[$name]="$version"
+    pkg_arch[$name]="$arch_field"
+done < <(apt-cache show --no-all-versions "${packages[@]/%/:$deb_arch}" 2>/dev/null |
+    awk '/^Package: /{p=$2} /^Version: /{v=$2} /^Architecture: /{a=$2} /^$/{if (p) print p, v, a; p=""} END{if (p) print p, v, a}')
+
+deb_files=()
+for p in "${packages[@]}"; do
+    version="${pkg_version[$p]-}"
+    [ -n "$version" ] || die "package $p:$deb_arch not found (apt-get update?)"
+    # The name apt-get download gives the file (an epoch's ':' is written as %3a).
+    f="$debs/${p}_${version//:/%3a}_${pkg_arch[$p]}.deb"
+    if [ ! -s "$f" ]; then
+        log "downloading $p:$deb_arch $version"
+        # As root, apt warns that _apt cannot write the directory; harmless.
+        (cd "$debs" && apt-get download -q "$p:$deb_arch=$version" 2>&1 |
+            grep -v 'Download is performed unsandboxed' >&2 || true)
+        [ -s "$f" ] || die "download of $p:$deb_arch $version failed"
+    fi
+    deb_files+=("$f")
+done
+
+# ---------------------------------------------------------------------------------------------
+# 2. The agent and the test auth service, statically linked.
+# ---------------------------------------------------------------------------------------------
+export CARGO_TARGET_DIR="${QEMU_CARGO_TARGET_DIR:-$cache/target}"
+unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_TARGET
+
+has_feature() { # <crate dir> <feature>
+    sed -n '/^\[features\]/,/^\[/p' "$repo/$1/Cargo.toml" | grep -Eq "^$2[[:space:]]*="
+}
+has_dep() { # <crate dir> <dependency>
+    sed -n '/^\[dependencies\]/,/^\[/p' "$repo/$1/Cargo.toml" | grep -Eq "^$2[[:space:]]*="
+}
+# libdbus must be built from the bundled source for a static binary: the crate's own `vendored`
+# feature when it has one, else the `dbus` crate's.
+static_features() { # <crate dir>
+    if has_feature "$1" vendored; then echo vendored
+    elif has_dep "$1" dbus; then echo dbus/vendored
+    fi
+}
+agent_features="${QEMU_AGENT_FEATURES-$(static_features agent)}"
+auth_features="$(static_features tests/test-auth)"
+
+cargo_env=()
+case "$rust_target" in
+    x86_64-unknown-linux-musl)
+        command -v musl-gcc >/dev/null || die "musl-gcc missing (apt-get install musl-tools)"
+        cargo_env+=(CC_x86_64_unknown_linux_musl=musl-gcc)
+        ;;
+    aarch64-unknown-linux-gnu)
+        command -v aarch64-linux-gnu-gcc >/dev/null ||
+            die "aarch64-linux-gnu-gcc missing (apt-get install gcc-aarch64-linux-gnu)"
+        cargo_env+=(
+            CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+            AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
+            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
+        )
+        ;;
+esac
+rustup target list --installed 2>/dev/null | grep -qx "$rust_target" ||
+    die "rust target $rust_target missing (rustup target add $rust_target)"
+
+build() { # <package> <features>
+    local args=(--release --target "$rust_target" -p "$1")
+    [ -n "$2" ] && args+=(--features "$2")
+    log "cargo build ${args[*]}"
+    (cd "$repo" && env "${cargo_env[@]}" cargo build "${args[@]}" >&2) || die "cargo build of $1 failed"
+}
+if [ "${QEMU_SKIP_CARGO-}" = 1 ]; then
+    log "QEMU_SKIP_CARGO=1: using the binaries already in $CARGO_TARGET_DIR"
+else
+    build mender-connect "$agent_features"
+    build mender-test-auth "$auth_features"
+fi
+bindir="$CARGO_TARGET_DIR/$rust_target/release"
+for b in mender-connect mender-test-auth; do
+    [ -x "$bindir/$b" ] || die "cargo produced no $bindir/$b"
+    if readelf -l "$bindir/$b" | grep -q 'program interpreter'; then
+        die "$b is dynamically linked; the image has no libc for it"
+    fi
+done
+
+# ---------------------------------------------------------------------------------------------
+# 3. Cache key over all inputs.
+# ---------------------------------------------------------------------------------------------
+key="$(
+    {
+        echo "arch=$arch"
+        sha256sum <"${BASH_SOURCE[0]}"
+        (cd "$here/rootfs" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+        (cd "$here/rootfs" && find . -type l -printf '%p -> %l\n' | sort)
+        for f in "${deb_files[@]}"; do basename "$f"; done
+        sha256sum "$bindir/mender-connect" "$bindir/mender-test-auth" | cut -d' ' -f1
+    } | sha256sum | cut -c1-16
+)"
+out="$cache/images/$arch-$key"
+if [ "$force" = 0 ] && [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ -s "$out/manifest.txt" ]; then
+    log "cached image $out"
+    echo "$out"
+    exit 0
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 4. Assemble the root file system.
+# ---------------------------------------------------------------------------------------------
+work="$(mktemp -d "$cache/build-$arch.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+stage="$work/stage"   # all packages unpacked, a sysroot to resolve libraries in
+root="$work/root"     # the image's root
+mkdir -p "$stage" "$root"
+log "unpacking ${#deb_files[@]} packages"
+for f in "${deb_files[@]}"; do dpkg-deb -x "$f" "$stage"; done
+
+kver="$(basename "$(ls -d "$stage"/lib/modules/*/ | head -n1)")"
+[ -n "$kver" ] && [ -f "$stage/boot/vmlinuz-$kver" ] || die "kernel package has no vmlinuz"
+
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,run,tmp,root,var,lib/modules}
+chmod 1777 "$root/tmp"
+ln -s ../run "$root/var/run"
+install -m 0755 "$stage/bin/busybox" "$root/bin/busybox"
+# The rest of busybox's applet links are created at boot (`busybox --install -s`) so that this
+# script never runs a foreign-architecture busybox.
+ln -s busybox "$root/bin/sh"
+ln -s ../bin/busybox "$root/sbin/init"
+ln -s bin/busybox "$root/init"
+
+# Copy an ELF file from the stage with every library it needs (recursively), under the same paths.
+declare -A copied=()
+find_lib() { # <soname>
+    local d
+    for d in "lib/$triplet" "usr/lib/$triplet" lib usr/lib; do
+        if [ -e "$stage/$d/$1" ]; then echo "$d/$1"; return 0; fi
+    done
+    return 1
+}
+copy_elf() { # <path relative to stage>
+    local rel="$1" lib interp
+    [ -n "${copied[$rel]-}" ] && return 0
+    copied[$rel]=1
+    mkdir -p "$root/$(dirname "$rel")"
+    cp -L "$stage/$rel" "$root/$rel"
+    interp="$(readelf -l "$stage/$rel" 2>/dev/null | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')"
+    if [ -n "$interp" ]; then
+        interp="${interp#/}"
+        [ -e "$stage/$interp" ] || die "interpreter /$interp of $rel not in the packages"
+        copy_elf "$interp"
+    fi
+    for lib in $(readelf -d "$stage/$rel" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+        local found
+        found="$(find_lib "$lib")" || die "$rel needs $lib, which no listed package provides"
+        copy_elf "$found"
+    done
+}
+copy_elf usr/bin/dbus-daemon
+copy_elf usr/bin/dbus-send
+
+# Only the modules QEMU's devices need, with their dependencies (from each module's .modinfo).
+mods_src="$stage/lib/modules/$kver"
+mods_dst="$root/lib/modules/$kver"
+mkdir -p "$mods_dst"
+cp "$mods_src/modules.order" "$mods_src/modules.builtin" "$mods_dst/"
+[ -f "$mods_src/modules.builtin.modinfo" ] && cp "$mods_src/modules.builtin.modinfo" "$mods_dst/"
+declare -A mod_done=()
+mod_path() { grep -E "(^|/)$1\.ko$" "$mods_src/modules.order" | head -n1; }
+add_module() { # <module name, - or _ as in the file name>
+    local name="$1" rel dep
+    rel="$(mod_path "$name")" || true
+    [ -z "$rel" ] && rel="$(mod_path "${name//_/-}")" || true
+    if [ -z "$rel" ]; then
+        grep -Eq "/(${name}|${name//_/-})\.ko$" "$mods_src/modules.builtin" && return 0
+        die "kernel module $name not found"
+    fi
+    [ -n "${mod_done[$rel]-}" ] && return 0
+    mod_done[$rel]=1
+    mkdir -p "$mods_dst/$(dirname "$rel")"
+    cp "$mods_src/$rel" "$mods_dst/$rel"
+    # The NUL-separated `depends=` entry of .modinfo, read without binutils (which only know the
+    # host's ELF machine).
+    for dep in $(tr '\0' '\n' <"$mods_src/$rel" | sed -n 's/^depends=//p' | head -n1 | tr ',' ' '); do
+        add_module "$dep"
+    done
+}
+# virtio network and entropy, the power button (clean poweroff on request) and its input events:
+# ACPI on the PC, a GPIO key on the arm virt machine.
+case "$arch" in
+    x86_64) guest_modules="virtio_pci virtio_net virtio-rng button evdev" ;;
+    aarch64) guest_modules="virtio_pci virtio_mmio virtio_net virtio-rng gpio_keys evdev" ;;
+esac
+for m in $guest_modules; do add_module "$m"; done
+# Keep only the modules copied in modules.order so busybox depmod/modprobe see a consistent set.
+(cd "$mods_dst" && grep -Fxf <(find kernel -name '*.ko' | sort) modules.order >modules.order.new || true)
+mv "$mods_dst/modules.order.new" "$mods_dst/modules.order"
+# busybox depmod only reads the modules' .modinfo, so the host's busybox serves any architecture.
+depmod_busybox="$root/bin/busybox"
+[ "$arch" = "$(uname -m)" ] || depmod_busybox="$(command -v busybox)" ||
+    die "busybox missing on the host (apt-get install busybox-static)"
+"$depmod_busybox" depmod -b "$root" "$kver"
+echo "$guest_modules" >"$root/etc/modules"
+
+# Our binaries and the overlay (init scripts, D-Bus and agent configuration).
+install -m 0755 "$bindir/mender-connect" "$root/usr/bin/mender-connect"
+install -m 0755 "$bindir/mender-test-auth" "$root/usr/bin/mender-test-auth"
+cp -a "$here/rootfs/." "$root/"
+# Git keeps only the executable bit; the rest of the modes are set here.
+chmod 0600 "$root/etc/shadow"
+chmod 0755 "$root"/etc/init.d/* "$root"/usr/libexec/qemu-guest/* "$root/etc/acpi/PWRF/00000080"
+echo "$kver" >"$root/etc/kernel-version"
+
+# ---------------------------------------------------------------------------------------------
+# 5. Pack: kernel + gzip'd newc cpio (the kernel unpacks it into its tmpfs root and runs /init).
+# ---------------------------------------------------------------------------------------------
+tmp_out="$work/out"
+mkdir -p "$tmp_out"
+cp "$stage/boot/vmlinuz-$kver" "$tmp_out/vmlinuz"
+(cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --owner=0:0 --quiet) |
+    gzip -9n >"$tmp_out/initrd.img"
+{
+    echo "arch=$arch key=$key kernel=$kver rust_target=$rust_target agent_features=$agent_features auth_features=$auth_features"
+    for f in "${deb_files[@]}"; do echo "deb $(basename "$f")"; done
+    (cd "$root" && find . -type f -printf 'file %s %p\n' | LC_ALL=C sort -k3)
+    echo "vmlinuz_bytes=$(stat -c %s "$tmp_out/vmlinuz") initrd_bytes=$(stat -c %s "$tmp_out/initrd.img")"
+} >"$tmp_out/manifest.txt"
+
+mkdir -p "$cache/images"
+# Keep the newest two images per architecture; older ones were built from stale inputs.
+{ ls -dt "$cache/images/$arch-"*/ 2>/dev/null || true; } | tail -n +2 | while read -r old; do rm -rf "$old"; done
+rm -rf "$out"
+mv "$tmp_out" "$out"
+ln -sfn "$(basename "$out")" "$cache/images/$arch-latest"
+log "built $out (vmlinuz $(du -h "$out/vmlinuz" | cut -f1), initrd $(du -h "$out/initrd.img" | cut -f1))"
+echo "$out"
