@@ -56,6 +56,8 @@ pub struct Settings {
     pub reconnect_base: Duration,
     /// How long shells outlive a dropped websocket.
     pub disconnect_grace: Duration,
+    /// File transfer, port forward and mender-client handlers, as configured.
+    pub features: crate::features::Features,
 }
 
 impl Settings {
@@ -81,6 +83,7 @@ impl Settings {
             terminal: !config.terminal.disable,
             reconnect_base: config.reconnect_interval,
             disconnect_grace: Self::disconnect_grace_from_env(),
+            features: crate::features::Features::from_config(config),
         }
     }
 
@@ -231,6 +234,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     let (exited_tx, exited_rx) = async_channel::unbounded();
     let mut shells = Shells::new(settings.shell.clone(), q.data_tx.clone(), exited_tx);
     let mut router = Router::new(settings.terminal);
+    crate::features::register(&mut router, &settings.features, &q.data_tx);
     let mut backoff = Backoff::new(settings.reconnect_base);
     let mut creds = Credentials { token: String::new(), server_url: String::new() };
     let mut auth_open = true;

@@ -22,7 +22,6 @@ pub struct Features {
 
 impl Features {
     /// From the loaded configuration.
-    #[allow(dead_code)] // called by the daemon once it registers features
     pub fn from_config(config: &Config) -> Self {
         let file_transfer = (!config.file_transfer.disable).then(|| {
             Arc::new(crate::filetransfer::Settings::new(config.limits.enabled, config.limits.file_transfer.clone()))
@@ -40,7 +39,6 @@ impl Features {
 }
 
 /// Registers the enabled protocols; their handlers send bulk frames through `out`.
-#[allow(dead_code)] // called by the daemon once it registers features
 pub fn register(router: &mut Router, features: &Features, out: &async_channel::Sender<Vec<u8>>) {
     if let Some(s) = &features.file_transfer {
         let (s, out) = (Arc::clone(s), out.clone());

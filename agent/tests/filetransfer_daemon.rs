@@ -115,7 +115,6 @@ async fn download(conn: &mut Conn, sid: &str, path: &str) -> Result<Vec<u8>, Str
 }
 
 #[test]
-#[ignore = "HOOK: needs daemon.rs to call features::register (to-agent-connection.md)"]
 fn upload_and_download_through_the_daemon() {
     smol::block_on(async {
         let fx = Fixture::start("ft-daemon", r#""FileTransfer":{"Disable":false}"#, &[]).await;
@@ -135,7 +134,6 @@ fn upload_and_download_through_the_daemon() {
 }
 
 #[test]
-#[ignore = "HOOK: needs daemon.rs to call features::register (to-agent-connection.md)"]
 fn chroot_from_the_config_file() {
     smol::block_on(async {
         let files = TempDir::new("ft-daemon-chroot");
@@ -163,7 +161,6 @@ fn chroot_from_the_config_file() {
 }
 
 #[test]
-#[ignore = "HOOK: needs daemon.rs to call features::register (to-agent-connection.md)"]
 fn disabled_file_transfer_is_not_offered() {
     smol::block_on(async {
         let fx = Fixture::start("ft-daemon-off", r#""FileTransfer":{"Disable":true}"#, &[]).await;

@@ -57,7 +57,6 @@ fn new_body(port: u16) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "HOOK: needs daemon.rs to call features::register (to-agent-connection.md)"]
 fn tcp_round_trip_and_teardown_on_disconnect() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
