@@ -10,8 +10,12 @@ step() { printf '\n=== %s\n' "$*" >&2; }
 step "core builds for a bare-metal target (thumbv7em-none-eabihf, no allocator)"
 cargo build --locked -p mender-connect-core --target thumbv7em-none-eabihf --release
 
-step "clippy, warnings are errors"
+step "clippy, warnings are errors (default features, and the agent without D-Bus)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --locked -p mender-connect --no-default-features -- -D warnings
 
-step "tests"
+step "core API docs build without warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked -p mender-connect-core --no-deps
+
+step "tests: unit, daemon, mock server, interop with the real Debian peers, QEMU end to end"
 cargo test --locked --workspace

@@ -345,7 +345,6 @@ fn qemu_boot_shell_reconnect_shutdown() -> Result<(), Error> {
 
 /// `mender-cli cp` to the guest and back: the three copies (sent, in the guest, received) match.
 #[test]
-#[ignore = "needs the agent's file transfer (issue 5); un-ignore when it lands"]
 fn qemu_file_round_trip() -> Result<(), Error> {
     let env = TestEnv::new("qemu-cp")?;
     let bed = boot_connected(&env, "qemu-cp")?;
@@ -387,7 +386,6 @@ fn qemu_file_round_trip() -> Result<(), Error> {
 /// `mender-cli port-forward` to a TCP service the guest reaches (an echo server on this machine's
 /// 127.0.0.1, which the guest dials as 10.0.2.2): data comes back unchanged.
 #[test]
-#[ignore = "needs the agent's port forwarding (issue 5); un-ignore when it lands"]
 fn qemu_port_forward() -> Result<(), Error> {
     let env = TestEnv::new("qemu-pf")?;
     let bed = boot_connected(&env, "qemu-pf")?;
