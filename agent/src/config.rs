@@ -55,6 +55,32 @@ pub struct Config {
     /// `MenderClient.Disable`.
     pub mender_client: Feature,
     pub limits: Limits,
+    /// `FileTransfer.AckWindowChunks` (extension; the reference hard-codes 20): download chunks
+    /// in flight beyond the last ack.
+    pub file_transfer_ack_window: u32,
+    /// `PortForward.ConnectTimeoutSeconds` / `IdleTimeoutSeconds` (extensions; the reference has
+    /// no dial timeout and a hard-coded 600 s idle timeout).
+    pub port_forward_timeouts: PortForwardTimeouts,
+}
+
+/// Default of `FileTransfer.AckWindowChunks`: the reference's `ACKSlidingWindowRecv`.
+pub const DEFAULT_ACK_WINDOW_CHUNKS: u32 = crate::filetransfer::DEFAULT_WINDOW_CHUNKS;
+/// Largest `FileTransfer.AckWindowChunks`.
+const MAX_ACK_WINDOW_CHUNKS: u64 = crate::filetransfer::MAX_WINDOW_CHUNKS as u64;
+/// Default of `PortForward.ConnectTimeoutSeconds`.
+pub const DEFAULT_PORT_FORWARD_CONNECT_TIMEOUT: Duration = crate::portforward::DEFAULT_CONNECT_TIMEOUT;
+/// Default of `PortForward.IdleTimeoutSeconds`: the reference's `portForwardConnectionTimeout`.
+pub const DEFAULT_PORT_FORWARD_IDLE_TIMEOUT: Duration = crate::portforward::DEFAULT_IDLE_TIMEOUT;
+/// Largest port-forward timeout accepted: one day.
+const MAX_PORT_FORWARD_TIMEOUT_SECS: u64 = 86_400;
+
+/// Port-forward timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortForwardTimeouts {
+    /// How long dialing the target may take.
+    pub connect: Duration,
+    /// A forwarded connection without traffic for this long is closed.
+    pub idle: Duration,
 }
 
 /// `Terminal` block.
@@ -285,6 +311,9 @@ struct Raw {
     file_transfer_disable: bool,
     port_forward_disable: bool,
     mender_client_disable: bool,
+    ft_ack_window: Option<u32>,
+    pf_connect_timeout: Option<u64>,
+    pf_idle_timeout: Option<u64>,
     limits_enabled: bool,
     ft: RawFileTransferLimits,
     /// Keys (full paths) present with a non-null value, in the canonical spelling.
@@ -476,6 +505,8 @@ const SESSIONS_KEYS: &[&str] = &[
     "MaxPerUser",
 ];
 const DISABLE_KEYS: &[&str] = &["Disable"];
+const FILE_TRANSFER_KEYS: &[&str] = &["Disable", "AckWindowChunks"];
+const PORT_FORWARD_KEYS: &[&str] = &["Disable", "ConnectTimeoutSeconds", "IdleTimeoutSeconds"];
 const LIMITS_KEYS: &[&str] = &["Enabled", "FileTransfer"];
 const FT_KEYS: &[&str] = &[
     "Chroot",
@@ -635,12 +666,21 @@ impl Raw {
                     }
                 }
                 "FileTransfer" | "PortForward" | "MenderClient" => {
+                    let keys = match name {
+                        "FileTransfer" => FILE_TRANSFER_KEYS,
+                        "PortForward" => PORT_FORWARD_KEYS,
+                        _ => DISABLE_KEYS,
+                    };
                     for (k, v) in doc.object(name, v)? {
-                        if canonical(k, DISABLE_KEYS).is_none() {
-                            warnings.push(unknown_key(doc, &format!("{name}."), k, DISABLE_KEYS));
+                        let Some(key) = canonical(k, keys) else {
+                            warnings.push(unknown_key(doc, &format!("{name}."), k, keys));
+                            continue;
+                        };
+                        if v.is_null() {
                             continue;
                         }
-                        if v.is_null() {
+                        if key != "Disable" {
+                            self.apply_extension(doc, name, key, v)?;
                             continue;
                         }
                         let (key, slot) = match name {
@@ -658,6 +698,36 @@ impl Raw {
                 }
                 _ => self.apply_limits(doc, name, v, warnings)?,
             }
+        }
+        Ok(())
+    }
+
+    /// The keys this agent adds to the reference's `FileTransfer` and `PortForward` blocks.
+    fn apply_extension(&mut self, doc: &Doc<'_>, block: &str, key: &str, v: &Value) -> Result<(), ConfigError> {
+        match (block, key) {
+            ("FileTransfer", _) => {
+                let full = "FileTransfer.AckWindowChunks";
+                let n = doc.unsigned(full, v, MAX_ACK_WINDOW_CHUNKS, "chunks")?;
+                if n == 0 {
+                    return Err(doc.invalid(full, format!("must be from 1 to {MAX_ACK_WINDOW_CHUNKS}, not 0")));
+                }
+                self.ft_ack_window = Some(n as u32);
+                self.mark(full);
+            }
+            (_, "ConnectTimeoutSeconds") | (_, "IdleTimeoutSeconds") => {
+                let (full, slot) = if key == "ConnectTimeoutSeconds" {
+                    ("PortForward.ConnectTimeoutSeconds", &mut self.pf_connect_timeout)
+                } else {
+                    ("PortForward.IdleTimeoutSeconds", &mut self.pf_idle_timeout)
+                };
+                let n = doc.unsigned(full, v, MAX_PORT_FORWARD_TIMEOUT_SECS, "seconds")?;
+                if n == 0 {
+                    return Err(doc.invalid(full, format!("must be from 1 to {MAX_PORT_FORWARD_TIMEOUT_SECS} seconds, not 0")));
+                }
+                *slot = Some(n);
+                self.mark(full);
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -865,6 +935,19 @@ impl Raw {
         };
 
         let limits = self.finish_limits(warnings)?;
+        if self.file_transfer_disable && self.has("FileTransfer.AckWindowChunks") {
+            warnings.push("FileTransfer.AckWindowChunks has no effect: file transfer is disabled (FileTransfer.Disable)".into());
+        }
+        if self.port_forward_disable
+            && (self.has("PortForward.ConnectTimeoutSeconds") || self.has("PortForward.IdleTimeoutSeconds"))
+        {
+            warnings.push("PortForward timeouts have no effect: port forwarding is disabled (PortForward.Disable)".into());
+        }
+        let file_transfer_ack_window = self.ft_ack_window.unwrap_or(DEFAULT_ACK_WINDOW_CHUNKS);
+        let port_forward_timeouts = PortForwardTimeouts {
+            connect: self.pf_connect_timeout.map_or(DEFAULT_PORT_FORWARD_CONNECT_TIMEOUT, Duration::from_secs),
+            idle: self.pf_idle_timeout.map_or(DEFAULT_PORT_FORWARD_IDLE_TIMEOUT, Duration::from_secs),
+        };
 
         Ok(Config {
             shell_command,
@@ -883,6 +966,8 @@ impl Raw {
                 disable: self.mender_client_disable,
             },
             limits,
+            file_transfer_ack_window,
+            port_forward_timeouts,
         })
     }
 

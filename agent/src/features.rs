@@ -24,9 +24,14 @@ impl Features {
     /// From the loaded configuration.
     pub fn from_config(config: &Config) -> Self {
         let file_transfer = (!config.file_transfer.disable).then(|| {
-            Arc::new(crate::filetransfer::Settings::new(config.limits.enabled, config.limits.file_transfer.clone()))
+            let mut s = crate::filetransfer::Settings::new(config.limits.enabled, config.limits.file_transfer.clone());
+            s.window_chunks = config.file_transfer_ack_window;
+            Arc::new(s)
         });
-        let port_forward = (!config.port_forward.disable).then(crate::portforward::Settings::default);
+        let port_forward = (!config.port_forward.disable).then_some(crate::portforward::Settings {
+            connect_timeout: config.port_forward_timeouts.connect,
+            idle_timeout: config.port_forward_timeouts.idle,
+        });
         let mender_client = (!config.mender_client.disable).then(|| Arc::new(crate::menderclient::Settings::default()));
         Self { file_transfer, port_forward, mender_client }
     }
@@ -103,5 +108,17 @@ mod tests {
         assert!(ft.enforce && ft.jail.enforce);
         assert_eq!(ft.jail.chroot.as_deref(), Some(std::path::Path::new("/data")));
         assert_eq!(ft.limits.max_file_size, Some(10));
+    }
+
+    #[test]
+    fn window_and_timeouts_reach_the_handlers() {
+        let json = r#"{"ShellCommand":"/bin/sh","User":"root","FileTransfer":{"AckWindowChunks":64},
+                       "PortForward":{"ConnectTimeoutSeconds":5,"IdleTimeoutSeconds":90}}"#;
+        let loaded = Config::from_json_str(json).unwrap();
+        let f = Features::from_config(&loaded.config);
+        assert_eq!(f.file_transfer.unwrap().window_chunks, 64);
+        let pf = f.port_forward.unwrap();
+        assert_eq!(pf.connect_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(pf.idle_timeout, std::time::Duration::from_secs(90));
     }
 }

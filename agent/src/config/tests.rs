@@ -518,3 +518,40 @@ mod files {
         assert!(matches!(e, ConfigError::Read { .. }), "{e}");
     }
 }
+
+#[test]
+fn transfer_window_and_port_forward_timeouts() {
+    let c = ok("{}").config;
+    assert_eq!(c.file_transfer_ack_window, 20);
+    assert_eq!(c.port_forward_timeouts.connect, Duration::from_secs(30));
+    assert_eq!(c.port_forward_timeouts.idle, Duration::from_secs(600));
+
+    let l = ok(r#"{"FileTransfer":{"AckWindowChunks":64},
+                   "PortForward":{"ConnectTimeoutSeconds":5,"idletimeoutseconds":90}}"#);
+    assert!(!warned(&l, "FileTransfer") && !warned(&l, "PortForward"), "{:?}", l.warnings);
+    assert_eq!(l.config.file_transfer_ack_window, 64);
+    assert_eq!(l.config.port_forward_timeouts, PortForwardTimeouts {
+        connect: Duration::from_secs(5),
+        idle: Duration::from_secs(90),
+    });
+
+    for (json, key) in [
+        (r#"{"FileTransfer":{"AckWindowChunks":0}}"#, "FileTransfer.AckWindowChunks"),
+        (r#"{"FileTransfer":{"AckWindowChunks":257}}"#, "FileTransfer.AckWindowChunks"),
+        (r#"{"FileTransfer":{"AckWindowChunks":"8"}}"#, "FileTransfer.AckWindowChunks"),
+        (r#"{"PortForward":{"ConnectTimeoutSeconds":0}}"#, "PortForward.ConnectTimeoutSeconds"),
+        (r#"{"PortForward":{"IdleTimeoutSeconds":-1}}"#, "PortForward.IdleTimeoutSeconds"),
+        (r#"{"PortForward":{"IdleTimeoutSeconds":86401}}"#, "PortForward.IdleTimeoutSeconds"),
+    ] {
+        let e = err(json);
+        assert!(e.contains(key), "{json}: {e}");
+    }
+
+    let l = ok(r#"{"FileTransfer":{"Disable":true,"AckWindowChunks":8},
+                   "PortForward":{"Disable":true,"IdleTimeoutSeconds":8}}"#);
+    assert!(warned(&l, "FileTransfer.AckWindowChunks has no effect"), "{:?}", l.warnings);
+    assert!(warned(&l, "PortForward timeouts have no effect"), "{:?}", l.warnings);
+
+    let l = ok(r#"{"PortForward":{"ConnectTimeout":5}}"#);
+    assert!(warned(&l, "PortForward.ConnectTimeout"), "{:?}", l.warnings);
+}
