@@ -214,3 +214,37 @@ fn throughput_100_mib() {
         println!("put 100 MiB: {up:?} ({:.1} MiB/s); get 100 MiB: {down:?} ({:.1} MiB/s)", mib(up), mib(down));
     });
 }
+
+/// `kill -9` of the agent halfway through a 100 MiB upload over an existing file: the target keeps
+/// its old content and no partial or temporary file is left in the directory.
+#[test]
+fn agent_killed_mid_upload_leaves_the_target_untouched() {
+    smol::block_on(async {
+        let fx = Fixture::start("ft-kill", "", &[]).await;
+        let files = TempDir::new("ft-kill-files");
+        let target = files.path().join("big.bin");
+        std::fs::write(&target, b"the old content").unwrap();
+        let mut conn = fx.server.accept(SOON).await;
+        open_session(&mut conn, "k1").await;
+
+        let path = target.to_string_lossy().into_owned();
+        conn.send(encode(FT, ft::PUT_FILE, "k1", &[], &path_body(&path))).await;
+        assert_eq!(next_ft(&mut conn, "k1").await.typ(), ft::ACK);
+        // 50 of the announced 100 MiB, each chunk acknowledged: the agent holds an open transfer.
+        let chunk = vec![0xa5u8; 4096];
+        let mut off = 0i64;
+        for _ in 0..(50 * 1024 * 1024 / chunk.len()) {
+            conn.send(encode(FT, ft::FILE_CHUNK, "k1", &[Prop::int64("offset", off)], &chunk)).await;
+            let m = next_ft(&mut conn, "k1").await;
+            assert_ne!(m.typ(), ft::ERROR, "{}", m.err());
+            off += chunk.len() as i64;
+        }
+        fx.agent.signal("KILL");
+        let mut agent = fx.agent;
+        assert_eq!(agent.wait_exit(), None, "killed by a signal, no exit code");
+
+        assert_eq!(std::fs::read(&target).unwrap(), b"the old content");
+        let names: Vec<_> = std::fs::read_dir(files.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("big.bin")], "leftovers in the target directory");
+    });
+}
