@@ -108,6 +108,12 @@ impl MenderClient {
         Ok(())
     }
 
+    /// The daemon's process id (what `systemctl show -p MainPID mender-client` reports on a
+    /// device; `mender check-update` signals it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The device key file (present once the client generated or was given one).
     pub fn key_path(&self) -> PathBuf {
         self.data_dir.join("mender-agent.pem")
@@ -150,8 +156,16 @@ impl MenderClient {
             Duration::from_millis(250),
             || {
                 self.child.ensure_running()?;
-                let answer = bus.get_jwt_token()?;
-                Ok((!answer.token.is_empty()).then_some(answer))
+                // The client answers GetJwtToken with an error when its auth manager is busy for
+                // 5 s (app/auth.go in 3.4.0), e.g. while an auth request is under way on a loaded
+                // machine: a transient answer, not a failure. The bound still ends the wait.
+                match bus.get_jwt_token() {
+                    Ok(answer) => Ok((!answer.token.is_empty()).then_some(answer)),
+                    Err(e) => {
+                        eprintln!("GetJwtToken failed (retrying): {e}");
+                        Ok(None)
+                    }
+                }
             },
         )
     }
