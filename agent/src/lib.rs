@@ -14,7 +14,6 @@ pub mod chroot;
 pub mod cli;
 pub mod config;
 pub mod connection;
-pub mod control;
 pub mod daemon;
 pub mod features;
 pub mod filetransfer;
