@@ -127,14 +127,16 @@ fn output_burst_to_a_slow_reader_keeps_memory_flat() {
         let fx = Fixture::start("burst", "", &[]).await;
         let mut conn = fx.server.accept(SOON).await;
         started(&mut conn, "s1", "u1", None).await;
-        conn.shell_input("s1", "u1", b"stty -echo; echo READY\n").await;
+        // The quotes keep the pty's echo of the typed line from matching: only the command's
+        // own output says READY, and by then echo is off.
+        conn.shell_input("s1", "u1", b"stty -echo; echo READ''Y\n").await;
         conn.output_until("s1", "READY\r\n").await;
 
         const TOTAL: usize = 50 * 1000 * 1000;
         let base = fx.agent.rss_kib();
         let mut peak = base;
         // 'Z' (octal 132) never appears in the command itself.
-        let cmd = format!("head -c {TOTAL} /dev/zero | tr '\\000' '\\132'; echo; echo BURST-END\n");
+        let cmd = format!("head -c {TOTAL} /dev/zero | tr '\\000' '\\132'; echo; echo BURST-''END\n");
         conn.shell_input("s1", "u1", cmd.as_bytes()).await;
         let deadline = Instant::now() + Duration::from_secs(600);
         let (mut zs, mut frames, mut largest) = (0usize, 0usize, 0usize);
