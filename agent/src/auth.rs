@@ -46,6 +46,8 @@ pub enum AuthError {
     /// Built without the `dbus-auth` feature.
     #[cfg_attr(feature = "dbus-auth", allow(dead_code))]
     Unsupported,
+    /// Standalone mode (`Standalone` block) cannot start: key, identity or certificates.
+    Standalone(String),
 }
 
 impl fmt::Display for AuthError {
@@ -56,11 +58,38 @@ impl fmt::Display for AuthError {
             AuthError::Unsupported => {
                 f.write_str("built without D-Bus support (feature dbus-auth)")
             }
+            AuthError::Standalone(e) => write!(f, "standalone mode: {e}"),
         }
     }
 }
 
 impl std::error::Error for AuthError {}
+
+/// The credentials source the configuration asks for: standalone mode when the `Standalone`
+/// block is present, else the auth service on D-Bus (`bus`, else the system bus).
+pub fn select(config: &crate::config::Config, bus: Option<String>) -> Result<crate::daemon::Auth, AuthError> {
+    #[cfg(feature = "standalone")]
+    if let Some(cfg) = &config.standalone {
+        return crate::standalone::spawn(cfg, config.reconnect_interval, config.reconnect_max_interval)
+            .map_err(|e| AuthError::Standalone(e.to_string()));
+    }
+    #[cfg(not(feature = "standalone"))]
+    if config.standalone.is_some() {
+        return Err(AuthError::Standalone("built without the standalone feature".into()));
+    }
+    let handle = spawn(bus)?;
+    let credentials = handle.credentials();
+    Ok(crate::daemon::Auth { credentials, refresh: Box::new(move || handle.fetch()) })
+}
+
+/// TLS trust for the websocket: standalone mode's `ServerCertificate`/`SkipVerify`, else the
+/// built-in roots.
+pub fn tls_options(config: &crate::config::Config) -> crate::connection::TlsOptions {
+    config.standalone.as_ref().map_or_else(Default::default, |s| crate::connection::TlsOptions {
+        ca_file: s.server_certificate.clone(),
+        skip_verify: s.skip_verify,
+    })
+}
 
 /// D-Bus names of the Mender authentication service.
 pub const SERVICE_NAME: &str = "io.mender.AuthenticationManager";

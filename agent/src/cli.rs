@@ -32,6 +32,28 @@ pub enum Command {
     CheckConfig(Option<PathBuf>),
     /// Help for the app (`None`) or for a command.
     Help(Option<String>),
+    /// `status`: the running daemon's state, over its control socket.
+    Status(ControlArgs),
+    /// `sessions [list]` / `sessions kill <id>`.
+    Sessions(ControlArgs, SessionsAction),
+}
+
+/// Options of the commands that talk to the running daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ControlArgs {
+    /// `--socket PATH`; otherwise `ControlSocket` from the configuration.
+    pub socket: Option<PathBuf>,
+    /// `--json`.
+    pub json: bool,
+}
+
+/// What `sessions` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionsAction {
+    /// List the sessions.
+    List,
+    /// End one.
+    Kill(String),
 }
 
 /// A command line the parser rejects, with the exit code of the reference for that case.
@@ -63,6 +85,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, Usag
     let mut command: Option<String> = None;
     let mut positional: Vec<String> = Vec::new();
     let mut help = false;
+    let mut control = ControlArgs::default();
     let mut args = args.into_iter();
     let mut only_positional = false;
     while let Some(arg) = args.next() {
@@ -104,6 +127,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, Usag
             "debug" | "d" => debug = boolean(&inline)?,
             "trace" | "dd" => trace = boolean(&inline)?,
             "help" | "h" => help = boolean(&inline)?,
+            "socket" => control.socket = Some(PathBuf::from(value(name)?)),
+            "json" => control.json = boolean(&inline)?,
             "version" | "v" => {
                 if boolean(&inline)? && command.is_none() {
                     inv.command = Command::VersionFlag;
@@ -132,6 +157,20 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, Usag
             Command::CheckConfig(positional.pop().map(PathBuf::from))
         }
         Some("help" | "h") => Command::Help(positional.first().cloned()),
+        Some("status") => {
+            if !positional.is_empty() {
+                return Err(usage("status takes no arguments".into()));
+            }
+            Command::Status(control)
+        }
+        Some("sessions") => {
+            let action = match positional.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                [] | ["list"] => SessionsAction::List,
+                ["kill", id] => SessionsAction::Kill((*id).to_owned()),
+                _ => return Err(usage("usage: mender-connect sessions [list | kill ID]".into())),
+            };
+            Command::Sessions(control, action)
+        }
         Some(other) => {
             return Err(UsageError {
                 message: format!("No help topic for '{other}'"),
@@ -161,6 +200,8 @@ COMMANDS:
    daemon        Start the client as a background service.
    version       Show the version and runtime information of the binary build
    check-config  Check the configuration (or FILE alone) and print its warnings; exit 1 if invalid
+   status        Show the running daemon's connection, sessions and counters [--json] [--socket PATH]
+   sessions      List sessions, or end one: sessions [list | kill ID] [--json] [--socket PATH]
    help, h       Shows a list of commands or help for one command
 
 GLOBAL OPTIONS:
@@ -184,6 +225,14 @@ fn command_help(name: &str) -> Option<String> {
         "check-config" => (
             "Check the configuration (or FILE alone) and print its warnings; exit 1 if invalid",
             " [FILE]",
+        ),
+        "status" => (
+            "Show the running daemon's connection, sessions and counters",
+            " [--json] [--socket PATH]",
+        ),
+        "sessions" => (
+            "List sessions, or end one (a shell is stopped as a server stop would)",
+            " [list | kill ID] [--json] [--socket PATH]",
         ),
         _ => return None,
     };
@@ -243,6 +292,17 @@ pub fn main() -> i32 {
         Command::CheckConfig(file) => {
             check_config(&inv.config, &inv.fallback_config, file.as_deref())
         }
+        Command::Status(args) => {
+            let socket = control_socket(&args, &inv.config, &inv.fallback_config);
+            crate::control::client::status_command(&socket, args.json)
+        }
+        Command::Sessions(args, action) => {
+            let socket = control_socket(&args, &inv.config, &inv.fallback_config);
+            match action {
+                SessionsAction::List => crate::control::client::list_command(&socket, args.json),
+                SessionsAction::Kill(id) => crate::control::client::kill_command(&socket, &id, args.json),
+            }
+        }
         Command::Daemon => {
             logging::init(inv.verbosity);
             let loaded = match Config::load(&inv.config, &inv.fallback_config) {
@@ -265,6 +325,16 @@ pub fn main() -> i32 {
             crate::daemon::run(&loaded.config, None)
         }
     }
+}
+
+/// The control socket: `--socket`, else `ControlSocket` of the configuration the daemon
+/// reads, else the default (a configuration that does not load cannot be the daemon's).
+fn control_socket(args: &ControlArgs, primary: &Path, fallback: &Path) -> PathBuf {
+    args.socket.clone().unwrap_or_else(|| {
+        Config::load(primary, fallback)
+            .map(|l| l.config.control_socket)
+            .unwrap_or_else(|_| PathBuf::from(crate::control::DEFAULT_SOCKET))
+    })
 }
 
 /// `check-config`: the same loading and checks as `daemon`; warnings and the verdict on stdout
@@ -407,6 +477,18 @@ mod tests {
             (e.code, e.message.as_str()),
             (1, "flag provided but not defined: -bogus")
         );
+        assert_eq!(p(&["status"]).unwrap().command, Command::Status(ControlArgs::default()));
+        assert_eq!(
+            p(&["status", "--json", "--socket", "/s"]).unwrap().command,
+            Command::Status(ControlArgs { socket: Some(PathBuf::from("/s")), json: true })
+        );
+        assert_eq!(
+            p(&["sessions", "kill", "abc"]).unwrap().command,
+            Command::Sessions(ControlArgs::default(), SessionsAction::Kill("abc".into()))
+        );
+        assert_eq!(p(&["sessions"]).unwrap().command, Command::Sessions(ControlArgs::default(), SessionsAction::List));
+        assert!(p(&["sessions", "kill"]).is_err());
+        assert!(p(&["status", "extra"]).is_err());
         let e = p(&["daemon", "--config"]).unwrap_err();
         assert!(e.message.contains("needs an argument"), "{e:?}");
     }

@@ -30,6 +30,10 @@ pub const DEFAULT_SHELL_ARGUMENTS: &[&str] = &["--login"];
 pub const DEFAULT_TERMINAL_HEIGHT: u16 = 40;
 pub const DEFAULT_TERMINAL_WIDTH: u16 = 80;
 pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_secs(5);
+/// Default of `ReconnectMaxIntervalSeconds` (extension): the longest reconnect delay.
+pub const DEFAULT_RECONNECT_MAX_INTERVAL: Duration = Duration::from_secs(60);
+/// Largest `ReconnectMaxIntervalSeconds`.
+const MAX_RECONNECT_MAX_INTERVAL_SECS: u64 = 3600;
 /// `Sessions.MaxPerUser` when unset or 0 (reference: `session.MaxUserSessions`).
 pub const DEFAULT_MAX_SESSIONS_PER_USER: u32 = 1;
 /// `TERM` of spawned shells (reference: `DefaultTerminalString`).
@@ -48,6 +52,10 @@ pub struct Config {
     pub sessions: Sessions,
     /// `ReconnectIntervalSeconds`, default 5 s.
     pub reconnect_interval: Duration,
+    /// `ReconnectMaxIntervalSeconds` (extension; the reference always waits
+    /// `ReconnectIntervalSeconds`): cap of the growing reconnect delay, default 60 s and never
+    /// below `ReconnectIntervalSeconds`.
+    pub reconnect_max_interval: Duration,
     /// `FileTransfer.Disable`.
     pub file_transfer: Feature,
     /// `PortForward.Disable`.
@@ -61,6 +69,11 @@ pub struct Config {
     /// `PortForward.ConnectTimeoutSeconds` / `IdleTimeoutSeconds` (extensions; the reference has
     /// no dial timeout and a hard-coded 600 s idle timeout).
     pub port_forward_timeouts: PortForwardTimeouts,
+    /// `ControlSocket` (extension): path of the daemon's root-only status/control socket,
+    /// default [`crate::control::DEFAULT_SOCKET`].
+    pub control_socket: PathBuf,
+    /// `Standalone` (extension): self-authentication as a Mender device, without D-Bus.
+    pub standalone: Option<standalone::Standalone>,
 }
 
 /// Default of `FileTransfer.AckWindowChunks`: the reference's `ACKSlidingWindowRecv`.
@@ -271,6 +284,8 @@ impl Config {
         }
         let config = raw.finish(&mut warnings)?;
         system::check(&config, Path::new("/etc/shells"), &mut warnings)?;
+        #[cfg(feature = "standalone")]
+        crate::standalone::check(&config, &mut warnings)?;
         Ok(Loaded {
             config,
             warnings,
@@ -308,12 +323,15 @@ struct Raw {
     expire_after_idle: u32,
     max_per_user: u32,
     reconnect_interval_seconds: i64,
+    reconnect_max_interval_seconds: Option<u64>,
     file_transfer_disable: bool,
     port_forward_disable: bool,
     mender_client_disable: bool,
     ft_ack_window: Option<u32>,
     pf_connect_timeout: Option<u64>,
     pf_idle_timeout: Option<u64>,
+    control_socket: String,
+    standalone: standalone::RawStandalone,
     limits_enabled: bool,
     ft: RawFileTransferLimits,
     /// Keys (full paths) present with a non-null value, in the canonical spelling.
@@ -493,9 +511,12 @@ const TOP_KEYS: &[&str] = &[
     "Sessions",
     "Limits",
     "ReconnectIntervalSeconds",
+    "ReconnectMaxIntervalSeconds",
     "FileTransfer",
     "PortForward",
     "MenderClient",
+    "ControlSocket",
+    "Standalone",
 ];
 const TERMINAL_KEYS: &[&str] = &["Width", "Height", "Disable"];
 const SESSIONS_KEYS: &[&str] = &[
@@ -600,6 +621,22 @@ impl Raw {
                     self.reconnect_interval_seconds = doc.signed(name, v)?;
                     self.mark("ReconnectIntervalSeconds");
                 }
+                "ReconnectMaxIntervalSeconds" => {
+                    let n = doc.unsigned(name, v, MAX_RECONNECT_MAX_INTERVAL_SECS, "seconds")?;
+                    if n == 0 {
+                        return Err(doc.invalid(
+                            name,
+                            format!("must be from 1 to {MAX_RECONNECT_MAX_INTERVAL_SECS} seconds, not 0"),
+                        ));
+                    }
+                    self.reconnect_max_interval_seconds = Some(n);
+                    self.mark("ReconnectMaxIntervalSeconds");
+                }
+                "ControlSocket" => {
+                    self.control_socket = doc.string(name, v)?;
+                    self.mark("ControlSocket");
+                }
+                "Standalone" => self.standalone.apply(doc, v, warnings)?,
                 "Terminal" => {
                     for (k, v) in doc.object(name, v)? {
                         let Some(sub) = canonical(k, TERMINAL_KEYS) else {
@@ -828,7 +865,7 @@ impl Raw {
     }
 
     /// Applies defaults, reduces to what takes effect and reports what is ignored.
-    fn finish(self, warnings: &mut Vec<String>) -> Result<Config, ConfigError> {
+    fn finish(mut self, warnings: &mut Vec<String>) -> Result<Config, ConfigError> {
         let invalid = |key: &str, reason: String| ConfigError::Invalid {
             path: None,
             key: key.to_owned(),
@@ -933,6 +970,16 @@ impl Raw {
             }
             n => Duration::from_secs(n.unsigned_abs()),
         };
+        let reconnect_max_interval = match self.reconnect_max_interval_seconds {
+            Some(n) if Duration::from_secs(n) < reconnect_interval => {
+                return Err(invalid(
+                    "ReconnectMaxIntervalSeconds",
+                    format!("{n} is less than ReconnectIntervalSeconds ({})", reconnect_interval.as_secs()),
+                ));
+            }
+            Some(n) => Duration::from_secs(n),
+            None => DEFAULT_RECONNECT_MAX_INTERVAL.max(reconnect_interval),
+        };
 
         let limits = self.finish_limits(warnings)?;
         if self.file_transfer_disable && self.has("FileTransfer.AckWindowChunks") {
@@ -949,13 +996,41 @@ impl Raw {
             idle: self.pf_idle_timeout.map_or(DEFAULT_PORT_FORWARD_IDLE_TIMEOUT, Duration::from_secs),
         };
 
+        let control_socket = if self.control_socket.is_empty() {
+            PathBuf::from(crate::control::DEFAULT_SOCKET)
+        } else {
+            PathBuf::from(&self.control_socket)
+        };
+        if !control_socket.is_absolute() {
+            return Err(invalid(
+                "ControlSocket",
+                format!("{} is not an absolute path", control_socket.display()),
+            ));
+        }
+
+        let standalone = std::mem::take(&mut self.standalone).finish(warnings)?;
+        if standalone.is_some() && !cfg!(feature = "standalone") {
+            return Err(invalid(
+                "Standalone",
+                "this build has no standalone mode (cargo feature standalone)".into(),
+            ));
+        }
+        if standalone.is_none() && !cfg!(feature = "dbus-auth") {
+            return Err(invalid(
+                "Standalone.ServerURL",
+                "required: this build has no D-Bus support (feature dbus-auth), so the agent must authenticate itself".into(),
+            ));
+        }
         Ok(Config {
+            standalone,
+            control_socket,
             shell_command,
             shell_arguments,
             user: self.user,
             terminal,
             sessions,
             reconnect_interval,
+            reconnect_max_interval,
             file_transfer: Feature {
                 disable: self.file_transfer_disable,
             },
@@ -1327,6 +1402,8 @@ mod system {
         }
     }
 }
+
+pub mod standalone;
 
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,9 @@ use mender_connect_core::MAX_FRAME_LEN;
 use smol::Timer;
 use smol::net::TcpStream;
 
+pub mod b64;
+pub mod proxy;
+
 /// Path of the device endpoint (reference `config.DefaultDeviceConnectPath`).
 pub const CONNECT_PATH: &str = "/api/devices/v1/deviceconnect/connect";
 /// Read deadline: the link is dead when nothing arrives for this long (`DefaultPingWait`).
@@ -61,6 +64,12 @@ pub enum ConnectError {
     /// No answer in time.
     #[error("timed out")]
     Timeout,
+    /// The TLS handshake failed, e.g. the server's certificate is not trusted.
+    #[error("TLS handshake with {host} failed: {reason}")]
+    Tls { host: String, reason: String },
+    /// The proxy setting is unusable or the proxy refused the tunnel.
+    #[error("proxy: {0}")]
+    Proxy(String),
 }
 
 /// Where to dial, parsed from the auth service's server URL.
@@ -158,49 +167,213 @@ impl AsyncWrite for Transport {
 /// An open device websocket.
 pub type Socket = WebSocketStream<Transport>;
 
-/// TLS client settings: webpki roots, verification always on, ring provider.
-pub fn tls_config() -> Arc<rustls::ClientConfig> {
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+/// Which servers TLS trusts (the Mender client's `ServerCertificate` and `SkipVerify`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM file with CA or server certificates trusted in addition to the built-in roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Accept any certificate (insecure; for bring-up only).
+    pub skip_verify: bool,
+}
+
+/// Why the TLS settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The certificate file cannot be read or holds no usable certificate.
+    #[error("server certificate file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// TLS client settings: webpki roots plus `ca_file`, ring provider; verification on unless
+/// `skip_verify`.
+pub fn client_config(options: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = &options.ca_file {
+        let bad = |reason: String| TlsError::CaFile { path: path.display().to_string(), reason };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no CERTIFICATE in PEM format".into()));
+        }
+        let (added, _ignored) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(bad("no certificate could be parsed".into()));
+        }
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-    match config {
-        Ok(c) => Arc::new(c),
-        // The ring provider supports the default versions; this arm is unreachable in practice,
-        // and an empty-root config still refuses every server (fail closed).
-        Err(_) => Arc::new(
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-        ),
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let config = if options.skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(insecure::AnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+mod insecure {
+    //! `SkipVerify`: the handshake signatures are still checked, the certificate is not.
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    pub struct AnyCertificate(pub Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
     }
 }
 
+/// Opens TCP to `endpoint` (through the environment's proxy, see [`proxy`]) and TLS on top when
+/// the endpoint wants it.
+pub async fn open_transport(endpoint: &Endpoint, tls: &Arc<rustls::ClientConfig>) -> Result<Transport, ConnectError> {
+    let proxy = proxy::from_env(endpoint.tls, &endpoint.host, endpoint.port)
+        .map_err(|e| ConnectError::Proxy(e.to_string()))?;
+    let tcp = match &proxy {
+        Some(p) => {
+            log::debug!("connecting to {}:{} through proxy {}:{}", endpoint.host, endpoint.port, p.host, p.port);
+            let mut tcp = TcpStream::connect((p.host.as_str(), p.port)).await?;
+            tunnel(&mut tcp, p, endpoint).await?;
+            tcp
+        }
+        None => TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?,
+    };
+    tcp.set_nodelay(true)?;
+    if !endpoint.tls {
+        return Ok(Transport::Plain(tcp));
+    }
+    let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+        .map_err(|_| ConnectError::InvalidUrl(endpoint.host.clone()))?;
+    match TlsConnector::from(Arc::clone(tls)).connect(name, tcp).await {
+        Ok(stream) => Ok(Transport::Tls(Box::new(stream))),
+        Err(e) => Err(ConnectError::Tls { host: endpoint.host.clone(), reason: e.to_string() }),
+    }
+}
+
+/// `CONNECT host:port` on a fresh proxy connection; Ok when the proxy answers 2xx.
+async fn tunnel(tcp: &mut TcpStream, proxy: &proxy::Proxy, endpoint: &Endpoint) -> Result<(), ConnectError> {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let target = if endpoint.host.contains(':') {
+        format!("[{}]:{}", endpoint.host, endpoint.port)
+    } else {
+        format!("{}:{}", endpoint.host, endpoint.port)
+    };
+    let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+    if let Some(userinfo) = &proxy.userinfo {
+        request.push_str(&format!("Proxy-Authorization: Basic {}\r\n", basic_auth(userinfo)));
+    }
+    request.push_str("\r\n");
+    tcp.write_all(request.as_bytes()).await?;
+    // Byte by byte: nothing after the proxy's header may be consumed here.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 {
+            return Err(ConnectError::Proxy("oversized answer to CONNECT".into()));
+        }
+        if tcp.read(&mut byte).await? == 0 {
+            return Err(ConnectError::Proxy("closed the connection during CONNECT".into()));
+        }
+        head.push(byte[0]);
+    }
+    let status_line = String::from_utf8_lossy(&head);
+    let status_line = status_line.lines().next().unwrap_or("");
+    let code = status_line.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok());
+    match code {
+        Some(200..=299) => Ok(()),
+        _ => Err(ConnectError::Proxy(format!("CONNECT {target} refused: {status_line}"))),
+    }
+}
+
+/// Base64 of `user:password` after percent-decoding, as Go puts the URL's user info in
+/// `Proxy-Authorization`.
+fn basic_auth(userinfo: &str) -> String {
+    let mut raw = Vec::with_capacity(userinfo.len());
+    let bytes = userinfo.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                raw.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                raw.push(b);
+                i += 1;
+            }
+        }
+    }
+    b64::encode(&raw)
+}
+
 /// Buffers sized for 8 KiB messages instead of tungstenite's 128 KiB defaults.
+/// Largest websocket message read; see [`ws_config`].
+const OVERSIZE_READ_LIMIT: usize = 4 * MAX_FRAME_LEN;
+
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(64 * 1024)
-        .max_message_size(Some(MAX_FRAME_LEN))
-        .max_frame_size(Some(MAX_FRAME_LEN))
+        // Read up to 4 × the protocol limit so that a message just over 8192 bytes reaches the
+        // router, which refuses it with a control error and keeps the link (the reference's read
+        // limit ends the websocket instead). Anything larger still ends the link: memory stays
+        // bounded.
+        .max_message_size(Some(OVERSIZE_READ_LIMIT))
+        .max_frame_size(Some(OVERSIZE_READ_LIMIT))
 }
 
 /// Opens the device websocket with `Authorization: Bearer <token>`.
 pub async fn dial(server_url: &str, token: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, ConnectError> {
     let endpoint = Endpoint::parse(server_url)?;
     async {
-        let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
-        tcp.set_nodelay(true)?;
-        let transport = if endpoint.tls {
-            let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
-                .map_err(|_| ConnectError::InvalidUrl(server_url.to_owned()))?;
-            let stream = TlsConnector::from(Arc::clone(tls)).connect(name, tcp).await?;
-            Transport::Tls(Box::new(stream))
-        } else {
-            Transport::Plain(tcp)
-        };
+        let transport = open_transport(&endpoint, tls).await?;
         let mut request = endpoint.ws_url().into_client_request().map_err(ConnectError::Ws)?;
         let auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ConnectError::InvalidToken)?;
         request.headers_mut().insert(header::AUTHORIZATION, auth);
@@ -347,5 +520,10 @@ mod tests {
         assert!(Endpoint::parse("http://:80").is_err());
         assert!(Endpoint::parse("http://h:99999").is_err());
         assert!(Endpoint::parse("").is_err());
+    }
+
+    #[test]
+    fn proxy_basic_auth_is_percent_decoded() {
+        assert_eq!(basic_auth("Aladdin:open%20sesame"), "QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
     }
 }

@@ -25,6 +25,9 @@ use mender_connect_core::shell::TermSize;
 use crate::auth::Credentials;
 use crate::config::Config;
 use crate::connection::{self, ConnectError, Ended, Reader, Socket};
+use crate::control::protocol::{ErrorKind, LinkState, Response, SessionKind};
+use crate::control::server::Query;
+use crate::control::snapshot::{self, LinkStats};
 use crate::router::Router;
 use crate::shell::{Action, Exited, Expiry, ShellSettings, Shells};
 
@@ -34,8 +37,6 @@ const DATA_QUEUE: usize = 16;
 const REPLY_QUEUE: usize = 64;
 /// A connection that lived this long resets the reconnect backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
-/// Longest reconnect delay.
-const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// How long keystrokes may wait for a busy pty before they are dropped.
 const INPUT_WAIT: Duration = Duration::from_secs(4);
 /// How long shutdown waits for shells to die (SIGKILL comes after [`crate::shell::KILL_GRACE`]).
@@ -54,10 +55,16 @@ pub struct Settings {
     pub terminal: bool,
     /// First reconnect delay bound (`ReconnectIntervalSeconds`).
     pub reconnect_base: Duration,
+    /// Longest reconnect delay (`ReconnectMaxIntervalSeconds`).
+    pub reconnect_max: Duration,
     /// How long shells outlive a dropped websocket.
     pub disconnect_grace: Duration,
     /// File transfer, port forward and mender-client handlers, as configured.
     pub features: crate::features::Features,
+    /// Where the status/control socket listens (`None`: no socket).
+    pub control_socket: Option<std::path::PathBuf>,
+    /// Which server certificates the websocket trusts.
+    pub tls: connection::TlsOptions,
 }
 
 impl Settings {
@@ -82,8 +89,11 @@ impl Settings {
             },
             terminal: !config.terminal.disable,
             reconnect_base: config.reconnect_interval,
+            reconnect_max: config.reconnect_max_interval,
             disconnect_grace: Self::disconnect_grace_from_env(),
             features: crate::features::Features::from_config(config),
+            control_socket: Some(config.control_socket.clone()),
+            tls: crate::auth::tls_options(config),
         }
     }
 
@@ -104,7 +114,7 @@ struct Backoff {
 }
 
 impl Backoff {
-    fn new(base: Duration) -> Self {
+    fn new(base: Duration, cap: Duration) -> Self {
         let mut seed = [0u8; 8];
         // Without OS randomness all devices would retry in lockstep; the clock still differs.
         if getrandom::fill(&mut seed).is_err() {
@@ -114,7 +124,7 @@ impl Backoff {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let cfg = mender_connect_core::backoff::BackoffConfig {
             base_ms: ms(base).max(100),
-            cap_ms: ms(BACKOFF_CAP),
+            cap_ms: ms(cap),
             stable_after_ms: ms(STABLE_AFTER),
         };
         Self {
@@ -154,7 +164,6 @@ enum Link {
         reader: Reader,
         writer: Task<Result<(), Ended>>,
         stop_writer: async_channel::Sender<()>,
-        since: Instant,
     },
 }
 
@@ -167,6 +176,8 @@ enum Event {
     Dialed(Result<Box<Socket>, ConnectError>),
     Received(Result<Vec<u8>, Ended>),
     WriterEnded(Result<(), Ended>),
+    /// A request from the control socket (`mender-connect status`, `sessions kill`).
+    Control(crate::control::server::Ask),
 }
 
 /// Where credentials come from and how to ask for fresh ones.
@@ -203,14 +214,13 @@ async fn writer_task(
 /// `DBUS_SYSTEM_BUS_ADDRESS`) and serves until SIGTERM/SIGINT. Returns the exit code.
 pub fn run(config: &Config, bus: Option<String>) -> i32 {
     let settings = Settings::from_config(config);
-    let handle = match crate::auth::spawn(bus) {
-        Ok(h) => h,
+    let auth = match crate::auth::select(config, bus) {
+        Ok(a) => a,
         Err(e) => {
             log::error!("{e}");
             return 1;
         }
     };
-    let auth = Auth { credentials: handle.credentials(), refresh: Box::new(move || handle.fetch()) };
     serve(settings, auth)
 }
 
@@ -227,7 +237,13 @@ pub fn serve(settings: Settings, auth: Auth) -> i32 {
 }
 
 async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32 {
-    let tls = connection::tls_config();
+    let tls = match connection::client_config(&settings.tls) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
     let (data_tx, data_rx) = async_channel::bounded(DATA_QUEUE);
     let (reply_tx, reply_rx) = async_channel::bounded(REPLY_QUEUE);
     let q = Queues { data_tx, data_rx, reply_tx, reply_rx };
@@ -235,15 +251,22 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     let mut shells = Shells::new(settings.shell.clone(), q.data_tx.clone(), exited_tx);
     let mut router = Router::new(settings.terminal);
     crate::features::register(&mut router, &settings.features, &q.data_tx);
-    let mut backoff = Backoff::new(settings.reconnect_base);
+    let mut backoff = Backoff::new(settings.reconnect_base, settings.reconnect_max);
     let mut creds = Credentials { token: String::new(), server_url: String::new() };
     let mut auth_open = true;
     let mut link = Link::Idle;
     let mut orphaned_since: Option<Instant> = None;
     let mut next_tick = Instant::now() + Duration::from_secs(1);
+    let started = Instant::now();
+    let mut link_stats = LinkStats::new(started);
+    let (_control, control_rx) = start_control(settings.control_socket.as_deref());
 
     log::info!("mender-connect daemon starting; protocols {:?}", router.protocols());
     loop {
+        link_stats.observe(link_state(&link), Instant::now());
+        // Nothing to expire, ping or reap: no tick. A session opened while idle finds `next_tick`
+        // in the past on the next turn, so it ticks at once and re-arms every second.
+        let ticking = !shells.is_empty() || router.has_sessions() || orphaned_since.is_some();
         let ev = {
             let sig = async { Event::Signal(signals.next().await.and_then(Result::ok)) };
             let cred = async {
@@ -260,6 +283,9 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 }
             };
             let tick = async {
+                if !ticking {
+                    std::future::pending::<()>().await;
+                }
                 Timer::at(next_tick).await;
                 Event::Tick
             };
@@ -278,23 +304,55 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     }
                 }
             };
-            sig.or(cred).or(exited).or(link_ev).or(tick).await
+            let control = async {
+                match control_rx.as_ref().map(|rx| rx.recv()) {
+                    Some(recv) => match recv.await {
+                        Ok(ask) => Event::Control(ask),
+                        Err(_) => std::future::pending().await,
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            sig.or(cred).or(exited).or(link_ev).or(control).or(tick).await
         };
         let now = Instant::now();
         match ev {
             Event::Signal(Some(Signal::Usr1)) => {
-                log::info!("mender-connect daemon v{}", env!("CARGO_PKG_VERSION"));
-                log::info!(" status: ");
-                match &link {
-                    Link::Up { since, .. } => {
-                        log::info!("  connected to {} for {}s", creds.server_url, now.duration_since(*since).as_secs());
+                let sources = snapshot::Sources {
+                    started,
+                    link: &link_stats,
+                    server_url: &creds.server_url,
+                    shells: &shells,
+                    router: &router,
+                    features: &settings.features,
+                    max_per_user: settings.shell.max_per_user,
+                };
+                snapshot::log_dump(&snapshot::build(&sources, now), settings.shell.expiry, shells.command());
+            }
+            Event::Control(ask) => {
+                let response = match ask.query {
+                    Query::Status => {
+                        let sources = snapshot::Sources {
+                            started,
+                            link: &link_stats,
+                            server_url: &creds.server_url,
+                            shells: &shells,
+                            router: &router,
+                            features: &settings.features,
+                            max_per_user: settings.shell.max_per_user,
+                        };
+                        Response::Status(Box::new(snapshot::build(&sources, now)))
                     }
-                    _ => log::info!("  not connected"),
-                }
-                for line in shells.status_lines(now) {
-                    log::info!("{line}");
-                }
-                log::info!("  control sessions: {}", router.sessions());
+                    Query::Kill(id) => {
+                        let (response, frame) = kill_session(&id, &mut shells, &mut router);
+                        if let (Some(f), Link::Up { .. }) = (frame, &link) {
+                            let _ = q.reply_tx.send(f).await;
+                        }
+                        response
+                    }
+                };
+                // The client may have hung up; nothing to do then.
+                let _ = ask.reply.try_send(response);
             }
             Event::Signal(sig) => {
                 log::info!("received {sig:?}, stopping");
@@ -335,11 +393,12 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
             }
             Event::Retry => link = dial(&creds, &tls),
             Event::Dialed(Ok(socket)) => {
+                link_stats.connected();
                 log::info!("connection established with {}", creds.server_url);
                 let (reader, writer) = connection::split(*socket);
                 let (stop_writer, stop_rx) = async_channel::bounded(1);
                 let writer = smol::spawn(writer_task(writer, q.reply_rx.clone(), q.data_rx.clone(), stop_rx));
-                link = Link::Up { reader, writer, stop_writer, since: now };
+                link = Link::Up { reader, writer, stop_writer };
                 backoff.connected(now);
                 orphaned_since = None;
                 shells.reconnected(now);
@@ -349,6 +408,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     (auth.refresh)();
                 }
                 let delay = backoff.next_delay();
+                link_stats.dial_failed(format!("failed to connect to {}: {e}", creds.server_url));
                 log::error!("failed to connect to {}: {e}; reconnecting in {delay:?}", creds.server_url);
                 link = Link::Waiting(now + delay);
             }
@@ -374,6 +434,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
             }
             Event::Received(Err(e)) | Event::WriterEnded(Err(e)) => {
                 log::error!("websocket ended: {e}; reconnecting");
+                link_stats.error(format!("websocket ended: {e}"));
                 disconnect(&mut link, &mut router, &mut orphaned_since, &mut backoff, now).await;
                 let delay = backoff.next_delay();
                 link = Link::Waiting(now + delay);
@@ -404,6 +465,67 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     0
 }
 
+/// The link's state as the status CLI names it.
+fn link_state(link: &Link) -> LinkState {
+    match link {
+        Link::Idle => LinkState::NoCredentials,
+        Link::Waiting(_) => LinkState::WaitingToReconnect,
+        Link::Dialing(_) => LinkState::Connecting,
+        Link::Up { .. } => LinkState::Connected,
+    }
+}
+
+/// Opens the control socket; the daemon runs on without it if that fails.
+fn start_control(
+    path: Option<&std::path::Path>,
+) -> (Option<crate::control::server::Server>, Option<async_channel::Receiver<crate::control::server::Ask>>) {
+    match path.map(crate::control::server::Server::start) {
+        Some(Ok((server, rx))) => (Some(server), Some(rx)),
+        Some(Err(e)) => {
+            log::error!("{e}; `mender-connect status` will not work");
+            (None, None)
+        }
+        None => (None, None),
+    }
+}
+
+/// Body of the `stop` sent when a shell is killed locally: what the reference sends when its
+/// shell is stopped under it (the pty read fails on the closed file).
+const KILLED_SHELL_TEXT: &str = "read /dev/ptmx: file already closed";
+
+/// `mender-connect sessions kill <id>`: a shell gets what a server `stop` does (SIGHUP, then
+/// SIGKILL) and the server a `stop`; a control session is closed with a `close`.
+fn kill_session(id: &str, shells: &mut Shells, router: &mut Router) -> (Response, Option<Vec<u8>>) {
+    if shells.stop(id) {
+        log::info!("session {id}: ended on local request");
+        // Control messages on the shell's sid (pings) belong to the same session; a `stop` is
+        // what the server expects for a shell, so no `close` is added.
+        let _ = router.kill(id);
+        let frame = crate::shell::frame(
+            mender_connect_core::shell::STOP,
+            id,
+            mender_connect_core::shell::Status::Error,
+            KILLED_SHELL_TEXT.as_bytes(),
+        );
+        return (Response::Killed { id: id.to_owned(), kind: SessionKind::Shell }, frame);
+    }
+    match router.kill(id) {
+        Some((frame, proto)) => {
+            let kind = match proto {
+                Some(mender_connect_core::Proto::FILE_TRANSFER) => SessionKind::Filetransfer,
+                Some(mender_connect_core::Proto::PORT_FORWARD) => SessionKind::Portforward,
+                Some(mender_connect_core::Proto::MENDER_CLIENT) => SessionKind::Menderclient,
+                _ => SessionKind::Control,
+            };
+            (Response::Killed { id: id.to_owned(), kind }, frame)
+        }
+        None => (
+            Response::Error { kind: ErrorKind::NoSuchSession, message: format!("no session with id {id:?}") },
+            None,
+        ),
+    }
+}
+
 fn dial(creds: &Credentials, tls: &std::sync::Arc<rustls::ClientConfig>) -> Link {
     let (url, token, tls) = (creds.server_url.clone(), creds.token.clone(), std::sync::Arc::clone(tls));
     Link::Dialing(smol::spawn(async move { connection::dial(&url, &token, &tls).await.map(Box::new) }))
@@ -420,12 +542,16 @@ async fn disconnect(
     if let Link::Up { writer, stop_writer, reader, .. } = std::mem::replace(link, Link::Idle) {
         backoff.disconnected(now);
         let _ = stop_writer.try_send(());
-        // Bounded by the writer's own write deadline.
-        let _ = writer.or(async {
-            Timer::after(connection::WRITE_WAIT).await;
-            Ok(())
-        })
-        .await;
+        // The event loop may already have taken the writer's result (`WriterEnded`): a task
+        // polled again after that panics. Otherwise bounded by the writer's own write deadline.
+        if !writer.is_finished() {
+            let _ = writer
+                .or(async {
+                    Timer::after(connection::WRITE_WAIT).await;
+                    Ok(())
+                })
+                .await;
+        }
         drop(reader);
         router.disconnected();
         orphaned_since.get_or_insert(now);

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,8 @@ struct Conn {
     inbound: async_channel::Sender<Vec<u8>>,
     acks: async_channel::Sender<()>,
     task: Task<()>,
+    /// `(protocol, host, port)` as requested (status CLI).
+    target: (String, String, u16),
 }
 
 /// One session's port forwards.
@@ -83,12 +86,14 @@ pub struct PortForward {
     settings: Settings,
     out: async_channel::Sender<Vec<u8>>,
     conns: HashMap<String, Conn>,
+    /// Bytes of the frames the connections' tasks sent (status CLI).
+    sent: Arc<AtomicU64>,
 }
 
 impl PortForward {
     /// A handler sending connection traffic through `out`.
     pub fn new(settings: Settings, out: async_channel::Sender<Vec<u8>>) -> Self {
-        Self { settings, out, conns: HashMap::new() }
+        Self { settings, out, conns: HashMap::new(), sent: Arc::new(AtomicU64::new(0)) }
     }
 
     /// Forgets connections whose task ended (EOF, error, timeout: `stop` was sent).
@@ -119,9 +124,11 @@ impl PortForward {
             acks: acks_rx,
             last_activity: AtomicU64::new(0),
             origin: Instant::now(),
+            sent: Arc::clone(&self.sent),
         };
         let task = smol::spawn(link.run(protocol, host.to_owned(), port));
-        self.conns.insert(id.to_owned(), Conn { inbound, acks, task });
+        let target = (proto.to_owned(), host.to_owned(), port);
+        self.conns.insert(id.to_owned(), Conn { inbound, acks, task, target });
     }
 }
 
@@ -183,6 +190,23 @@ impl SessionHandler for PortForward {
     fn close(&mut self) {
         // Dropping the tasks closes the sockets; like the reference, no `stop` is sent.
         self.conns.clear();
+    }
+
+    fn bulk_bytes_out(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    fn activity(&self, sid: &str, out: &mut Vec<crate::router::Activity>) {
+        for (id, c) in self.conns.iter().filter(|(_, c)| !c.task.is_finished()) {
+            let (protocol, remote_host, remote_port) = c.target.clone();
+            out.push(crate::router::Activity::Forward(crate::control::protocol::PortForward {
+                session_id: sid.to_owned(),
+                connection_id: id.clone(),
+                protocol,
+                remote_host,
+                remote_port,
+            }));
+        }
     }
 }
 
@@ -254,6 +278,8 @@ struct Link {
     /// Milliseconds since `origin` of the last traffic.
     last_activity: AtomicU64,
     origin: Instant,
+    /// The session's sent-bytes counter.
+    sent: Arc<AtomicU64>,
 }
 
 enum End {
@@ -273,7 +299,10 @@ impl Link {
 
     async fn send(&self, frame: Option<Vec<u8>>) -> Result<(), End> {
         match frame {
-            Some(f) => self.out.send(f).await.map_err(|_| End::Gone),
+            Some(f) => {
+                self.sent.fetch_add(f.len() as u64, Ordering::Relaxed);
+                self.out.send(f).await.map_err(|_| End::Gone)
+            }
             None => Ok(()),
         }
     }

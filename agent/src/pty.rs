@@ -24,7 +24,7 @@ use rustix::termios::Winsize;
 pub struct ShellSpec {
     /// Absolute path of the shell.
     pub command: PathBuf,
-    /// Arguments after argv[0] (the configured `ShellArguments`).
+    /// Arguments after `argv[0]` (the configured `ShellArguments`).
     pub args: Vec<String>,
     /// Name of the user the shell runs as.
     pub user: String,
@@ -286,7 +286,11 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
         )
     })?;
     let euid = rustix::process::geteuid().as_raw();
-    let switch_to = if euid == 0 {
+    // Root, or an unprivileged service user given CAP_SETUID, CAP_SETGID and CAP_KILL (systemd
+    // AmbientCapabilities=, setpriv --ambient-caps), can run shells as anyone. CAP_KILL because
+    // without it the shell, once another user's, could not be stopped (hangup, expiry, limits).
+    let missing = missing_switch_caps();
+    let switch_to = if missing.is_empty() {
         let groups: Vec<Gid> = supplementary_groups(&user)?
             .into_iter()
             .map(Gid::from_raw)
@@ -295,14 +299,24 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
     } else if user.uid == euid {
         None
     } else {
+        let who = if euid == 0 {
+            "root".to_owned()
+        } else {
+            format!("uid {euid}, not root,")
+        };
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(
-                "cannot start a shell as user {} (uid {}): mender-connect runs as uid {euid}, not root",
-                spec.user, user.uid
+                "cannot start a shell as user {} (uid {}): mender-connect runs as {who} and lacks {}",
+                spec.user,
+                user.uid,
+                missing.join(", ")
             ),
         ));
     };
+    // A non-root agent keeps its capabilities across setuid (only a change away from uid 0
+    // clears them) and ambient ones survive exec: the user's shell must not inherit them.
+    let drop_caps = euid != 0 && user.uid != 0;
 
     let master =
         rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
@@ -352,6 +366,24 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
             rustix::thread::set_thread_gid(*gid)?;
             rustix::thread::set_thread_uid(*uid)?;
         }
+        if drop_caps {
+            // SAFETY: plain system calls with integer arguments.
+            let rc = unsafe {
+                libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+            };
+            // EINVAL: a kernel without ambient capabilities (< 4.3) has none to clear.
+            if rc != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+                return Err(io::Error::last_os_error());
+            }
+            rustix::thread::set_capabilities(
+                None,
+                rustix::thread::CapabilitySets {
+                    effective: rustix::thread::CapabilitySet::empty(),
+                    permitted: rustix::thread::CapabilitySet::empty(),
+                    inheritable: rustix::thread::CapabilitySet::empty(),
+                },
+            )?;
+        }
         // Leaked descriptors (sockets of other sessions) must not reach the user's shell.
         // CLOEXEC instead of closing keeps std's exec-error pipe working; old kernels without
         // close_range rely on Rust opening everything close-on-exec.
@@ -385,6 +417,29 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
 }
 
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+/// The capabilities this process lacks to run shells as another user and stop them:
+/// CAP_SETUID, CAP_SETGID, CAP_KILL in the effective set (empty: it may).
+pub fn missing_switch_caps() -> Vec<&'static str> {
+    use rustix::thread::CapabilitySet;
+    let Ok(caps) = rustix::thread::capabilities(None) else {
+        // No capability query (seccomp, exotic kernels): only root is trusted to switch.
+        return if rustix::process::geteuid().is_root() {
+            Vec::new()
+        } else {
+            vec!["CAP_SETUID", "CAP_SETGID", "CAP_KILL"]
+        };
+    };
+    [
+        (CapabilitySet::SETUID, "CAP_SETUID"),
+        (CapabilitySet::SETGID, "CAP_SETGID"),
+        (CapabilitySet::KILL, "CAP_KILL"),
+    ]
+    .into_iter()
+    .filter(|(c, _)| !caps.effective.contains(*c))
+    .map(|(_, name)| name)
+    .collect()
+}
 
 impl AsFd for Shell {
     fn as_fd(&self) -> BorrowedFd<'_> {

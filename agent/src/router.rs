@@ -35,6 +35,42 @@ pub trait SessionHandler {
     fn serve(&mut self, sid: &str, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>);
     /// The session ended; free resources.
     fn close(&mut self) {}
+    /// What the handler is doing right now (transfers, forwarded connections), for the
+    /// status CLI; called only when a client asks.
+    fn activity(&self, _sid: &str, _out: &mut Vec<Activity>) {}
+    /// Bytes of the frames the handler's own tasks sent through the outbound queue (file
+    /// chunks, forwarded data), for the session's `bytes_out` in the status CLI.
+    fn bulk_bytes_out(&self) -> u64 {
+        0
+    }
+}
+
+/// Work in progress inside a control session, as the status CLI shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Activity {
+    /// A file transfer.
+    Transfer(crate::control::protocol::Transfer),
+    /// A forwarded connection.
+    Forward(crate::control::protocol::PortForward),
+}
+
+/// One control session as the status CLI shows it.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    /// Session id.
+    pub id: String,
+    /// `user_id` of the first message, if the server sent one.
+    pub user: String,
+    /// The first protocol other than control used in the session.
+    pub proto: Option<Proto>,
+    /// First message.
+    pub started: Instant,
+    /// Last message.
+    pub last_rx: Instant,
+    /// Bytes of the messages received for the session.
+    pub bytes_in: u64,
+    /// Bytes of the messages sent for it: replies and the handlers' bulk frames.
+    pub bytes_out: u64,
 }
 
 /// Makes a handler for a new session.
@@ -44,6 +80,11 @@ struct ControlSession {
     last_rx: Instant,
     pinged: bool,
     handlers: HashMap<Proto, Box<dyn SessionHandler>>,
+    started: Instant,
+    user: String,
+    proto: Option<Proto>,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 impl ControlSession {
@@ -154,9 +195,28 @@ impl Router {
             last_rx: now,
             pinged: false,
             handlers: HashMap::new(),
+            started: now,
+            user: frame.header.props.get_str("user_id").unwrap_or("").to_owned(),
+            proto: None,
+            bytes_in: 0,
+            bytes_out: 0,
         });
         session.last_rx = now;
         session.pinged = false;
+        session.bytes_in = session.bytes_in.saturating_add(frame.body.len() as u64);
+        if session.proto.is_none() && frame.header.proto != Proto::CONTROL {
+            session.proto = Some(frame.header.proto);
+        }
+        let out = self.route_in_session(frame, now);
+        if let Some(s) = self.sessions.get_mut(sid) {
+            let n: usize = out.iter().map(Vec::len).sum();
+            s.bytes_out = s.bytes_out.saturating_add(n as u64);
+        }
+        out
+    }
+
+    fn route_in_session(&mut self, frame: &Frame<'_>, _now: Instant) -> Vec<Vec<u8>> {
+        let sid = frame.header.sid;
         let mut out = Vec::new();
         if frame.header.proto == Proto::CONTROL {
             let close = self.control(frame, &mut out);
@@ -196,6 +256,12 @@ impl Router {
                 let (close, text) = match frame.header.typ {
                     control::OPEN => (true, format!("failed to decode handshake request: {e}")),
                     control::ACCEPT => (true, format!("malformed handshake response: {e}")),
+                    // The reference ignores the decode error of a peer's `error` (session.go
+                    // `HandleControl`): it only logs, answers nothing and keeps the session.
+                    control::ERROR => {
+                        log::error!("session: received malformed error from client: {e}");
+                        return false;
+                    }
                     _ => (false, format!("failed to decode control message: {e}")),
                 };
                 out.extend(error_about(sid, frame, close, &text));
@@ -266,6 +332,52 @@ impl Router {
             }
         }
         out
+    }
+
+    /// Whether any session is open: the daemon's 1 s tick only runs while there is one, so an
+    /// idle connected device does not wake up every second.
+    pub fn has_sessions(&self) -> bool {
+        !self.sessions.is_empty()
+    }
+
+    /// The control sessions, for the status CLI (taken only when asked).
+    pub fn sessions_info(&self) -> Vec<SessionInfo> {
+        let mut v: Vec<SessionInfo> = self
+            .sessions
+            .iter()
+            .map(|(sid, s)| SessionInfo {
+                id: sid.clone(),
+                user: s.user.clone(),
+                proto: s.proto,
+                started: s.started,
+                last_rx: s.last_rx,
+                bytes_in: s.bytes_in,
+                bytes_out: s.handlers.values().fold(s.bytes_out, |n, h| n.saturating_add(h.bulk_bytes_out())),
+            })
+            .collect();
+        v.sort_by(|a, b| a.started.cmp(&b.started).then_with(|| a.id.cmp(&b.id)));
+        v
+    }
+
+    /// Transfers and forwarded connections of every session.
+    pub fn activity(&self) -> Vec<Activity> {
+        let mut out = Vec::new();
+        for (sid, s) in &self.sessions {
+            for h in s.handlers.values() {
+                h.activity(sid, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Ends a control session on the device's initiative (`mender-connect sessions kill`):
+    /// its handlers are closed and the returned `close` frame tells the server; also returns
+    /// the session's first protocol. `None` when there is no such session.
+    pub fn kill(&mut self, sid: &str) -> Option<(Option<Vec<u8>>, Option<Proto>)> {
+        let mut s = self.sessions.remove(sid)?;
+        s.close();
+        log::info!("session: closed {sid} on local request");
+        Some((encode(|b| control::bare(control::CLOSE, sid).encode(b)), s.proto))
     }
 
     /// The websocket dropped: control sessions do not survive it (the server's side is gone).

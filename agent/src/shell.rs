@@ -6,8 +6,8 @@
 //! `{"status":2}` carrying the read error; a health-check `ping` (`timeout` 65, `status` 3) every
 //! 60 s, answered by `pong`.
 //!
-//! Unlike the reference: pty output is coalesced into frames of up to ~8 KiB (flushed after
-//! [`COALESCE_IDLE`] without new output), the reader stops reading the pty while the outbound
+//! Unlike the reference: bulk pty output is coalesced into frames of up to ~8 KiB (flushed after
+//! [`COALESCE_IDLE`] without new output; short output such as an echo is sent at once), the reader stops reading the pty while the outbound
 //! queue is full (backpressure instead of unbounded buffering), sessions are removed when their
 //! shell ends, and sessions left over from a dropped websocket are reaped after a grace period.
 
@@ -15,9 +15,10 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, future};
 use mender_connect_core::MAX_FRAME_LEN;
 use mender_connect_core::shell::{self as proto, Status, TermSize};
 use smol::{Async, Task, Timer};
@@ -26,8 +27,11 @@ use crate::pty;
 
 /// Most shells running at once (reference `config.MaxShellsSpawned`).
 pub const MAX_SHELLS: usize = 16;
-/// Output is flushed when the pty has been quiet this long.
+/// Bulk output is flushed when the pty has been quiet this long.
 pub const COALESCE_IDLE: Duration = Duration::from_millis(2);
+/// Output at least this long counts as bulk and is coalesced; shorter output (keystroke echo,
+/// prompts) is sent without waiting, so coalescing adds no latency to typing.
+const BULK_OUTPUT: usize = 1024;
 /// Time a stopped shell gets between SIGHUP and SIGKILL (the reference waits 2 s).
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(proto::HEALTHCHECK_INTERVAL_SECS);
@@ -88,10 +92,38 @@ struct Session {
     active: Instant,
     shell: pty::Shell,
     input: async_channel::Sender<Vec<u8>>,
+    /// Input chunks handed to the writer task and not yet written; direct writes wait for 0
+    /// so that keystrokes stay in order. (A chunk the daemon drops keeps it above 0: the
+    /// session then always queues, which is correct, only slower.)
+    input_queued: Arc<AtomicUsize>,
+    master: Arc<Async<File>>,
     last_pong: Instant,
     next_ping: Instant,
+    /// Keystroke bytes from the server (status CLI).
+    bytes_in: u64,
+    /// Terminal output bytes sent, counted by the reader task (status CLI).
+    bytes_out: Arc<AtomicU64>,
     _reader: Task<()>,
     _writer: Task<()>,
+}
+
+/// One shell session as the status CLI shows it.
+#[derive(Clone, Debug)]
+pub struct ShellInfo {
+    /// Session id.
+    pub id: String,
+    /// The server's `user_id`.
+    pub user: String,
+    /// Shell process id.
+    pub pid: u32,
+    /// When the shell started.
+    pub started: Instant,
+    /// Last input from the user.
+    pub active: Instant,
+    /// Keystroke bytes received.
+    pub bytes_in: u64,
+    /// Terminal output bytes sent.
+    pub bytes_out: u64,
 }
 
 /// A frame for the outbound queue, or the router's wait for pty input space.
@@ -156,10 +188,22 @@ impl Shells {
             proto::ShellMessage::Data(bytes) => match self.sessions.get_mut(sid) {
                 Some(s) => {
                     s.active = now;
+                    s.bytes_in = s.bytes_in.saturating_add(bytes.len() as u64);
                     if bytes.is_empty() {
                         return Vec::new();
                     }
-                    vec![Action::Input(s.input.clone(), bytes.to_vec())]
+                    // Keystrokes go straight into the pty when nothing queued is ahead of them:
+                    // no hop through the writer task, so the echo comes back sooner.
+                    let mut rest = bytes;
+                    if s.input_queued.load(Ordering::Acquire) == 0 {
+                        let written = write_now(&s.master, rest);
+                        rest = &rest[written..];
+                        if rest.is_empty() {
+                            return Vec::new();
+                        }
+                    }
+                    s.input_queued.fetch_add(1, Ordering::AcqRel);
+                    vec![Action::Input(s.input.clone(), rest.to_vec())]
                 }
                 None => reply(typ, sid, Err(ERR_SESSION_NOT_FOUND)),
             },
@@ -233,14 +277,17 @@ impl Shells {
         };
         self.serial += 1;
         let (input, input_rx) = async_channel::bounded(INPUT_QUEUE);
+        let bytes_out = Arc::new(AtomicU64::new(0));
         let reader = smol::spawn(pump_output(
             Arc::clone(&master),
             sid.to_owned(),
             self.serial,
             self.data.clone(),
             self.exited.clone(),
+            Arc::clone(&bytes_out),
         ));
-        let writer = smol::spawn(pump_input(master, input_rx));
+        let input_queued = Arc::new(AtomicUsize::new(0));
+        let writer = smol::spawn(pump_input(Arc::clone(&master), input_rx, Arc::clone(&input_queued)));
         self.sessions.insert(
             sid.to_owned(),
             Session {
@@ -250,8 +297,12 @@ impl Shells {
                 active: now,
                 shell,
                 input,
+                input_queued,
+                master,
                 last_pong: now,
                 next_ping: now + HEALTH_INTERVAL,
+                bytes_in: 0,
+                bytes_out,
                 _reader: reader,
                 _writer: writer,
             },
@@ -386,6 +437,35 @@ impl Shells {
         }
     }
 
+    /// The sessions, for the status CLI (taken only when asked).
+    pub fn info(&self) -> Vec<ShellInfo> {
+        let mut v: Vec<ShellInfo> = self
+            .sessions
+            .iter()
+            .map(|(sid, s)| ShellInfo {
+                id: sid.clone(),
+                user: s.user_id.clone(),
+                pid: s.shell.pid,
+                started: s.started,
+                active: s.active,
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out.load(Ordering::Relaxed),
+            })
+            .collect();
+        v.sort_by(|a, b| a.started.cmp(&b.started).then_with(|| a.id.cmp(&b.id)));
+        v
+    }
+
+    /// Whether no shell session is open (nothing for [`Shells::tick`] to do).
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// The configured shell command (status dump).
+    pub fn command(&self) -> &str {
+        &self.settings.command
+    }
+
     /// Lines for the SIGUSR1 status dump.
     pub fn status_lines(&self, now: Instant) -> Vec<String> {
         let mut lines = vec![format!("  shells: {}/{MAX_SHELLS}", self.sessions.len())];
@@ -417,6 +497,7 @@ async fn pump_output(
     serial: u64,
     data: async_channel::Sender<Vec<u8>>,
     exited: async_channel::Sender<Exited>,
+    bytes_out: Arc<AtomicU64>,
 ) {
     let chunk = chunk_len(&sid);
     let mut buf = vec![0u8; chunk];
@@ -435,12 +516,22 @@ async fn pump_output(
             }
         };
         while end.is_none() && len < chunk {
-            let more = async { Some((&*master).read(&mut buf[len..]).await) }
-                .or(async {
-                    Timer::after(COALESCE_IDLE).await;
-                    None
-                })
-                .await;
+            let mut pty = &*master;
+            let mut read = pty.read(&mut buf[len..]);
+            // Output already in the pty is taken without a timer. Otherwise small output (an
+            // echo, a prompt) goes out at once, and only bulk output waits briefly for more.
+            let more = match future::poll_once(&mut read).await {
+                Some(r) => Some(r),
+                None if len < BULK_OUTPUT => None,
+                None => {
+                    async { Some(read.await) }
+                        .or(async {
+                            Timer::after(COALESCE_IDLE).await;
+                            None
+                        })
+                        .await
+                }
+            };
             match more {
                 None => break,
                 Some(Ok(0)) => end = Some(io::ErrorKind::UnexpectedEof.into()),
@@ -451,6 +542,8 @@ async fn pump_output(
         }
         if len > 0 {
             let Some(f) = frame(proto::SHELL, &sid, Status::Normal, &buf[..len]) else { break };
+            // Counted before it leaves, so a status taken after the server saw it includes it.
+            bytes_out.fetch_add(len as u64, Ordering::Relaxed);
             if data.send(f).await.is_err() {
                 return;
             }
@@ -469,10 +562,32 @@ async fn pump_output(
     let _ = exited.send(Exited { sid, serial }).await;
 }
 
-/// Session input → pty.
-async fn pump_input(master: Arc<Async<File>>, input: async_channel::Receiver<Vec<u8>>) {
+/// Writes what the pty takes without blocking; returns how many bytes that was (0 when it is
+/// full or failed: the queued path then retries and reports the error).
+fn write_now(master: &Async<File>, bytes: &[u8]) -> usize {
+    use std::io::Write as _;
+    let mut written = 0;
+    while written < bytes.len() {
+        match master.get_ref().write(&bytes[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    written
+}
+
+/// Queued session input → pty.
+async fn pump_input(
+    master: Arc<Async<File>>,
+    input: async_channel::Receiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+) {
     while let Ok(bytes) = input.recv().await {
-        if let Err(e) = (&*master).write_all(&bytes).await {
+        let result = (&*master).write_all(&bytes).await;
+        queued.fetch_sub(1, Ordering::AcqRel);
+        if let Err(e) = result {
             log::debug!("pty write failed: {e}");
             return;
         }

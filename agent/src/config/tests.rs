@@ -204,6 +204,24 @@ fn expire_after_with_expire_after_idle_is_an_error() {
 }
 
 #[test]
+fn reconnect_max_interval() {
+    let max = |json: &str| ok(json).config.reconnect_max_interval;
+    assert_eq!(max("{}"), Duration::from_secs(60));
+    assert_eq!(max(r#"{"ReconnectMaxIntervalSeconds":4,"ReconnectIntervalSeconds":1}"#), Duration::from_secs(4));
+    assert_eq!(max(r#"{"ReconnectMaxIntervalSeconds":3600}"#), Duration::from_secs(3600));
+    // Unset, it is never below the interval.
+    assert_eq!(max(r#"{"ReconnectIntervalSeconds":120}"#), Duration::from_secs(120));
+    assert_eq!(max(r#"{"ReconnectMaxIntervalSeconds":5}"#), Duration::from_secs(5));
+    let e = err(r#"{"ReconnectMaxIntervalSeconds":4}"#);
+    assert!(e.starts_with("ReconnectMaxIntervalSeconds: 4 is less than ReconnectIntervalSeconds (5)"), "{e}");
+    let e = err(r#"{"ReconnectMaxIntervalSeconds":3601}"#);
+    assert!(e.starts_with("ReconnectMaxIntervalSeconds: must be a whole number from 0 to 3600"), "{e}");
+    assert!(err(r#"{"ReconnectMaxIntervalSeconds":0}"#).starts_with("ReconnectMaxIntervalSeconds: must be from 1 to 3600"));
+    assert!(err(r#"{"ReconnectMaxIntervalSeconds":"60"}"#).starts_with("ReconnectMaxIntervalSeconds:"));
+    assert!(!ok(r#"{"ReconnectMaxIntervalSeconds":60}"#).warnings.iter().any(|w| w.contains("Reconnect")));
+}
+
+#[test]
 fn reconnect_interval() {
     assert_eq!(
         ok(r#"{"ReconnectIntervalSeconds":30}"#)

@@ -568,3 +568,33 @@ fn rate_counters_stop_transfers() {
     s.rates.advance(Duration::from_secs(5));
     assert_eq!(handler(s).download(&d.s("f")).unwrap().len(), 100);
 }
+
+/// The `code` of an error body (go-lib-micro `ws.Error.Code`), if present.
+fn err_code(bytes: &[u8]) -> Option<u16> {
+    let f = Frame::decode(bytes).unwrap();
+    assert_eq!(f.header.typ, ft::ERROR, "not an error frame");
+    // Our coded replies write `code` last as uint16.
+    let at = f.body.windows(5).position(|w| w == b"\xa4code")?;
+    let v = f.body.get(at + 5..at + 8)?;
+    (v[0] == 0xcd).then(|| u16::from_be_bytes([v[1], v[2]]))
+}
+
+#[test]
+fn policy_refusals_carry_the_status_the_server_should_answer() {
+    let (d, l) = chroot_setup("codes");
+    let mut h = handler(settings(true, FileTransferLimits { owner_get: vec!["nobody".into()], ..l }));
+    // stat outside the chroot: refused with 500, so the server hides it as for the reference.
+    let r = h.one(&frame(ft::STAT, &[], &path_body(&d.s("secret"))));
+    assert_eq!(err_text(&r), OUTSIDE);
+    assert_eq!(err_code(&r), Some(500));
+    // get_file refused by a limit: 403 with the text.
+    let r = h.one(&frame(ft::GET_FILE, &[], &path_body(&d.s("root/inside"))));
+    assert_eq!(err_text(&r), "access denied: the file owner does not match");
+    assert_eq!(err_code(&r), Some(403));
+    // OS errors keep the reference's code-less reply (the server's default status).
+    let r = h.one(&frame(ft::STAT, &[], &path_body(&d.s("root/missing"))));
+    assert!(err_text(&r).ends_with("no such file or directory"), "{}", err_text(&r));
+    assert_eq!(err_code(&r), None);
+    let r = h.one(&frame(ft::GET_FILE, &[], &path_body(&d.s("root/missing"))));
+    assert_eq!(err_code(&r), None);
+}
