@@ -165,3 +165,31 @@ fn output_burst_to_a_slow_reader_keeps_memory_flat() {
         assert!(peak.saturating_sub(base) < 8 * 1024, "RSS grew from {base} KiB to {peak} KiB");
     });
 }
+
+/// A server that stops reading while a shell floods output: the agent's write deadline ends the
+/// websocket, and the agent dials again instead of dying (it used to poll the finished writer
+/// task a second time and abort).
+#[test]
+fn stalled_server_ends_the_link_and_the_agent_reconnects() {
+    smol::block_on(async {
+        let fx = Fixture::start("stall", "", &[]).await;
+        let mut conn = fx.server.accept(SOON).await;
+        started(&mut conn, "s1", "u1", None).await;
+        conn.shell_input("s1", "u1", b"yes flood-line\n").await;
+        // Not reading: the socket buffers fill and the agent's writes stop making progress.
+        let log_says_ended = || fx.agent.log().contains("websocket ended");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !log_says_ended() {
+            assert!(Instant::now() < deadline, "the write deadline never ended the link:\n{}", fx.agent.log());
+            smol::Timer::after(Duration::from_millis(200)).await;
+        }
+        drop(conn);
+        let mut conn = fx.server.accept(Duration::from_secs(120)).await;
+        assert!(process_alive(fx.agent.pid()), "the agent died:\n{}", fx.agent.log());
+        // Another user: u1's flooding shell carries on across the reconnect.
+        started(&mut conn, "s2", "u2", None).await;
+        conn.shell_input("s2", "u2", b"echo al''ive\n").await;
+        conn.output_until("s2", "alive\r\n").await;
+        assert!(!fx.agent.log().contains("panicked"), "{}", fx.agent.log());
+    });
+}
