@@ -69,11 +69,36 @@ pub struct Agent {
 impl Agent {
     /// Writes the agent configuration and starts `kind`.
     pub fn start(env: &TestEnv, bus: &PrivateBus, kind: AgentKind) -> Result<Self, Error> {
+        Self::start_with_config(env, bus, kind, &serde_json::Value::Null)
+    }
+
+    /// Like [`Agent::start`], with the top-level keys of `overrides` (a JSON object, e.g.
+    /// `{"Limits": {...}, "MenderClient": {"Disable": false}}`) replacing those of the default
+    /// configuration, as the integration suite edits `/etc/mender/mender-connect.conf` and
+    /// restarts the agent. `Null` keeps the defaults.
+    pub fn start_with_config(
+        env: &TestEnv,
+        bus: &PrivateBus,
+        kind: AgentKind,
+        overrides: &serde_json::Value,
+    ) -> Result<Self, Error> {
+        Self::start_with_config_env(env, bus, kind, overrides, &[])
+    }
+
+    /// Like [`Agent::start_with_config`], with extra environment variables for the agent (and
+    /// so for the programs it runs, e.g. `mender check-update`).
+    pub fn start_with_config_env(
+        env: &TestEnv,
+        bus: &PrivateBus,
+        kind: AgentKind,
+        overrides: &serde_json::Value,
+        extra_env: &[(String, String)],
+    ) -> Result<Self, Error> {
         let program = kind.program()?;
         let dir = env.subdir(kind.name())?;
         let config = dir.join("mender-connect.conf");
         // The keys of /etc/mender/mender-connect.conf as mender-connect 2.1.0 reads them.
-        let document = json!({
+        let mut document = json!({
             "ShellCommand": "/bin/bash",
             "User": current_user()?,
             "Terminal": { "Width": 80, "Height": 24 },
@@ -82,6 +107,16 @@ impl Agent {
             "PortForward": { "Disable": false },
             "MenderClient": { "Disable": true },
         });
+        if let (Some(doc), Some(extra)) = (document.as_object_mut(), overrides.as_object()) {
+            for (key, value) in extra {
+                doc.insert(key.clone(), value.clone());
+            }
+        } else if !overrides.is_null() {
+            return Err(Error::protocol(
+                "agent configuration",
+                format!("overrides must be a JSON object, got {overrides}"),
+            ));
+        }
         std::fs::write(&config, format!("{document:#}\n"))
             .context(|| format!("writing {}", config.display()))?;
         let mut cmd = Command::new(program);
@@ -91,6 +126,9 @@ impl Agent {
             .arg(dir.join("no-fallback.conf"))
             .args(["--debug", "daemon"])
             .current_dir(&dir);
+        for (key, value) in extra_env {
+            cmd.env(key, value);
+        }
         bus.apply(&mut cmd);
         let child = ManagedChild::spawn(env, kind.name(), cmd)?;
         Ok(Agent {

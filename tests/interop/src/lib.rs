@@ -17,6 +17,7 @@ pub mod bus;
 pub mod cli;
 pub mod device_auth;
 pub mod device_files;
+pub mod deviceconnect;
 pub mod env;
 pub mod error;
 pub mod http;

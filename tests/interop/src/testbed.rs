@@ -10,7 +10,7 @@ use crate::bus::PrivateBus;
 use crate::device_files::Identity;
 use crate::mender_client::{MenderClient, MenderClientOptions};
 use crate::mock::{ManagementApi, MockOptions, MockServer};
-use crate::{Error, TestEnv};
+use crate::{Error, TestEnv, wait};
 
 /// How the device gets admitted by the server.
 #[derive(Debug, Clone)]
@@ -118,7 +118,43 @@ impl Testbed {
 
     /// Starts the agent and waits until the server reports the device connected.
     pub fn start_agent(&mut self, env: &TestEnv, kind: AgentKind) -> Result<(), Error> {
-        let agent = Agent::start(env, &self.bus, kind)?;
+        self.start_agent_with_config(env, kind, &serde_json::Value::Null)
+    }
+
+    /// Stops the running agent (if any), then starts `kind` with the configuration overrides of
+    /// [`Agent::start_with_config`] and waits until the server reports the device connected
+    /// again, as the integration suite's `set_limits` does (edit the config, kill the agent,
+    /// wait for the reconnect).
+    pub fn start_agent_with_config(
+        &mut self,
+        env: &TestEnv,
+        kind: AgentKind,
+        overrides: &serde_json::Value,
+    ) -> Result<(), Error> {
+        self.start_agent_with_config_env(env, kind, overrides, &[])
+    }
+
+    /// [`Testbed::start_agent_with_config`] with extra environment variables for the agent.
+    pub fn start_agent_with_config_env(
+        &mut self,
+        env: &TestEnv,
+        kind: AgentKind,
+        overrides: &serde_json::Value,
+        extra_env: &[(String, String)],
+    ) -> Result<(), Error> {
+        if self.agent.take().is_some() {
+            // Dropping the agent stopped it; the server notices the closed socket.
+            wait::until(
+                &format!("device {} to be reported disconnected", self.device_id),
+                wait::PEER_TIMEOUT,
+                std::time::Duration::from_millis(200),
+                || {
+                    Ok((self.api.connect_status(&self.device_id)?.as_deref() != Some("connected"))
+                        .then_some(()))
+                },
+            )?;
+        }
+        let agent = Agent::start_with_config_env(env, &self.bus, kind, overrides, extra_env)?;
         self.agent = Some(agent);
         self.api.wait_connected(&self.device_id)?;
         if let Some(agent) = self.agent.as_mut() {

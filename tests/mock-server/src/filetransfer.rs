@@ -253,10 +253,13 @@ pub async fn download(st: Arc<State>, req: Request<Incoming>, device_id: String,
     let info = match t.recv().await {
         Ok(r) if r.proto == PROTO_FILE_TRANSFER && r.typ == "file_info" => r,
         Ok(r) if r.proto == PROTO_FILE_TRANSFER && r.typ == "error" => {
-            return error(
-                err_status(&r, StatusCode::BAD_REQUEST),
-                &format!("failed to retrieve file info: error received from device: {}", err_text(&r)),
-            );
+            let status = err_status(&r, StatusCode::BAD_REQUEST);
+            log::info!("download {device_id}:{path}: failed: {} {}", status.as_u16(), err_text(&r));
+            // R's handleResponseError: a device `code` >= 500 is hidden like any 5xx.
+            return download_error(Fail::new(
+                status,
+                format!("failed to retrieve file info: error received from device: {}", err_text(&r)),
+            ));
         }
         Ok(r) => {
             return download_error(Fail::new(
@@ -305,7 +308,11 @@ pub async fn download(st: Arc<State>, req: Request<Incoming>, device_id: String,
     // Until the first byte goes out, errors can still become a JSON error status (headers kept).
     let first = match download_step(&t, &mut received, &mut chunks).await {
         Ok(s) => s,
-        Err(f) => return with_headers(download_error(f)),
+        Err(f) => {
+            // R answers a 5xx without the device's text; the log keeps it for diagnosis.
+            log::info!("download {device_id}:{path}: failed: {} {}", f.0.as_u16(), f.1);
+            return with_headers(download_error(f));
+        }
     };
     let (tx, rx) = async_channel::bounded::<Result<Frame<Bytes>, std::io::Error>>(8);
     let sid = t.sid.clone();
@@ -433,7 +440,10 @@ async fn upload_inner(st: Arc<State>, mp: &mut Multipart, device_id: String, use
         None,
         Some(&body::put_file(&src, &path, uid, gid, mode)),
     );
-    let device_error = |r: &Reply| error(err_status(r, StatusCode::BAD_REQUEST), &err_text(r));
+    let device_error = |r: &Reply| {
+        log::info!("upload {device_id}:{path}: device error: {}", err_text(r));
+        error(err_status(r, StatusCode::BAD_REQUEST), &err_text(r))
+    };
     let mut last_ack: i64 = match t.recv().await {
         Ok(r) if r.proto == PROTO_FILE_TRANSFER && r.typ == "ack" => r.offset.unwrap_or(0),
         Ok(r) if r.proto == PROTO_FILE_TRANSFER && r.typ == "error" => return device_error(&r),
