@@ -1,0 +1,94 @@
+SUMMARY = "Rust drop-in replacement for Mender's mender-connect device daemon"
+DESCRIPTION = "Remote terminal, file transfer, port forwarding and mender-client \
+               triggers over one websocket to the Mender Server, with the command \
+               line, configuration file and systemd unit of mender-connect 2.1.0."
+HOMEPAGE = "https://github.com/mender-connect-rs/mender-connect-rs"
+BUGTRACKER = "https://github.com/mender-connect-rs/mender-connect-rs/issues"
+SECTION = "console/network"
+CVE_PRODUCT = "mender-connect-rs"
+# The project's code is Apache-2.0 (LICENSE); the crates linked into the binary
+# add MIT, ISC, BSD-3-Clause (subtle) and CDLA-Permissive-2.0 (webpki-roots'
+# root CA list). scripts/check-layer recomputes this set with `cargo tree`.
+LICENSE = "Apache-2.0 & MIT & ISC & BSD-3-Clause & CDLA-Permissive-2.0"
+LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
+
+PV = "0.1.0+git"
+# destsuffix=${BP} unpacks where every release's default S points (scarthgap:
+# WORKDIR/BP, whinlatter and later: UNPACKDIR/BP), so S is not set here.
+SRC_URI = "git://github.com/mender-connect-rs/mender-connect-rs.git;protocol=https;branch=main;destsuffix=${BP}"
+# A fixed revision keeps builds reproducible and parsing offline; override it
+# (or use externalsrc, see the layer README) to build another commit. The
+# crates listed in mender-connect-rs-crates.inc must match that commit's Cargo.lock.
+SRCREV = "9df3f0f87be3afd8bb7d65aaeed115793e0e03ea"
+
+require mender-connect-rs-crates.inc
+
+inherit cargo pkgconfig systemd
+
+# Settings of meta-mender's mender-connect recipe, same names and defaults.
+MENDER_CONNECT_SHELL ??= "/bin/sh"
+MENDER_CONNECT_USER ??= "nobody"
+
+# The features come only from PACKAGECONFIG. They go into CARGO_BUILD_FLAGS and
+# not into the PACKAGECONFIG options because scarthgap's cargo class does not
+# pass PACKAGECONFIG_CONFARGS to cargo.
+# Same default as the crate: D-Bus auth, with the standalone device auth
+# (the agent authenticates itself, no Mender client) compiled in as well.
+PACKAGECONFIG ??= "dbus-auth standalone"
+# Like meta-mender's Go recipe, depend on mender-auth (the D-Bus token provider)
+# when meta-mender is in the build; without it, nothing provides mender-auth.
+# (A function call: PACKAGECONFIG flags are split at commas before expansion.)
+def mender_connect_rs_auth_rdepends(d):
+    return 'mender-auth' if 'mender' in (d.getVar('BBFILE_COLLECTIONS') or '').split() else ''
+
+PACKAGECONFIG[dbus-auth] = ",,dbus,${@mender_connect_rs_auth_rdepends(d)}"
+PACKAGECONFIG[standalone] = ""
+def mender_connect_rs_cargo_features(d):
+    features = bb.utils.filter('PACKAGECONFIG', 'dbus-auth standalone', d).split()
+    return '--features ' + ','.join(features) if features else ''
+
+CARGO_BUILD_FLAGS:append = " -p mender-connect --no-default-features ${@mender_connect_rs_cargo_features(d)}"
+
+# The workspace's release profile strips the binary; OE strips it itself and
+# splits the debug symbols into ${PN}-dbg.
+export CARGO_PROFILE_RELEASE_STRIP = "false"
+
+SYSTEMD_AUTO_ENABLE ?= "enable"
+SYSTEMD_SERVICE:${PN} = "mender-connect.service"
+
+# As meta-mender does: a mender-connect.conf added to SRC_URI by a bbappend is
+# the base, and only the keys it lacks are filled from the variables above.
+python do_prepare_mender_connect_conf() {
+    import json
+
+    unpackdir = d.getVar("UNPACKDIR") or d.getVar("WORKDIR")
+    conf = {}
+    src_conf = os.path.join(unpackdir, "mender-connect.conf")
+    if os.path.exists(src_conf):
+        with open(src_conf) as fd:
+            conf = json.load(fd)
+    conf.setdefault("ShellCommand", d.getVar("MENDER_CONNECT_SHELL"))
+    conf.setdefault("User", d.getVar("MENDER_CONNECT_USER"))
+    with open(os.path.join(d.getVar("B"), "mender-connect.conf"), "w") as fd:
+        json.dump(conf, fd, indent=4, sort_keys=True)
+        fd.write("\n")
+}
+addtask prepare_mender_connect_conf after do_compile before do_install
+do_prepare_mender_connect_conf[doc] = "Writes mender-connect.conf from a SRC_URI base file and MENDER_CONNECT_SHELL/MENDER_CONNECT_USER"
+do_prepare_mender_connect_conf[vardeps] += "MENDER_CONNECT_SHELL MENDER_CONNECT_USER"
+
+do_install:append() {
+    install -d ${D}${sysconfdir}/mender
+    install -m 0600 ${B}/mender-connect.conf ${D}${sysconfdir}/mender/mender-connect.conf
+    if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
+        install -d ${D}${systemd_system_unitdir}
+        install -m 0644 ${S}/agent/support/mender-connect.service ${D}${systemd_system_unitdir}/
+    fi
+}
+
+CONFFILES:${PN} = "${sysconfdir}/mender/mender-connect.conf"
+
+# Swaps in for meta-mender's Go package of the same name.
+RPROVIDES:${PN} = "mender-connect"
+RCONFLICTS:${PN} = "mender-connect"
+RREPLACES:${PN} = "mender-connect"
