@@ -10,12 +10,17 @@ step() { printf '\n=== %s\n' "$*" >&2; }
 step "core builds for a bare-metal target (thumbv7em-none-eabihf, no allocator)"
 cargo build --locked -p mender-connect-core --target thumbv7em-none-eabihf --release
 
-step "clippy, warnings are errors (default features, and the agent without D-Bus)"
+step "clippy, warnings are errors (default features, and the agent with each auth source alone)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo clippy --locked -p mender-connect --no-default-features -- -D warnings
+cargo clippy --locked -p mender-connect --no-default-features --features standalone -- -D warnings
+cargo clippy --locked -p mender-connect --no-default-features --features dbus-auth -- -D warnings
 
-step "core API docs build without warnings"
-RUSTDOCFLAGS="-D warnings" cargo doc --locked -p mender-connect-core --no-deps
+step "API docs of core and agent build without warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked -p mender-connect-core -p mender-connect --no-deps
 
 step "tests: unit, daemon, mock server, interop with the real Debian peers, QEMU end to end"
 cargo test --locked --workspace
+
+step "Yocto layer (crates.inc fresh, layer checks, oelint-adv) and the mender-artifact injection flow"
+bash meta-mender-connect-rs/scripts/check.sh
