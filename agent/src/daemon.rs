@@ -261,6 +261,25 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     let mut link_stats = LinkStats::new(started);
     let (_control, control_rx) = start_control(settings.control_socket.as_deref());
 
+    // One snapshot builder for SIGUSR1 and the status socket; a macro because it borrows half
+    // of the loop's state, which the other event arms mutate.
+    macro_rules! status_snapshot {
+        ($now:expr) => {
+            snapshot::build(
+                &snapshot::Sources {
+                    started,
+                    link: &link_stats,
+                    server_url: &creds.server_url,
+                    shells: &shells,
+                    router: &router,
+                    features: &settings.features,
+                    max_per_user: settings.shell.max_per_user,
+                },
+                $now,
+            )
+        };
+    }
+
     log::info!("mender-connect daemon starting; protocols {:?}", router.protocols());
     loop {
         link_stats.observe(link_state(&link), Instant::now());
@@ -318,30 +337,13 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
         let now = Instant::now();
         match ev {
             Event::Signal(Some(Signal::Usr1)) => {
-                let sources = snapshot::Sources {
-                    started,
-                    link: &link_stats,
-                    server_url: &creds.server_url,
-                    shells: &shells,
-                    router: &router,
-                    features: &settings.features,
-                    max_per_user: settings.shell.max_per_user,
-                };
-                snapshot::log_dump(&snapshot::build(&sources, now), settings.shell.expiry, shells.command());
+                let status = status_snapshot!(now);
+                snapshot::log_dump(&status, settings.shell.expiry, shells.command());
             }
             Event::Control(ask) => {
                 let response = match ask.query {
                     Query::Status => {
-                        let sources = snapshot::Sources {
-                            started,
-                            link: &link_stats,
-                            server_url: &creds.server_url,
-                            shells: &shells,
-                            router: &router,
-                            features: &settings.features,
-                            max_per_user: settings.shell.max_per_user,
-                        };
-                        Response::Status(Box::new(snapshot::build(&sources, now)))
+                        Response::Status(Box::new(status_snapshot!(now)))
                     }
                     Query::Kill(id) => {
                         let (response, frame) = kill_session(&id, &mut shells, &mut router);

@@ -57,6 +57,12 @@ fn check(ok: bool, what: &str, answer: &Answer) -> Result<(), Error> {
     }
 }
 
+/// The answer has `status` and its error message contains `text`.
+fn check_error(r: &Answer, status: u16, text: &str) -> Result<(), Error> {
+    check(r.status == status, &format!("status {status}"), r)?;
+    check(r.error().is_some_and(|e| e.contains(text)), &format!("error contains `{text}`"), r)
+}
+
 fn ensure(ok: bool, what: impl Into<String>) -> Result<(), Error> {
     if ok { Ok(()) } else { Err(Error::Check(what.into())) }
 }
@@ -94,6 +100,21 @@ fn wait_for_file(path: &Path) -> Result<(), Error> {
     )
 }
 
+/// One case on a fresh device: mock, client, agent with `limits`; passes if `body` does and the
+/// agent is still running afterwards.
+fn run_case(
+    kind: AgentKind,
+    tag: &str,
+    limits: Value,
+    body: impl FnOnce(&TestEnv, &DeviceConnect) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let name = format!("{tag}-{}", kind.name());
+    let env = TestEnv::new(&name)?;
+    let (mut bed, dc) = device(&env, &name, kind, limits)?;
+    body(&env, &dc)?;
+    finish(&env, &mut bed)
+}
+
 fn finish(env: &TestEnv, bed: &mut Testbed) -> Result<(), Error> {
     if let Some(agent) = bed.agent.as_mut() {
         agent.ensure_running()?;
@@ -107,49 +128,42 @@ fn finish(env: &TestEnv, bed: &mut Testbed) -> Result<(), Error> {
 /// `test_download_ok`: `/etc/mender/mender.conf` there is the client's configuration, root's, mode
 /// 644; here the harness's client configuration is that file.
 fn download_ok(kind: AgentKind) -> Result<(), Error> {
-    let name = format!("ft-download-ok-{}", kind.name());
-    let env = TestEnv::new(&name)?;
-    let (mut bed, dc) = device(&env, &name, kind, Value::Null)?;
-    let conf = env.dir().join("mender-client/mender.conf");
-    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| Error::io("chmod 644 mender.conf", e))?;
-    std::os::unix::fs::chown(&conf, Some(0), Some(0)).map_err(|e| Error::io("chown 0:0 mender.conf", e))?;
-    let path = path_str(&conf);
-    let r = dc.download(&path)?;
-    check(r.status == 200, "status 200", &r)?;
-    check(r.text().contains("ServerURL"), "content contains ServerURL", &r)?;
-    check(
-        r.header("Content-Disposition") == Some("attachment; filename=\"mender.conf\""),
-        "Content-Disposition",
-        &r,
-    )?;
-    check(r.header("Content-Type") == Some("application/octet-stream"), "Content-Type", &r)?;
-    check(r.header("X-Men-File-Gid") == Some("0"), "X-Men-File-Gid 0", &r)?;
-    check(r.header("X-Men-File-Uid") == Some("0"), "X-Men-File-Uid 0", &r)?;
-    check(r.header("X-Men-File-Mode") == Some("644"), "X-Men-File-Mode 644", &r)?;
-    check(r.header("X-Men-File-Path") == Some(path.as_str()), "X-Men-File-Path", &r)?;
-    let size = std::fs::metadata(&conf).map_err(|e| Error::io("stat mender.conf", e))?.len();
-    check(
-        r.header("X-Men-File-Size").is_some_and(|s| !s.is_empty() && s == size.to_string()),
-        "X-Men-File-Size present (and the file's size)",
-        &r,
-    )?;
-    finish(&env, &mut bed)
+    run_case(kind, "ft-download-ok", Value::Null, |env, dc| {
+        let conf = env.dir().join("mender-client/mender.conf");
+        std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io("chmod 644 mender.conf", e))?;
+        std::os::unix::fs::chown(&conf, Some(0), Some(0)).map_err(|e| Error::io("chown 0:0 mender.conf", e))?;
+        let path = path_str(&conf);
+        let r = dc.download(&path)?;
+        check(r.status == 200, "status 200", &r)?;
+        check(r.text().contains("ServerURL"), "content contains ServerURL", &r)?;
+        check(
+            r.header("Content-Disposition") == Some("attachment; filename=\"mender.conf\""),
+            "Content-Disposition",
+            &r,
+        )?;
+        check(r.header("Content-Type") == Some("application/octet-stream"), "Content-Type", &r)?;
+        check(r.header("X-Men-File-Gid") == Some("0"), "X-Men-File-Gid 0", &r)?;
+        check(r.header("X-Men-File-Uid") == Some("0"), "X-Men-File-Uid 0", &r)?;
+        check(r.header("X-Men-File-Mode") == Some("644"), "X-Men-File-Mode 644", &r)?;
+        check(r.header("X-Men-File-Path") == Some(path.as_str()), "X-Men-File-Path", &r)?;
+        let size = std::fs::metadata(&conf).map_err(|e| Error::io("stat mender.conf", e))?.len();
+        check(
+            r.header("X-Men-File-Size").is_some_and(|s| !s.is_empty() && s == size.to_string()),
+            "X-Men-File-Size present (and the file's size)",
+            &r,
+        )?;
+        Ok(())
+    })
 }
 
 /// `test_download_error_relative_path`.
 fn download_error_relative_path(kind: AgentKind) -> Result<(), Error> {
-    let name = format!("ft-download-relative-{}", kind.name());
-    let env = TestEnv::new(&name)?;
-    let (mut bed, dc) = device(&env, &name, kind, Value::Null)?;
-    let r = dc.download("relative/path")?;
-    check(r.status == 400, "status 400", &r)?;
-    check(
-        r.error().is_some_and(|e| e.contains("path: must be absolute")),
-        "error contains `path: must be absolute`",
-        &r,
-    )?;
-    finish(&env, &mut bed)
+    run_case(kind, "ft-download-relative", Value::Null, |_, dc| {
+        let r = dc.download("relative/path")?;
+        check_error(&r, 400, "path: must be absolute")?;
+        Ok(())
+    })
 }
 
 /// `test_upload_error_no_such_file_or_directory` (a download of `/does/not/exist`).
@@ -159,60 +173,48 @@ fn download_error_no_such_file(kind: AgentKind) -> Result<(), Error> {
     ensure(!Path::new("/does/not/exist").exists(), "/does/not/exist exists on this machine")?;
     let (mut bed, dc) = device(&env, &name, kind, Value::Null)?;
     let r = dc.download("/does/not/exist")?;
-    check(r.status == 400, "status 400", &r)?;
-    check(
-        r.error().is_some_and(|e| e.contains("/does/not/exist: no such file or directory")),
-        "error contains `/does/not/exist: no such file or directory`",
-        &r,
-    )?;
+    check_error(&r, 400, "/does/not/exist: no such file or directory")?;
     finish(&env, &mut bed)
 }
 
 /// `test_upload_and_download_ok`: 4 MiB random, mode 600, random uid/gid in 100..=200.
 fn upload_and_download_ok(kind: AgentKind) -> Result<(), Error> {
-    let name = format!("ft-up-down-ok-{}", kind.name());
-    let env = TestEnv::new(&name)?;
-    let (mut bed, dc) = device(&env, &name, kind, Value::Null)?;
-    let content = random_bytes(4 * 1024 * 1024)?;
-    let ids = random_bytes(2)?;
-    let (uid, gid) = (100 + u32::from(ids[0]) % 101, 100 + u32::from(ids[1]) % 101);
-    let fname = random_filename()?;
-    let path = path_str(&env.subdir("tmp")?.join(&fname));
-    let (uid_s, gid_s) = (uid.to_string(), gid.to_string());
-    let fields = UploadFields { path: &path, mode: Some("600"), uid: Some(&uid_s), gid: Some(&gid_s) };
-    let up = dc.upload(&fields, &mut content.as_slice())?;
-    check(up.status == 201, "upload status 201", &up)?;
-    wait_for_file(Path::new(&path))?;
-    let r = dc.download(&path)?;
-    check(r.status == 200, "download status 200", &r)?;
-    check(
-        r.header("Content-Disposition") == Some(format!("attachment; filename=\"{fname}\"").as_str()),
-        "Content-Disposition",
-        &r,
-    )?;
-    check(r.header("Content-Type") == Some("application/octet-stream"), "Content-Type", &r)?;
-    check(r.header("X-Men-File-Mode") == Some("600"), "X-Men-File-Mode 600", &r)?;
-    check(r.header("X-Men-File-Uid") == Some(uid_s.as_str()), "X-Men-File-Uid", &r)?;
-    check(r.header("X-Men-File-Gid") == Some(gid_s.as_str()), "X-Men-File-Gid", &r)?;
-    check(r.header("X-Men-File-Path") == Some(path.as_str()), "X-Men-File-Path", &r)?;
-    check(r.header("X-Men-File-Size") == Some("4194304"), "X-Men-File-Size 4194304", &r)?;
-    ensure(r.body == content, "downloaded content differs from the uploaded content")?;
-    finish(&env, &mut bed)
+    run_case(kind, "ft-up-down-ok", Value::Null, |env, dc| {
+        let content = random_bytes(4 * 1024 * 1024)?;
+        let ids = random_bytes(2)?;
+        let (uid, gid) = (100 + u32::from(ids[0]) % 101, 100 + u32::from(ids[1]) % 101);
+        let fname = random_filename()?;
+        let path = path_str(&env.subdir("tmp")?.join(&fname));
+        let (uid_s, gid_s) = (uid.to_string(), gid.to_string());
+        let fields = UploadFields { path: &path, mode: Some("600"), uid: Some(&uid_s), gid: Some(&gid_s) };
+        let up = dc.upload(&fields, &mut content.as_slice())?;
+        check(up.status == 201, "upload status 201", &up)?;
+        wait_for_file(Path::new(&path))?;
+        let r = dc.download(&path)?;
+        check(r.status == 200, "download status 200", &r)?;
+        check(
+            r.header("Content-Disposition") == Some(format!("attachment; filename=\"{fname}\"").as_str()),
+            "Content-Disposition",
+            &r,
+        )?;
+        check(r.header("Content-Type") == Some("application/octet-stream"), "Content-Type", &r)?;
+        check(r.header("X-Men-File-Mode") == Some("600"), "X-Men-File-Mode 600", &r)?;
+        check(r.header("X-Men-File-Uid") == Some(uid_s.as_str()), "X-Men-File-Uid", &r)?;
+        check(r.header("X-Men-File-Gid") == Some(gid_s.as_str()), "X-Men-File-Gid", &r)?;
+        check(r.header("X-Men-File-Path") == Some(path.as_str()), "X-Men-File-Path", &r)?;
+        check(r.header("X-Men-File-Size") == Some("4194304"), "X-Men-File-Size 4194304", &r)?;
+        ensure(r.body == content, "downloaded content differs from the uploaded content")?;
+        Ok(())
+    })
 }
 
 /// `test_upload_error_path_is_relative`.
 fn upload_error_path_is_relative(kind: AgentKind) -> Result<(), Error> {
-    let name = format!("ft-upload-relative-{}", kind.name());
-    let env = TestEnv::new(&name)?;
-    let (mut bed, dc) = device(&env, &name, kind, Value::Null)?;
-    let r = dc.upload(&UploadFields::new("relative/path/dummy.txt"), &mut &b"dummy"[..])?;
-    check(r.status == 400, "status 400", &r)?;
-    check(
-        r.error().is_some_and(|e| e.contains("path: must be absolute")),
-        "error contains `path: must be absolute`",
-        &r,
-    )?;
-    finish(&env, &mut bed)
+    run_case(kind, "ft-upload-relative", Value::Null, |_, dc| {
+        let r = dc.upload(&UploadFields::new("relative/path/dummy.txt"), &mut &b"dummy"[..])?;
+        check_error(&r, 400, "path: must be absolute")?;
+        Ok(())
+    })
 }
 
 /// `test_upload_error_file_does_not_exist`.
@@ -222,12 +224,7 @@ fn upload_error_file_does_not_exist(kind: AgentKind) -> Result<(), Error> {
     ensure(!Path::new("/does/not/exist").exists(), "/does/not/exist exists on this machine")?;
     let (mut bed, dc) = device(&env, &name, kind, Value::Null)?;
     let r = dc.upload(&UploadFields::new("/does/not/exist/dummy.txt"), &mut &b"dummy"[..])?;
-    check(r.status == 400, "status 400", &r)?;
-    check(
-        r.error().is_some_and(|e| e.contains("failed to create target file")),
-        "error contains `failed to create target file`",
-        &r,
-    )?;
+    check_error(&r, 400, "failed to create target file")?;
     finish(&env, &mut bed)
 }
 
