@@ -32,11 +32,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 go_version="$(dpkg-query -W -f='${Version}' mender-connect)"
 
-# 2. Our agent, as shipped: release profile, static musl, libdbus built in.
+# 2. Our agent, as shipped: release profile, static musl, libdbus built in, std rebuilt for size
+# (scripts/build-static.sh; STATIC_BUILD_PLAIN=1 for the stable-std build).
 log "building mender-connect (release, x86_64-unknown-linux-musl, vendored)"
-(cd "$repo" && CC_x86_64_unknown_linux_musl=musl-gcc cargo build -q --release \
-    --target x86_64-unknown-linux-musl -p mender-connect --features vendored)
-rust_bin="$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/mender-connect"
+rust_bin="$(bash "$repo/scripts/build-static.sh" x86_64-unknown-linux-musl mender-connect vendored)"
 args=(--rust "$rust_bin")
 
 # 3. aarch64: our static binary (glibc static, as qemu/build-image.sh builds it: Debian has no
@@ -44,12 +43,8 @@ args=(--rust "$rust_bin")
 if [ "${BENCH_SKIP_ARM-}" != 1 ]; then
     if rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
         log "building mender-connect (release, aarch64-unknown-linux-gnu static, vendored)"
-        (cd "$repo" && CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
-            AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar \
-            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-            cargo build -q --release --target aarch64-unknown-linux-gnu -p mender-connect --features vendored)
-        args+=(--rust-aarch64 "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/mender-connect")
+        rust_arm="$(bash "$repo/scripts/build-static.sh" aarch64-unknown-linux-gnu mender-connect vendored)"
+        args+=(--rust-aarch64 "$rust_arm")
     else
         log "rust target aarch64-unknown-linux-gnu missing; no aarch64 build"
     fi

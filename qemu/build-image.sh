@@ -17,6 +17,8 @@
 #                          that directory's lock and a nested build would wait forever.
 #   QEMU_SKIP_CARGO=1      package the binaries from the last build without running cargo (to work on
 #                          the image while the tree does not compile).
+#   STATIC_BUILD_PLAIN=1   build the agent with the prebuilt std (stable Rust only; see
+#                          scripts/build-static.sh and docs/binary-size.md).
 #   QEMU_AGENT_FEATURES    cargo features for the agent build (default: its `vendored` feature, else
 #                          `dbus/vendored`: libdbus built from bundled source, for static linking).
 set -euo pipefail
@@ -132,42 +134,29 @@ static_features() { # <crate dir>
 agent_features="${QEMU_AGENT_FEATURES-$(static_features agent)}"
 auth_features="$(static_features tests/test-auth)"
 
-cargo_env=()
-case "$rust_target" in
-    x86_64-unknown-linux-musl)
-        command -v musl-gcc >/dev/null || die "musl-gcc missing (apt-get install musl-tools)"
-        cargo_env+=(CC_x86_64_unknown_linux_musl=musl-gcc)
-        ;;
-    aarch64-unknown-linux-gnu)
-        command -v aarch64-linux-gnu-gcc >/dev/null ||
-            die "aarch64-linux-gnu-gcc missing (apt-get install gcc-aarch64-linux-gnu)"
-        cargo_env+=(
-            CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
-            AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
-            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
-        )
-        ;;
-esac
 rustup target list --installed 2>/dev/null | grep -qx "$rust_target" ||
     die "rust target $rust_target missing (rustup target add $rust_target)"
 
-build() { # <package> <features>
-    local args=(--release --target "$rust_target" -p "$1")
-    [ -n "$2" ] && args+=(--features "$2")
-    log "cargo build ${args[*]}"
-    (cd "$repo" && env "${cargo_env[@]}" cargo build "${args[@]}" >&2) || die "cargo build of $1 failed"
+# The agent as shipped (scripts/build-static.sh: std rebuilt for size). The test auth service uses
+# the prebuilt std, so that its panics still print a message; its own target dir keeps the two
+# sets of compiler flags from rebuilding each other's dependencies.
+agent_dir="$CARGO_TARGET_DIR" auth_dir="$CARGO_TARGET_DIR/plain-std"
+build() { # <package> <features> <target dir> <plain>
+    log "scripts/build-static.sh $rust_target $1 $2"
+    CARGO_TARGET_DIR="$3" STATIC_BUILD_PLAIN="$4" \
+        bash "$repo/scripts/build-static.sh" "$rust_target" "$1" "$2" >/dev/null || die "cargo build of $1 failed"
 }
 if [ "${QEMU_SKIP_CARGO-}" = 1 ]; then
     log "QEMU_SKIP_CARGO=1: using the binaries already in $CARGO_TARGET_DIR"
 else
-    build mender-connect "$agent_features"
-    build mender-test-auth "$auth_features"
+    build mender-connect "$agent_features" "$agent_dir" "${STATIC_BUILD_PLAIN-}"
+    build mender-test-auth "$auth_features" "$auth_dir" 1
 fi
-bindir="$CARGO_TARGET_DIR/$rust_target/release"
-for b in mender-connect mender-test-auth; do
-    [ -x "$bindir/$b" ] || die "cargo produced no $bindir/$b"
-    if readelf -l "$bindir/$b" | grep -q 'program interpreter'; then
+agent_bin="$agent_dir/$rust_target/release/mender-connect"
+auth_bin="$auth_dir/$rust_target/release/mender-test-auth"
+for b in "$agent_bin" "$auth_bin"; do
+    [ -x "$b" ] || die "cargo produced no $b"
+    if readelf -l "$b" | grep -q 'program interpreter'; then
         die "$b is dynamically linked; the image has no libc for it"
     fi
 done
@@ -182,7 +171,7 @@ key="$(
         (cd "$here/rootfs" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
         (cd "$here/rootfs" && find . -type l -printf '%p -> %l\n' | sort)
         for f in "${deb_files[@]}"; do basename "$f"; done
-        sha256sum "$bindir/mender-connect" "$bindir/mender-test-auth" | cut -d' ' -f1
+        sha256sum "$agent_bin" "$auth_bin" | cut -d' ' -f1
     } | sha256sum | cut -c1-16
 )"
 out="$cache/images/$arch-$key"
@@ -290,8 +279,8 @@ depmod_busybox="$root/bin/busybox"
 echo "$guest_modules" >"$root/etc/modules"
 
 # Our binaries and the overlay (init scripts, D-Bus and agent configuration).
-install -m 0755 "$bindir/mender-connect" "$root/usr/bin/mender-connect"
-install -m 0755 "$bindir/mender-test-auth" "$root/usr/bin/mender-test-auth"
+install -m 0755 "$agent_bin" "$root/usr/bin/mender-connect"
+install -m 0755 "$auth_bin" "$root/usr/bin/mender-test-auth"
 cp -a "$here/rootfs/." "$root/"
 # Git keeps only the executable bit; the rest of the modes are set here.
 chmod 0600 "$root/etc/shadow"

@@ -27,6 +27,7 @@ use smol::net::TcpStream;
 
 pub mod b64;
 pub mod proxy;
+pub mod roots;
 
 /// Path of the device endpoint (reference `config.DefaultDeviceConnectPath`).
 pub const CONNECT_PATH: &str = "/api/devices/v1/deviceconnect/connect";
@@ -170,7 +171,7 @@ pub type Socket = WebSocketStream<Transport>;
 /// Which servers TLS trusts (the Mender client's `ServerCertificate` and `SkipVerify`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsOptions {
-    /// PEM file with CA or server certificates trusted in addition to the built-in roots.
+    /// PEM file with CA or server certificates trusted in addition to the system's CA bundle.
     pub ca_file: Option<std::path::PathBuf>,
     /// Accept any certificate (insecure; for bring-up only).
     pub skip_verify: bool,
@@ -188,12 +189,26 @@ pub enum TlsError {
     Config(String),
 }
 
-/// TLS client settings: webpki roots plus `ca_file`, ring provider; verification on unless
-/// `skip_verify`.
+/// TLS client settings: the system's CA bundle (see [`roots`]) plus `ca_file`, ring provider;
+/// verification on unless `skip_verify`.
 pub fn client_config(options: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut roots = rustls::RootCertStore::empty();
+    if !options.skip_verify {
+        match roots::add_system(&mut roots) {
+            (_, roots::Source::None(places)) => {
+                let places: Vec<_> = places.iter().map(|p| p.display().to_string()).collect();
+                // Not fatal: `ServerCertificate` may be all that is trusted, or the server is plain http.
+                log::warn!(
+                    "no system CA certificates in {} (install ca-certificates or set SSL_CERT_FILE); \
+                     only ServerCertificate is trusted for https",
+                    places.join(", ")
+                );
+            }
+            (n, source) => log::debug!("{n} system CA certificates from {source:?}"),
+        }
+    }
     if let Some(path) = &options.ca_file {
         let bad = |reason: String| TlsError::CaFile { path: path.display().to_string(), reason };
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)

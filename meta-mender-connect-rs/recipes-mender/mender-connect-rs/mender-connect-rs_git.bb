@@ -7,9 +7,9 @@ BUGTRACKER = "https://github.com/mender-connect-rs/mender-connect-rs/issues"
 SECTION = "console/network"
 CVE_PRODUCT = "mender-connect-rs"
 # The project's code is Apache-2.0 (LICENSE); the crates linked into the binary
-# add MIT, ISC, BSD-3-Clause (subtle) and CDLA-Permissive-2.0 (webpki-roots'
-# root CA list). scripts/check-layer recomputes this set with `cargo tree`.
-LICENSE = "Apache-2.0 & MIT & ISC & BSD-3-Clause & CDLA-Permissive-2.0"
+# add MIT, ISC and BSD-3-Clause (subtle). scripts/check-layer recomputes this set
+# with `cargo tree`.
+LICENSE = "Apache-2.0 & MIT & ISC & BSD-3-Clause"
 LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 
 PV = "0.1.0+git"
@@ -42,6 +42,9 @@ def mender_connect_rs_auth_rdepends(d):
     return 'mender-auth' if 'mender' in (d.getVar('BBFILE_COLLECTIONS') or '').split() else ''
 
 PACKAGECONFIG[dbus-auth] = ",,dbus,${@mender_connect_rs_auth_rdepends(d)}"
+# No CA list is compiled in: https to the server is verified against the
+# image's CA bundle (/etc/ssl/certs/ca-certificates.crt) plus ServerCertificate.
+RDEPENDS:${PN} += "ca-certificates"
 PACKAGECONFIG[standalone] = ""
 def mender_connect_rs_cargo_features(d):
     features = bb.utils.filter('PACKAGECONFIG', 'dbus-auth standalone', d).split()

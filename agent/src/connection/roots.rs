@@ -1,0 +1,119 @@
+//! The system's trusted CA certificates, read at start-up instead of compiled in.
+//!
+//! The reference (Go's `crypto/x509` `SystemCertPool` on Linux) trusts the distribution's CA
+//! bundle, so the device's `ca-certificates` package decides which servers are trusted and its
+//! updates reach the agent without a rebuild. Compiling Mozilla's list in would also cost the
+//! binary about 100 KB. The places and the environment overrides are Go's; unlike Go, the
+//! directories are read only when no bundle file is found: on distributions with a bundle they
+//! hold the same certificates again (hashed links), which would double the time and memory.
+
+use std::path::{Path, PathBuf};
+
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// CA bundles, first readable one wins (Go's `certFiles` for Linux).
+const BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",                // Debian, Ubuntu, Yocto, Buildroot
+    "/etc/pki/tls/certs/ca-bundle.crt",                  // Fedora, RHEL 6
+    "/etc/ssl/ca-bundle.pem",                            // openSUSE
+    "/etc/pki/tls/cacert.pem",                           // OpenELEC
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", // CentOS, RHEL 7
+    "/etc/ssl/cert.pem",                                 // Alpine
+];
+
+/// Directories of PEM files (Go's `certDirectories` for Linux).
+const DIRECTORIES: &[&str] = &["/etc/ssl/certs", "/etc/pki/tls/certs"];
+
+/// Where the system roots came from, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// A bundle file.
+    File(PathBuf),
+    /// The PEM files of these directories.
+    Directories(Vec<PathBuf>),
+    /// Nothing readable held a certificate; the places looked at.
+    None(Vec<PathBuf>),
+}
+
+/// Adds the system's CA certificates to `roots`; returns how many were added and from where.
+///
+/// `SSL_CERT_FILE` replaces the bundle list and `SSL_CERT_DIR` (colon-separated) the directory
+/// list, as in Go.
+pub fn add_system(roots: &mut RootCertStore) -> (usize, Source) {
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let bundles: Vec<PathBuf> = match env("SSL_CERT_FILE") {
+        Some(file) => vec![file.into()],
+        None => BUNDLES.iter().map(PathBuf::from).collect(),
+    };
+    let dirs: Vec<PathBuf> = match env("SSL_CERT_DIR") {
+        Some(list) => std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()).collect(),
+        None => DIRECTORIES.iter().map(PathBuf::from).collect(),
+    };
+    for bundle in &bundles {
+        if let Some(added) = add_file(roots, bundle) {
+            return (added, Source::File(bundle.clone()));
+        }
+    }
+    let mut added = 0;
+    for dir in &dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for entry in entries.flatten() {
+            added += add_file(roots, &entry.path()).unwrap_or(0);
+        }
+    }
+    if added > 0 {
+        return (added, Source::Directories(dirs));
+    }
+    (0, Source::None(bundles.into_iter().chain(dirs).collect()))
+}
+
+/// The certificates of one PEM file that parse as trust anchors; `None` when the file cannot be
+/// read or holds none (then the next place is tried).
+fn add_file(roots: &mut RootCertStore, path: &Path) -> Option<usize> {
+    let certs = CertificateDer::pem_file_iter(path).ok()?.filter_map(Result::ok);
+    let (added, _ignored) = roots.add_parsable_certificates(certs);
+    (added > 0).then_some(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh temp dir per test (tests run in parallel).
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mc-roots-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_bundle_adds_its_ca_certificates_and_junk_adds_nothing() {
+        let dir = temp_dir("bundle");
+        let (key, ca) = (dir.join("ca.key"), dir.join("ca.pem"));
+        let status = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=roots test CA", "-keyout"])
+            .args([&key, &std::path::PathBuf::from("-out"), &ca])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let bundle = dir.join("bundle.crt");
+        let pem = std::fs::read_to_string(&ca).unwrap();
+        // A key between the certificates is skipped, as in a hand-made bundle.
+        std::fs::write(&bundle, format!("{pem}{}{pem}", std::fs::read_to_string(&key).unwrap())).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+
+        let mut roots = RootCertStore::empty();
+        assert_eq!(add_file(&mut roots, &junk), None);
+        assert_eq!(add_file(&mut roots, &dir.join("missing.pem")), None);
+        assert!(roots.is_empty());
+        assert_eq!(add_file(&mut roots, &bundle), Some(2));
+        assert_eq!(roots.len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
