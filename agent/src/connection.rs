@@ -9,6 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{self, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use futures_lite::{FutureExt, StreamExt};
+use futures_lite::{FutureExt, StreamExt, future};
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
 use mender_connect_core::MAX_FRAME_LEN;
@@ -33,7 +34,8 @@ pub mod roots;
 pub const CONNECT_PATH: &str = "/api/devices/v1/deviceconnect/connect";
 /// Read deadline: the link is dead when nothing arrives for this long (`DefaultPingWait`).
 pub const READ_DEADLINE: Duration = Duration::from_secs(60);
-/// Websocket ping period: 0.9 × the read deadline, as the reference.
+/// Websocket ping period: 0.9 × the read deadline, as the reference; unlike it, counted from the
+/// last frame received or ping sent, so a busy or server-pinged link sends no pings of its own.
 pub const PING_PERIOD: Duration = Duration::from_secs(54);
 /// Time allowed for one message write (`writeWait`).
 pub const WRITE_WAIT: Duration = Duration::from_secs(4);
@@ -426,9 +428,36 @@ pub enum Ended {
     Error(tungstenite::Error),
 }
 
+/// When something last arrived, shared by both halves: the reader's deadline and the writer's
+/// keep-alive both count from it, so neither needs a timer per message.
+#[derive(Clone)]
+struct LastReceived {
+    epoch: Instant,
+    millis: Arc<AtomicU64>,
+}
+
+impl LastReceived {
+    fn new(now: Instant) -> Self {
+        Self { epoch: now, millis: Arc::new(AtomicU64::new(0)) }
+    }
+
+    fn mark(&self, now: Instant) {
+        let ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        self.millis.store(ms, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.millis.load(Ordering::Relaxed))
+    }
+}
+
 /// Reader half: yields message payloads, refreshing the read deadline on every arrival.
 pub struct Reader {
     inner: WebSocketReceiver<Transport>,
+    last_received: LastReceived,
+    // One timer for the whole link, moved forward only when it fires: arming a timer per
+    // message would wake the reactor thread once per frame.
+    deadline: Timer,
 }
 
 impl Reader {
@@ -436,20 +465,31 @@ impl Reader {
     /// deadline (tungstenite queues the pong answer itself).
     pub async fn next(&mut self) -> Result<Vec<u8>, Ended> {
         loop {
-            let item = async { Some(self.inner.next().await) }
+            let (inner, deadline) = (&mut self.inner, &mut self.deadline);
+            let item = async { Some(inner.next().await) }
                 .or(async {
-                    Timer::after(READ_DEADLINE).await;
+                    deadline.await;
                     None
                 })
                 .await;
+            let now = Instant::now();
             let Some(item) = item else {
-                return Err(Ended::ReadTimeout);
+                let due = self.last_received.get() + READ_DEADLINE;
+                if now >= due {
+                    return Err(Ended::ReadTimeout);
+                }
+                self.deadline.set_at(due);
+                continue;
             };
+            self.last_received.mark(now);
             match item {
                 None => return Err(Ended::Closed),
                 Some(Ok(Message::Binary(b))) => return Ok(b.into()),
                 Some(Ok(Message::Text(t))) => return Ok(t.as_bytes().to_vec()),
                 Some(Ok(Message::Close(_))) => return Err(Ended::Closed),
+                // A keep-alive answer comes while the link is otherwise idle, when the deadline
+                // would be the next thing to wake the daemon: move it now, while awake anyway.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => self.deadline.set_at(now + READ_DEADLINE),
                 Some(Ok(_)) => {}
                 Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => {
                     return Err(Ended::Closed);
@@ -463,13 +503,19 @@ impl Reader {
 /// Writer half: sends frames from the outbound queue and the keep-alive pings.
 pub struct Writer {
     inner: WebSocketSender<Transport>,
+    last_received: LastReceived,
     last_ping: Instant,
+    ping: Timer,
 }
 
 impl Writer {
     async fn send(&mut self, msg: Message) -> Result<(), Ended> {
-        let inner = &mut self.inner;
-        async { inner.send(msg).await.map_err(Ended::Error) }
+        let mut write = std::pin::pin!(self.inner.send(msg));
+        // Most writes finish at once; only a write that waits gets a timer (see `Reader`).
+        if let Some(r) = future::poll_once(&mut write).await {
+            return r.map_err(Ended::Error);
+        }
+        async { write.await.map_err(Ended::Error) }
             .or(async {
                 Timer::after(WRITE_WAIT).await;
                 Err(Ended::WriteTimeout)
@@ -478,19 +524,21 @@ impl Writer {
     }
 
     /// Pumps the queues into the socket until a write fails, `replies` before `data`; pings
-    /// every [`PING_PERIOD`]. Returns `Ok` when a queue is closed (shutdown).
+    /// when nothing has arrived and no ping went out for [`PING_PERIOD`] (any frame from the
+    /// server, its own pings included, proves the link as well as a pong; an idle link costs
+    /// one ping and one pong per period). Returns `Ok` when a queue is closed (shutdown).
     pub async fn pump(
         &mut self,
         replies: &async_channel::Receiver<Vec<u8>>,
         data: &async_channel::Receiver<Vec<u8>>,
     ) -> Result<(), Ended> {
         loop {
-            let until_ping = PING_PERIOD.saturating_sub(self.last_ping.elapsed());
+            let ping = &mut self.ping;
             // `or` polls left first: replies win over bulk shell output.
             let next = async { Some(replies.recv().await) }
                 .or(async { Some(data.recv().await) })
                 .or(async {
-                    Timer::after(until_ping).await;
+                    ping.await;
                     None
                 })
                 .await;
@@ -498,7 +546,14 @@ impl Writer {
                 Some(Ok(frame)) => self.send(Message::binary(frame)).await?,
                 Some(Err(_)) => return Ok(()),
                 None => {
-                    self.last_ping = Instant::now();
+                    let now = Instant::now();
+                    let due = self.last_received.get().max(self.last_ping) + PING_PERIOD;
+                    if now < due {
+                        self.ping.set_at(due);
+                        continue;
+                    }
+                    self.last_ping = now;
+                    self.ping.set_at(now + PING_PERIOD);
                     // Payload as the reference: the read deadline in seconds.
                     self.send(Message::Ping(READ_DEADLINE.as_secs().to_string().into_bytes().into())).await?;
                 }
@@ -515,7 +570,11 @@ impl Writer {
 /// Splits an open socket into its reader and writer halves.
 pub fn split(socket: Socket) -> (Reader, Writer) {
     let (tx, rx) = socket.split();
-    (Reader { inner: rx }, Writer { inner: tx, last_ping: Instant::now() })
+    let now = Instant::now();
+    let last_received = LastReceived::new(now);
+    let reader = Reader { inner: rx, last_received: last_received.clone(), deadline: Timer::at(now + READ_DEADLINE) };
+    let writer = Writer { inner: tx, last_received, last_ping: now, ping: Timer::at(now + PING_PERIOD) };
+    (reader, writer)
 }
 
 #[cfg(test)]

@@ -214,6 +214,7 @@ async fn writer_task(
 /// `DBUS_SYSTEM_BUS_ADDRESS`) and serves until SIGTERM/SIGINT. Returns the exit code.
 pub fn run(config: &Config, bus: Option<String>) -> i32 {
     let settings = Settings::from_config(config);
+    crate::runtime::claim();
     let auth = match crate::auth::select(config, bus) {
         Ok(a) => a,
         Err(e) => {
@@ -233,7 +234,7 @@ pub fn serve(settings: Settings, auth: Auth) -> i32 {
             return 1;
         }
     };
-    smol::block_on(event_loop(settings, auth, signals))
+    crate::runtime::block_on(event_loop(settings, auth, signals))
 }
 
 async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32 {
@@ -399,7 +400,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 log::info!("connection established with {}", creds.server_url);
                 let (reader, writer) = connection::split(*socket);
                 let (stop_writer, stop_rx) = async_channel::bounded(1);
-                let writer = smol::spawn(writer_task(writer, q.reply_rx.clone(), q.data_rx.clone(), stop_rx));
+                let writer = crate::runtime::spawn(writer_task(writer, q.reply_rx.clone(), q.data_rx.clone(), stop_rx));
                 link = Link::Up { reader, writer, stop_writer };
                 backoff.connected(now);
                 orphaned_since = None;
@@ -530,7 +531,7 @@ fn kill_session(id: &str, shells: &mut Shells, router: &mut Router) -> (Response
 
 fn dial(creds: &Credentials, tls: &std::sync::Arc<rustls::ClientConfig>) -> Link {
     let (url, token, tls) = (creds.server_url.clone(), creds.token.clone(), std::sync::Arc::clone(tls));
-    Link::Dialing(smol::spawn(async move { connection::dial(&url, &token, &tls).await.map(Box::new) }))
+    Link::Dialing(crate::runtime::spawn(async move { connection::dial(&url, &token, &tls).await.map(Box::new) }))
 }
 
 /// Ends the current connection (close frame if up) and marks sessions as orphaned.

@@ -23,5 +23,6 @@ pub mod menderclient;
 pub mod portforward;
 pub mod pty;
 pub mod router;
+pub mod runtime;
 pub mod shell;
 #[cfg(feature = "standalone")] pub mod standalone;

@@ -119,7 +119,7 @@ impl SessionHandler for MenderClient {
         };
         let (settings, tx) = (std::sync::Arc::clone(&self.settings), self.out.clone());
         // Bounded by the settings' timeout; the reply goes out whenever it is done.
-        smol::spawn(async move {
+        crate::runtime::spawn(async move {
             let result = run(&settings, command).await;
             if let Err(e) = &result {
                 log::error!("mender-client {command} failed: {e}");

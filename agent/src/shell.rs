@@ -32,6 +32,8 @@ pub const COALESCE_IDLE: Duration = Duration::from_millis(2);
 /// Output at least this long counts as bulk and is coalesced; shorter output (keystroke echo,
 /// prompts) is sent without waiting, so coalescing adds no latency to typing.
 const BULK_OUTPUT: usize = 1024;
+/// Turns other tasks get while bulk output waits for more, before the [`COALESCE_IDLE`] timer.
+const COALESCE_YIELDS: usize = 2;
 /// Time a stopped shell gets between SIGHUP and SIGKILL (the reference waits 2 s).
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(proto::HEALTHCHECK_INTERVAL_SECS);
@@ -278,7 +280,7 @@ impl Shells {
         self.serial += 1;
         let (input, input_rx) = async_channel::bounded(INPUT_QUEUE);
         let bytes_out = Arc::new(AtomicU64::new(0));
-        let reader = smol::spawn(pump_output(
+        let reader = crate::runtime::spawn(pump_output(
             Arc::clone(&master),
             sid.to_owned(),
             self.serial,
@@ -287,7 +289,7 @@ impl Shells {
             Arc::clone(&bytes_out),
         ));
         let input_queued = Arc::new(AtomicUsize::new(0));
-        let writer = smol::spawn(pump_input(Arc::clone(&master), input_rx, Arc::clone(&input_queued)));
+        let writer = crate::runtime::spawn(pump_input(Arc::clone(&master), input_rx, Arc::clone(&input_queued)));
         self.sessions.insert(
             sid.to_owned(),
             Session {
@@ -359,7 +361,7 @@ impl Shells {
 
     fn reap(&mut self, mut shell: pty::Shell) {
         self.reaping.retain(|t| !t.is_finished());
-        self.reaping.push(smol::spawn(async move {
+        self.reaping.push(crate::runtime::spawn(async move {
             let deadline = Instant::now() + KILL_GRACE;
             let mut killed = false;
             loop {
@@ -520,18 +522,27 @@ async fn pump_output(
             let mut read = pty.read(&mut buf[len..]);
             // Output already in the pty is taken without a timer. Otherwise small output (an
             // echo, a prompt) goes out at once, and only bulk output waits briefly for more.
-            let more = match future::poll_once(&mut read).await {
-                Some(r) => Some(r),
-                None if len < BULK_OUTPUT => None,
-                None => {
-                    async { Some(read.await) }
+            let mut more = future::poll_once(&mut read).await;
+            if more.is_none() && len >= BULK_OUTPUT {
+                // Bulk output: let the other tasks run (the writer sends the previous frame
+                // meanwhile, the shell refills the pty) and look again, before a timer. Arming
+                // a timer per frame wakes the reactor thread per frame.
+                for _ in 0..COALESCE_YIELDS {
+                    future::yield_now().await;
+                    more = future::poll_once(&mut read).await;
+                    if more.is_some() {
+                        break;
+                    }
+                }
+                if more.is_none() {
+                    more = async { Some(read.await) }
                         .or(async {
                             Timer::after(COALESCE_IDLE).await;
                             None
                         })
-                        .await
+                        .await;
                 }
-            };
+            }
             match more {
                 None => break,
                 Some(Ok(0)) => end = Some(io::ErrorKind::UnexpectedEof.into()),

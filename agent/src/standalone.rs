@@ -199,7 +199,7 @@ pub fn spawn(cfg: &Standalone, retry_base: Duration, retry_max: Duration) -> Res
     );
     let (tx, rx) = async_channel::unbounded();
     let (refresh_tx, refresh_rx) = async_channel::unbounded::<()>();
-    smol::spawn(run(device, tls, tx, refresh_rx, retry_base, retry_max)).detach();
+    crate::runtime::spawn(run(device, tls, tx, refresh_rx, retry_base, retry_max)).detach();
     Ok(crate::daemon::Auth {
         credentials: rx,
         refresh: Box::new(move || {

@@ -96,7 +96,7 @@ impl Server {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(io)?;
         let meta = std::fs::symlink_metadata(path).map_err(io)?;
         let (tx, rx) = async_channel::bounded(MAX_CLIENTS);
-        let accept = smol::spawn(accept_loop(listener, tx));
+        let accept = crate::runtime::spawn(accept_loop(listener, tx));
         log::info!("control socket listening on {}", path.display());
         Ok((Self { path: path.to_owned(), identity: (meta.dev(), meta.ino()), _accept: accept }, rx))
     }
@@ -140,7 +140,7 @@ async fn accept_loop(listener: UnixListener, asks: async_channel::Sender<Ask>) {
         let n = active.fetch_add(1, Ordering::AcqRel);
         let slot = Slot(Arc::clone(&active));
         if n >= MAX_CLIENTS {
-            smol::spawn(async move {
+            crate::runtime::spawn(async move {
                 let mut s = stream;
                 let _ = write_response(&mut s, &error(ErrorKind::Busy, "too many control clients; try again")).await;
                 drop(slot);
@@ -148,7 +148,7 @@ async fn accept_loop(listener: UnixListener, asks: async_channel::Sender<Ask>) {
             .detach();
             continue;
         }
-        smol::spawn(serve_client(stream, asks.clone(), slot)).detach();
+        crate::runtime::spawn(serve_client(stream, asks.clone(), slot)).detach();
     }
 }
 
