@@ -154,7 +154,27 @@ impl Settings {
 }
 
 fn encode(f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; MAX_FRAME_LEN];
+    encode_within(MAX_FRAME_LEN, f)
+}
+
+/// Room for a frame's header and props next to its body and session id: a `file_chunk`'s map,
+/// header keys, `offset` and the bin32 length take under 100 bytes.
+const FRAME_OVERHEAD: usize = 256;
+
+/// Largest download `file_chunk` body. The reference sends 4096; every message costs the
+/// agent, the Mender client's proxy and the server about the same whatever its size, so larger
+/// chunks move a file with a quarter of the messages. The server takes any body (it appends
+/// it, checks its `offset` and acks every 10 chunks; its device read limit is 8 MiB) and the
+/// proxy has no limit. The window stays [`Settings::window_chunks`] chunks (of this size), so
+/// the server's ack after 10 chunks always falls inside it.
+pub const DOWNLOAD_CHUNK: usize = 4 * CHUNK_SIZE;
+
+/// [`encode`] into a buffer of `cap` bytes: a download chunk's frame is sized to its data.
+fn encode_within(
+    cap: usize,
+    f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>,
+) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; cap];
     match f(&mut buf) {
         Ok(n) => {
             buf.truncate(n);
@@ -392,7 +412,8 @@ impl FileTransfer {
                 }
             }
         }
-        // Reads go through the blocking pool; a regular file never blocks on O_NONBLOCK anyway.
+        // Blocking reads: a regular file ignores O_NONBLOCK anyway, other kinds go through the
+        // blocking pool (`Source`).
         let _ = rustix::fs::fcntl_setfl(&fd, OFlags::empty());
         Ok((std::fs::File::from(fd), st.st_size))
     }
@@ -438,7 +459,7 @@ impl FileTransfer {
             ctl: ctl_rx,
         };
         log::info!("file transfer: sending {path:?}");
-        let task = smol::spawn(job.run(file));
+        let task = crate::runtime::spawn(job.run(file));
         self.active = Active::Download { ctl, task, eof, path: path.to_owned(), sent };
     }
 
@@ -569,9 +590,12 @@ impl FileTransfer {
         };
         match result {
             Ok(done) => {
-                // Every chunk is acked: the router sees one message at a time and cannot tell
-                // whether more are queued, and an ack per chunk never stalls the server.
-                if up.state.should_ack(false) || done {
+                // Acked every `UPLOAD_ACK_EVERY` (10) chunks and at EOF, not per chunk: each ack
+                // costs the agent, the Mender client's proxy and the server a message. The
+                // server only waits for an ack once it is more than 20×4096 bytes past the last
+                // one; by then it has sent over 20 chunks (each ≤ 4096 bytes) past the acked one,
+                // so at least 10 of them are unacked here and their ack is on its way.
+                if up.state.should_ack(true) || done {
                     out.extend(encode(|b| ft::encode_ack_of(b, frame)));
                 }
                 if done {
@@ -702,6 +726,33 @@ fn commit(s: &Settings, up: &mut Upload) -> Result<(), String> {
     }
 }
 
+/// Where a download's bytes come from.
+enum Source {
+    /// Read in place on the session's task: a regular file's pages are in the page cache or
+    /// read ahead, so a read costs microseconds, far less than handing every chunk to the
+    /// blocking pool and back (two thread wake-ups per chunk).
+    Regular(std::fs::File),
+    /// Character devices and the like may block for as long as they please: the blocking pool.
+    Other(smol::Unblock<std::fs::File>),
+}
+
+impl Source {
+    fn new(file: std::fs::File) -> Self {
+        if file.metadata().is_ok_and(|m| m.is_file()) {
+            Source::Regular(file)
+        } else {
+            Source::Other(smol::Unblock::with_capacity(4 * CHUNK_SIZE, file))
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Source::Regular(f) => std::io::Read::read(f, buf),
+            Source::Other(u) => u.read(buf).await,
+        }
+    }
+}
+
 /// A running download.
 struct Download {
     settings: Arc<Settings>,
@@ -742,11 +793,11 @@ impl Download {
 
     async fn send(&mut self, file: std::fs::File) -> Result<(), Stop> {
         let chunks = self.settings.window_chunks.clamp(1, MAX_WINDOW_CHUNKS);
-        let mut window = DownloadWindow::with_window(i64::from(chunks) * CHUNK_SIZE as i64);
-        let mut reader = smol::Unblock::with_capacity(4 * CHUNK_SIZE, file);
-        let mut buf = vec![0u8; CHUNK_SIZE];
+        let mut window = DownloadWindow::with_window(i64::from(chunks) * DOWNLOAD_CHUNK as i64);
+        let mut reader = Source::new(file);
+        let mut buf = vec![0u8; DOWNLOAD_CHUNK];
         loop {
-            let room = window.next_chunk_len();
+            let room = window.room().min(DOWNLOAD_CHUNK);
             if room == 0 {
                 self.wait_ack(&mut window).await?;
                 continue;
@@ -765,7 +816,8 @@ impl Download {
                 break;
             }
             let offset = window.on_sent(n);
-            let chunk = encode(|b| ft::encode_chunk(b, &self.sid, offset, &buf[..n])).ok_or(Stop::Quiet)?;
+            let cap = n + self.sid.len() + FRAME_OVERHEAD;
+            let chunk = encode_within(cap, |b| ft::encode_chunk(b, &self.sid, offset, &buf[..n])).ok_or(Stop::Quiet)?;
             // Counted first, frame before file bytes, so a status never shows the session
             // having sent less than its transfer.
             self.bulk_out.fetch_add(chunk.len() as u64, Ordering::Relaxed);

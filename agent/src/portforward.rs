@@ -4,8 +4,9 @@
 //!
 //! - `new` → the device dials and answers `new`; failures are `error` with `msgtype` `new`;
 //! - `forward` → written to the socket, then acked (one `ack` per `forward`);
-//! - reads of up to 4096 bytes go out as `forward`, one in flight: the next only after the
-//!   user side's `ack`;
+//! - socket reads go out as `forward`, one in flight: the next only after the user side's `ack`.
+//!   The reference reads up to 4096 bytes; TCP reads here take up to [`TCP_READ_LEN`], so each
+//!   round trip to the user carries more (UDP keeps 4096, a datagram per message);
 //! - `stop` from the user closes the connection and is answered with `stop`; EOF, an error or
 //!   the idle timeout on the device side sends `stop` to the user;
 //! - several connections per session; all are closed when the session or the websocket ends.
@@ -36,6 +37,18 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// for each ack, so more than one queued means a misbehaving peer; this bounds memory.
 const INBOUND_QUEUE: usize = 64;
 
+/// Largest TCP read sent as one `forward` to the user side. One message is in flight per
+/// connection, so throughput is this over the round trip through the server. The peers accept
+/// it: the server's read limit on device websockets is 8 MiB and relays the message unchanged,
+/// the Mender client's local proxy and mender-cli (gorilla/websocket) set no read limit, and
+/// mender-cli writes whatever body it gets to its socket. Messages *to* the device stay under
+/// the reference's 8192-byte read limit, which this does not touch.
+pub const TCP_READ_LEN: usize = 32 * 1024;
+
+/// Room for a `forward` frame's header next to its body: the map, keys, session and connection
+/// ids (36-byte UUIDs from mender-cli) take under 200 bytes; ids are added on top.
+const FRAME_OVERHEAD: usize = 256;
+
 const ERR_INVALID: &str = "invalid port-forward message: missing connection_id, remote_port or protocol";
 const ERR_UNKNOWN_CONNECTION: &str = "unknown connection";
 const ERR_UNKNOWN_TYPE: &str = "unknown message type";
@@ -56,7 +69,15 @@ impl Default for Settings {
 }
 
 fn encode(f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; MAX_FRAME_LEN];
+    encode_within(MAX_FRAME_LEN, f)
+}
+
+/// [`encode`] into a buffer of `cap` bytes, for `forward` frames sized to their data.
+fn encode_within(
+    cap: usize,
+    f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>,
+) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; cap];
     match f(&mut buf) {
         Ok(n) => {
             buf.truncate(n);
@@ -126,7 +147,7 @@ impl PortForward {
             origin: Instant::now(),
             sent: Arc::clone(&self.sent),
         };
-        let task = smol::spawn(link.run(protocol, host.to_owned(), port));
+        let task = crate::runtime::spawn(link.run(protocol, host.to_owned(), port));
         let target = (proto.to_owned(), host.to_owned(), port);
         self.conns.insert(id.to_owned(), Conn { inbound, acks, task, target });
     }
@@ -358,7 +379,11 @@ impl Link {
 
     /// Target → user: one `forward` in flight at a time.
     async fn downstream(&self, socket: &Socket) -> End {
-        let mut buf = vec![0u8; pf::BUFFER_SIZE];
+        let len = match socket {
+            Socket::Tcp(_) => TCP_READ_LEN,
+            Socket::Udp(_) => pf::BUFFER_SIZE,
+        };
+        let mut buf = vec![0u8; len];
         loop {
             let n = match socket.read(&mut buf).await {
                 Ok(0) if matches!(socket, Socket::Tcp(_)) => return End::Stop,
@@ -369,7 +394,9 @@ impl Link {
                 }
             };
             self.touch();
-            if let Err(e) = self.send(encode(|b| pf::encode(b, pf::FORWARD, &self.sid, &self.id, &buf[..n]))).await {
+            let cap = n + self.sid.len() + self.id.len() + FRAME_OVERHEAD;
+            let frame = encode_within(cap, |b| pf::encode(b, pf::FORWARD, &self.sid, &self.id, &buf[..n]));
+            if let Err(e) = self.send(frame).await {
                 return e;
             }
             if self.acks.recv().await.is_err() {

@@ -375,11 +375,12 @@ async fn upload_as(conn: &mut Conn, sid: &str, path: &str, uid: u32, gid: u32) -
     let n = req.encode(&mut body).unwrap();
     let err = |m: &common::Msg| FtError::decode(&m.body).ok().and_then(|e| e.err).unwrap_or("").to_owned();
     conn.send(encode(2, ft::PUT_FILE, sid, &[], &body[..n])).await;
+    let m = conn.recv_until("ft reply", |m| m.proto == 2 && m.sid == sid).await;
+    if m.typ == ft::ERROR {
+        return Err(err(&m));
+    }
+    // The agent acks every 10th chunk and the EOF chunk: one reply (ack or error) for both.
     for (off, data) in [(0i64, &b"owned"[..]), (5, &[][..])] {
-        let m = conn.recv_until("ft reply", |m| m.proto == 2 && m.sid == sid).await;
-        if m.typ == ft::ERROR {
-            return Err(err(&m));
-        }
         conn.send(encode(2, ft::FILE_CHUNK, sid, &[Prop::int64("offset", off)], data)).await;
     }
     let m = conn.recv_until("ft reply", |m| m.proto == 2 && m.sid == sid).await;

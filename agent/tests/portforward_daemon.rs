@@ -31,7 +31,7 @@ async fn next_pf(conn: &mut Conn) -> (String, String, Vec<u8>) {
         loop {
             match conn.ws.next().await {
                 Some(Ok(Message::Binary(b))) => {
-                    let f = Frame::decode(&b).unwrap();
+                    let f = Frame::decode_any_size(&b).unwrap();
                     if f.header.proto.0 == PF {
                         let id = f.header.props.get_str(pf::PROP_CONNECTION_ID).unwrap_or("").to_owned();
                         return Some((f.header.typ.to_owned(), id, f.body.to_vec()));

@@ -251,6 +251,7 @@ fn run() -> Result<(), BenchError> {
         p.idle_secs, p.burst_mib, p.slow_secs, p.keystrokes, p.file_mib, p.forward_mib, p.shells
     );
     println!("{}", machine_line());
+    print!("{}", table::cpu_breakdown(&[("Go", go.as_ref()), ("Rust", rs.as_ref())]));
     for (name, r) in [("Go", &go), ("Rust", &rs)] {
         if let Some(r) = r {
             for e in &r.errors {

@@ -124,15 +124,30 @@ fn status_field(status: &str, key: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name (field 2) may
-/// contain spaces and parentheses, so fields are counted after its last `)`.
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line.
 fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    sum_of_two_fields(stat, 14)
+}
+
+/// Fields `first` and `first + 1` (1-based, as proc(5) numbers them) of a `/proc/<pid>/stat`
+/// line, added. The command name (field 2) may contain spaces and parentheses, so fields are
+/// counted after its last `)`.
+fn sum_of_two_fields(stat: &str, first: usize) -> Option<u64> {
     let after = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after.split_whitespace();
-    // `after` starts at field 3 (state); utime is field 14.
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    // `after` starts at field 3 (state).
+    let mut fields = after.split_whitespace().skip(first.checked_sub(3)?);
+    let a: u64 = fields.next()?.parse().ok()?;
+    let b: u64 = fields.next()?.parse().ok()?;
+    Some(a + b)
+}
+
+/// User plus system CPU ticks of the children this process has waited for (`cutime + cstime`,
+/// fields 16 and 17 of `/proc/self/stat`): how `curl`, run to completion, is measured.
+pub fn reaped_children_ticks() -> Result<u64, BenchError> {
+    let stat = std::fs::read_to_string("/proc/self/stat")
+        .map_err(|e| BenchError::io("/proc/self/stat", e))?;
+    sum_of_two_fields(&stat, 16)
+        .ok_or_else(|| BenchError::Check("cannot parse /proc/self/stat".into()))
 }
 
 #[cfg(test)]
@@ -143,6 +158,8 @@ mod tests {
     fn cpu_ticks_are_counted_after_the_command_name() {
         let stat = "4242 (a b) c) S 1 2 3 4 5 6 7 8 9 10 111 222 13 14 15";
         assert_eq!(parse_cpu_ticks(stat), Some(333));
+        assert_eq!(sum_of_two_fields(stat, 16), Some(27));
+        assert_eq!(sum_of_two_fields(stat, 2), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use mender_connect_interop::net;
 
 use crate::BenchError;
 use crate::device::{Device, settle};
-use crate::procfs::{Proc, ms_per_tick};
+use crate::procfs::{Proc, ms_per_tick, reaped_children_ticks};
 use crate::user::Terminal;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -48,6 +48,88 @@ pub struct Throughput {
     pub mib_per_s: f64,
     /// Agent CPU milliseconds (user + system) per MiB moved.
     pub cpu_ms_per_mib: f64,
+    /// CPU of every process on the path (transfers only), to tell which one limits.
+    pub parts: Option<CpuParts>,
+}
+
+/// CPU milliseconds (user + system) per MiB moved, per process on a transfer's path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuParts {
+    /// The agent under test.
+    pub agent: f64,
+    /// The mock Mender Server.
+    pub server: f64,
+    /// The Mender client 3.4.0, whose local proxy carries the agent's websocket.
+    pub client: f64,
+    /// `curl` or `mender-cli port-forward`.
+    pub user_tool: f64,
+    /// This driver (the port-forward service and its TCP client run in it).
+    pub driver: f64,
+}
+
+impl CpuParts {
+    /// All processes together.
+    pub fn total(&self) -> f64 {
+        self.agent + self.server + self.client + self.user_tool + self.driver
+    }
+}
+
+/// CPU tick counters of every process on a transfer's path, read before and after it.
+struct Meter {
+    agent: Proc,
+    server: Proc,
+    client: Proc,
+    /// `None`: the user tool runs to completion as our child and is counted when reaped.
+    tool: Option<Proc>,
+    driver: Proc,
+    start: [u64; 5],
+}
+
+impl Meter {
+    fn start(device: &Device, tool: Option<Proc>) -> Result<Self, BenchError> {
+        let mut m = Meter {
+            agent: device.proc(),
+            server: Proc::new(device.bed.mock.pid()),
+            client: Proc::new(device.bed.client.pid()),
+            tool,
+            driver: Proc::new(std::process::id()),
+            start: [0; 5],
+        };
+        m.start = m.ticks()?;
+        Ok(m)
+    }
+
+    fn ticks(&self) -> Result<[u64; 5], BenchError> {
+        let tool = match &self.tool {
+            Some(p) => p.cpu_ticks()?,
+            None => reaped_children_ticks()?,
+        };
+        Ok([
+            self.agent.cpu_ticks()?,
+            self.server.cpu_ticks()?,
+            self.client.cpu_ticks()?,
+            tool,
+            self.driver.cpu_ticks()?,
+        ])
+    }
+
+    /// The throughput of `mib` MiB moved in `secs`, with every process's CPU since the start.
+    fn finish(&self, mib: u64, secs: f64) -> Result<Throughput, BenchError> {
+        let end = self.ticks()?;
+        let per_mib = |i: usize| end[i].saturating_sub(self.start[i]) as f64 * ms_per_tick() / mib as f64;
+        let parts = CpuParts {
+            agent: per_mib(0),
+            server: per_mib(1),
+            client: per_mib(2),
+            user_tool: per_mib(3),
+            driver: per_mib(4),
+        };
+        Ok(Throughput {
+            mib_per_s: mib as f64 / secs,
+            cpu_ms_per_mib: parts.agent,
+            parts: Some(parts),
+        })
+    }
 }
 
 /// Everything measured for one agent; `None` where the step failed (the error is in `errors`).
@@ -209,6 +291,7 @@ fn terminal_burst(device: &Device, file: &Path) -> Result<(Throughput, u64, u64)
         Throughput {
             mib_per_s: mib / secs,
             cpu_ms_per_mib: cpu_ms / mib,
+            parts: None,
         },
         peak,
         after,
@@ -277,9 +360,6 @@ fn slow_reader(device: &Device, file: &Path, secs: u64) -> Result<u64, BenchErro
     Ok(peak)
 }
 
-fn cpu_since(p: &Proc, ticks0: u64) -> Result<f64, BenchError> {
-    Ok(p.cpu_ticks()?.saturating_sub(ticks0) as f64 * ms_per_tick())
-}
 
 /// Downloads, then uploads, a random file of `mib` MiB with `curl` through the server's
 /// deviceconnect download and upload endpoints (what mender-cli `cp` uses).
@@ -288,7 +368,6 @@ fn file_transfers(
     device: &Device,
     mib: u64,
 ) -> Result<(Throughput, Throughput), BenchError> {
-    let p = device.proc();
     let dir = env.subdir("files")?;
     let on_device = dir.join("device-file.bin");
     let size = mib * (1 << 20);
@@ -311,15 +390,14 @@ fn file_transfers(
         device.id()
     );
 
-    let cpu0 = p.cpu_ticks()?;
+    let meter = Meter::start(device, None)?;
     let start = Instant::now();
     let out = Command::new(&curl)
         .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "-H", &auth])
         .arg(format!("{base}/download?path={}", on_device.display()))
         .output()
         .map_err(|e| BenchError::io("running curl", e))?;
-    let secs = start.elapsed().as_secs_f64();
-    let cpu = cpu_since(&p, cpu0)?;
+    let down = meter.finish(mib, start.elapsed().as_secs_f64())?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if text != format!("200 {size}") {
         return Err(BenchError::Check(format!(
@@ -327,14 +405,10 @@ fn file_transfers(
             String::from_utf8_lossy(&out.stderr)
         )));
     }
-    let down = Throughput {
-        mib_per_s: mib as f64 / secs,
-        cpu_ms_per_mib: cpu / mib as f64,
-    };
     settle();
 
     let uploaded = dir.join("uploaded.bin");
-    let cpu0 = p.cpu_ticks()?;
+    let meter = Meter::start(device, None)?;
     let start = Instant::now();
     let out = Command::new(&curl)
         .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "-H", &auth])
@@ -343,8 +417,7 @@ fn file_transfers(
         .arg(format!("{base}/upload"))
         .output()
         .map_err(|e| BenchError::io("running curl", e))?;
-    let secs = start.elapsed().as_secs_f64();
-    let cpu = cpu_since(&p, cpu0)?;
+    let up = meter.finish(mib, start.elapsed().as_secs_f64())?;
     let code = String::from_utf8_lossy(&out.stdout).into_owned();
     let got = std::fs::metadata(&uploaded).map(|m| m.len()).unwrap_or(0);
     if !code.starts_with('2') || got != size {
@@ -355,13 +428,7 @@ fn file_transfers(
     }
     let _ = std::fs::remove_file(&uploaded);
     let _ = std::fs::remove_file(&on_device);
-    Ok((
-        down,
-        Throughput {
-            mib_per_s: mib as f64 / secs,
-            cpu_ms_per_mib: cpu / mib as f64,
-        },
-    ))
+    Ok((down, up))
 }
 
 /// A service on the device for the forward: per connection, a first byte `D` asks for `size`
@@ -417,7 +484,6 @@ fn serve(mut conn: TcpStream, size: u64) {
 
 /// TCP through `mender-cli port-forward` and the agent, each way.
 fn port_forward(env: &TestEnv, device: &Device, mib: u64) -> Result<(Throughput, Throughput), BenchError> {
-    let p = device.proc();
     let size = mib * (1 << 20);
     let service = start_service(size)?;
     let cli = MenderCli::new(env, device.server())?;
@@ -450,8 +516,9 @@ fn port_forward(env: &TestEnv, device: &Device, mib: u64) -> Result<(Throughput,
         Ok(s)
     };
 
+    let tool = Proc::new(forward.id());
     let mut s = connect()?;
-    let cpu0 = p.cpu_ticks()?;
+    let meter = Meter::start(device, Some(tool))?;
     let start = Instant::now();
     s.write_all(b"D")
         .map_err(|e| BenchError::io("asking for data", e))?;
@@ -464,23 +531,18 @@ fn port_forward(env: &TestEnv, device: &Device, mib: u64) -> Result<(Throughput,
             Err(e) => return Err(BenchError::io(&format!("forward down after {got} bytes"), e)),
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    let cpu = cpu_since(&p, cpu0)?;
+    let down = meter.finish(mib, start.elapsed().as_secs_f64())?;
     drop(s);
     if got != size {
         return Err(BenchError::Check(format!("forward down: {got} of {size} bytes")));
     }
-    let down = Throughput {
-        mib_per_s: mib as f64 / secs,
-        cpu_ms_per_mib: cpu / mib as f64,
-    };
     settle();
 
     let mut s = connect()?;
     let writer = s
         .try_clone()
         .map_err(|e| BenchError::io("cloning the socket", e))?;
-    let cpu0 = p.cpu_ticks()?;
+    let meter = Meter::start(device, Some(tool))?;
     let start = Instant::now();
     let sender = std::thread::spawn(move || -> std::io::Result<()> {
         let mut w = writer;
@@ -496,21 +558,14 @@ fn port_forward(env: &TestEnv, device: &Device, mib: u64) -> Result<(Throughput,
     });
     let mut ack = [0u8; 1];
     let acked = s.read_exact(&mut ack);
-    let secs = start.elapsed().as_secs_f64();
-    let cpu = cpu_since(&p, cpu0)?;
+    let up = meter.finish(mib, start.elapsed().as_secs_f64())?;
     let sent = sender.join();
     acked.map_err(|e| BenchError::io("waiting for the service's receipt", e))?;
     if !matches!(sent, Ok(Ok(()))) || ack[0] != b'K' {
         return Err(BenchError::Check(format!("forward up: sender {sent:?}, receipt {ack:?}")));
     }
     forward.ensure_running()?;
-    Ok((
-        down,
-        Throughput {
-            mib_per_s: mib as f64 / secs,
-            cpu_ms_per_mib: cpu / mib as f64,
-        },
-    ))
+    Ok((down, up))
 }
 
 #[cfg(test)]

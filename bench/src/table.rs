@@ -180,9 +180,57 @@ impl Report<'_> {
     }
 }
 
+/// Per-process CPU of each transfer, both agents: which process a throughput figure is limited
+/// by. "cores busy" is the total CPU time over the wall-clock time: near 2 on this 2-core machine
+/// means the whole path is CPU-bound and a process's share decides who can go faster.
+pub fn cpu_breakdown(agents: &[(&str, Option<&Results>)]) -> String {
+    let mut out = String::from(
+        "\nCPU per process, ms per MiB moved (user + system):\n\n\
+         | agent | transfer | MiB/s | agent | mock server | Mender client (proxy) | curl / mender-cli | bench driver | total | cores busy |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (name, r) in agents {
+        let Some(r) = r else { continue };
+        let transfers = [
+            ("file download", r.download),
+            ("file upload", r.upload),
+            ("port forward device→user", r.forward_down),
+            ("port forward user→device", r.forward_up),
+        ];
+        for (what, t) in transfers {
+            let Some(Throughput { mib_per_s, parts: Some(p), .. }) = t else { continue };
+            out.push_str(&format!(
+                "| {name} | {what} | {mib_per_s:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+                p.agent,
+                p.server,
+                p.client,
+                p.user_tool,
+                p.driver,
+                p.total(),
+                p.total() * mib_per_s / 1000.0,
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenarios::CpuParts;
+
+    #[test]
+    fn breakdown_lists_each_measured_transfer_with_its_total() {
+        let parts = CpuParts { agent: 1.0, server: 2.0, client: 3.0, user_tool: 4.0, driver: 0.5 };
+        let r = Results {
+            download: Some(Throughput { mib_per_s: 100.0, cpu_ms_per_mib: 1.0, parts: Some(parts) }),
+            ..Results::default()
+        };
+        let text = cpu_breakdown(&[("Rust", Some(&r)), ("Go", None)]);
+        assert!(text.contains("| Rust | file download | 100.0 | 1.00 | 2.00 | 3.00 | 4.00 | 0.50 | 10.50 | 1.05 |"), "{text}");
+        assert!(!text.contains("upload"), "{text}");
+        assert!(!text.contains("| Go |"), "{text}");
+    }
 
     #[test]
     fn targets_relative_to_go_follow_the_direction() {

@@ -182,6 +182,12 @@ impl<'a> Frame<'a> {
         if buf.len() > MAX_FRAME_LEN {
             return Err(DecodeError::TooLarge);
         }
+        Self::decode_any_size(buf)
+    }
+
+    /// [`Frame::decode`] without the device's 8192-byte read limit: for frames going the other
+    /// way (device to server), which the server reads up to 8 MiB, e.g. large download chunks.
+    pub fn decode_any_size(buf: &'a [u8]) -> Result<Frame<'a>, DecodeError> {
         let mut rd = Reader::new(buf);
         let mut frame = Frame {
             header: Header { proto: Proto::INVALID, typ: "", sid: "", props: Props::EMPTY },

@@ -93,11 +93,17 @@ impl DownloadWindow {
 
     /// How many bytes the next chunk may hold (0 = wait for an ack, or done).
     pub fn next_chunk_len(&self) -> usize {
+        self.room().min(CHUNK_SIZE)
+    }
+
+    /// Bytes that may be sent before the next ack, in chunks of any size (0 = wait for an ack,
+    /// or done).
+    pub fn room(&self) -> usize {
         if self.eof_sent {
             return 0;
         }
         let room = self.acked.saturating_add(self.window).saturating_sub(self.sent);
-        usize::try_from(room.max(0)).map_or(CHUNK_SIZE, |r| r.min(CHUNK_SIZE))
+        usize::try_from(room.max(0)).unwrap_or(usize::MAX)
     }
 
     /// Records a sent chunk of `len` bytes; returns the `offset` to put in its header.

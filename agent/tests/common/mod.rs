@@ -196,7 +196,7 @@ pub struct Msg {
 
 impl Msg {
     pub fn decode(bytes: &[u8]) -> Msg {
-        let f = Frame::decode(bytes).expect("agent sent an undecodable frame");
+        let f = Frame::decode_any_size(bytes).expect("agent sent an undecodable frame");
         Msg {
             proto: f.header.proto.0,
             typ: f.header.typ.to_owned(),

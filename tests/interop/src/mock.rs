@@ -117,6 +117,11 @@ impl MockServer {
         self.child.ensure_running()
     }
 
+    /// The server's process id (the benchmarks read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server's log so far.
     pub fn log_text(&self) -> String {
         self.child.log_text()
