@@ -6,7 +6,7 @@
 //!   terminal works through mender-cli;
 //! - a new device stays pending until accepted, then connects; when its token expires and the
 //!   server drops the socket, it authenticates again by itself;
-//! - TLS: an untrusted server certificate is refused (built-in roots, another CA), the configured
+//! - TLS: an untrusted server certificate is refused (the system CA bundle, another CA), the configured
 //!   CA is accepted, and so is anything with `SkipVerify`;
 //! - `HTTPS_PROXY`: everything goes through an HTTP CONNECT proxy (the server's name resolves only
 //!   there); `NO_PROXY` bypasses it.
