@@ -37,6 +37,14 @@ pub const READ_DEADLINE: Duration = Duration::from_secs(60);
 /// Websocket ping period: 0.9 × the read deadline, as the reference; unlike it, counted from the
 /// last frame received or ping sent, so a busy or server-pinged link sends no pings of its own.
 pub const PING_PERIOD: Duration = Duration::from_secs(54);
+/// Keep-alive towards the Mender client's local proxy (a loopback server URL). The proxy answers
+/// pings itself and the hop to the server is kept alive by the server's own pings, which the
+/// client answers (docs/design.md §12), so our pings only prove the loopback hop:
+/// a closed or restarted proxy is seen at once as EOF, only a hung one waits for this deadline.
+/// Pinging that hop every 54 s as the reference does cost four thread wake-ups a minute idle.
+pub const LOOPBACK_READ_DEADLINE: Duration = Duration::from_secs(300);
+/// Ping period for [`LOOPBACK_READ_DEADLINE`], 0.9 × as for remote links.
+pub const LOOPBACK_PING_PERIOD: Duration = Duration::from_secs(270);
 /// Time allowed for one message write (`writeWait`).
 pub const WRITE_WAIT: Duration = Duration::from_secs(4);
 /// Time allowed for TCP connect + TLS + websocket handshake.
@@ -119,11 +127,42 @@ impl Endpoint {
         Ok(Self { tls, host: host.to_owned(), port })
     }
 
+    /// Whether the server is on this device: a loopback IP literal or `localhost`.
+    pub fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// The websocket URL of the device endpoint.
     pub fn ws_url(&self) -> String {
         let scheme = if self.tls { "wss" } else { "ws" };
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         format!("{scheme}://{host}:{}{CONNECT_PATH}", self.port)
+    }
+}
+
+/// Keep-alive timing of one link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Ping after this long without a received frame or a sent ping.
+    pub ping_period: Duration,
+    /// The link is dead when nothing arrived for this long.
+    pub read_deadline: Duration,
+}
+
+impl Keepalive {
+    /// The reference's timing, for a server reached over the network.
+    pub const REMOTE: Self = Self { ping_period: PING_PERIOD, read_deadline: READ_DEADLINE };
+    /// For the Mender client's local proxy (see [`LOOPBACK_READ_DEADLINE`]).
+    pub const LOOPBACK: Self = Self { ping_period: LOOPBACK_PING_PERIOD, read_deadline: LOOPBACK_READ_DEADLINE };
+
+    /// The timing for the link to `server_url` (remote when the URL does not parse: the
+    /// cautious choice; such a URL never dials anyway).
+    pub fn for_url(server_url: &str) -> Self {
+        match Endpoint::parse(server_url) {
+            Ok(e) if e.is_loopback() => Self::LOOPBACK,
+            _ => Self::REMOTE,
+        }
     }
 }
 
@@ -418,8 +457,8 @@ pub enum Ended {
     #[error("closed by the server")]
     Closed,
     /// Nothing arrived within the read deadline.
-    #[error("no message or pong within {}s", READ_DEADLINE.as_secs())]
-    ReadTimeout,
+    #[error("no message or pong within {}s", .0.as_secs())]
+    ReadTimeout(Duration),
     /// A write did not finish within [`WRITE_WAIT`].
     #[error("write not done within {}s", WRITE_WAIT.as_secs())]
     WriteTimeout,
@@ -458,6 +497,7 @@ pub struct Reader {
     // One timer for the whole link, moved forward only when it fires: arming a timer per
     // message would wake the reactor thread once per frame.
     deadline: Timer,
+    read_deadline: Duration,
 }
 
 impl Reader {
@@ -474,9 +514,9 @@ impl Reader {
                 .await;
             let now = Instant::now();
             let Some(item) = item else {
-                let due = self.last_received.get() + READ_DEADLINE;
+                let due = self.last_received.get() + self.read_deadline;
                 if now >= due {
-                    return Err(Ended::ReadTimeout);
+                    return Err(Ended::ReadTimeout(self.read_deadline));
                 }
                 self.deadline.set_at(due);
                 continue;
@@ -489,7 +529,7 @@ impl Reader {
                 Some(Ok(Message::Close(_))) => return Err(Ended::Closed),
                 // A keep-alive answer comes while the link is otherwise idle, when the deadline
                 // would be the next thing to wake the daemon: move it now, while awake anyway.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => self.deadline.set_at(now + READ_DEADLINE),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => self.deadline.set_at(now + self.read_deadline),
                 Some(Ok(_)) => {}
                 Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => {
                     return Err(Ended::Closed);
@@ -506,6 +546,7 @@ pub struct Writer {
     last_received: LastReceived,
     last_ping: Instant,
     ping: Timer,
+    keepalive: Keepalive,
 }
 
 impl Writer {
@@ -524,7 +565,7 @@ impl Writer {
     }
 
     /// Pumps the queues into the socket until a write fails, `replies` before `data`; pings
-    /// when nothing has arrived and no ping went out for [`PING_PERIOD`] (any frame from the
+    /// when nothing has arrived and no ping went out for the ping period (any frame from the
     /// server, its own pings included, proves the link as well as a pong; an idle link costs
     /// one ping and one pong per period). Returns `Ok` when a queue is closed (shutdown).
     pub async fn pump(
@@ -547,15 +588,16 @@ impl Writer {
                 Some(Err(_)) => return Ok(()),
                 None => {
                     let now = Instant::now();
-                    let due = self.last_received.get().max(self.last_ping) + PING_PERIOD;
+                    let Keepalive { ping_period, read_deadline } = self.keepalive;
+                    let due = self.last_received.get().max(self.last_ping) + ping_period;
                     if now < due {
                         self.ping.set_at(due);
                         continue;
                     }
                     self.last_ping = now;
-                    self.ping.set_at(now + PING_PERIOD);
+                    self.ping.set_at(now + ping_period);
                     // Payload as the reference: the read deadline in seconds.
-                    self.send(Message::Ping(READ_DEADLINE.as_secs().to_string().into_bytes().into())).await?;
+                    self.send(Message::Ping(read_deadline.as_secs().to_string().into_bytes().into())).await?;
                 }
             }
         }
@@ -567,13 +609,19 @@ impl Writer {
     }
 }
 
-/// Splits an open socket into its reader and writer halves.
-pub fn split(socket: Socket) -> (Reader, Writer) {
+/// Splits an open socket into its reader and writer halves, with the given keep-alive timing.
+pub fn split(socket: Socket, keepalive: Keepalive) -> (Reader, Writer) {
     let (tx, rx) = socket.split();
     let now = Instant::now();
     let last_received = LastReceived::new(now);
-    let reader = Reader { inner: rx, last_received: last_received.clone(), deadline: Timer::at(now + READ_DEADLINE) };
-    let writer = Writer { inner: tx, last_received, last_ping: now, ping: Timer::at(now + PING_PERIOD) };
+    let reader = Reader {
+        inner: rx,
+        last_received: last_received.clone(),
+        deadline: Timer::at(now + keepalive.read_deadline),
+        read_deadline: keepalive.read_deadline,
+    };
+    let writer =
+        Writer { inner: tx, last_received, last_ping: now, ping: Timer::at(now + keepalive.ping_period), keepalive };
     (reader, writer)
 }
 
@@ -594,6 +642,18 @@ mod tests {
         assert!(Endpoint::parse("http://:80").is_err());
         assert!(Endpoint::parse("http://h:99999").is_err());
         assert!(Endpoint::parse("").is_err());
+    }
+
+    #[test]
+    fn keepalive_is_relaxed_only_for_a_server_on_this_device() {
+        for url in ["http://127.0.0.1:40123", "http://localhost:8080/", "ws://[::1]:9", "http://127.8.9.10:1"] {
+            assert_eq!(Keepalive::for_url(url), Keepalive::LOOPBACK, "{url}");
+        }
+        for url in ["https://hosted.mender.io", "http://10.0.2.2:8080", "http://[fe80::1]:80", "http://localhost.example.com", "nonsense"] {
+            assert_eq!(Keepalive::for_url(url), Keepalive::REMOTE, "{url}");
+        }
+        assert!(Keepalive::LOOPBACK.ping_period < Keepalive::LOOPBACK.read_deadline);
+        assert_eq!(Keepalive::REMOTE, Keepalive { ping_period: Duration::from_secs(54), read_deadline: Duration::from_secs(60) });
     }
 
     #[test]

@@ -398,7 +398,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
             Event::Dialed(Ok(socket)) => {
                 link_stats.connected();
                 log::info!("connection established with {}", creds.server_url);
-                let (reader, writer) = connection::split(*socket);
+                let (reader, writer) = connection::split(*socket, connection::Keepalive::for_url(&creds.server_url));
                 let (stop_writer, stop_rx) = async_channel::bounded(1);
                 let writer = crate::runtime::spawn(writer_task(writer, q.reply_rx.clone(), q.data_rx.clone(), stop_rx));
                 link = Link::Up { reader, writer, stop_writer };
