@@ -95,6 +95,9 @@ fn write_config(dir: &Path) -> Result<PathBuf, BenchError> {
         "MenderClient": { "Disable": true },
         // The reference allows one shell per user by default; the benchmarks open several.
         "Sessions": { "MaxPerUser": 16 },
+        // Our extension (the Go agent ignores unknown keys): a socket of its own, so agents that
+        // tests start meanwhile do not probe the measured one at the default path.
+        "ControlSocket": dir.join("control.sock"),
     });
     std::fs::write(&config, format!("{document:#}\n"))
         .map_err(|e| BenchError::io(&format!("writing {}", config.display()), e))?;

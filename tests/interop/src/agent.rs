@@ -106,6 +106,9 @@ impl Agent {
             "FileTransfer": { "Disable": false },
             "PortForward": { "Disable": false },
             "MenderClient": { "Disable": true },
+            // Our extension (Go 2.1.0 ignores unknown keys): a control socket per test, so that
+            // agents of tests running in parallel do not probe each other's at the default path.
+            "ControlSocket": dir.join("control.sock"),
         });
         if let (Some(doc), Some(extra)) = (document.as_object_mut(), overrides.as_object()) {
             for (key, value) in extra {
