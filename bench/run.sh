@@ -23,8 +23,12 @@ for pair in mender-connect:mender-connect mender:mender-client mender-cli:mender
     curl:curl dbus-daemon:dbus-daemon musl-gcc:musl-tools; do
     command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
-if [ "${BENCH_SKIP_ARM-}" != 1 ] && ! command -v aarch64-linux-gnu-gcc >/dev/null; then
-    need+=(gcc-aarch64-linux-gnu)
+if [ "${BENCH_SKIP_ARM-}" != 1 ]; then
+    command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
+    # musl's arm64 headers and libc.a for the aarch64 musl build (needs the arm64 dpkg architecture).
+    if dpkg --print-foreign-architectures | grep -qx arm64 && [ ! -f /usr/lib/aarch64-linux-musl/musl-gcc.specs ]; then
+        need+=(musl-dev:arm64)
+    fi
 fi
 if [ ${#need[@]} -gt 0 ]; then
     log "apt-get install ${need[*]}"
@@ -38,15 +42,18 @@ log "building mender-connect (release, x86_64-unknown-linux-musl, vendored)"
 rust_bin="$(bash "$repo/scripts/build-static.sh" x86_64-unknown-linux-musl mender-connect vendored)"
 args=(--rust "$rust_bin")
 
-# 3. aarch64: our static binary (glibc static, as qemu/build-image.sh builds it: Debian has no
-# musl cross compiler) and the Go agent from Debian's arm64 packages with its libraries.
+# 3. aarch64: our static binary (musl, as qemu/build-image.sh builds it; static glibc when
+# musl-dev:arm64 is missing) and the Go agent from Debian's arm64 packages with its libraries.
 if [ "${BENCH_SKIP_ARM-}" != 1 ]; then
-    if rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
-        log "building mender-connect (release, aarch64-unknown-linux-gnu static, vendored)"
-        rust_arm="$(bash "$repo/scripts/build-static.sh" aarch64-unknown-linux-gnu mender-connect vendored)"
+    arm_target=aarch64-unknown-linux-musl
+    [ -f /usr/lib/aarch64-linux-musl/musl-gcc.specs ] || arm_target=aarch64-unknown-linux-gnu
+    rustup target list --installed | grep -qx "$arm_target" || rustup target add "$arm_target" >&2 || true
+    if rustup target list --installed | grep -qx "$arm_target"; then
+        log "building mender-connect (release, $arm_target static, vendored)"
+        rust_arm="$(bash "$repo/scripts/build-static.sh" "$arm_target" mender-connect vendored)"
         args+=(--rust-aarch64 "$rust_arm")
     else
-        log "rust target aarch64-unknown-linux-gnu missing; no aarch64 build"
+        log "rust target $arm_target missing; no aarch64 build"
     fi
     if dpkg --print-foreign-architectures | grep -qx arm64; then
         # The Go agent's non-libc libraries on amd64, mapped to their packages, fetched for arm64.

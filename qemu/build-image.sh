@@ -49,9 +49,8 @@ case "$arch" in
         ;;
     aarch64|arm64)
         arch=aarch64; deb_arch=arm64; kflavour=arm64; triplet=aarch64-linux-gnu
-        # Debian 12 has no musl cross compiler; glibc's static libc is fine for two daemons that
-        # never resolve host names through NSS.
-        rust_target=aarch64-unknown-linux-gnu
+        # musl as on x86_64: Debian's cross gcc with musl-dev:arm64's headers (scripts/build-static.sh).
+        rust_target=aarch64-unknown-linux-musl
         ;;
     *) die "unsupported --arch $arch (x86_64 or aarch64)" ;;
 esac

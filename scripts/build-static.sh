@@ -3,8 +3,9 @@
 # binary's path as the only line on stdout; cargo's output goes to stderr.
 #
 # Usage: scripts/build-static.sh <target> <package> [cargo features]
-#   <target>: x86_64-unknown-linux-musl (needs musl-gcc) or aarch64-unknown-linux-gnu (static
-#   glibc; needs gcc-aarch64-linux-gnu: Debian 12 has no musl cross compiler).
+#   <target>: x86_64-unknown-linux-musl (needs musl-gcc), aarch64-unknown-linux-musl (needs
+#   gcc-aarch64-linux-gnu and musl-dev:arm64: the cross gcc compiles against musl's headers through
+#   musl's gcc specs file) or aarch64-unknown-linux-gnu (static glibc; needs gcc-aarch64-linux-gnu).
 #
 # By default std is rebuilt for size (docs/binary-size.md): -Zbuild-std with the immediate-abort
 # panic strategy and std's optimize_for_size, on the stable toolchain through RUSTC_BOOTSTRAP=1
@@ -20,12 +21,30 @@ die() { echo "build-static: $*" >&2; exit 1; }
 
 rustflags=()
 cfg_env=()
+cflags=""
 case "$target" in
     x86_64-unknown-linux-musl)
         command -v musl-gcc >/dev/null || die "musl-gcc missing (apt-get install musl-tools)"
         cfg_env+=(CC_x86_64_unknown_linux_musl=musl-gcc)
         cflags_var=CFLAGS_x86_64_unknown_linux_musl
         rustflags_var=CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS
+        ;;
+    aarch64-unknown-linux-musl)
+        command -v aarch64-linux-gnu-gcc >/dev/null ||
+            die "aarch64-linux-gnu-gcc missing (apt-get install gcc-aarch64-linux-gnu)"
+        specs=/usr/lib/aarch64-linux-musl/musl-gcc.specs
+        [ -f "$specs" ] || die "$specs missing (dpkg --add-architecture arm64; apt-get install musl-dev:arm64)"
+        # Rust links musl's crt objects and libc.a from the target's self-contained rust-std; the C
+        # (libdbus, ring) is compiled against musl's headers.
+        # No outline atomics: their helpers live in libgcc, which a self-contained musl link lacks.
+        cflags="-specs $specs -mno-outline-atomics"
+        cfg_env+=(
+            CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc
+            AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar
+            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
+        )
+        cflags_var=CFLAGS_aarch64_unknown_linux_musl
+        rustflags_var=CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS
         ;;
     aarch64-unknown-linux-gnu)
         command -v aarch64-linux-gnu-gcc >/dev/null ||
@@ -55,18 +74,18 @@ if [ "${STATIC_BUILD_PLAIN-}" != 1 ]; then
     fi
     # Nothing unwinds under immediate-abort, so no unwind tables (Rust and the C of libdbus/ring);
     # a non-PIE static binary needs no run-time relocations; lld folds identical functions.
+    # -Oz for the C (gcc >= 12): ring's bulk crypto is assembly; libdbus only carries the auth calls.
     rustflags+=(
         -Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no
         -Crelocation-model=static -Zlocation-detail=none
         -Clinker-features=+lld -Clink-self-contained=+linker "-Clink-arg=-Wl,--icf=all"
     )
-    cfg_env+=(
-        RUSTC_BOOTSTRAP=1
-        "$cflags_var=-Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables"
-    )
+    cflags+=" -Oz -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables"
+    cfg_env+=(RUSTC_BOOTSTRAP=1)
     cargo_args+=("-Zbuild-std=std,panic_abort" -Zbuild-std-features=optimize_for_size)
 fi
 cfg_env+=("$rustflags_var=${rustflags[*]}")
+[ -n "$cflags" ] && cfg_env+=("$cflags_var=${cflags# }")
 
 echo "build-static: ${cfg_env[*]} cargo ${cargo_args[*]}" >&2
 (cd "$repo" && env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS "${cfg_env[@]}" cargo "${cargo_args[@]}" >&2)

@@ -13,9 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::client::IntoClientRequest;
-use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{self, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures_lite::io::{AsyncRead, AsyncWrite};
@@ -27,6 +25,7 @@ use smol::Timer;
 use smol::net::TcpStream;
 
 pub mod b64;
+pub mod handshake;
 pub mod proxy;
 pub mod roots;
 
@@ -72,6 +71,9 @@ pub enum ConnectError {
     /// Websocket protocol error.
     #[error("websocket error: {0}")]
     Ws(tungstenite::Error),
+    /// The server's answer to the websocket upgrade is not a valid one.
+    #[error("websocket handshake failed: {0}")]
+    Handshake(&'static str),
     /// No answer in time.
     #[error("timed out")]
     Timeout,
@@ -429,18 +431,11 @@ fn ws_config() -> WebSocketConfig {
 pub async fn dial(server_url: &str, token: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, ConnectError> {
     let endpoint = Endpoint::parse(server_url)?;
     async {
-        let transport = open_transport(&endpoint, tls).await?;
-        let mut request = endpoint.ws_url().into_client_request().map_err(ConnectError::Ws)?;
-        let auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ConnectError::InvalidToken)?;
-        request.headers_mut().insert(header::AUTHORIZATION, auth);
-        match async_tungstenite::client_async_with_config(request, transport, Some(ws_config())).await {
-            Ok((socket, _response)) => Ok(socket),
-            Err(tungstenite::Error::Http(resp)) if resp.status() == StatusCode::UNAUTHORIZED => {
-                Err(ConnectError::Unauthorized)
-            }
-            Err(tungstenite::Error::Http(resp)) => Err(ConnectError::Http(resp.status().as_u16())),
-            Err(e) => Err(ConnectError::Ws(e)),
-        }
+        let mut transport = open_transport(&endpoint, tls).await?;
+        let host = if endpoint.host.contains(':') { format!("[{}]", endpoint.host) } else { endpoint.host.clone() };
+        let host = format!("{host}:{}", endpoint.port);
+        let rest = handshake::client(&mut transport, &host, CONNECT_PATH, token).await?;
+        Ok(WebSocketStream::from_partially_read(transport, rest, Role::Client, Some(ws_config())).await)
     }
     .or(async {
         Timer::after(DIAL_TIMEOUT).await;

@@ -183,7 +183,8 @@ pub fn check(config: &Config, warnings: &mut Vec<String>) -> Result<(), ConfigEr
 /// The device id (`sub` claim) of a token, for the log; the token is otherwise opaque.
 pub fn token_subject(token: &str) -> Option<String> {
     let payload = b64::decode(token.split('.').nth(1)?)?;
-    let claims: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    // from_str, not from_slice: the config reader already instantiates serde_json's str reader.
+    let claims: serde_json::Value = serde_json::from_str(std::str::from_utf8(&payload).ok()?).ok()?;
     claims.get("sub")?.as_str().map(str::to_owned)
 }
 

@@ -92,8 +92,19 @@ pub fn request(path: &Path, req: &Request) -> Result<Response, ClientError> {
 pub fn status(path: &Path) -> Result<Status, ClientError> {
     match request(path, &Request::Status)? {
         Response::Status(s) => Ok(*s),
-        other => Err(ClientError::Io(path.to_owned(), format!("unexpected answer {other:?}"))),
+        other => Err(unexpected(path, &other)),
     }
+}
+
+/// An answer of the wrong kind. Named, not `{:?}`-printed: that would link the derived `Debug` of
+/// every protocol type into the binary for a case only a broken daemon produces.
+fn unexpected(path: &Path, answer: &Response) -> ClientError {
+    let kind = match answer {
+        Response::Status(_) => "a status",
+        Response::Killed { .. } => "a kill confirmation",
+        Response::Error { .. } => "an error",
+    };
+    ClientError::Io(path.to_owned(), format!("unexpected answer: {kind}"))
 }
 
 fn bytes(n: u64) -> String {
@@ -276,7 +287,7 @@ pub fn kill_command(path: &Path, id: &str, json: bool) -> i32 {
                 0
             }
         }
-        Ok(other) => report(&ClientError::Io(path.to_owned(), format!("unexpected answer {other:?}"))),
+        Ok(other) => report(&unexpected(path, &other)),
         Err(ClientError::Refused { kind: ErrorKind::NoSuchSession, message }) => {
             eprintln!("mender-connect: {message}");
             1
