@@ -232,26 +232,13 @@ pub enum TlsError {
     Config(String),
 }
 
-/// TLS client settings: the system's CA bundle (see [`roots`]) plus `ca_file`, ring provider;
-/// verification on unless `skip_verify`.
+/// TLS client settings: the system's CA bundle (see [`roots`], read on the first handshake) plus
+/// `ca_file`, ring provider; verification on unless `skip_verify`.
 pub fn client_config(options: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
+    // `ServerCertificate` only; the system roots join on the first handshake (see `roots`).
     let mut roots = rustls::RootCertStore::empty();
-    if !options.skip_verify {
-        match roots::add_system(&mut roots) {
-            (_, roots::Source::None(places)) => {
-                let places: Vec<_> = places.iter().map(|p| p.display().to_string()).collect();
-                // Not fatal: `ServerCertificate` may be all that is trusted, or the server is plain http.
-                log::warn!(
-                    "no system CA certificates in {} (install ca-certificates or set SSL_CERT_FILE); \
-                     only ServerCertificate is trusted for https",
-                    places.join(", ")
-                );
-            }
-            (n, source) => log::debug!("{n} system CA certificates from {source:?}"),
-        }
-    }
     if let Some(path) = &options.ca_file {
         let bad = |reason: String| TlsError::CaFile { path: path.display().to_string(), reason };
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
@@ -270,61 +257,10 @@ pub fn client_config(options: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, 
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let config = if options.skip_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(insecure::AnyCertificate(provider)))
-            .with_no_client_auth()
-    } else {
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
+    let verifier = if options.skip_verify { roots::Verifier::any(provider) } else { roots::Verifier::new(roots, provider) };
+    let verifier = Arc::new(verifier);
+    let config = builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth();
     Ok(Arc::new(config))
-}
-
-mod insecure {
-    //! `SkipVerify`: the handshake signatures are still checked, the certificate is not.
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{DigitallySignedStruct, SignatureScheme};
-    use std::sync::Arc;
-
-    #[derive(Debug)]
-    pub struct AnyCertificate(pub Arc<rustls::crypto::CryptoProvider>);
-
-    impl ServerCertVerifier for AnyCertificate {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
 }
 
 /// Opens TCP to `endpoint` (through the environment's proxy, see [`proxy`]) and TLS on top when

@@ -31,6 +31,8 @@ use crate::control::snapshot::{self, LinkStats};
 use crate::router::Router;
 use crate::shell::{Action, Exited, Expiry, ShellSettings, Shells};
 
+pub mod resident;
+
 /// Outbound shell-output frames buffered at most (each ≤ 8 KiB).
 const DATA_QUEUE: usize = 16;
 /// Outbound reply frames buffered at most.
@@ -41,6 +43,11 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 const INPUT_WAIT: Duration = Duration::from_secs(4);
 /// How long shutdown waits for shells to die (SIGKILL comes after [`crate::shell::KILL_GRACE`]).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+/// Connected with nothing open for this long, the daemon releases the code pages that start-up,
+/// dialing and the last sessions mapped (see [`resident`]); late enough that the tasks they left
+/// (writer, reaping, closing) have run, so that only what an idle turn of the loop runs maps
+/// back in.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// Default time sessions survive a dropped websocket.
 pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_secs(60);
 /// Environment override of the disconnect grace, in seconds (tests shorten it).
@@ -173,6 +180,8 @@ enum Event {
     Exited(Exited),
     Tick,
     Retry,
+    /// Connected and nothing open for [`RELEASE_AFTER`].
+    Release,
     Dialed(Result<Box<Socket>, ConnectError>),
     Received(Result<Vec<u8>, Ended>),
     WriterEnded(Result<(), Ended>),
@@ -261,6 +270,9 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     let started = Instant::now();
     let mut link_stats = LinkStats::new(started);
     let (_control, control_rx) = start_control(settings.control_socket.as_deref());
+    // When the code pages are released (see `resident`); `None` once done, until the next
+    // session or link.
+    let mut release_at: Option<Instant> = None;
 
     // One snapshot builder for SIGUSR1 and the status socket; a macro because it borrows half
     // of the loop's state, which the other event arms mutate.
@@ -286,7 +298,12 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
         link_stats.observe(link_state(&link), Instant::now());
         // Nothing to expire, ping or reap: no tick. A session opened while idle finds `next_tick`
         // in the past on the next turn, so it ticks at once and re-arms every second.
-        let ticking = !shells.is_empty() || router.has_sessions() || orphaned_since.is_some();
+        let busy = !shells.is_empty() || router.has_sessions();
+        let ticking = busy || orphaned_since.is_some();
+        if busy {
+            release_at = Some(Instant::now() + RELEASE_AFTER);
+        }
+        let release_due = release_at.filter(|_| !busy && matches!(link, Link::Up { .. }));
         let ev = {
             let sig = async { Event::Signal(signals.next().await.and_then(Result::ok)) };
             let cred = async {
@@ -300,6 +317,15 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 match exited_rx.recv().await {
                     Ok(e) => Event::Exited(e),
                     Err(_) => std::future::pending().await,
+                }
+            };
+            let release = async {
+                match release_due {
+                    Some(at) => {
+                        Timer::at(at).await;
+                        Event::Release
+                    }
+                    None => std::future::pending().await,
                 }
             };
             let tick = async {
@@ -333,7 +359,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     None => std::future::pending().await,
                 }
             };
-            sig.or(cred).or(exited).or(link_ev).or(control).or(tick).await
+            sig.or(cred).or(exited).or(link_ev).or(control).or(tick).or(release).await
         };
         let now = Instant::now();
         match ev {
@@ -395,6 +421,11 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 }
             }
             Event::Retry => link = dial(&creds, &tls),
+            Event::Release => {
+                release_at = None;
+                let bytes = resident::release_code();
+                log::debug!("idle: released {} KiB of code mappings", bytes / 1024);
+            }
             Event::Dialed(Ok(socket)) => {
                 link_stats.connected();
                 log::info!("connection established with {}", creds.server_url);
@@ -402,6 +433,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 let (stop_writer, stop_rx) = async_channel::bounded(1);
                 let writer = crate::runtime::spawn(writer_task(writer, q.reply_rx.clone(), q.data_rx.clone(), stop_rx));
                 link = Link::Up { reader, writer, stop_writer };
+                release_at = Some(now + RELEASE_AFTER);
                 backoff.connected(now);
                 orphaned_since = None;
                 shells.reconnected(now);

@@ -43,6 +43,9 @@ const BACKOFF_CAP_SECS: u64 = 4;
 const DIAL_SLACK: Duration = Duration::from_secs(20);
 /// RSS the agent may have grown by over the soak.
 const RSS_SLACK_KIB: u64 = 512;
+/// Quiet time before each RSS sample: longer than the agent's release of its code pages one
+/// second after the last session ends (daemon `RELEASE_AFTER`), so that both samples see it done.
+const QUIET_WAIT: Duration = Duration::from_secs(3);
 
 /// The websocket ended (the fault proxy cut it).
 #[derive(Debug)]
@@ -593,7 +596,7 @@ fn faults_leak_nothing_and_the_agent_always_reconnects() {
         let (mut conn, mut faults, mut connects) = phase(&env, conn, &mut st, warm, seed ^ 0x5a5a, &mut rss_trail).await;
         stop_shells(&mut conn, &mut st, pid).await.expect("cut after the faults ended");
         eventually("port-forward targets closed", || echo.open.load(Ordering::SeqCst) == 0);
-        smol::Timer::after(Duration::from_secs(1)).await;
+        smol::Timer::after(QUIET_WAIT).await;
         let (fds_before, rss_before) = (fds(pid), rss(pid));
 
         // The measured faults.
@@ -606,6 +609,7 @@ fn faults_leak_nothing_and_the_agent_always_reconnects() {
         while fds(pid).len() > fds_before.len() && Instant::now() < deadline {
             smol::Timer::after(Duration::from_millis(200)).await;
         }
+        smol::Timer::after(QUIET_WAIT).await;
         let (fds_after, rss_after) = (fds(pid), rss(pid));
 
         // Convergence: time from the path working again to the agent's next websocket (drops,

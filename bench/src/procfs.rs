@@ -17,6 +17,8 @@ pub struct Memory {
     pub rss_kib: u64,
     /// `VmHWM` (peak RSS since start or the last [`Proc::reset_peak`]).
     pub hwm_kib: u64,
+    /// `RssAnon`: heap, stacks, written data; the rest of `VmRSS` is mapped file pages.
+    pub anon_kib: u64,
 }
 
 impl Proc {
@@ -40,6 +42,7 @@ impl Proc {
         Ok(Memory {
             rss_kib: status_field(&status, "VmRSS:").unwrap_or(0),
             hwm_kib: status_field(&status, "VmHWM:").unwrap_or(0),
+            anon_kib: status_field(&status, "RssAnon:").unwrap_or(0),
         })
     }
 

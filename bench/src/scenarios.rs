@@ -137,6 +137,8 @@ impl Meter {
 pub struct Results {
     /// RSS a few seconds after connecting, KiB.
     pub rss_idle_kib: Option<u64>,
+    /// The anonymous part of it (`RssAnon`), KiB.
+    pub rss_idle_anon_kib: Option<u64>,
     /// Voluntary context switches per minute while connected and idle.
     pub wakeups_per_min: Option<f64>,
     /// Threads while idle.
@@ -170,7 +172,9 @@ pub fn run_all(env: &TestEnv, device: &mut Device, plan: &Plan) -> Results {
     let mut r = Results::default();
     let p = device.proc();
     settle();
-    note(&mut r.errors, "idle RSS", p.memory().map(|m| m.rss_kib), &mut r.rss_idle_kib);
+    let idle = p.memory();
+    r.rss_idle_anon_kib = idle.as_ref().ok().map(|m| m.anon_kib);
+    note(&mut r.errors, "idle RSS", idle.map(|m| m.rss_kib), &mut r.rss_idle_kib);
     eprintln!("[bench] idle RSS parts: {}", p.rss_parts());
     note(&mut r.errors, "threads", p.threads(), &mut r.threads_idle);
     note(&mut r.errors, "idle wake-ups", idle_wakeups(&p, plan.idle_secs), &mut r.wakeups_per_min);

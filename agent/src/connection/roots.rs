@@ -6,12 +6,24 @@
 //! binary about 100 KB. The places and the environment overrides are Go's; unlike Go, the
 //! directories are read only when no bundle file is found: on distributions with a bundle they
 //! hold the same certificates again (hashed links), which would double the time and memory.
+//!
+//! The bundle is read on the first TLS handshake, not at start-up, and once per process (see
+//! [`Verifier`]): a device whose agent reaches the server through the Mender client's local
+//! proxy (plain http on loopback, the usual set-up) never holds Debian's ~140 anchors, some
+//! 100 KiB of heap that musl's allocator would keep for good; and standalone mode's auth
+//! client, its start-up check and the websocket share one copy instead of parsing it three
+//! times.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// CA bundles, first readable one wins (Go's `certFiles` for Linux).
 const BUNDLES: &[&str] = &[
@@ -68,6 +80,124 @@ pub fn add_system(roots: &mut RootCertStore) -> (usize, Source) {
         return (added, Source::Directories(dirs));
     }
     (0, Source::None(bundles.into_iter().chain(dirs).collect()))
+}
+
+/// The system's CA certificates, read on the first call and shared by every later one.
+pub fn system() -> Arc<RootCertStore> {
+    static SYSTEM: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    Arc::clone(SYSTEM.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        match add_system(&mut roots) {
+            (_, Source::None(places)) => {
+                let places: Vec<_> = places.iter().map(|p| p.display().to_string()).collect();
+                // Not fatal: `ServerCertificate` may be all that is trusted.
+                log::warn!(
+                    "no system CA certificates in {} (install ca-certificates or set SSL_CERT_FILE); \
+                     only ServerCertificate is trusted for https",
+                    places.join(", ")
+                );
+            }
+            (n, source) => log::debug!("{n} system CA certificates from {source:?}"),
+        }
+        roots.roots.shrink_to_fit();
+        Arc::new(roots)
+    }))
+}
+
+/// The system roots plus `extra`; the same store for the same `extra` while one is in use.
+fn with_extra(extra: &[TrustAnchor<'static>]) -> Arc<RootCertStore> {
+    if extra.is_empty() {
+        return system();
+    }
+    // One entry: a process has one `ServerCertificate`.
+    static LAST: Mutex<Option<(Vec<TrustAnchor<'static>>, std::sync::Weak<RootCertStore>)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(store) = last.as_ref().filter(|(key, _)| key == extra).and_then(|(_, weak)| weak.upgrade()) {
+        return store;
+    }
+    let mut store = RootCertStore::clone(&system());
+    store.roots.extend_from_slice(extra);
+    let store = Arc::new(store);
+    *last = Some((extra.to_vec(), Arc::downgrade(&store)));
+    store
+}
+
+/// What the websocket's TLS trusts. The handshake signatures are always checked.
+#[derive(Debug)]
+pub struct Verifier {
+    trust: Trust,
+    provider: Arc<CryptoProvider>,
+}
+
+#[derive(Debug)]
+enum Trust {
+    /// `SkipVerify`: any certificate (insecure; for bring-up only).
+    Any,
+    /// The system roots plus the `ServerCertificate` anchors, checked by rustls's own webpki
+    /// verifier, which is built on the first handshake.
+    Roots {
+        extra: Vec<TrustAnchor<'static>>,
+        /// `None` inside: no anchor at all, so no certificate is trusted.
+        webpki: OnceLock<Option<Arc<WebPkiServerVerifier>>>,
+    },
+}
+
+impl Verifier {
+    /// Trusts certificates issued by the system roots or `extra`, with `provider`'s signature
+    /// algorithms.
+    pub fn new(extra: RootCertStore, provider: Arc<CryptoProvider>) -> Self {
+        Self { trust: Trust::Roots { extra: extra.roots, webpki: OnceLock::new() }, provider }
+    }
+
+    /// Trusts any certificate.
+    pub fn any(provider: Arc<CryptoProvider>) -> Self {
+        Self { trust: Trust::Any, provider }
+    }
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Trust::Roots { extra, webpki } = &self.trust else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let webpki = webpki.get_or_init(|| {
+            WebPkiServerVerifier::builder_with_provider(with_extra(extra), Arc::clone(&self.provider)).build().ok()
+        });
+        match webpki {
+            Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
+            // What an empty store answers.
+            None => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The certificates of one PEM file that parse as trust anchors; `None` when the file cannot be
