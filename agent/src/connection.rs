@@ -135,11 +135,20 @@ impl Endpoint {
             || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
+    /// The host as written in a URL or a `Host` header: IPv6 literals in brackets.
+    pub fn url_host(&self) -> String {
+        if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() }
+    }
+
+    /// `host:port` as in a URL, a `Host` header or `CONNECT`.
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.url_host(), self.port)
+    }
+
     /// The websocket URL of the device endpoint.
     pub fn ws_url(&self) -> String {
         let scheme = if self.tls { "wss" } else { "ws" };
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        format!("{scheme}://{host}:{}{CONNECT_PATH}", self.port)
+        format!("{scheme}://{}{CONNECT_PATH}", self.authority())
     }
 }
 
@@ -292,11 +301,7 @@ pub async fn open_transport(endpoint: &Endpoint, tls: &Arc<rustls::ClientConfig>
 /// `CONNECT host:port` on a fresh proxy connection; Ok when the proxy answers 2xx.
 async fn tunnel(tcp: &mut TcpStream, proxy: &proxy::Proxy, endpoint: &Endpoint) -> Result<(), ConnectError> {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
-    let target = if endpoint.host.contains(':') {
-        format!("[{}]:{}", endpoint.host, endpoint.port)
-    } else {
-        format!("{}:{}", endpoint.host, endpoint.port)
-    };
+    let target = endpoint.authority();
     let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
     if let Some(userinfo) = &proxy.userinfo {
         request.push_str(&format!("Proxy-Authorization: Basic {}\r\n", basic_auth(userinfo)));
@@ -368,9 +373,7 @@ pub async fn dial(server_url: &str, token: &str, tls: &Arc<rustls::ClientConfig>
     let endpoint = Endpoint::parse(server_url)?;
     async {
         let mut transport = open_transport(&endpoint, tls).await?;
-        let host = if endpoint.host.contains(':') { format!("[{}]", endpoint.host) } else { endpoint.host.clone() };
-        let host = format!("{host}:{}", endpoint.port);
-        let rest = handshake::client(&mut transport, &host, CONNECT_PATH, token).await?;
+        let rest = handshake::client(&mut transport, &endpoint.authority(), CONNECT_PATH, token).await?;
         Ok(WebSocketStream::from_partially_read(transport, rest, Role::Client, Some(ws_config())).await)
     }
     .or(async {

@@ -41,8 +41,7 @@ pub async fn post(
     async {
         let mut stream = open_transport(endpoint, tls).await?;
         let default_port = if endpoint.tls { 443 } else { 80 };
-        let host = if endpoint.host.contains(':') { format!("[{}]", endpoint.host) } else { endpoint.host.clone() };
-        let host = if endpoint.port == default_port { host } else { format!("{host}:{}", endpoint.port) };
+        let host = if endpoint.port == default_port { endpoint.url_host() } else { endpoint.authority() };
         let mut head = format!(
             "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mender-connect/{}\r\nContent-Length: {}\r\nConnection: close\r\n",
             env!("CARGO_PKG_VERSION"),
