@@ -353,8 +353,8 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
         .stderr(Stdio::from(slave));
 
     // Runs in the forked child before exec and only makes raw system calls (no allocation, no
-    // locks): setsid, TIOCSCTTY, setgroups/setgid/setuid on the single remaining thread,
-    // close_range. std's own uid/gid setters cannot be used because std would then clear the
+    // locks): setsid, TIOCSCTTY, setgroups/setgid/setuid on the single remaining thread, signal
+    // dispositions, close_range. std's own uid/gid setters cannot be used because std would then clear the
     // supplementary groups after we set them.
     let child_setup = move || -> io::Result<()> {
         rustix::process::setsid()?;
@@ -383,6 +383,16 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
                     inheritable: rustix::thread::CapabilitySet::empty(),
                 },
             )?;
+        }
+        // Ignored signals survive exec. An agent started under `nohup`, or with `&` from a
+        // script (which ignores SIGINT and SIGQUIT), would otherwise give the user a shell that a
+        // hangup does not end and whose Ctrl-C does nothing. std has already cleared the signal
+        // mask and SIGPIPE; handlers are reset by exec itself.
+        for sig in 1..=libc::SIGSYS {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                // SAFETY: signal(2) is async-signal-safe and takes plain integers here.
+                unsafe { libc::signal(sig, libc::SIG_DFL) };
+            }
         }
         // Leaked descriptors (sockets of other sessions) must not reach the user's shell.
         // CLOEXEC instead of closing keeps std's exec-error pipe working; old kernels without

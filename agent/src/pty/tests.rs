@@ -151,6 +151,31 @@ fn hangup_ends_the_shell() {
     shell.kill().unwrap();
 }
 
+/// `SigIgn` of `/proc/self/status`: the bit of signal n is 1 << (n - 1).
+fn ignored_signals(status: &str) -> u64 {
+    let hex = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).expect("SigIgn line");
+    u64::from_str_radix(hex.trim(), 16).expect("hex mask")
+}
+
+#[test]
+fn signals_the_agent_was_started_ignoring_are_not_ignored_in_the_shell() {
+    // As under `nohup mender-connect daemon` (SIGHUP) or `mender-connect daemon &` in a script
+    // (SIGINT, SIGQUIT). SIGQUIT stands for both: ignoring SIGINT would make this test binary
+    // deaf to Ctrl-C. SIGHUP is left ignored afterwards, which a test binary does not miss.
+    // SAFETY: setting a disposition to SIG_IGN installs no handler.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    let ours = ignored_signals(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let bits = (1u64 << (libc::SIGHUP - 1)) | (1 << (libc::SIGQUIT - 1));
+    assert_eq!(ours & bits, bits, "the test did not set up the ignored signals");
+    let shell = spawn_shell(&spec(&["-c", "exec grep SigIgn /proc/self/status"])).unwrap();
+    let out = read_until(&shell, "\u{0}never");
+    let theirs = ignored_signals(&out);
+    assert_eq!(theirs & bits, 0, "ignored in the shell's command: {theirs:#x} ({out:?})");
+}
+
 #[test]
 fn kill_ends_a_shell_that_ignores_hangup() {
     let mut shell = spawn_shell(&spec(&[
