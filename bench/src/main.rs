@@ -6,6 +6,7 @@
 
 mod device;
 mod procfs;
+mod ptyfloor;
 mod scenarios;
 mod size;
 mod table;

@@ -70,6 +70,30 @@ impl Proc {
             .ok_or_else(|| BenchError::Check(format!("cannot parse /proc/{}/stat", self.pid)))
     }
 
+    /// User plus system CPU time of the process and of the children it has waited for
+    /// (`cutime + cstime`): a shell and the commands it ran and reaped.
+    pub fn cpu_ticks_with_reaped_children(&self) -> Result<u64, BenchError> {
+        let stat = self.read("stat")?;
+        parse_cpu_ticks(&stat)
+            .zip(sum_of_two_fields(&stat, 16))
+            .map(|(own, children)| own + children)
+            .ok_or_else(|| BenchError::Check(format!("cannot parse /proc/{}/stat", self.pid)))
+    }
+
+    /// The live children of the process, from every thread's `children` list.
+    pub fn children(&self) -> Vec<u32> {
+        let Ok(entries) = std::fs::read_dir(self.path("task")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<u32> = entries
+            .flatten()
+            .filter_map(|entry| std::fs::read_to_string(entry.path().join("children")).ok())
+            .flat_map(|text| text.split_whitespace().filter_map(|n| n.parse().ok()).collect::<Vec<_>>())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Voluntary context switches summed over the process's current threads: each is a wake-up
     /// after a sleep.
     pub fn voluntary_switches(&self) -> Result<u64, BenchError> {
@@ -142,6 +166,13 @@ fn sum_of_two_fields(stat: &str, first: usize) -> Option<u64> {
     let a: u64 = fields.next()?.parse().ok()?;
     let b: u64 = fields.next()?.parse().ok()?;
     Some(a + b)
+}
+
+/// User plus system CPU ticks of the calling thread.
+pub fn thread_cpu_ticks() -> Result<u64, BenchError> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat")
+        .map_err(|e| BenchError::io("/proc/thread-self/stat", e))?;
+    parse_cpu_ticks(&stat).ok_or_else(|| BenchError::Check("cannot parse /proc/thread-self/stat".into()))
 }
 
 /// User plus system CPU ticks of the children this process has waited for (`cutime + cstime`,

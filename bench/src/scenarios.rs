@@ -74,19 +74,28 @@ impl CpuParts {
     }
 }
 
+/// The process at the user's (or, for terminal output, the producing) end of a transfer.
+enum Tool {
+    /// Runs to completion as our child (`curl`) and is counted when reaped.
+    ReapedChild,
+    /// A running process (`mender-cli port-forward`).
+    Process(Proc),
+    /// A shell with the commands it ran and reaped (`cat`).
+    Shell(Proc),
+}
+
 /// CPU tick counters of every process on a transfer's path, read before and after it.
 struct Meter {
     agent: Proc,
     server: Proc,
     client: Proc,
-    /// `None`: the user tool runs to completion as our child and is counted when reaped.
-    tool: Option<Proc>,
+    tool: Tool,
     driver: Proc,
     start: [u64; 5],
 }
 
 impl Meter {
-    fn start(device: &Device, tool: Option<Proc>) -> Result<Self, BenchError> {
+    fn start(device: &Device, tool: Tool) -> Result<Self, BenchError> {
         let mut m = Meter {
             agent: device.proc(),
             server: Proc::new(device.bed.mock.pid()),
@@ -101,8 +110,9 @@ impl Meter {
 
     fn ticks(&self) -> Result<[u64; 5], BenchError> {
         let tool = match &self.tool {
-            Some(p) => p.cpu_ticks()?,
-            None => reaped_children_ticks()?,
+            Tool::ReapedChild => reaped_children_ticks()?,
+            Tool::Process(p) => p.cpu_ticks()?,
+            Tool::Shell(p) => p.cpu_ticks_with_reaped_children()?,
         };
         Ok([
             self.agent.cpu_ticks()?,
@@ -115,8 +125,13 @@ impl Meter {
 
     /// The throughput of `mib` MiB moved in `secs`, with every process's CPU since the start.
     fn finish(&self, mib: u64, secs: f64) -> Result<Throughput, BenchError> {
+        self.finish_bytes(mib as f64, secs)
+    }
+
+    /// [`Meter::finish`] for a count of MiB that need not be whole.
+    fn finish_bytes(&self, mib: f64, secs: f64) -> Result<Throughput, BenchError> {
         let end = self.ticks()?;
-        let per_mib = |i: usize| end[i].saturating_sub(self.start[i]) as f64 * ms_per_tick() / mib as f64;
+        let per_mib = |i: usize| end[i].saturating_sub(self.start[i]) as f64 * ms_per_tick() / mib;
         let parts = CpuParts {
             agent: per_mib(0),
             server: per_mib(1),
@@ -125,7 +140,7 @@ impl Meter {
             driver: per_mib(4),
         };
         Ok(Throughput {
-            mib_per_s: mib as f64 / secs,
+            mib_per_s: mib / secs,
             cpu_ms_per_mib: parts.agent,
             parts: Some(parts),
         })
@@ -145,6 +160,9 @@ pub struct Results {
     pub threads_idle: Option<u64>,
     /// RSS with `plan.shells` shells open, KiB.
     pub rss_shells_kib: Option<u64>,
+    /// The same `cat` on a bare pty read by a blocking reader, no agent: the floor under
+    /// [`Results::terminal`], measured in the same run.
+    pub pty_floor: Option<Throughput>,
     /// Terminal output relay.
     pub terminal: Option<Throughput>,
     /// RSS after the burst (settled), KiB.
@@ -182,6 +200,9 @@ pub fn run_all(env: &TestEnv, device: &mut Device, plan: &Plan) -> Results {
     settle();
     let burst_file = env.dir().join("burst.txt");
     let made = write_text_file(&burst_file, plan.burst_mib);
+    if made.is_ok() {
+        note(&mut r.errors, "pty floor", crate::ptyfloor::measure(&burst_file), &mut r.pty_floor);
+    }
     match made.and_then(|()| terminal_burst(device, &burst_file)) {
         Ok((t, peak, after)) => {
             r.terminal = Some(t);
@@ -274,32 +295,30 @@ fn write_text_file(path: &Path, mib: u64) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// `cat`s the file in a shell and reads all of it: throughput, agent CPU, peak and settled RSS.
+/// `cat`s the file in a shell and reads all of it: throughput, CPU of every process on the
+/// path (the shell's column holds `cat`), peak and settled RSS.
 fn terminal_burst(device: &Device, file: &Path) -> Result<(Throughput, u64, u64), BenchError> {
     let p = device.proc();
+    let before = p.children();
     let mut t = Terminal::open(device.server(), device.user_token(), device.id())?;
     t.wait_ready(STEP)?;
+    let shell = match p.children().into_iter().find(|c| !before.contains(c)) {
+        Some(pid) => Proc::new(pid),
+        None => return Err(BenchError::Check("the agent started no shell process".into())),
+    };
     p.reset_peak()?;
-    let cpu0 = p.cpu_ticks()?;
+    let meter = Meter::start(device, Tool::Shell(shell))?;
     let start = Instant::now();
     t.type_keys(format!("cat {}; echo BURST-$((40+2))-END\r", file.display()).as_bytes())?;
     let bytes = t.read_until(b"BURST-42-END", STEP)?;
     let secs = start.elapsed().as_secs_f64();
-    let cpu_ms = p.cpu_ticks()?.saturating_sub(cpu0) as f64 * ms_per_tick();
-    let peak = p.memory()?.hwm_kib;
     let mib = bytes as f64 / MIB;
+    let throughput = meter.finish_bytes(mib, secs)?;
+    let peak = p.memory()?.hwm_kib;
     settle();
     let after = p.memory()?.rss_kib;
     t.close();
-    Ok((
-        Throughput {
-            mib_per_s: mib / secs,
-            cpu_ms_per_mib: cpu_ms / mib,
-            parts: None,
-        },
-        peak,
-        after,
-    ))
+    Ok((throughput, peak, after))
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -394,7 +413,7 @@ fn file_transfers(
         device.id()
     );
 
-    let meter = Meter::start(device, None)?;
+    let meter = Meter::start(device, Tool::ReapedChild)?;
     let start = Instant::now();
     let out = Command::new(&curl)
         .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "-H", &auth])
@@ -412,7 +431,7 @@ fn file_transfers(
     settle();
 
     let uploaded = dir.join("uploaded.bin");
-    let meter = Meter::start(device, None)?;
+    let meter = Meter::start(device, Tool::ReapedChild)?;
     let start = Instant::now();
     let out = Command::new(&curl)
         .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "-H", &auth])
@@ -522,7 +541,7 @@ fn port_forward(env: &TestEnv, device: &Device, mib: u64) -> Result<(Throughput,
 
     let tool = Proc::new(forward.id());
     let mut s = connect()?;
-    let meter = Meter::start(device, Some(tool))?;
+    let meter = Meter::start(device, Tool::Process(tool))?;
     let start = Instant::now();
     s.write_all(b"D")
         .map_err(|e| BenchError::io("asking for data", e))?;
@@ -546,7 +565,7 @@ fn port_forward(env: &TestEnv, device: &Device, mib: u64) -> Result<(Throughput,
     let writer = s
         .try_clone()
         .map_err(|e| BenchError::io("cloning the socket", e))?;
-    let meter = Meter::start(device, Some(tool))?;
+    let meter = Meter::start(device, Tool::Process(tool))?;
     let start = Instant::now();
     let sender = std::thread::spawn(move || -> std::io::Result<()> {
         let mut w = writer;

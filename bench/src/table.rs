@@ -135,6 +135,8 @@ impl Report<'_> {
             row(&format!("RSS peak during {} MiB terminal burst", p.burst_mib), "MiB", &|r| r.peak_burst_kib.map(kib_to_mib), Better::Lower, Target::Absolute(2.0), 2),
             row(&format!("RSS after {} MiB terminal burst", p.burst_mib), "MiB", &|r| r.rss_after_burst_kib.map(kib_to_mib), Better::Lower, Target::Absolute(2.0), 2),
             row(&format!("RSS peak, slow reader ({} s)", p.slow_secs), "MiB", &|r| r.peak_slow_reader_kib.map(kib_to_mib), Better::Lower, Target::Absolute(2.0), 2),
+            row("pty alone: the burst's `cat` read by a blocking reader, no agent", "MiB/s", &|r| tp(r.pty_floor), Better::Higher, Target::None, 1),
+            row("pty alone: that reader's CPU", "ms/MiB", &|r| cpu(r.pty_floor), Better::Lower, Target::None, 2),
             row("terminal output throughput", "MiB/s", &|r| tp(r.terminal), Better::Higher, Target::Absolute(80.0), 1),
             row("terminal output agent CPU", "ms/MiB", &|r| cpu(r.terminal), Better::Lower, Target::Absolute(4.0), 2),
             row(&format!("keystroke echo RTT median ({} keys)", p.keystrokes), "ms", &|r| r.echo_ms.map(|e| e.0), Better::Lower, Target::TimesGo(1.0), 2),
@@ -187,12 +189,13 @@ impl Report<'_> {
 pub fn cpu_breakdown(agents: &[(&str, Option<&Results>)]) -> String {
     let mut out = String::from(
         "\nCPU per process, ms per MiB moved (user + system):\n\n\
-         | agent | transfer | MiB/s | agent | mock server | Mender client (proxy) | curl / mender-cli | bench driver | total | cores busy |\n\
+         | agent | transfer | MiB/s | agent | mock server | Mender client (proxy) | curl / mender-cli / shell | bench driver | total | cores busy |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (name, r) in agents {
         let Some(r) = r else { continue };
         let transfers = [
+            ("terminal output", r.terminal),
             ("file download", r.download),
             ("file upload", r.upload),
             ("port forward device→user", r.forward_down),
