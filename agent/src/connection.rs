@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use async_tungstenite::tungstenite::{self, Message};
+use async_tungstenite::tungstenite::{self, Bytes, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_lite::{FutureExt, StreamExt, future};
@@ -437,7 +437,12 @@ pub struct Reader {
 impl Reader {
     /// The next data message (binary or text payload). Pings and pongs only refresh the
     /// deadline (tungstenite queues the pong answer itself).
-    pub async fn next(&mut self) -> Result<Vec<u8>, Ended> {
+    ///
+    /// The payload is a view into tungstenite's read buffer, not a copy: once it is dropped
+    /// (before the next read), the buffer is reused in place, so a message costs no allocation.
+    /// Copying it into a `Vec` cost an allocation and free per message, which musl's allocator
+    /// answered with `mmap`/`munmap` churn on the upload path.
+    pub async fn next(&mut self) -> Result<Bytes, Ended> {
         loop {
             let (inner, deadline) = (&mut self.inner, &mut self.deadline);
             let item = async { Some(inner.next().await) }
@@ -458,8 +463,8 @@ impl Reader {
             self.last_received.mark(now);
             match item {
                 None => return Err(Ended::Closed),
-                Some(Ok(Message::Binary(b))) => return Ok(b.into()),
-                Some(Ok(Message::Text(t))) => return Ok(t.as_bytes().to_vec()),
+                Some(Ok(Message::Binary(b))) => return Ok(b),
+                Some(Ok(Message::Text(t))) => return Ok(t.into()),
                 Some(Ok(Message::Close(_))) => return Err(Ended::Closed),
                 // A keep-alive answer comes while the link is otherwise idle, when the deadline
                 // would be the next thing to wake the daemon: move it now, while awake anyway.

@@ -183,7 +183,7 @@ enum Event {
     /// Connected and nothing open for [`RELEASE_AFTER`].
     Release,
     Dialed(Result<Box<Socket>, ConnectError>),
-    Received(Result<Vec<u8>, Ended>),
+    Received(Result<async_tungstenite::tungstenite::Bytes, Ended>),
     WriterEnded(Result<(), Ended>),
     /// A request from the control socket (`mender-connect status`, `sessions kill`).
     Control(crate::control::server::Ask),
