@@ -28,7 +28,7 @@ use mender_connect_core::filetransfer::{
 use mender_connect_core::msgpack::Int;
 use mender_connect_core::rate::RateCounters;
 use mender_connect_core::transfer::{CHUNK_SIZE, ChunkOutcome, DownloadWindow, UploadState};
-use mender_connect_core::{Frame, MAX_FRAME_LEN};
+use mender_connect_core::Frame;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use smol::Task;
@@ -154,7 +154,7 @@ impl Settings {
 }
 
 fn encode(f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>) -> Option<Vec<u8>> {
-    encode_within(MAX_FRAME_LEN, f)
+    crate::outframe::encode("file transfer", f)
 }
 
 /// Room for a frame's header and props next to its body and session id: a `file_chunk`'s map,
@@ -174,17 +174,7 @@ fn encode_within(
     cap: usize,
     f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>,
 ) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; cap];
-    match f(&mut buf) {
-        Ok(n) => {
-            buf.truncate(n);
-            Some(buf)
-        }
-        Err(e) => {
-            log::warn!("file transfer: cannot encode frame: {e}");
-            None
-        }
-    }
+    crate::outframe::encode_within("file transfer", cap, f)
 }
 
 fn error_reply(request: &Frame<'_>, text: &str) -> Option<Vec<u8>> {

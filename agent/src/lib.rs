@@ -20,6 +20,7 @@ pub mod features;
 pub mod filetransfer;
 pub mod logging;
 pub mod menderclient;
+pub mod outframe;
 pub mod portforward;
 pub mod pty;
 pub mod router;

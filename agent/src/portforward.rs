@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use mender_connect_core::portforward::{self as pf, PortForwardMessage, Protocol};
-use mender_connect_core::{Frame, MAX_FRAME_LEN};
+use mender_connect_core::Frame;
 use smol::Task;
 use smol::net::{TcpStream, UdpSocket};
 
@@ -69,7 +69,7 @@ impl Default for Settings {
 }
 
 fn encode(f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>) -> Option<Vec<u8>> {
-    encode_within(MAX_FRAME_LEN, f)
+    crate::outframe::encode("port forward", f)
 }
 
 /// [`encode`] into a buffer of `cap` bytes, for `forward` frames sized to their data.
@@ -77,17 +77,7 @@ fn encode_within(
     cap: usize,
     f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>,
 ) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; cap];
-    match f(&mut buf) {
-        Ok(n) => {
-            buf.truncate(n);
-            Some(buf)
-        }
-        Err(e) => {
-            log::warn!("port forward: cannot encode frame: {e}");
-            None
-        }
-    }
+    crate::outframe::encode_within("port forward", cap, f)
 }
 
 fn error_frame(sid: &str, typ: &str, text: &str) -> Option<Vec<u8>> {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use mender_connect_core::control::{self, Accept, ControlError, ControlMessage, PROTOCOL_VERSION};
 use mender_connect_core::shell::ShellMessage;
-use mender_connect_core::{Frame, MAX_FRAME_LEN, Proto};
+use mender_connect_core::{Frame, Proto};
 
 use crate::shell::{Action, Shells};
 
@@ -103,17 +103,7 @@ pub struct Router {
 }
 
 fn encode(f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; MAX_FRAME_LEN];
-    match f(&mut buf) {
-        Ok(n) => {
-            buf.truncate(n);
-            Some(buf)
-        }
-        Err(e) => {
-            log::warn!("cannot encode reply: {e}");
-            None
-        }
-    }
+    crate::outframe::encode("reply", f)
 }
 
 fn error_frame(sid: &str, err: &ControlError<'_>) -> Option<Vec<u8>> {
