@@ -1,6 +1,7 @@
 //! Bounded polling. Timeouts here are failure bounds only: they are generous because the test machine
 //! is shared and loaded, and no test asserts on how long anything took.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::Error;
@@ -29,4 +30,15 @@ pub fn until<T>(
         }
         std::thread::sleep(interval);
     }
+}
+
+/// Waits (bounded) for an uploaded file to appear after the server's 201: the Go reference acks
+/// the final chunk, and so lets the server answer, before it renames the upload into place.
+pub fn for_upload(path: &Path) -> Result<(), Error> {
+    until(
+        &format!("{} to appear after the 201", path.display()),
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || Ok(path.exists().then_some(())),
+    )
 }

@@ -89,17 +89,6 @@ fn symlinked_chroot(env: &TestEnv) -> Result<PathBuf, Error> {
     Ok(chroot)
 }
 
-/// Waits (bounded) for an uploaded file to appear: the Go reference acks the final chunk, and so
-/// lets the server answer 201, before it renames the upload into place.
-fn wait_for_file(path: &Path) -> Result<(), Error> {
-    mender_connect_interop::wait::until(
-        &format!("{} to appear after the 201", path.display()),
-        std::time::Duration::from_secs(10),
-        std::time::Duration::from_millis(50),
-        || Ok(path.exists().then_some(())),
-    )
-}
-
 /// One case on a fresh device: mock, client, agent with `limits`; passes if `body` does and the
 /// agent is still running afterwards.
 fn run_case(
@@ -189,7 +178,7 @@ fn upload_and_download_ok(kind: AgentKind) -> Result<(), Error> {
         let fields = UploadFields { path: &path, mode: Some("600"), uid: Some(&uid_s), gid: Some(&gid_s) };
         let up = dc.upload(&fields, &mut content.as_slice())?;
         check(up.status == 201, "upload status 201", &up)?;
-        wait_for_file(Path::new(&path))?;
+        mender_connect_interop::wait::for_upload(Path::new(&path))?;
         let r = dc.download(&path)?;
         check(r.status == 200, "download status 200", &r)?;
         check(
@@ -264,7 +253,7 @@ fn upload_limits_ok(kind: AgentKind) -> Result<(), Error> {
     let content = random_bytes(16)?;
     let r = dc.upload(&UploadFields::new(&path_str(&target)), &mut content.as_slice())?;
     check(r.status == 201, "status 201", &r)?;
-    wait_for_file(&target)?;
+    mender_connect_interop::wait::for_upload(&target)?;
     let written = std::fs::read(&target).map_err(|e| Error::io("reading the upload", e))?;
     ensure(written == content, "uploaded content differs")?;
     finish(&env, &mut bed)
@@ -367,7 +356,7 @@ fn upload_limits_preserve_modes(kind: AgentKind, allow_suid: bool) -> Result<(),
     let fields = UploadFields { mode: Some("4711"), ..UploadFields::new(&target_s) };
     let r = dc.upload(&fields, &mut content.as_slice())?;
     check(r.status == 201, "status 201", &r)?;
-    wait_for_file(&target)?;
+    mender_connect_interop::wait::for_upload(&target)?;
     let mode = std::fs::symlink_metadata(&target).map(|m| m.mode());
     ensure(
         mode.as_ref().is_ok_and(|m| m & 0o170000 == 0o100000 && m & 0o7777 == 0o4711),
@@ -427,7 +416,7 @@ fn upload_limits_preserve_owner_and_group(kind: AgentKind) -> Result<(), Error> 
     let fields = UploadFields { uid: Some(&uid_s), gid: Some(&gid_s), ..UploadFields::new(&target_s) };
     let r = dc.upload(&fields, &mut content.as_slice())?;
     check(r.status == 201, "status 201", &r)?;
-    wait_for_file(&target)?;
+    mender_connect_interop::wait::for_upload(&target)?;
     let meta = std::fs::symlink_metadata(&target).map_err(|e| Error::io("stat the upload", e))?;
     ensure(
         (meta.uid(), meta.gid()) == (uid, gid),
@@ -616,7 +605,7 @@ fn filetransfer_cli(kind: AgentKind) -> Result<(), Error> {
     let dev = &bed.device_id;
     let up = cli.cp(&env, &path_str(&original), &format!("{dev}:{}", remote.display()))?;
     ensure(up.status.success(), format!("cp up: {}", up.output_without_harness()))?;
-    wait_for_file(&remote)?;
+    mender_connect_interop::wait::for_upload(&remote)?;
     let back = local.join("random.bin.download");
     let down = cli.cp(&env, &format!("{dev}:{}", remote.display()), &path_str(&back))?;
     ensure(down.status.success(), format!("cp down: {}", down.output_without_harness()))?;

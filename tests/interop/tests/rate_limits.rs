@@ -88,6 +88,7 @@ fn rx(kind: AgentKind, limit: u64) -> Result<String, Error> {
         format!("{name}: cut as expected (client sent {sent} bytes over {:.0} s)", elapsed.as_secs_f64())
     } else {
         ensure(r.status == 201, format!("below the limit: expected 201, got {} {:?}", r.status, r.text()))?;
+        mender_connect_interop::wait::for_upload(&target)?;
         let written = std::fs::read(&target).map_err(|e| Error::io("reading the upload", e))?;
         let mut expected = Vec::new();
         std::io::Read::read_to_end(&mut Paced::new(total, u64::MAX), &mut expected)
