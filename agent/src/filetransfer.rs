@@ -154,7 +154,7 @@ impl Settings {
 }
 
 fn encode(f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>) -> Option<Vec<u8>> {
-    crate::outframe::encode("file transfer", f)
+    crate::outframe::encode(&"file transfer", f)
 }
 
 /// Room for a frame's header and props next to its body and session id: a `file_chunk`'s map,
@@ -174,7 +174,7 @@ fn encode_within(
     cap: usize,
     f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>,
 ) -> Option<Vec<u8>> {
-    crate::outframe::encode_within("file transfer", cap, f)
+    crate::outframe::encode_within(&"file transfer", cap, f)
 }
 
 fn error_reply(request: &Frame<'_>, text: &str) -> Option<Vec<u8>> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures_lite::FutureExt;
 use mender_connect_core::menderclient::{self as mc, MenderClientMessage};
-use mender_connect_core::{Frame, MAX_FRAME_LEN};
+use mender_connect_core::Frame;
 
 use crate::router::SessionHandler;
 
@@ -39,17 +39,7 @@ impl Default for Settings {
 
 fn encode(request: &[u8], error: Option<&str>) -> Option<Vec<u8>> {
     let frame = Frame::decode(request).ok()?;
-    let mut buf = vec![0u8; MAX_FRAME_LEN];
-    match mc::encode_reply(&mut buf, &frame, error) {
-        Ok(n) => {
-            buf.truncate(n);
-            Some(buf)
-        }
-        Err(e) => {
-            log::warn!("mender-client: cannot encode reply: {e}");
-            None
-        }
-    }
+    crate::outframe::encode(&"mender-client reply", |b| mc::encode_reply(b, &frame, error))
 }
 
 /// Runs `command` with the first existing candidate; the error text is the reference's.
@@ -106,9 +96,7 @@ impl MenderClient {
 
 impl SessionHandler for MenderClient {
     fn serve(&mut self, _sid: &str, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>) {
-        let mut request = vec![0u8; MAX_FRAME_LEN];
-        let Ok(n) = frame.encode(&mut request) else { return };
-        request.truncate(n);
+        let Some(request) = crate::outframe::encode(&"mender-client request copy", |b| frame.encode(b)) else { return };
         let command = match MenderClientMessage::from_frame(frame) {
             Ok(m) => m.command(),
             Err(_) => None,

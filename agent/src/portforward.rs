@@ -69,7 +69,7 @@ impl Default for Settings {
 }
 
 fn encode(f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>) -> Option<Vec<u8>> {
-    crate::outframe::encode("port forward", f)
+    crate::outframe::encode(&"port forward", f)
 }
 
 /// [`encode`] into a buffer of `cap` bytes, for `forward` frames sized to their data.
@@ -77,7 +77,7 @@ fn encode_within(
     cap: usize,
     f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>,
 ) -> Option<Vec<u8>> {
-    crate::outframe::encode_within("port forward", cap, f)
+    crate::outframe::encode_within(&"port forward", cap, f)
 }
 
 fn error_frame(sid: &str, typ: &str, text: &str) -> Option<Vec<u8>> {

@@ -103,7 +103,7 @@ pub struct Router {
 }
 
 fn encode(f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>) -> Option<Vec<u8>> {
-    crate::outframe::encode("reply", f)
+    crate::outframe::encode(&"reply", f)
 }
 
 fn error_frame(sid: &str, err: &ControlError<'_>) -> Option<Vec<u8>> {

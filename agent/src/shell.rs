@@ -151,17 +151,10 @@ pub struct Shells {
 /// Encodes a shell frame with a status; frames that cannot be encoded (absurd sid) are dropped.
 pub fn frame(typ: &str, sid: &str, status: Status, body: &[u8]) -> Option<Vec<u8>> {
     // Header room as in `chunk_len`; a keystroke echo then zeroes ~200 bytes, not 8 KiB.
-    let mut buf = vec![0u8; body.len() + sid.len() + typ.len() + 128];
-    match proto::encode_with_status(&mut buf, typ, sid, status, body) {
-        Ok(n) => {
-            buf.truncate(n);
-            Some(buf)
-        }
-        Err(e) => {
-            log::warn!("cannot encode shell {typ} frame for session {sid:?}: {e}");
-            None
-        }
-    }
+    let cap = body.len() + sid.len() + typ.len() + 128;
+    crate::outframe::encode_within(&format_args!("shell {typ} frame for session {sid:?}"), cap, |b| {
+        proto::encode_with_status(b, typ, sid, status, body)
+    })
 }
 
 fn reply(typ: &str, sid: &str, result: Result<&[u8], &str>) -> Vec<Action> {
