@@ -295,13 +295,14 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
 
     log::info!("mender-connect daemon starting; protocols {:?}", router.protocols());
     loop {
-        link_stats.observe(link_state(&link), Instant::now());
+        let turn = Instant::now();
+        link_stats.observe(link_state(&link), turn);
         // Nothing to expire, ping or reap: no tick. A session opened while idle finds `next_tick`
         // in the past on the next turn, so it ticks at once and re-arms every second.
         let busy = !shells.is_empty() || router.has_sessions();
         let ticking = busy || orphaned_since.is_some();
         if busy {
-            release_at = Some(Instant::now() + RELEASE_AFTER);
+            release_at = Some(turn + RELEASE_AFTER);
         }
         let release_due = release_at.filter(|_| !busy && matches!(link, Link::Up { .. }));
         let ev = {
