@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::protocol::{
     self, Direction, ErrorKind, FrameError, MAX_RESPONSE, PROTOCOL_VERSION, Request, Response, Session, Status,
 };
-use super::snapshot::{human_duration, iso_time, link_name};
+use super::snapshot::{human_duration, iso_time, link_name, Hundredths};
 
 /// How long the CLI waits for the daemon.
 const WAIT: Duration = Duration::from_secs(15);
@@ -112,13 +112,16 @@ fn bytes(n: u64) -> String {
     if n < 1024 {
         return format!("{n} B");
     }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
+    // Tenths of the largest unit that keeps the value under 1024, rounded half up; integers
+    // rather than an f64 (see `Hundredths`).
+    let n = u128::from(n);
+    let (mut unit, mut div) = (0, 1024u128);
+    while n >= div * 1024 && unit + 1 < UNITS.len() {
+        div *= 1024;
         unit += 1;
     }
-    format!("{v:.1} {}", UNITS[unit])
+    let tenths = (n * 10 + div / 2) / div;
+    format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
 }
 
 /// The sessions table.
@@ -217,15 +220,15 @@ pub fn render(s: &Status) -> String {
         Some(ft) => {
             let max = |m: Option<u64>| m.map_or("unlimited".to_owned(), |v| format!("limit {v}"));
             out.push_str(&format!(
-                "  file transfer tx: {} total, 1m average {:.2} ({})\n",
+                "  file transfer tx: {} total, 1m average {} ({})\n",
                 bytes(ft.tx_bytes),
-                ft.tx_avg_1m,
+                Hundredths(ft.tx_avg_1m),
                 max(ft.max_tx_per_minute)
             ));
             out.push_str(&format!(
-                "  file transfer rx: {} total, 1m average {:.2} ({})\n",
+                "  file transfer rx: {} total, 1m average {} ({})\n",
                 bytes(ft.rx_bytes),
-                ft.rx_avg_1m,
+                Hundredths(ft.rx_avg_1m),
                 max(ft.max_rx_per_minute)
             ));
         }
@@ -293,5 +296,23 @@ pub fn kill_command(path: &Path, id: &str, json: bool) -> i32 {
             1
         }
         Err(e) => report(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bytes;
+
+    #[test]
+    fn byte_counts_read_as_tenths_of_binary_units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1024), "1.0 KiB");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(1024 * 1024 - 1), "1024.0 KiB");
+        assert_eq!(bytes(1024 * 1024), "1.0 MiB");
+        assert_eq!(bytes(100 * 1024 * 1024 + 52_429), "100.1 MiB");
+        assert_eq!(bytes(5 << 40), "5.0 TiB");
+        assert_eq!(bytes(u64::MAX), "16777216.0 TiB");
     }
 }

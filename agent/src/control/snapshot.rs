@@ -1,6 +1,7 @@
 //! Building a [`Status`] from the daemon's state (only when a client or SIGUSR1 asks), the
 //! connection bookkeeping the event loop keeps for it, and the SIGUSR1 log dump.
 
+use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
 use mender_connect_core::Proto;
@@ -258,7 +259,7 @@ pub fn log_dump(status: &Status, expiry: Expiry, shell_command: &str) {
         .as_ref()
         .map_or((0, 0, 0.0, 0.0), |c| (c.tx_bytes, c.rx_bytes, c.tx_avg_1m, c.rx_avg_1m));
     log::info!("   total: tx/rx {tx}/{rx}");
-    log::info!("   1m: tx rx {tx1:.2} {rx1:.2} (w)");
+    log::info!("   1m: tx rx {} {} (w)", Hundredths(tx1), Hundredths(rx1));
     let c = &status.connection;
     log::info!(
         "  connection: {} since {} server:{} reconnect attempts:{} last error:{}",
@@ -306,6 +307,18 @@ pub const fn link_name(state: LinkState) -> &'static str {
         LinkState::Connecting => "connecting",
         LinkState::Connected => "connected",
         LinkState::WaitingToReconnect => "waiting to reconnect",
+    }
+}
+
+/// A non-negative rate with two decimals, as Go's `%.2f`. Integer arithmetic: formatting an
+/// `f64` links core's float printer (~8 KB) for these two numbers alone (docs/binary-size.md).
+pub struct Hundredths(pub f64);
+
+impl fmt::Display for Hundredths {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `as` saturates (NaN and negatives to 0); the averages are byte rates, far below 2^64/100.
+        let h = (self.0 * 100.0 + 0.5) as u64;
+        write!(f, "{}.{:02}", h / 100, h % 100)
     }
 }
 
@@ -380,6 +393,12 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(human_duration(7), "7s");
+        assert_eq!(Hundredths(0.0).to_string(), "0.00");
+        assert_eq!(Hundredths(1234.5678).to_string(), "1234.57");
+        assert_eq!(Hundredths(0.004).to_string(), "0.00");
+        assert_eq!(Hundredths(0.005).to_string(), "0.01");
+        assert_eq!(Hundredths(99.999).to_string(), "100.00");
+        assert_eq!(Hundredths(f64::NAN).to_string(), "0.00");
         assert_eq!(human_duration(306), "5m06s");
         assert_eq!(human_duration(3 * 3600 + 240), "3h04m");
         assert_eq!(human_duration(86_400 + 7200), "1d02h");
