@@ -156,6 +156,8 @@ pub struct Results {
     pub rss_idle_anon_kib: Option<u64>,
     /// Voluntary context switches per minute while connected and idle.
     pub wakeups_per_min: Option<f64>,
+    /// RSS at the end of that idle window (after the keep-alives in it), KiB.
+    pub rss_idle_end_kib: Option<u64>,
     /// Threads while idle.
     pub threads_idle: Option<u64>,
     /// RSS with `plan.shells` shells open, KiB.
@@ -196,6 +198,7 @@ pub fn run_all(env: &TestEnv, device: &mut Device, plan: &Plan) -> Results {
     eprintln!("[bench] idle RSS parts: {}", p.rss_parts());
     note(&mut r.errors, "threads", p.threads(), &mut r.threads_idle);
     note(&mut r.errors, "idle wake-ups", idle_wakeups(&p, plan.idle_secs), &mut r.wakeups_per_min);
+    note(&mut r.errors, "idle RSS at the end of the idle window", p.memory().map(|m| m.rss_kib), &mut r.rss_idle_end_kib);
     note(&mut r.errors, "open shells", open_shells(device, plan.shells), &mut r.rss_shells_kib);
     settle();
     let burst_file = env.dir().join("burst.txt");

@@ -130,6 +130,7 @@ impl Report<'_> {
             },
             row("RSS idle, connected", "MiB", &|r| r.rss_idle_kib.map(kib_to_mib), Better::Lower, Target::Absolute(1.5), 2),
             row("RSS idle, anonymous (RssAnon)", "MiB", &|r| r.rss_idle_anon_kib.map(kib_to_mib), Better::Lower, Target::None, 2),
+            row(&format!("RSS idle, after {} s idle (keep-alives)", p.idle_secs), "MiB", &|r| r.rss_idle_end_kib.map(kib_to_mib), Better::Lower, Target::Absolute(1.5), 2),
             row("threads idle", "", &|r| r.threads_idle.map(|t| t as f64), Better::Lower, Target::None, 0),
             row(&format!("RSS with {} open shells", p.shells), "MiB", &|r| r.rss_shells_kib.map(kib_to_mib), Better::Lower, Target::None, 2),
             row(&format!("RSS peak during {} MiB terminal burst", p.burst_mib), "MiB", &|r| r.peak_burst_kib.map(kib_to_mib), Better::Lower, Target::Absolute(2.0), 2),
