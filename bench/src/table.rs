@@ -96,6 +96,8 @@ fn kib_to_mib(kib: u64) -> f64 {
 impl Report<'_> {
     fn rows(&self) -> Vec<Row> {
         let size = |f: Option<&Footprint>| f.map(|f| mib(f.total()));
+        // The issue states the size target in MB; both readings are shown, neither hidden.
+        let size_mb = |f: Option<&Footprint>| f.map(|f| f.total() as f64 / 1e6);
         let field = |r: Option<&Results>, get: &dyn Fn(&Results) -> Option<f64>| r.and_then(get);
         let (go, rust, p) = (self.go, self.rust, self.plan);
         let row = |name: &str, unit, get: &dyn Fn(&Results) -> Option<f64>, better, target, digits| Row {
@@ -115,6 +117,15 @@ impl Report<'_> {
                 unit: "MiB",
                 go: size(self.go_size),
                 rust: size(self.rust_size),
+                better: Better::Lower,
+                target: Target::Absolute(1.5),
+                digits: 2,
+            },
+            Row {
+                name: "on-device size x86_64, decimal megabytes".into(),
+                unit: "MB",
+                go: size_mb(self.go_size),
+                rust: size_mb(self.rust_size),
                 better: Better::Lower,
                 target: Target::Absolute(1.5),
                 digits: 2,
