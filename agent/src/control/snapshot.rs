@@ -310,8 +310,9 @@ pub const fn link_name(state: LinkState) -> &'static str {
     }
 }
 
-/// A non-negative rate with two decimals, as Go's `%.2f`. Integer arithmetic: formatting an
-/// `f64` links core's float printer (~8 KB) for these two numbers alone (docs/binary-size.md).
+/// A non-negative rate with two decimals, like Go's `%.2f` (halves round up here, to even
+/// there). Integer arithmetic: formatting an `f64` links core's float printer (~8 KB) for these
+/// two numbers alone (docs/binary-size.md).
 pub struct Hundredths(pub f64);
 
 impl fmt::Display for Hundredths {
@@ -391,14 +392,19 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(human_duration(7), "7s");
+    fn rates_read_as_hundredths() {
         assert_eq!(Hundredths(0.0).to_string(), "0.00");
         assert_eq!(Hundredths(1234.5678).to_string(), "1234.57");
         assert_eq!(Hundredths(0.004).to_string(), "0.00");
         assert_eq!(Hundredths(0.005).to_string(), "0.01");
         assert_eq!(Hundredths(99.999).to_string(), "100.00");
         assert_eq!(Hundredths(f64::NAN).to_string(), "0.00");
+        assert_eq!(Hundredths(-3.0).to_string(), "0.00");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration(7), "7s");
         assert_eq!(human_duration(306), "5m06s");
         assert_eq!(human_duration(3 * 3600 + 240), "3h04m");
         assert_eq!(human_duration(86_400 + 7200), "1d02h");
