@@ -134,7 +134,8 @@ mod imp {
     use dbus::channel::Channel;
     use dbus::message::{MatchRule, MessageType};
     use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-    use std::sync::mpsc;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
 
@@ -155,15 +156,18 @@ mod imp {
     };
     const REFETCH_MAX: Duration = Duration::from_secs(600);
 
-    enum Command {
-        Fetch,
-        Stop,
+    /// What the daemon asks of the D-Bus thread; set, then the thread is woken through the pipe.
+    /// Flags rather than a queue: a second fetch before the first was seen asks for nothing more.
+    #[derive(Default)]
+    struct Commands {
+        fetch: AtomicBool,
+        stop: AtomicBool,
     }
 
     /// The running auth client; dropping it stops the D-Bus thread.
     pub struct AuthHandle {
         credentials: async_channel::Receiver<Credentials>,
-        commands: mpsc::Sender<Command>,
+        commands: Arc<Commands>,
         wake: OwnedFd,
         thread: Option<JoinHandle<()>>,
     }
@@ -185,9 +189,8 @@ mod imp {
         /// Asks the auth service for a new token (e.g. after the server answered 401); the result
         /// arrives on the credentials stream.
         pub fn fetch(&self) {
-            if self.commands.send(Command::Fetch).is_ok() {
-                self.wake();
-            }
+            self.commands.fetch.store(true, Ordering::Release);
+            self.wake();
         }
 
         fn wake(&self) {
@@ -197,7 +200,7 @@ mod imp {
 
     impl Drop for AuthHandle {
         fn drop(&mut self) {
-            let _ = self.commands.send(Command::Stop);
+            self.commands.stop.store(true, Ordering::Release);
             self.wake();
             if let Some(t) = self.thread.take() {
                 let _ = t.join();
@@ -211,7 +214,7 @@ mod imp {
     pub fn spawn(bus: Option<String>) -> Result<AuthHandle, AuthError> {
         let conn = connect(bus.as_deref())?;
         let (tx, rx) = async_channel::unbounded();
-        let (cmd_tx, cmd_rx) = mpsc::channel();
+        let commands = Arc::new(Commands::default());
         let (wake_rx, wake_tx) = rustix::pipe::pipe_with(
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
         )
@@ -220,7 +223,7 @@ mod imp {
             bus,
             conn: Some(conn),
             out: tx,
-            commands: cmd_rx,
+            commands: Arc::clone(&commands),
             wake: wake_rx,
             need_get: true,
             need_fetch: false,
@@ -235,7 +238,7 @@ mod imp {
             .map_err(AuthError::Thread)?;
         Ok(AuthHandle {
             credentials: rx,
-            commands: cmd_tx,
+            commands,
             wake: wake_tx,
             thread: Some(thread),
         })
@@ -276,7 +279,7 @@ mod imp {
         bus: Option<String>,
         conn: Option<Connection>,
         out: async_channel::Sender<Credentials>,
-        commands: mpsc::Receiver<Command>,
+        commands: Arc<Commands>,
         wake: OwnedFd,
         /// Read the current token (at start, after a service or bus restart).
         need_get: bool,
@@ -337,16 +340,14 @@ mod imp {
         fn handle_commands(&mut self) -> bool {
             let mut drain = [0u8; 64];
             while matches!(rustix::io::read(&self.wake, &mut drain), Ok(n) if n > 0) {}
-            loop {
-                match self.commands.try_recv() {
-                    Ok(Command::Fetch) => {
-                        self.need_fetch = true;
-                        self.retry_at = None;
-                    }
-                    Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
-                    Err(mpsc::TryRecvError::Empty) => return true,
-                }
+            if self.commands.stop.load(Ordering::Acquire) {
+                return false;
             }
+            if self.commands.fetch.swap(false, Ordering::AcqRel) {
+                self.need_fetch = true;
+                self.retry_at = None;
+            }
+            true
         }
 
         /// Waits for bus traffic, a command or the retry deadline. Returns false when asked to stop.
