@@ -8,9 +8,8 @@
 //! never blocks the daemon.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures_lite::FutureExt;
 use mender_connect_core::menderclient::{self as mc, MenderClientMessage};
 use mender_connect_core::Frame;
 
@@ -49,30 +48,70 @@ pub async fn run(settings: &Settings, command: &str) -> Result<(), String> {
         return Err(format!("Cannot find Mender client binary, tried [{}]", tried.join(" ")));
     };
     log::info!("mender-client: running {} {command}", binary.display());
-    let mut child = smol::process::Command::new(binary)
+    let child = std::process::Command::new(binary)
         .arg(command)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("fork/exec {}: {}", binary.display(), go_io_text(&e)))?;
-    let status = async { child.status().await.map(Some) }
-        .or(async {
-            smol::Timer::after(settings.timeout).await;
-            Ok(None)
-        })
-        .await
-        .map_err(|e| go_io_text(&e))?;
-    match status {
-        None => Err(format!("{} {command}: timed out after {:?}", binary.display(), settings.timeout)),
-        Some(s) if s.success() => Ok(()),
+    let mut child = Running(Some(child));
+    let deadline = Instant::now() + settings.timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| go_io_text(&e))? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{} {command}: timed out after {:?}", binary.display(), settings.timeout));
+        }
+        smol::Timer::after(POLL).await;
+    };
+    match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        _ if status.success() => Ok(()),
         // Go's *exec.ExitError texts.
-        Some(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
-            (Some(c), _) => Err(format!("exit status {c}")),
-            (None, Some(sig)) => Err(format!("signal: {sig}")),
-            _ => Err("exit status unknown".into()),
-        },
+        (Some(c), _) => Err(format!("exit status {c}")),
+        (None, Some(sig)) => Err(format!("signal: {sig}")),
+        _ => Err("exit status unknown".into()),
+    }
+}
+
+/// How often a running client command is checked for its end. Polled like the shells' reaping
+/// (`shell.rs`) rather than through async-process, whose reaper and driver would be linked for
+/// this one caller; the commands take seconds, so the reply's extra delay does not matter.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A started client command; killed and reaped if it is dropped while running (timeout, or the
+/// daemon ending).
+struct Running(Option<std::process::Child>);
+
+impl Running {
+    /// The exit status once it ended (then it is reaped).
+    fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        let Some(child) = &mut self.0 else { return Ok(None) };
+        let status = child.try_wait()?;
+        if status.is_some() {
+            self.0 = None;
+        }
+        Ok(status)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            // SIGKILL ends it at once; reaping on a task keeps a child stuck in the kernel from
+            // holding up the executor.
+            crate::runtime::spawn(async move {
+                for _ in 0..600 {
+                    if !matches!(child.try_wait(), Ok(None)) {
+                        return;
+                    }
+                    smol::Timer::after(POLL).await;
+                }
+            })
+            .detach();
+        }
     }
 }
 

@@ -87,3 +87,35 @@ fn failures_have_reference_texts() {
     let (typ, status, body) = ask(Settings::default(), "reboot");
     assert_eq!((typ.as_str(), status, body.as_str()), ("reboot", 2, "unknown message type"));
 }
+
+#[test]
+fn a_hanging_client_times_out_and_is_killed_and_reaped() {
+    let d = dir("hang");
+    let pid_file = d.0.join("pid");
+    let p = d.0.join("mender");
+    std::fs::write(&p, format!("#!/bin/sh\necho $$ > '{}'\nexec sleep 30\n", pid_file.display())).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let settings = Settings { candidates: vec![p.clone()], timeout: Duration::from_millis(300) };
+    let (_, status, body) = ask(settings, mc::CHECK_UPDATE);
+    assert_eq!((status, body), (2, format!("{} check-update: timed out after 300ms", p.display())));
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    // Gone from /proc only once killed and reaped (a zombie keeps its entry).
+    let proc_dir = PathBuf::from(format!("/proc/{}", pid.trim()));
+    for _ in 0..100 {
+        if !proc_dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the client {} still exists 5 s after its timeout", pid.trim());
+}
+
+#[test]
+fn a_client_ended_by_a_signal_is_named() {
+    let d = dir("signal");
+    let p = d.0.join("mender");
+    std::fs::write(&p, "#!/bin/sh\nkill -TERM $$\nsleep 5\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_, status, body) = ask(Settings { candidates: vec![p], ..Settings::default() }, mc::SEND_INVENTORY);
+    assert_eq!((status, body.as_str()), (2, "signal: 15"));
+}
