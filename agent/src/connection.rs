@@ -27,6 +27,7 @@ use smol::net::TcpStream;
 pub mod b64;
 pub mod handshake;
 pub mod proxy;
+pub mod provider;
 pub mod roots;
 
 /// Path of the device endpoint (reference `config.DefaultDeviceConnectPath`).
@@ -262,7 +263,7 @@ pub fn client_config(options: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, 
             return Err(bad("no certificate could be parsed".into()));
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(provider::provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;

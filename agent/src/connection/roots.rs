@@ -124,13 +124,23 @@ fn with_extra(extra: &[TrustAnchor<'static>]) -> Arc<RootCertStore> {
 }
 
 /// What the websocket's TLS trusts. The handshake signatures are always checked.
-#[derive(Debug)]
 pub struct Verifier {
     trust: Trust,
     provider: Arc<CryptoProvider>,
 }
 
-#[derive(Debug)]
+/// rustls requires `Debug` of a verifier; a derived one would print the whole crypto provider
+/// and link the `Debug` of its suite, group and scheme types (~1.3 KB) for a text nobody reads.
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let trust = match &self.trust {
+            Trust::Any => "any certificate (SkipVerify)",
+            Trust::Roots { .. } => "system roots and ServerCertificate",
+        };
+        f.debug_struct("Verifier").field("trust", &trust).finish_non_exhaustive()
+    }
+}
+
 enum Trust {
     /// `SkipVerify`: any certificate (insecure; for bring-up only).
     Any,
@@ -284,7 +294,7 @@ mod tests {
              openssl x509 -req -in leaf.csr -CA inter.crt -CAkey inter.key -CAcreateserial -days 2 \
                -extfile leaf.cnf -out leaf.crt\n",
         );
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(super::super::provider::provider());
         let trusting = |ca: &str| {
             let mut extra = RootCertStore::empty();
             extra.add(der(&dir.join(ca))).unwrap();
