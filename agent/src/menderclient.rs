@@ -85,14 +85,15 @@ const POLL: Duration = Duration::from_millis(50);
 struct Running(Option<std::process::Child>);
 
 impl Running {
-    /// The exit status once it ended (then it is reaped).
+    /// The exit status once it ended (then it is reaped). After an error the child is let go
+    /// unkilled: `waitpid` failing means it is no longer ours to wait for, so its pid may be reused.
     fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
         let Some(child) = &mut self.0 else { return Ok(None) };
-        let status = child.try_wait()?;
-        if status.is_some() {
+        let status = child.try_wait();
+        if !matches!(status, Ok(None)) {
             self.0 = None;
         }
-        Ok(status)
+        status
     }
 }
 
