@@ -311,7 +311,7 @@ pub const fn link_name(state: LinkState) -> &'static str {
 }
 
 /// A non-negative rate with two decimals, like Go's `%.2f` (halves round up here, to even
-/// there). Integer arithmetic: formatting an `f64` links core's float printer (~8 KB) for these
+/// there). Integer arithmetic: formatting an `f64` links core's float printer (~6 KB) for these
 /// two numbers alone (docs/binary-size.md).
 pub struct Hundredths(pub f64);
 
