@@ -1,13 +1,20 @@
 //! Device token and server URL from `io.mender.AuthenticationManager` on the system D-Bus.
 //!
 //! libdbus is blocking, so it lives on a thread of its own; the async side gets a channel of
-//! [`Credentials`] (the current ones first, then one item per `JwtTokenStateChange` signal) and can
-//! ask for a new token with [`AuthHandle::fetch`].
+//! [`Update`]s (the current credentials first, then one item per `JwtTokenStateChange` signal, per
+//! re-read, and a revocation when the service leaves) and can ask for a new token with
+//! [`AuthHandle::fetch`] or for the current one with [`AuthHandle::reread`].
+//!
+//! Trust: on a system bus any local user may send a signal, to everyone or straight to this
+//! connection, and match rules only filter broadcasts. So the thread tracks which unique name owns
+//! the service name (`GetNameOwner`, then `NameOwnerChanged`, believed only from the bus itself),
+//! believes `JwtTokenStateChange` only from that owner at its object path, and calls methods on
+//! that unique name so that answers can only come from it. When the owner leaves, everything it
+//! handed out is revoked: its local proxy port is free for any local user to bind.
 //!
 //! Behaviour the peers need (Mender client 3.x `mender daemon`, 4.x/5.x `mender-auth daemon`):
 //! - the signal match is added before `GetJwtToken` is called, so a change between the two is not
 //!   lost;
-//! - calls go to the well-known name, so a restarted service is reached without rediscovery;
 //! - an empty token triggers `FetchJwtToken`; the answer comes later as a signal (the 3.x client
 //!   emits it after its next authorization attempt, 4.x after the fetch finishes, possibly with
 //!   empty strings on failure);
@@ -32,6 +39,23 @@ impl Credentials {
     /// True when both a token and a server URL are present.
     pub fn is_authorized(&self) -> bool {
         !self.token.is_empty() && !self.server_url.is_empty()
+    }
+}
+
+/// What a credentials source tells the daemon, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// The current credentials (empty: the device is not authorized).
+    Credentials(Credentials),
+    /// Whatever the auth service handed out is void: it left the bus (or the bus went away), and
+    /// with it the local proxy whose port another local user could now bind. Nothing may be dialled
+    /// until a new owner of the name hands out a token.
+    Revoked,
+}
+
+impl From<Credentials> for Update {
+    fn from(c: Credentials) -> Self {
+        Update::Credentials(c)
     }
 }
 
@@ -77,9 +101,14 @@ pub fn select(config: &crate::config::Config, bus: Option<String>) -> Result<cra
     if config.standalone.is_some() {
         return Err(AuthError::Standalone("built without the standalone feature".into()));
     }
-    let handle = spawn(bus)?;
+    let handle = std::rc::Rc::new(spawn(bus)?);
     let credentials = handle.credentials();
-    Ok(crate::daemon::Auth { credentials, refresh: Box::new(move || handle.fetch()) })
+    let h = std::rc::Rc::clone(&handle);
+    Ok(crate::daemon::Auth {
+        credentials,
+        refresh: Box::new(move || h.fetch()),
+        reread: Some(Box::new(move || handle.reread())),
+    })
 }
 
 /// TLS trust for the websocket: standalone mode's `ServerCertificate`/`SkipVerify`, else the
@@ -107,17 +136,18 @@ pub use disabled::{AuthHandle, spawn};
 
 #[cfg(not(feature = "dbus-auth"))]
 mod disabled {
-    use super::{AuthError, Credentials};
+    use super::AuthError;
 
     /// Placeholder: the build has no D-Bus client.
     #[derive(Debug)]
     pub struct AuthHandle(());
 
     impl AuthHandle {
-        pub fn credentials(&self) -> async_channel::Receiver<Credentials> {
+        pub fn credentials(&self) -> async_channel::Receiver<super::Update> {
             async_channel::unbounded().1
         }
         pub fn fetch(&self) {}
+        pub fn reread(&self) {}
     }
 
     pub fn spawn(_bus: Option<String>) -> Result<AuthHandle, AuthError> {
@@ -128,7 +158,7 @@ mod disabled {
 #[cfg(feature = "dbus-auth")]
 mod imp {
     use super::{
-        AuthError, Credentials, INTERFACE, OBJECT_PATH, SERVICE_NAME, SIGNAL_TOKEN_CHANGED,
+        AuthError, Credentials, INTERFACE, OBJECT_PATH, SERVICE_NAME, SIGNAL_TOKEN_CHANGED, Update,
     };
     use dbus::blocking::Connection;
     use dbus::channel::Channel;
@@ -138,6 +168,11 @@ mod imp {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
+
+    /// The bus itself: the only sender whose `NameOwnerChanged` is believed.
+    const BUS_NAME: &str = "org.freedesktop.DBus";
+    const BUS_PATH: &str = "/org/freedesktop/DBus";
+    const BUS_INTERFACE: &str = "org.freedesktop.DBus";
 
     /// Timeout of one method call (the 3.x client answers within 5 s or gives up itself).
     const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -157,16 +192,17 @@ mod imp {
     const REFETCH_MAX: Duration = Duration::from_secs(600);
 
     /// What the daemon asks of the D-Bus thread; set, then the thread is woken through the pipe.
-    /// Flags rather than a queue: a second fetch before the first was seen asks for nothing more.
+    /// Flags rather than a queue: a second request before the first was seen asks for nothing more.
     #[derive(Default)]
     struct Commands {
         fetch: AtomicBool,
+        reread: AtomicBool,
         stop: AtomicBool,
     }
 
     /// The running auth client; dropping it stops the D-Bus thread.
     pub struct AuthHandle {
-        credentials: async_channel::Receiver<Credentials>,
+        credentials: async_channel::Receiver<Update>,
         commands: Arc<Commands>,
         wake: OwnedFd,
         thread: Option<JoinHandle<()>>,
@@ -179,10 +215,11 @@ mod imp {
     }
 
     impl AuthHandle {
-        /// The credentials stream: current credentials first, then one item per change signal
-        /// (also after a service restart). Every signal is delivered, even with an unchanged
-        /// token, so a `fetch()` always gets an answer when the service sends one.
-        pub fn credentials(&self) -> async_channel::Receiver<Credentials> {
+        /// The update stream: current credentials first, then one item per change signal of the
+        /// name's owner, per answer to [`AuthHandle::reread`], and [`Update::Revoked`] when the
+        /// owner leaves. Every signal is delivered, even with an unchanged token, so a `fetch()`
+        /// always gets an answer when the service sends one.
+        pub fn credentials(&self) -> async_channel::Receiver<Update> {
             self.credentials.clone()
         }
 
@@ -190,6 +227,14 @@ mod imp {
         /// arrives on the credentials stream.
         pub fn fetch(&self) {
             self.commands.fetch.store(true, Ordering::Release);
+            self.wake();
+        }
+
+        /// Reads the current token and URL again (`GetJwtToken`); the answer arrives on the
+        /// credentials stream even when nothing changed. The daemon asks before it redials, so that
+        /// it never dials a local proxy port its owner gave up.
+        pub fn reread(&self) {
+            self.commands.reread.store(true, Ordering::Release);
             self.wake();
         }
 
@@ -225,8 +270,11 @@ mod imp {
             out: tx,
             commands: Arc::clone(&commands),
             wake: wake_rx,
+            owner: None,
+            need_owner: true,
             need_get: true,
             need_fetch: false,
+            delivered: false,
             retry_at: None,
             reconnect_delay: RECONNECT_MIN,
             refetch_at: None,
@@ -259,17 +307,16 @@ mod imp {
         channel.set_watch_enabled(true);
         let conn = Connection::from(channel);
         // Subscribe before any call so that no change can slip between the first answer and the
-        // subscription. The sender is the well-known name: the bus matches it against the
-        // current owner, so this survives restarts.
-        // Only the owner of the name may change the credentials: on the system bus any process may
-        // broadcast a signal, and a forged server URL would hand a root shell to its server.
+        // subscription. Match rules only select broadcasts: any local user may also send a signal
+        // straight to this connection (Debian's system policy allows signals from everyone), so
+        // every signal's sender is checked again in `drain_messages`.
         let token_rule = MatchRule::new_signal(INTERFACE, SIGNAL_TOKEN_CHANGED)
             .with_path(OBJECT_PATH)
             .with_sender(SERVICE_NAME);
         conn.add_match_no_cb(&token_rule.match_str()).map_err(err)?;
-        let owner_rule = MatchRule::new_signal("org.freedesktop.DBus", "NameOwnerChanged")
-            .with_sender("org.freedesktop.DBus")
-            .with_path("/org/freedesktop/DBus");
+        let owner_rule = MatchRule::new_signal(BUS_INTERFACE, "NameOwnerChanged")
+            .with_sender(BUS_NAME)
+            .with_path(BUS_PATH);
         let owner_rule = format!("{},arg0='{SERVICE_NAME}'", owner_rule.match_str());
         conn.add_match_no_cb(&owner_rule).map_err(err)?;
         Ok(conn)
@@ -278,13 +325,20 @@ mod imp {
     struct Worker {
         bus: Option<String>,
         conn: Option<Connection>,
-        out: async_channel::Sender<Credentials>,
+        out: async_channel::Sender<Update>,
         commands: Arc<Commands>,
         wake: OwnedFd,
-        /// Read the current token (at start, after a service or bus restart).
+        /// The unique name (`:1.42`) that owns [`SERVICE_NAME`] now: the only sender whose signals
+        /// and replies count. `None`: nobody owns it (or not known yet).
+        owner: Option<String>,
+        /// Ask the bus who owns the name (after every (re)connect).
+        need_owner: bool,
+        /// Read the current token (at start, after a service or bus restart, when asked).
         need_get: bool,
         /// Ask for a new token (empty token, or requested by the daemon).
         need_fetch: bool,
+        /// Credentials went out since the last [`Update::Revoked`].
+        delivered: bool,
         /// When to retry a failed call or reconnect.
         retry_at: Option<Instant>,
         reconnect_delay: Duration,
@@ -319,7 +373,9 @@ mod imp {
                     self.need_fetch = true;
                 }
                 let due = self.retry_at.is_none_or(|t| Instant::now() >= t);
-                if due && (self.need_get || self.need_fetch) {
+                let work = self.need_owner
+                    || (self.owner.is_some() && (self.need_get || self.need_fetch));
+                if due && work {
                     self.retry_at = None;
                     self.do_calls();
                     // Calls may have queued signals that arrived meanwhile.
@@ -345,6 +401,10 @@ mod imp {
             }
             if self.commands.fetch.swap(false, Ordering::AcqRel) {
                 self.need_fetch = true;
+                self.retry_at = None;
+            }
+            if self.commands.reread.swap(false, Ordering::AcqRel) {
+                self.need_get = true;
                 self.retry_at = None;
             }
             true
@@ -382,11 +442,14 @@ mod imp {
             }
             if self.conn.take().is_some() {
                 log::warn!("lost the D-Bus connection; reconnecting");
+                // Who owns the name now is unknown until the bus answers again.
+                self.set_owner(None);
             }
             match connect(self.bus.as_deref()) {
                 Ok(c) => {
                     log::info!("reconnected to D-Bus");
                     self.conn = Some(c);
+                    self.need_owner = true;
                     self.need_get = true;
                     self.retry_at = None;
                     self.reconnect_delay = RECONNECT_MIN;
@@ -398,6 +461,32 @@ mod imp {
                     self.reconnect_delay = (self.reconnect_delay * 2).min(RECONNECT_MAX);
                     false
                 }
+            }
+        }
+
+        /// Takes the owner of [`SERVICE_NAME`] as the bus reports it. Anything the previous owner
+        /// handed out is revoked: its proxy port is gone, and whoever binds it next would get the
+        /// device token and a root shell.
+        fn set_owner(&mut self, new: Option<String>) {
+            if self.owner == new {
+                return;
+            }
+            match &new {
+                Some(n) => log::info!("{SERVICE_NAME} is owned by {n}; reading the token"),
+                None => log::info!("{SERVICE_NAME} left the bus"),
+            }
+            if self.owner.is_some() && self.delivered {
+                self.delivered = false;
+                let _ = self.out.try_send(Update::Revoked);
+            }
+            self.owner = new;
+            // The new owner's token is read first; a fetch is asked for only if it has none.
+            self.need_fetch = false;
+            self.refetch_at = None;
+            self.refetch_delay = REFETCH_MIN;
+            if self.owner.is_some() {
+                self.need_get = true;
+                self.retry_at = None;
             }
         }
 
@@ -413,7 +502,19 @@ mod imp {
                 let (Some(iface), Some(member)) = (msg.interface(), msg.member()) else {
                     continue;
                 };
+                let sender = msg.sender().map(|s| s.to_string());
+                let path_is = |p: &str| msg.path().is_some_and(|x| &*x == p);
                 if &*iface == INTERFACE && &*member == SIGNAL_TOKEN_CHANGED {
+                    // Only the current owner's signal, from its object: anyone may send this
+                    // signal to us directly, with a server URL of their choosing.
+                    if sender.is_none() || sender != self.owner || !path_is(OBJECT_PATH) {
+                        log::warn!(
+                            "ignoring JwtTokenStateChange from {} at {:?}: not the owner of {SERVICE_NAME}",
+                            sender.as_deref().unwrap_or("?"),
+                            msg.path().map(|p| p.to_string()).unwrap_or_default()
+                        );
+                        continue;
+                    }
                     match msg.read2::<String, String>() {
                         Ok((token, server_url)) => {
                             log::debug!(
@@ -424,16 +525,13 @@ mod imp {
                         }
                         Err(e) => log::warn!("malformed JwtTokenStateChange signal: {e}"),
                     }
-                } else if &*member == "NameOwnerChanged" {
+                } else if &*iface == BUS_INTERFACE && &*member == "NameOwnerChanged" {
+                    if sender.as_deref() != Some(BUS_NAME) || !path_is(BUS_PATH) {
+                        continue;
+                    }
                     if let Ok((name, _old, new)) = msg.read3::<String, String, String>() {
-                        if name == SERVICE_NAME && !new.is_empty() {
-                            log::info!(
-                                "{SERVICE_NAME} (re)started as {new}; reading the token again"
-                            );
-                            self.need_get = true;
-                            self.retry_at = None;
-                        } else if name == SERVICE_NAME {
-                            log::info!("{SERVICE_NAME} left the bus");
+                        if name == SERVICE_NAME {
+                            self.set_owner((!new.is_empty()).then_some(new));
                         }
                     }
                 }
@@ -453,13 +551,30 @@ mod imp {
                 self.refetch_at = None;
                 self.refetch_delay = REFETCH_MIN;
             }
-            let _ = self.out.try_send(creds);
+            self.delivered = true;
+            let _ = self.out.try_send(Update::Credentials(creds));
         }
 
         fn do_calls(&mut self) {
+            if self.need_owner {
+                match self.name_owner() {
+                    Ok(owner) => {
+                        self.need_owner = false;
+                        self.set_owner(owner);
+                    }
+                    Err(e) => {
+                        log::warn!("GetNameOwner failed: {}; retrying in {RETRY:?}", describe(&e));
+                        self.retry_at = Some(Instant::now() + RETRY);
+                        return;
+                    }
+                }
+            }
+            if self.owner.is_none() {
+                // Nothing to ask until someone owns the name (NameOwnerChanged).
+                return;
+            }
             if self.need_get {
-                let r: Result<(String, String), dbus::Error> = self.call("GetJwtToken");
-                match r {
+                match self.call("GetJwtToken").and_then(|r| r.read2::<String, String>().map_err(Into::into)) {
                     Ok((token, server_url)) => {
                         self.need_get = false;
                         log::debug!(
@@ -482,13 +597,12 @@ mod imp {
                 }
             }
             if self.need_fetch {
-                let r: Result<(bool,), dbus::Error> = self.call("FetchJwtToken");
-                match r {
-                    Ok((true,)) => {
+                match self.call("FetchJwtToken").and_then(|r| r.read1::<bool>().map_err(Into::into)) {
+                    Ok(true) => {
                         log::debug!("FetchJwtToken accepted; the token follows as a signal");
                         self.need_fetch = false;
                     }
-                    Ok((false,)) => {
+                    Ok(false) => {
                         log::warn!("FetchJwtToken refused; retrying in {RETRY:?}");
                         self.retry_at = Some(Instant::now() + RETRY);
                     }
@@ -502,17 +616,36 @@ mod imp {
                 }
             }
         }
-    }
 
-    impl Worker {
-        /// Calls a method without arguments on the well-known name (not a cached unique name, so
-        /// a restarted service is reached).
-        fn call<R: dbus::arg::ReadAll>(&self, method: &str) -> Result<R, dbus::Error> {
+        /// The unique name owning [`SERVICE_NAME`], `None` if nobody does.
+        fn name_owner(&self) -> Result<Option<String>, dbus::Error> {
             let Some(conn) = &self.conn else {
                 return Err(dbus::Error::new_failed("not connected to D-Bus"));
             };
-            conn.with_proxy(SERVICE_NAME, OBJECT_PATH, CALL_TIMEOUT)
-                .method_call(INTERFACE, method, ())
+            let r: Result<(String,), dbus::Error> = conn
+                .with_proxy(BUS_NAME, BUS_PATH, CALL_TIMEOUT)
+                .method_call(BUS_INTERFACE, "GetNameOwner", (SERVICE_NAME,));
+            match r {
+                Ok((owner,)) => Ok(Some(owner)),
+                Err(e) if e.name() == Some("org.freedesktop.DBus.Error.NameHasNoOwner") => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+
+        /// Calls a method without arguments on the current owner, addressed by its unique name so
+        /// that the answer can only come from it (a restarted service is a new owner, announced by
+        /// `NameOwnerChanged`, and is asked again).
+        fn call(&self, method: &str) -> Result<dbus::Message, dbus::Error> {
+            let (Some(conn), Some(owner)) = (&self.conn, &self.owner) else {
+                return Err(dbus::Error::new_failed("no owner of the auth service name"));
+            };
+            let msg = dbus::Message::new_method_call(owner.as_str(), OBJECT_PATH, INTERFACE, method)
+                .map_err(|e| dbus::Error::new_failed(&e))?;
+            let reply = conn.channel().send_with_reply_and_block(msg, CALL_TIMEOUT)?;
+            if reply.sender().as_deref() != Some(owner.as_str()) {
+                return Err(dbus::Error::new_failed("answer from another connection than the owner"));
+            }
+            Ok(reply)
         }
     }
 

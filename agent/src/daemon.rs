@@ -22,7 +22,7 @@ use smol::{Task, Timer};
 
 use mender_connect_core::shell::TermSize;
 
-use crate::auth::Credentials;
+use crate::auth::{Credentials, Update};
 use crate::config::Config;
 use crate::connection::{self, ConnectError, Ended, Reader, Socket};
 use crate::control::protocol::{ErrorKind, LinkState, Response, SessionKind};
@@ -176,7 +176,7 @@ enum Link {
 
 enum Event {
     Signal(Option<Signal>),
-    Credentials(Option<Credentials>),
+    Credentials(Option<Update>),
     Exited(Exited),
     Tick,
     Retry,
@@ -192,9 +192,14 @@ enum Event {
 /// Where credentials come from and how to ask for fresh ones.
 pub struct Auth {
     /// Current credentials first, then one item per change.
-    pub credentials: async_channel::Receiver<Credentials>,
+    pub credentials: async_channel::Receiver<Update>,
     /// Asks the auth service for a new token (after HTTP 401).
     pub refresh: Box<dyn Fn()>,
+    /// Asks the auth service for the current token again, answered on `credentials` even if
+    /// unchanged; `None` where the URL cannot be taken over locally (standalone mode). The daemon
+    /// waits for that answer before it redials, as the reference re-reads the token before every
+    /// reconnect: a local proxy may have moved, and its old port may now be anyone's.
+    pub reread: Option<Box<dyn Fn()>>,
 }
 
 struct Queues {
@@ -265,6 +270,8 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     let mut creds = Credentials { token: String::new(), server_url: String::new() };
     let mut auth_open = true;
     let mut link = Link::Idle;
+    // A redial waits for the auth service's answer to a re-read (see `Auth::reread`).
+    let mut awaiting_reread = false;
     let mut orphaned_since: Option<Instant> = None;
     let mut next_tick = Instant::now() + Duration::from_secs(1);
     let started = Instant::now();
@@ -392,7 +399,17 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 log::error!("the auth service channel closed; keeping the last credentials");
                 auth_open = false;
             }
-            Event::Credentials(Some(c)) => {
+            Event::Credentials(Some(Update::Revoked)) => {
+                log::warn!(
+                    "the auth service left the bus: dropping its token and closing the connection until it hands out a new one"
+                );
+                disconnect(&mut link, &mut router, &mut orphaned_since, &mut backoff, now).await;
+                link = Link::Idle;
+                awaiting_reread = false;
+                creds = Credentials { token: String::new(), server_url: String::new() };
+            }
+            Event::Credentials(Some(Update::Credentials(c))) => {
+                awaiting_reread = false;
                 if !c.is_authorized() {
                     log::info!("not authorized; disconnecting and stopping all sessions");
                     let n = shells.stop_all();
@@ -421,6 +438,11 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     }
                 }
             }
+            Event::Retry if awaiting_reread => {
+                // The auth service has not confirmed the token yet: dial once it does.
+                log::debug!("waiting for the auth service to confirm the token before redialling");
+                link = Link::Idle;
+            }
             Event::Retry => link = dial(&creds, &tls),
             Event::Release => {
                 release_at = None;
@@ -443,6 +465,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 if matches!(e, ConnectError::Unauthorized) {
                     (auth.refresh)();
                 }
+                awaiting_reread = request_reread(&auth);
                 let delay = backoff.next_delay();
                 link_stats.dial_failed(format!("failed to connect to {}: {e}", creds.server_url));
                 log::error!("failed to connect to {}: {e}; reconnecting in {delay:?}", creds.server_url);
@@ -474,10 +497,12 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 disconnect(&mut link, &mut router, &mut orphaned_since, &mut backoff, now).await;
                 let delay = backoff.next_delay();
                 link = Link::Waiting(now + delay);
+                awaiting_reread = request_reread(&auth);
             }
             Event::WriterEnded(Ok(())) => {
                 disconnect(&mut link, &mut router, &mut orphaned_since, &mut backoff, now).await;
                 link = Link::Waiting(now + backoff.next_delay());
+                awaiting_reread = request_reread(&auth);
             }
         }
     }
@@ -499,6 +524,11 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
         log::error!("some shells did not exit in time");
     }
     0
+}
+
+/// Asks the auth source to confirm its token before the next dial; true if the dial must wait.
+fn request_reread(auth: &Auth) -> bool {
+    auth.reread.as_ref().map(|reread| reread()).is_some()
 }
 
 /// The link's state as the status CLI names it.

@@ -206,6 +206,8 @@ pub fn spawn(cfg: &Standalone, retry_base: Duration, retry_max: Duration) -> Res
         refresh: Box::new(move || {
             let _ = refresh_tx.try_send(());
         }),
+        // The URL is the server's own, verified by TLS: nothing local can take it over.
+        reread: None,
     })
 }
 
@@ -221,7 +223,7 @@ fn new_backoff(base: Duration, cap: Duration) -> mender_connect_core::backoff::B
 async fn run(
     device: Device,
     tls: Arc<rustls::ClientConfig>,
-    out: async_channel::Sender<Credentials>,
+    out: async_channel::Sender<crate::auth::Update>,
     refresh: async_channel::Receiver<()>,
     base: Duration,
     cap: Duration,
@@ -237,7 +239,7 @@ async fn run(
                 log::info!("standalone: authorized by {} (device id {sub})", device.server_url);
                 have_token = true;
                 backoff = new_backoff(base, cap);
-                if out.send(Credentials { token, server_url: device.server_url.clone() }).await.is_err() {
+                if out.send(Credentials { token, server_url: device.server_url.clone() }.into()).await.is_err() {
                     return;
                 }
                 // Until the daemon reports the token refused.
@@ -258,7 +260,7 @@ async fn run(
                 }
                 if have_token {
                     have_token = false;
-                    let _ = out.send(Credentials { token: String::new(), server_url: String::new() }).await;
+                    let _ = out.send(Credentials { token: String::new(), server_url: String::new() }.into()).await;
                 }
                 true
             }

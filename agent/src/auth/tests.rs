@@ -24,7 +24,15 @@ fn service(bus: &TestBus, token: &str, url: &str, fetch: Option<&str>) -> AuthSe
     .unwrap_or_else(|e| panic!("test auth service: {e}"))
 }
 
-fn next(rx: &async_channel::Receiver<Credentials>) -> Credentials {
+/// The next update, which must be credentials.
+fn next(rx: &async_channel::Receiver<Update>) -> Credentials {
+    match next_update(rx) {
+        Update::Credentials(c) => c,
+        other => panic!("expected credentials, got {other:?}"),
+    }
+}
+
+fn next_update(rx: &async_channel::Receiver<Update>) -> Update {
     let deadline = Instant::now() + LIMIT;
     loop {
         match rx.try_recv() {
@@ -108,6 +116,8 @@ fn auth_service_restart_is_recovered() {
     let rx = auth.credentials();
     assert_eq!(next(&rx).token, "tok-1");
     first.stop();
+    // What the old instance handed out (its proxy port) is void.
+    assert_eq!(next_update(&rx), Update::Revoked);
     // A new instance hands out a new proxy URL without emitting anything by itself.
     let _second = service(&bus, "tok-2", "http://127.0.0.1:2002", None);
     assert_eq!(next(&rx), creds("tok-2", "http://127.0.0.1:2002"));
@@ -164,6 +174,7 @@ fn bus_restart_is_recovered() {
     let rx = auth.credentials();
     assert_eq!(next(&rx).token, "tok-1");
     drop(svc);
+    assert_eq!(next_update(&rx), Update::Revoked);
     let dir = bus.stop();
     let bus = TestBus::start_in(dir).unwrap();
     assert_eq!(bus.address, address);
@@ -236,4 +247,93 @@ fn unauthorized_client_asks_again_slowly() {
         !svc.drain_events().contains(&Event::FetchJwtToken),
         "re-fetched while authorized"
     );
+}
+
+/// A private bus with Debian's system policy: any local user may send signals to anyone.
+fn system_bus() -> TestBus {
+    TestBus::start_system_policy().unwrap_or_else(|e| panic!("system-policy bus: {e}"))
+}
+
+fn assert_nothing_more(rx: &async_channel::Receiver<Update>) {
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(rx.is_empty(), "unexpected update: {:?}", rx.try_recv());
+}
+
+#[test]
+fn unicast_and_broadcast_forgeries_by_a_local_user_are_ignored() {
+    let bus = system_bus();
+    let svc = service(&bus, "tok-1", "http://127.0.0.1:1001", None);
+    let auth = spawn(Some(bus.address.clone())).unwrap();
+    let rx = auth.credentials();
+    assert_eq!(next(&rx).token, "tok-1");
+
+    // uid 65534 sends the signal straight to every connection (ours included), and broadcasts it.
+    let script = mender_test_auth::forge_token_signal_script("forged", "http://127.0.0.1:6666");
+    let (status, out) = mender_test_auth::run_as_nobody(&bus.address, &script).unwrap();
+    assert!(status.success(), "the attack itself failed: {out}");
+    let sent: u32 = out.trim().strip_prefix("sent ").and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(sent >= 2, "the attacker reached too few connections: {out}");
+    assert_nothing_more(&rx);
+
+    // The real owner is still heard.
+    svc.set("tok-2", "http://127.0.0.1:1002");
+    assert_eq!(next(&rx), creds("tok-2", "http://127.0.0.1:1002"));
+    assert_nothing_more(&rx);
+}
+
+#[test]
+fn forged_name_owner_change_does_not_make_a_local_user_the_owner() {
+    let bus = system_bus();
+    let svc = service(&bus, "tok-1", "http://127.0.0.1:1001", None);
+    let auth = spawn(Some(bus.address.clone())).unwrap();
+    let rx = auth.credentials();
+    assert_eq!(next(&rx).token, "tok-1");
+
+    // The attacker claims, in the bus's own signal, that the name now belongs to it, then sends
+    // the token signal as that "owner".
+    let forged_owner = r#"names=$(dbus-send --system --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus.ListNames | sed -n 's/.*string "\(:[0-9.]*\)".*/\1/p')
+for name in $names; do
+  dbus-send --system --dest="$name" --type=signal /org/freedesktop/DBus org.freedesktop.DBus.NameOwnerChanged string:io.mender.AuthenticationManager string:x string:
+  dbus-send --system --dest="$name" --type=signal /org/freedesktop/DBus org.freedesktop.DBus.NameOwnerChanged string:io.mender.AuthenticationManager string: string:"$name"
+done
+echo done"#;
+    let (status, out) = mender_test_auth::run_as_nobody(&bus.address, forged_owner).unwrap();
+    assert!(status.success(), "the attack itself failed: {out}");
+    let script = mender_test_auth::forge_token_signal_script("forged", "http://127.0.0.1:6666");
+    let (status, out) = mender_test_auth::run_as_nobody(&bus.address, &script).unwrap();
+    assert!(status.success(), "the attack itself failed: {out}");
+    // Neither a revocation nor a re-read nor the forged token.
+    assert_nothing_more(&rx);
+    svc.set("tok-2", "http://127.0.0.1:1002");
+    assert_eq!(next(&rx), creds("tok-2", "http://127.0.0.1:1002"));
+}
+
+#[test]
+fn owner_leaving_revokes_and_nothing_follows_until_a_new_owner() {
+    let bus = system_bus();
+    let svc = service(&bus, "tok-1", "http://127.0.0.1:1001", None);
+    let auth = spawn(Some(bus.address.clone())).unwrap();
+    let rx = auth.credentials();
+    assert_eq!(next(&rx).token, "tok-1");
+    svc.stop();
+    assert_eq!(next_update(&rx), Update::Revoked);
+    // Asking for the token while nobody owns the name yields nothing (no stale answer).
+    auth.reread();
+    auth.fetch();
+    assert_nothing_more(&rx);
+    let _svc = service(&bus, "tok-2", "http://127.0.0.1:2002", None);
+    assert_eq!(next(&rx), creds("tok-2", "http://127.0.0.1:2002"));
+}
+
+#[test]
+fn reread_answers_even_when_nothing_changed() {
+    let bus = TestBus::start().unwrap();
+    let svc = service(&bus, "tok-1", "http://127.0.0.1:1001", None);
+    let auth = spawn(Some(bus.address.clone())).unwrap();
+    let rx = auth.credentials();
+    assert_eq!(next(&rx).token, "tok-1");
+    assert!(svc.wait_for(LIMIT, |e| *e == Event::GetJwtToken).is_some());
+    auth.reread();
+    assert!(svc.wait_for(LIMIT, |e| *e == Event::GetJwtToken).is_some(), "no second GetJwtToken");
+    assert_eq!(next(&rx), creds("tok-1", "http://127.0.0.1:1001"));
 }

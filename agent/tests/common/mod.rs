@@ -71,9 +71,27 @@ pub struct Bus {
 impl Bus {
     pub fn start(dir: &Path) -> Self {
         let sock = dir.join("bus");
-        let mut child = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--print-address=1"])
-            .arg(format!("--address=unix:path={}", sock.display()))
+        let mut cmd = Command::new("dbus-daemon");
+        cmd.args(["--session", "--nofork", "--print-address=1"]).arg(format!("--address=unix:path={}", sock.display()));
+        Self::spawn(cmd)
+    }
+
+    /// A bus with Debian's system policy and the Mender client's policy for its auth service
+    /// (`mender_test_auth::system_policy_config`): what local users may do on a real device.
+    /// Its directory is made reachable for them.
+    pub fn start_system_policy(dir: &Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let config = dir.join("system-bus.conf");
+        let text = mender_test_auth::system_policy_config(&dir.join("bus")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&config, text).unwrap();
+        let mut cmd = Command::new("dbus-daemon");
+        cmd.args(["--nofork", "--print-address=1"]).arg(format!("--config-file={}", config.display()));
+        Self::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -408,6 +426,12 @@ pub struct AuthService {
 }
 
 impl AuthService {
+    /// Ends the service (its bus name leaves the bus), as when `mender-auth` exits.
+    pub fn kill(&mut self) {
+        let _ = self.proc.0.kill();
+        let _ = self.proc.0.wait();
+    }
+
     pub fn start(bus: &Bus, token: &str, server_url: &str) -> Self {
         let bin = workspace_bin("mender-test-auth", "mender-test-auth");
         let mut child = Command::new(bin)
@@ -471,8 +495,17 @@ pub struct Fixture {
 impl Fixture {
     /// `extra` is spliced into the JSON config (e.g. `"Sessions":{...}`), may be empty.
     pub async fn start(tag: &str, extra: &str, env: &[(&str, &str)]) -> Fixture {
+        Self::start_with(tag, extra, env, Bus::start).await
+    }
+
+    /// As [`Fixture::start`], on a bus with Debian's system policy ([`Bus::start_system_policy`]).
+    pub async fn start_system_policy(tag: &str, extra: &str, env: &[(&str, &str)]) -> Fixture {
+        Self::start_with(tag, extra, env, Bus::start_system_policy).await
+    }
+
+    async fn start_with(tag: &str, extra: &str, env: &[(&str, &str)], bus: fn(&Path) -> Bus) -> Fixture {
         let dir = TempDir::new(tag);
-        let bus = Bus::start(dir.path());
+        let bus = bus(dir.path());
         let server = Server::bind().await;
         let auth = AuthService::start(&bus, "T1", &server.url());
         let mut config = format!(

