@@ -228,6 +228,13 @@ pub fn run(config: &Config, bus: Option<String>) -> i32 {
         Ok(a) => a,
         Err(e) => {
             log::error!("{e}");
+            if matches!(e, crate::auth::AuthError::Bus(_)) && cfg!(feature = "standalone") {
+                // The usual cause is a host without a system bus: say how to run without one.
+                log::error!(
+                    "without the Mender client on D-Bus, a Standalone block in the configuration lets \
+                     the agent authenticate itself and run without D-Bus (docs/standalone.md)"
+                );
+            }
             return 1;
         }
     };
@@ -385,7 +392,11 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 let _ = ask.reply.try_send(response);
             }
             Event::Signal(sig) => {
-                log::info!("received {sig:?}, stopping");
+                match sig {
+                    Some(Signal::Term) => log::info!("received SIGTERM, stopping"),
+                    Some(Signal::Int) => log::info!("received SIGINT, stopping"),
+                    _ => log::info!("the signal handler closed, stopping"),
+                }
                 break;
             }
             Event::Credentials(None) => {
