@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use crate::config::{Config, DEFAULT_CONFIG_FILE, DEFAULT_FALLBACK_CONFIG_FILE};
 use crate::logging::{self, Verbosity};
 
-const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version a user matches to a release: the crate version plus the git commit it was built
+/// from, or the packager's `MENDER_CONNECT_VERSION` (build.rs).
+pub const VERSION: &str = env!("MENDER_CONNECT_FULL_VERSION");
+/// The toolchain, as the reference prints Go's (`go1.19.8`): `rust1.85.0`.
+const TOOLCHAIN: &str = env!("MENDER_CONNECT_TOOLCHAIN");
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,7 +254,7 @@ OPTIONS:
 }
 
 fn version_line() -> String {
-    format!("{VERSION}\truntime: rust")
+    format!("{VERSION}\truntime: {TOOLCHAIN}")
 }
 
 /// Parses `std::env::args()`, runs the command and returns the process exit code.
