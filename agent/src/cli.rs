@@ -325,6 +325,9 @@ pub fn main() -> i32 {
             for w in &loaded.warnings {
                 log::warn!("{w}");
             }
+            if let Some(p) = loaded.config.chroot_problem() {
+                log::warn!("{p}");
+            }
             log::debug!("Verified configuration = {:?}", loaded.config);
             crate::daemon::run(&loaded.config, None)
         }
@@ -341,51 +344,44 @@ fn control_socket(args: &ControlArgs, primary: &Path, fallback: &Path) -> PathBu
     })
 }
 
-/// `check-config`: the same loading and checks as `daemon`; warnings and the verdict on stdout
-/// (errors on stderr). With FILE, only that file is read and it must exist.
+/// `check-config`: the same loading and checks as `daemon`, and a `Chroot` that is not there;
+/// every warning and the verdict on stdout, every error on stderr, each naming its file. With
+/// FILE, only that file is read and it must exist.
 fn check_config(primary: &Path, fallback: &Path, file: Option<&Path>) -> i32 {
-    let result = match file {
+    let report = match file {
         Some(f) => match std::fs::metadata(f) {
-            Ok(_) => Config::load(f, Path::new("")),
+            Ok(_) => crate::config::check::check(&[f]),
             Err(e) => {
                 eprintln!("error: cannot read configuration file {}: {e}", f.display());
                 return 1;
             }
         },
-        None => Config::load(primary, fallback),
+        None => crate::config::check::check(&[fallback, primary]),
     };
-    match result {
-        Ok(loaded) => {
-            for w in &loaded.warnings {
-                println!("warning: {w}");
-            }
-            if loaded.files.is_empty() {
-                println!(
-                    "note: neither {} nor {} exists; the defaults are used",
-                    primary.display(),
-                    fallback.display()
-                );
-            }
-            let files: Vec<String> = loaded
-                .files
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
-            println!(
-                "configuration OK ({})",
-                if files.is_empty() {
-                    "defaults".into()
-                } else {
-                    files.join(", ")
-                }
-            );
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
+    for w in &report.warnings {
+        println!("warning: {w}");
     }
+    if !report.ok() {
+        for e in &report.errors {
+            eprintln!("error: {e}");
+        }
+        let n = report.errors.len();
+        eprintln!("configuration invalid ({n} error{})", if n == 1 { "" } else { "s" });
+        return 1;
+    }
+    if report.files.is_empty() {
+        println!(
+            "note: neither {} nor {} exists; the defaults are used",
+            primary.display(),
+            fallback.display()
+        );
+    }
+    let files: Vec<String> = report.files.iter().map(|p| p.display().to_string()).collect();
+    println!(
+        "configuration OK ({})",
+        if files.is_empty() { "defaults".into() } else { files.join(", ") }
+    );
+    0
 }
 
 #[cfg(test)]
