@@ -300,7 +300,18 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
         };
     }
 
-    log::info!("mender-connect daemon starting; protocols {:?}", router.protocols());
+    let protocols: Vec<&str> = router
+        .protocols()
+        .iter()
+        .map(|p| match *p {
+            1 => "shell",
+            2 => "file transfer",
+            3 => "port forward",
+            4 => "mender client",
+            _ => "other",
+        })
+        .collect();
+    log::info!("mender-connect daemon starting; protocols: {}", protocols.join(", "));
     loop {
         let turn = Instant::now();
         link_stats.observe(link_state(&link), turn);
