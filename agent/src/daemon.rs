@@ -467,7 +467,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 }
                 let delay = backoff.next_delay();
                 link_stats.dial_failed(format!("failed to connect to {}: {e}", creds.server_url));
-                log::error!("failed to connect to {}: {e}; reconnecting in {delay:?}", creds.server_url);
+                log::error!("failed to connect to {}: {e}; reconnecting in {}", creds.server_url, crate::logging::Secs(delay));
                 link = Link::Waiting(now + delay);
             }
             Event::Received(Ok(bytes)) => {

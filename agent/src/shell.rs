@@ -396,7 +396,7 @@ impl Shells {
                 log::info!("session {sid}: expired");
                 doomed.push(sid.clone());
             } else if orphaned {
-                log::info!("session {sid}: websocket gone for {grace:?}, stopping the shell");
+                log::info!("session {sid}: websocket gone for {}, stopping the shell", crate::logging::Secs(grace));
                 doomed.push(sid.clone());
             } else if now.duration_since(s.last_pong) > HEALTH_TIMEOUT && orphaned_since.is_none() {
                 log::error!("session {sid}: health check failed, connection with the client lost");
