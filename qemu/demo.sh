@@ -35,7 +35,11 @@ while (($#)); do
         *) echo "demo: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-say() { printf '\033[1mdemo:\033[0m %s\n' "$*" >&2; }
+if [ -t 2 ]; then
+    say() { printf '\033[1mdemo:\033[0m %s\n' "$*" >&2; }
+else
+    say() { printf 'demo: %s\n' "$*" >&2; }
+fi
 die() { printf 'demo: error: %s\n' "$*" >&2; exit 1; }
 
 user=admin@example.com
