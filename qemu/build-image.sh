@@ -141,8 +141,9 @@ rustup target list --installed 2>/dev/null | grep -qx "$rust_target" ||
 # sets of compiler flags from rebuilding each other's dependencies.
 agent_dir="$CARGO_TARGET_DIR" auth_dir="$CARGO_TARGET_DIR/plain-std"
 build() { # <package> <features> <target dir> <plain>
-    log "scripts/build-static.sh $rust_target $1 $2"
-    CARGO_TARGET_DIR="$3" STATIC_BUILD_PLAIN="$4" \
+    # The full command line is in scripts/build-static.sh; a warm run needs only this line.
+    log "cargo build of $1 (scripts/build-static.sh $rust_target $1 $2)"
+    CARGO_TARGET_DIR="$3" STATIC_BUILD_PLAIN="$4" BUILD_STATIC_QUIET=1 \
         bash "$repo/scripts/build-static.sh" "$rust_target" "$1" "$2" >/dev/null || die "cargo build of $1 failed"
 }
 if [ "${QEMU_SKIP_CARGO-}" = 1 ]; then

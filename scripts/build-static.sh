@@ -11,7 +11,7 @@
 # panic strategy and std's optimize_for_size, on the stable toolchain through RUSTC_BOOTSTRAP=1
 # (needs the rust-src component; added here when rustup is present). STATIC_BUILD_PLAIN=1 builds
 # with the prebuilt std instead: stable Rust only, about 0.8 MB larger, panics print a message.
-# Honours CARGO_TARGET_DIR.
+# Honours CARGO_TARGET_DIR; BUILD_STATIC_QUIET=1 leaves out the command line it prints.
 set -euo pipefail
 
 [ $# -ge 2 ] || { sed -n '2,14p' "${BASH_SOURCE[0]}" >&2; exit 2; }
@@ -87,7 +87,8 @@ fi
 cfg_env+=("$rustflags_var=${rustflags[*]}")
 [ -n "$cflags" ] && cfg_env+=("$cflags_var=${cflags# }")
 
-echo "build-static: ${cfg_env[*]} cargo ${cargo_args[*]}" >&2
+# BUILD_STATIC_QUIET=1 (qemu/build-image.sh): no command line, which is long and the same every run.
+[ "${BUILD_STATIC_QUIET-}" = 1 ] || echo "build-static: ${cfg_env[*]} cargo ${cargo_args[*]}" >&2
 (cd "$repo" && env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS "${cfg_env[@]}" cargo "${cargo_args[@]}" >&2)
 bin="${CARGO_TARGET_DIR:-$repo/target}/$target/release/$package"
 [ -x "$bin" ] || die "cargo produced no $bin"

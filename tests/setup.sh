@@ -1,8 +1,29 @@
 #!/usr/bin/env bash
-# Installs what the tests need on a fresh Debian 12 machine (root): apt packages and rustup parts.
+# Installs what the tests and the demo need on a Debian 12 machine (root): apt packages and rustup parts.
 # Idempotent and quick when everything is already there.
+#
+# Prerequisites, checked first: Debian 12 (apt), root when a package is missing, and Rust through
+# rustup with a stable toolchain at least the workspace's rust-version (Debian's own rustc is older).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+fail() { printf 'setup: %s\n' "$*" >&2; exit 1; }
+msrv="$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' "$here/../Cargo.toml")"
+rust_help="install Rust with rustup and a stable toolchain >= $msrv (https://rustup.rs):
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y
+    . \"\$HOME/.cargo/env\"
+then run this again (Debian's rustc and cargo packages are too old)"
+command -v apt-get >/dev/null && command -v dpkg-query >/dev/null ||
+    fail "this script installs Debian 12 packages with apt-get; it found no apt-get/dpkg-query"
+command -v rustup >/dev/null || fail "rustup is missing: $rust_help"
+command -v cargo >/dev/null || fail "cargo is missing: $rust_help"
+rustc_version="$(rustc --version 2>/dev/null | awk '{print $2}')"
+if [ -z "$rustc_version" ] ||
+    [ "$(printf '%s\n%s\n' "$msrv" "${rustc_version%%-*}" | sort -V | head -n1)" != "$msrv" ]; then
+    fail "rustc ${rustc_version:-(none)} ($(command -v rustc || echo 'not found')) is older than $msrv, the \
+workspace's rust-version: run 'rustup default stable && rustup update stable', and make sure ~/.cargo/bin \
+comes first in PATH (Debian's rustc package is 1.63)"
+fi
 
 mapfile -t pkgs < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/apt-packages.txt")
 missing=()
@@ -10,6 +31,7 @@ for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
+    [ "$(id -u)" = 0 ] || fail "missing Debian packages: ${missing[*]}; run this as root (it runs apt-get install)"
     echo "setup: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     # Daemon packages (mender-client, mender-connect) must not start services on the test machine.

@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use crate::config::{Config, DEFAULT_CONFIG_FILE, DEFAULT_FALLBACK_CONFIG_FILE};
 use crate::logging::{self, Verbosity};
 
-const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version a user matches to a release: the crate version plus the git commit it was built
+/// from, or the packager's `MENDER_CONNECT_VERSION` (build.rs).
+pub const VERSION: &str = env!("MENDER_CONNECT_FULL_VERSION");
+/// The toolchain, as the reference prints Go's (`go1.19.8`): `rust1.85.0`.
+const TOOLCHAIN: &str = env!("MENDER_CONNECT_TOOLCHAIN");
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,7 +254,7 @@ OPTIONS:
 }
 
 fn version_line() -> String {
-    format!("{VERSION}\truntime: rust")
+    format!("{VERSION}\truntime: {TOOLCHAIN}")
 }
 
 /// Parses `std::env::args()`, runs the command and returns the process exit code.
@@ -321,6 +325,9 @@ pub fn main() -> i32 {
             for w in &loaded.warnings {
                 log::warn!("{w}");
             }
+            if let Some(p) = loaded.config.chroot_problem() {
+                log::warn!("{p}");
+            }
             log::debug!("Verified configuration = {:?}", loaded.config);
             crate::daemon::run(&loaded.config, None)
         }
@@ -337,51 +344,44 @@ fn control_socket(args: &ControlArgs, primary: &Path, fallback: &Path) -> PathBu
     })
 }
 
-/// `check-config`: the same loading and checks as `daemon`; warnings and the verdict on stdout
-/// (errors on stderr). With FILE, only that file is read and it must exist.
+/// `check-config`: the same loading and checks as `daemon`, and a `Chroot` that is not there;
+/// every warning and the verdict on stdout, every error on stderr, each naming its file. With
+/// FILE, only that file is read and it must exist.
 fn check_config(primary: &Path, fallback: &Path, file: Option<&Path>) -> i32 {
-    let result = match file {
+    let report = match file {
         Some(f) => match std::fs::metadata(f) {
-            Ok(_) => Config::load(f, Path::new("")),
+            Ok(_) => crate::config::check::check(&[f]),
             Err(e) => {
                 eprintln!("error: cannot read configuration file {}: {e}", f.display());
                 return 1;
             }
         },
-        None => Config::load(primary, fallback),
+        None => crate::config::check::check(&[fallback, primary]),
     };
-    match result {
-        Ok(loaded) => {
-            for w in &loaded.warnings {
-                println!("warning: {w}");
-            }
-            if loaded.files.is_empty() {
-                println!(
-                    "note: neither {} nor {} exists; the defaults are used",
-                    primary.display(),
-                    fallback.display()
-                );
-            }
-            let files: Vec<String> = loaded
-                .files
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
-            println!(
-                "configuration OK ({})",
-                if files.is_empty() {
-                    "defaults".into()
-                } else {
-                    files.join(", ")
-                }
-            );
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
+    for w in &report.warnings {
+        println!("warning: {w}");
     }
+    if !report.ok() {
+        for e in &report.errors {
+            eprintln!("error: {e}");
+        }
+        let n = report.errors.len();
+        eprintln!("configuration invalid ({n} error{})", if n == 1 { "" } else { "s" });
+        return 1;
+    }
+    if report.files.is_empty() {
+        println!(
+            "note: neither {} nor {} exists; the defaults are used",
+            primary.display(),
+            fallback.display()
+        );
+    }
+    let files: Vec<String> = report.files.iter().map(|p| p.display().to_string()).collect();
+    println!(
+        "configuration OK ({})",
+        if files.is_empty() { "defaults".into() } else { files.join(", ") }
+    );
+    0
 }
 
 #[cfg(test)]

@@ -265,32 +265,60 @@ impl Config {
     /// Reads `fallback` then `primary` (either may be missing), applies the defaults and checks the
     /// configuration against this system (shell executable and listed in `/etc/shells`, user exists).
     pub fn load(primary: &Path, fallback: &Path) -> Result<Loaded, ConfigError> {
-        let mut raw = Raw::default();
-        let mut warnings = Vec::new();
-        let mut files = Vec::new();
+        let mut docs = Vec::new();
         for path in [fallback, primary] {
-            let text = match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            match std::fs::read_to_string(path) {
+                Ok(text) => docs.push((path.to_path_buf(), text)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(source) => {
                     return Err(ConfigError::Read {
                         path: path.to_path_buf(),
                         source,
                     });
                 }
-            };
-            raw.apply_document(&text, Some(path), &mut warnings)?;
-            files.push(path.to_path_buf());
+            }
         }
-        let config = raw.finish(&mut warnings)?;
-        system::check(&config, Path::new("/etc/shells"), &mut warnings)?;
-        #[cfg(feature = "standalone")]
-        crate::standalone::check(&config, &mut warnings)?;
+        let mut warnings = Vec::new();
+        let config = Self::load_documents(&docs, &mut warnings)?;
         Ok(Loaded {
             config,
             warnings,
-            files,
+            files: docs.into_iter().map(|(p, _)| p).collect(),
         })
+    }
+
+    /// [`Config::load`] of documents already read, fallback first; the warnings go to `warnings`
+    /// even when an error ends the load (`check-config` reports both).
+    pub(crate) fn load_documents(
+        docs: &[(PathBuf, String)],
+        warnings: &mut Vec<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut raw = Raw::default();
+        for (path, text) in docs {
+            raw.apply_document(text, Some(path), warnings)?;
+        }
+        let config = raw.finish(warnings)?;
+        system::check(&config, Path::new("/etc/shells"), warnings)?;
+        #[cfg(feature = "standalone")]
+        crate::standalone::check(&config, warnings)?;
+        Ok(config)
+    }
+
+    /// A problem of this machine that does not stop the daemon but makes a feature fail: a
+    /// `Limits.FileTransfer.Chroot` that is not a directory (every transfer would fail until it
+    /// is). The daemon warns; `check-config` fails.
+    pub fn chroot_problem(&self) -> Option<String> {
+        let chroot = self.limits.file_transfer.chroot.as_ref().filter(|_| self.limits.enabled)?;
+        let problem = match std::fs::metadata(chroot) {
+            Ok(m) if m.is_dir() => return None,
+            Ok(_) => "is not a directory".to_owned(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => "does not exist".to_owned(),
+            Err(e) => format!("cannot be read: {e}"),
+        };
+        Some(format!(
+            "Limits.FileTransfer.Chroot: {} {problem}: every file transfer would fail",
+            chroot.display()
+        ))
     }
 
     /// Parses one configuration document and applies the defaults, without the checks that depend
@@ -873,9 +901,12 @@ impl Raw {
         };
 
         let shell_command = if self.shell_command.is_empty() {
-            warnings.push(format!(
-                "ShellCommand is empty, defaulting to {DEFAULT_SHELL_COMMAND}"
-            ));
+            // Leaving the key out is how one asks for the default; only an explicit "" is odd.
+            if self.has("ShellCommand") {
+                warnings.push(format!(
+                    "ShellCommand is empty, defaulting to {DEFAULT_SHELL_COMMAND}"
+                ));
+            }
             PathBuf::from(DEFAULT_SHELL_COMMAND)
         } else {
             PathBuf::from(&self.shell_command)
@@ -1404,6 +1435,7 @@ mod system {
 }
 
 pub mod standalone;
+pub mod check;
 
 #[cfg(test)]
 mod tests;

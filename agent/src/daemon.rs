@@ -233,6 +233,13 @@ pub fn run(config: &Config, bus: Option<String>) -> i32 {
         Ok(a) => a,
         Err(e) => {
             log::error!("{e}");
+            if matches!(e, crate::auth::AuthError::Bus(_)) && cfg!(feature = "standalone") {
+                // The usual cause is a host without a system bus: say how to run without one.
+                log::error!(
+                    "without the Mender client on D-Bus, a Standalone block in the configuration lets \
+                     the agent authenticate itself and run without D-Bus (docs/standalone.md)"
+                );
+            }
             return 1;
         }
     };
@@ -300,7 +307,18 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
         };
     }
 
-    log::info!("mender-connect daemon starting; protocols {:?}", router.protocols());
+    let protocols: Vec<&str> = router
+        .protocols()
+        .iter()
+        .map(|p| match *p {
+            1 => "shell",
+            2 => "file transfer",
+            3 => "port forward",
+            4 => "mender client",
+            _ => "other",
+        })
+        .collect();
+    log::info!("mender-connect daemon starting; protocols: {}", protocols.join(", "));
     loop {
         let turn = Instant::now();
         link_stats.observe(link_state(&link), turn);
@@ -392,7 +410,11 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 let _ = ask.reply.try_send(response);
             }
             Event::Signal(sig) => {
-                log::info!("received {sig:?}, stopping");
+                match sig {
+                    Some(Signal::Term) => log::info!("received SIGTERM, stopping"),
+                    Some(Signal::Int) => log::info!("received SIGINT, stopping"),
+                    _ => log::info!("the signal handler closed, stopping"),
+                }
                 break;
             }
             Event::Credentials(None) => {
@@ -468,7 +490,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 awaiting_reread = request_reread(&auth);
                 let delay = backoff.next_delay();
                 link_stats.dial_failed(format!("failed to connect to {}: {e}", creds.server_url));
-                log::error!("failed to connect to {}: {e}; reconnecting in {delay:?}", creds.server_url);
+                log::error!("failed to connect to {}: {e}; reconnecting in {}", creds.server_url, crate::logging::Secs(delay));
                 link = Link::Waiting(now + delay);
             }
             Event::Received(Ok(bytes)) => {

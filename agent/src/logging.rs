@@ -53,6 +53,20 @@ impl Log for Logger {
 }
 
 /// Installs the logger (once; later calls only change the level).
+/// A duration for people: `4.7 s`, `60 s` (`Duration`'s Debug prints `4.734123456s`).
+pub struct Secs(pub std::time::Duration);
+
+impl std::fmt::Display for Secs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        if ms < 10_000 {
+            write!(f, "{}.{} s", ms / 1000, ms % 1000 / 100)
+        } else {
+            write!(f, "{} s", self.0.as_secs())
+        }
+    }
+}
+
 pub fn init(verbosity: Verbosity) {
     INSTALLED.get_or_init(|| {
         let _ = log::set_logger(&LOGGER);
@@ -150,6 +164,14 @@ mod tests {
             format_line(t, Level::Warn, "x"),
             "time=\"2026-11-22T22:40:03Z\" level=warning msg=x\n"
         );
+    }
+
+    #[test]
+    fn durations_read_as_seconds() {
+        use std::time::Duration;
+        assert_eq!(super::Secs(Duration::from_millis(4_734)).to_string(), "4.7 s");
+        assert_eq!(super::Secs(Duration::from_millis(250)).to_string(), "0.2 s");
+        assert_eq!(super::Secs(Duration::from_secs(60)).to_string(), "60 s");
     }
 
     #[test]

@@ -231,14 +231,22 @@ impl Shells {
     }
 
     fn start(&mut self, sid: &str, user_id: &str, size: Option<TermSize>, now: Instant) -> Vec<Action> {
+        // Refusals are logged on the device too: mender-cli 1.9 shows the user none of them.
         if self.sessions.len() >= MAX_SHELLS {
+            log::warn!("session {sid}: shell refused for user {user_id:?}: {ERR_TOO_MANY_SHELLS} (at most {MAX_SHELLS})");
             return reply(proto::NEW, sid, Err(ERR_TOO_MANY_SHELLS));
         }
         if self.sessions.contains_key(sid) {
+            log::warn!("session {sid}: shell refused: shell is already running");
             return reply(proto::NEW, sid, Err("failed to start shell: shell is already running"));
         }
         let per_user = self.sessions.values().filter(|s| s.user_id == user_id).count();
-        if per_user >= self.settings.max_per_user.max(1) {
+        let max_per_user = self.settings.max_per_user.max(1);
+        if per_user >= max_per_user {
+            log::warn!(
+                "session {sid}: shell refused for user {user_id:?}: {ERR_TOO_MANY_FOR_USER} \
+                 ({per_user} open, Sessions.MaxPerUser is {max_per_user})"
+            );
             return reply(proto::NEW, sid, Err(ERR_TOO_MANY_FOR_USER));
         }
         let size = size.unwrap_or(self.settings.size);
@@ -388,7 +396,7 @@ impl Shells {
                 log::info!("session {sid}: expired");
                 doomed.push(sid.clone());
             } else if orphaned {
-                log::info!("session {sid}: websocket gone for {grace:?}, stopping the shell");
+                log::info!("session {sid}: websocket gone for {}, stopping the shell", crate::logging::Secs(grace));
                 doomed.push(sid.clone());
             } else if now.duration_since(s.last_pong) > HEALTH_TIMEOUT && orphaned_since.is_none() {
                 log::error!("session {sid}: health check failed, connection with the client lost");

@@ -271,7 +271,7 @@ async fn run(
         };
         if retry {
             let delay = Duration::from_millis(backoff.next_delay_ms(rng.u64(..)));
-            log::info!("standalone: next auth request in {delay:?}");
+            log::info!("standalone: next auth request in {}", crate::logging::Secs(delay));
             let closed = async {
                 smol::Timer::after(delay).await;
                 false

@@ -42,10 +42,29 @@ fn version_command_and_flag() {
     let out = run(&["version"]);
     assert_eq!(out.status.code(), Some(0));
     let line = text(&out.stdout);
-    assert_eq!(
-        line,
-        format!("{}\truntime: rust\n", env!("CARGO_PKG_VERSION"))
-    );
+    // The reference's `<version>\truntime: <toolchain>` (Go: `2.3.0\truntime: go1.21.5`).
+    let (version, runtime) = line.trim_end().split_once('\t').unwrap_or_else(|| panic!("{line:?}"));
+    assert!(line.ends_with('\n') && !runtime.contains('\t'), "{line:?}");
+    // A version that names the release and, from a git checkout, the commit.
+    let pkg = env!("CARGO_PKG_VERSION");
+    assert!(version == pkg || version.starts_with(&format!("{pkg}+")), "{version:?}");
+    let in_git = Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| text(&o.stdout).trim().to_owned());
+    if let Some(head) = in_git {
+        assert!(version.contains(&head), "{version:?} does not name commit {head}");
+    }
+    // The toolchain that built it, as `rust<rustc version>`.
+    let rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .arg("--version")
+        .output()
+        .map(|o| text(&o.stdout))
+        .unwrap_or_default();
+    let rustc_version = rustc.split_whitespace().nth(1).unwrap_or("?");
+    assert_eq!(runtime, format!("runtime: rust{rustc_version}"), "{line:?}");
     let out = run(&["--version"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(text(&out.stdout), format!("mender-connect version {line}"));
@@ -147,4 +166,30 @@ fn global_flags_work_in_every_spelling() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(feature = "dbus-auth")]
+#[test]
+fn daemon_without_a_system_bus_points_to_standalone_mode() {
+    let dir = std::env::temp_dir().join(format!("mcrs-cli-nobus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("c.conf");
+    let user = text(&Command::new("id").arg("-un").output().unwrap().stdout).trim().to_owned();
+    std::fs::write(&conf, format!(r#"{{"ShellCommand":"/bin/sh","User":"{user}"}}"#)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mender-connect"))
+        .arg("-c")
+        .arg(&conf)
+        .arg("-b")
+        .arg(dir.join("none.conf"))
+        .arg("daemon")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", format!("unix:path={}", dir.join("no-bus").display()))
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let log = text(&out.stderr) + &text(&out.stdout);
+    assert!(log.contains("dbus failed to connect"), "{log}");
+    if cfg!(feature = "standalone") {
+        assert!(log.contains("a Standalone block") && log.contains("without D-Bus"), "{log}");
+    }
 }

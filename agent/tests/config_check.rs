@@ -246,3 +246,93 @@ fn daemon_refuses_an_invalid_configuration_with_a_log_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_error_and_warning_is_reported_with_its_file() {
+    let d = Dir::new();
+    // Both files have a typo and errors; the fallback also has an error raised only after the
+    // merge (ExpireAfter with ExpireAfterIdle) and the primary a shell that does not exist.
+    let fallback = d.file(
+        "fallback.conf",
+        r#"{"Userr":"root","Terminal":{"Width":"wide"},
+            "Sessions":{"StopExpired":true,"ExpireAfter":60,"ExpireAfterIdle":30}}"#,
+    );
+    let primary = d.file(
+        "primary.conf",
+        r#"{"ShellComand":"/bin/sh","ShellCommand":"/no/such/shell","User":"root",
+            "Sessions":{"MaxPerUser":-1},"ReconnectIntervalSeconds":-3}"#,
+    );
+    let (code, stdout, stderr) = check(&primary, &fallback);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let (f, p) = (fallback.display(), primary.display());
+    for want in [
+        format!("error: {f}: Terminal.Width: must be a whole number"),
+        format!("error: {p}: Sessions.MaxPerUser: must be a whole number"),
+        format!("error: {f}: Sessions.ExpireAfter: cannot be combined with Sessions.ExpireAfterIdle"),
+        format!("error: {p}: ShellCommand: given shell (/no/such/shell) is not executable"),
+        "configuration invalid (4 errors)".to_owned(),
+    ] {
+        assert!(stderr.contains(&want), "missing {want:?} in\n{stderr}");
+    }
+    for want in [
+        format!("warning: {f}: unknown key \"Userr\" (ignored; did you mean \"User\"?)"),
+        format!("warning: {p}: unknown key \"ShellComand\" (ignored; did you mean \"ShellCommand\"?)"),
+        format!("warning: {p}: ReconnectIntervalSeconds: -3 is negative"),
+    ] {
+        assert!(stdout.contains(&want), "missing {want:?} in\n{stdout}");
+    }
+    assert!(!stdout.contains("configuration OK"), "{stdout}");
+
+    // A file that is not JSON is reported, and the other file is still checked.
+    let broken = d.file("broken.conf", "{\"User\": ");
+    let (code, stdout, stderr) = check(&broken, &fallback);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains(&format!("error: {}:1:", broken.display())), "{stderr}");
+    assert!(stderr.contains(&format!("error: {f}: Terminal.Width")), "{stderr}");
+    assert!(stdout.contains(&format!("warning: {f}: unknown key \"Userr\"")), "{stdout}");
+}
+
+#[test]
+fn an_omitted_shell_command_is_not_a_warning() {
+    let d = Dir::new();
+    let f = d.file("c.conf", r#"{"User":"root"}"#);
+    let (code, stdout, stderr) = check_one(&f);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!stdout.contains("warning:"), "{stdout}");
+    // An explicit empty one still is.
+    let f = d.file("e.conf", r#"{"User":"root","ShellCommand":""}"#);
+    let (code, stdout, stderr) = check_one(&f);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("warning: {}: ShellCommand is empty, defaulting to /bin/sh", f.display())), "{stdout}");
+}
+
+#[test]
+fn a_chroot_that_does_not_exist_fails_check_config() {
+    let d = Dir::new();
+    let missing = d.0.join("no-such-dir");
+    let conf = |chroot: &Path| {
+        format!(
+            r#"{{"User":"root","Limits":{{"Enabled":true,"FileTransfer":{{"Chroot":"{}"}}}}}}"#,
+            chroot.display()
+        )
+    };
+    let f = d.file("c.conf", &conf(&missing));
+    let (code, stdout, stderr) = check_one(&f);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: {}: Limits.FileTransfer.Chroot: {} does not exist",
+            f.display(),
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    let file = d.file("plain", "");
+    let f = d.file("c.conf", &conf(&file));
+    let (code, _, stderr) = check_one(&f);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("is not a directory"), "{stderr}");
+    let f = d.file("c.conf", &conf(&d.0));
+    let (code, stdout, stderr) = check_one(&f);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}

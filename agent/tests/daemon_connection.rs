@@ -123,6 +123,9 @@ fn sigterm_stops_shells_and_exits_zero() {
         assert!(process_alive(bg));
         fx.agent.signal("TERM");
         assert_eq!(fx.agent.wait_exit(), Some(0), "log:\n{}", fx.agent.log());
+        // Named as a person knows it, not as a Rust value (`Some(Term)`).
+        let log = fx.agent.log();
+        assert!(log.contains("msg=\"received SIGTERM, stopping\""), "{log}");
         for pid in shells.into_iter().chain([bg]) {
             eventually("shell processes gone", || !process_alive(pid));
         }

@@ -80,6 +80,16 @@ fn sessions_are_isolated_and_limited_per_user() {
         let m = conn.recv_until("limit reply", |m| m.typ == "new" && m.sid == "a2").await;
         assert_eq!(m.status, Some(2));
         assert_eq!(m.body_str(), "user has too many open sessions");
+        // The device's log says so too, with the limit to raise (mender-cli shows nothing).
+        eventually("refusal logged", || {
+            let log = fx.agent.log();
+            log.lines().any(|l| {
+                l.contains("level=warning")
+                    && l.contains("session a2: shell refused for user")
+                    && l.contains("alice")
+                    && l.contains("user has too many open sessions (1 open, Sessions.MaxPerUser is 1)")
+            })
+        });
 
         conn.shell_input("a", "alice", b"X=only-in-a; echo A:$X:\n").await;
         conn.output_until("a", "A:only-in-a:").await;

@@ -343,6 +343,35 @@ fn client_errors_say_what_is_wrong() {
     assert!(!out.stderr.is_empty());
 }
 
+/// Scripts parse stdout of `--json`: it is JSON whether or not a daemon answers.
+#[test]
+fn json_output_is_json_when_no_daemon_answers() {
+    let dir = TempDir::new("status-json-err");
+    let missing = dir.path().join("missing.sock");
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    for (args, sock, kind) in [
+        (&["status", "--json"][..], &missing, "not_running"),
+        (&["sessions", "--json"], &missing, "not_running"),
+        (&["sessions", "list", "--json"], &missing, "not_running"),
+        (&["sessions", "kill", "abc", "--json"], &missing, "not_running"),
+        (&["status", "--json"], &file, "not_running"),
+    ] {
+        let out = cli(args, sock);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let v: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {stdout:?}"));
+        assert_eq!(v["error"]["kind"], kind, "{args:?}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("is the daemon running?"), "{args:?}: {v}");
+        // The person at the terminal still reads the message on stderr.
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is the daemon running?"), "{args:?}");
+    }
+    // Without --json, stdout stays empty.
+    assert!(cli(&["status"], &missing).stdout.is_empty());
+}
+
 async fn open_session(conn: &mut Conn, sid: &str) {
     let mut buf = vec![0u8; 1024];
     let n = control::encode_open_frame(&mut buf, sid, &Open::new(&[1]).unwrap()).unwrap();

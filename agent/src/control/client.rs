@@ -242,6 +242,36 @@ fn report(e: &ClientError) -> i32 {
     1
 }
 
+impl ClientError {
+    /// A stable name for programs reading `--json` output.
+    fn kind_name(&self) -> String {
+        match self {
+            ClientError::NotRunning(..) => "not_running".into(),
+            ClientError::PermissionDenied(_) => "permission_denied".into(),
+            ClientError::Version { .. } => "version_mismatch".into(),
+            ClientError::Refused { kind, .. } => serde_json::to_value(kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "refused".into()),
+            ClientError::Io(..) => "io".into(),
+        }
+    }
+}
+
+/// With `--json`, a failure is JSON on stdout too, so that a script always parses stdout; the
+/// message also goes to stderr for the person running it. The exit code is 1 either way.
+fn report_as(e: &ClientError, json: bool) -> i32 {
+    if json {
+        let v = serde_json::json!({ "error": { "kind": e.kind_name(), "message": e.to_string() } });
+        match serde_json::to_string_pretty(&v) {
+            Ok(text) => println!("{text}"),
+            // A map of two strings always serializes; keep stdout valid JSON regardless.
+            Err(_) => println!("{{\"error\":{{\"kind\":\"io\",\"message\":\"\"}}}}"),
+        }
+    }
+    report(e)
+}
+
 fn print_json<T: serde::Serialize>(v: &T) -> i32 {
     match serde_json::to_string_pretty(v) {
         Ok(text) => {
@@ -263,7 +293,7 @@ pub fn status_command(path: &Path, json: bool) -> i32 {
             print!("{}", render(&s));
             0
         }
-        Err(e) => report(&e),
+        Err(e) => report_as(&e, json),
     }
 }
 
@@ -275,7 +305,7 @@ pub fn list_command(path: &Path, json: bool) -> i32 {
             print!("{}", render_sessions(&s.sessions));
             0
         }
-        Err(e) => report(&e),
+        Err(e) => report_as(&e, json),
     }
 }
 
@@ -290,12 +320,12 @@ pub fn kill_command(path: &Path, id: &str, json: bool) -> i32 {
                 0
             }
         }
-        Ok(other) => report(&unexpected(path, &other)),
-        Err(ClientError::Refused { kind: ErrorKind::NoSuchSession, message }) => {
+        Ok(other) => report_as(&unexpected(path, &other), json),
+        Err(ClientError::Refused { kind: ErrorKind::NoSuchSession, message }) if !json => {
             eprintln!("mender-connect: {message}");
             1
         }
-        Err(e) => report(&e),
+        Err(e) => report_as(&e, json),
     }
 }
 

@@ -182,7 +182,7 @@ pub fn build(src: &Sources<'_>, now: Instant) -> Status {
         }
     });
     Status {
-        daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
+        daemon_version: crate::cli::VERSION.to_owned(),
         pid: std::process::id(),
         started_at: unix_of(src.started, now),
         uptime_secs: age(src.started),

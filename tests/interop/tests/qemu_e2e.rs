@@ -300,6 +300,24 @@ fn qemu_boot_shell_reconnect_shutdown() -> Result<(), Error> {
     let (command, expect) = guest_probe("first");
     run_in_guest(&env, &bed, &command, &expect)?;
 
+    // The demo's "another shell from a second terminal": the image allows 4 shells per user
+    // (Sessions.MaxPerUser; the default 1 refused the second one), and the agent on the device
+    // lists both.
+    let mut first = bed.cli.terminal(&env, &bed.device_id)?;
+    wait::until("a first shell's prompt", STEP_TIMEOUT, Duration::from_millis(100), || {
+        first.child().ensure_running()?;
+        let out = first.output();
+        Ok((out.contains("# ") || out.contains("$ ")).then_some(()))
+    })?;
+    run_in_guest(
+        &env,
+        &bed,
+        "echo shells-$(mender-connect sessions | grep -c ' shell ')-open",
+        "shells-2-open",
+    )?;
+    first.send(b"exit\r")?;
+    first.child().wait_exit(STEP_TIMEOUT)?;
+
     // The agent must notice the lost connection and come back to the new server process.
     bed.mock.restart(&env)?;
     bed.api = bed.mock.login()?;
