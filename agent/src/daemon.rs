@@ -78,13 +78,14 @@ impl Settings {
     /// From the loaded configuration.
     pub fn from_config(config: &Config) -> Self {
         let s = &config.sessions;
-        let expiry = match (s.stop_expired, s.expire_after_idle, s.expire_after) {
-            (false, _, _) => Expiry::Never,
-            (true, Some(idle), _) if !idle.is_zero() => Expiry::Idle(idle),
-            (true, _, Some(after)) if !after.is_zero() => Expiry::After(after),
-            // The reference only sweeps when one of the two is set.
-            _ => Expiry::Never,
-        };
+        // The configuration holds what the files said (uint32 seconds, 3.0's defaults applied);
+        // which rule follows from it is core's one statement of the reference's.
+        let secs = |d: Option<Duration>| d.map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+        let expiry = Expiry::from_core(mender_connect_core::sessions::Expiry::from_reference(
+            s.stop_expired,
+            secs(s.expire_after),
+            secs(s.expire_after_idle),
+        ));
         Self {
             shell: ShellSettings {
                 command: config.shell_command.to_string_lossy().into_owned(),
@@ -591,5 +592,36 @@ async fn disconnect(
         drop(reader);
         router.disconnected();
         orphaned_since.get_or_insert(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expiry(json: &str) -> Expiry {
+        let loaded = Config::from_json_str(json).expect("valid configuration");
+        Settings::from_config(&loaded.config).shell.expiry
+    }
+
+    /// The configuration's `Sessions` as the reference reads it: mender-connect 2.1.0 and 3.0.0
+    /// `app/daemon.go` `timeToSweepSessions` returns false when both timeouts are 0 (no sweep,
+    /// so the 1024 s `defaultSessionExpiredTimeout` never applies); idle wins over absolute;
+    /// 3.0's configuration defaults turn "nothing set" into 600 s idle.
+    #[test]
+    fn expiry_follows_the_reference() {
+        let s = Duration::from_secs;
+        assert_eq!(expiry("{}"), Expiry::Idle(s(600)));
+        assert_eq!(expiry(r#"{"Sessions":{"StopExpired":false}}"#), Expiry::Never);
+        assert_eq!(expiry(r#"{"Sessions":{"StopExpired":false,"ExpireAfterIdle":5}}"#), Expiry::Never);
+        assert_eq!(expiry(r#"{"Sessions":{"ExpireAfter":30}}"#), Expiry::After(s(30)));
+        assert_eq!(expiry(r#"{"Sessions":{"StopExpired":true,"ExpireAfterIdle":7}}"#), Expiry::Idle(s(7)));
+        // What reaches the rule when both are 0 (no longer produced by the configuration):
+        // never, not 1024 s.
+        let mut config = Config::from_json_str("{}").unwrap().config;
+        config.sessions.expire_after_idle = None;
+        config.sessions.expire_after = None;
+        assert!(config.sessions.stop_expired);
+        assert_eq!(Settings::from_config(&config).shell.expiry, Expiry::Never);
     }
 }

@@ -61,6 +61,18 @@ pub enum Expiry {
     After(Duration),
 }
 
+impl Expiry {
+    /// The agent's form of core's rule ([`mender_connect_core::sessions::Expiry::from_reference`]).
+    pub fn from_core(e: Option<mender_connect_core::sessions::Expiry>) -> Self {
+        use mender_connect_core::sessions::Expiry as E;
+        match e {
+            Some(E::AfterIdle(ms)) => Self::Idle(Duration::from_millis(ms)),
+            Some(E::AfterCreation(ms)) => Self::After(Duration::from_millis(ms)),
+            _ => Self::Never,
+        }
+    }
+}
+
 /// What every shell is started with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShellSettings {
