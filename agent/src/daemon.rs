@@ -52,6 +52,9 @@ const RELEASE_AFTER: Duration = Duration::from_secs(1);
 pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_secs(60);
 /// Environment override of the disconnect grace, in seconds (tests shorten it).
 pub const DISCONNECT_GRACE_ENV: &str = "MENDER_CONNECT_DISCONNECT_GRACE_SECS";
+/// Environment override of the shell health-check ping period, in seconds (tests shorten it;
+/// the check then fails 5 s after a missed pong, as with the default 60 s).
+pub const HEALTHCHECK_INTERVAL_ENV: &str = "MENDER_CONNECT_HEALTHCHECK_INTERVAL_SECS";
 
 /// Everything the daemon takes from the configuration.
 #[derive(Clone, Debug)]
@@ -94,6 +97,7 @@ impl Settings {
                 size: TermSize { width: config.terminal.width, height: config.terminal.height },
                 max_per_user: usize::try_from(config.sessions.max_per_user).unwrap_or(usize::MAX).max(1),
                 expiry,
+                health_interval: Self::health_interval_from_env(),
             },
             terminal: !config.terminal.disable,
             reconnect_base: config.reconnect_interval,
@@ -103,6 +107,14 @@ impl Settings {
             control_socket: Some(config.control_socket.clone()),
             tls: crate::auth::tls_options(config),
         }
+    }
+
+    /// The health-check period, from [`HEALTHCHECK_INTERVAL_ENV`] if set (at least 1 s).
+    pub fn health_interval_from_env() -> Duration {
+        std::env::var(HEALTHCHECK_INTERVAL_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(crate::shell::HEALTH_INTERVAL, |s| Duration::from_secs(s.max(1)))
     }
 
     /// The disconnect grace, from [`DISCONNECT_GRACE_ENV`] if set.
@@ -415,10 +427,14 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 next_tick = now + Duration::from_secs(1);
                 let mut frames = shells.tick(now, orphaned_since, settings.disconnect_grace);
                 if matches!(link, Link::Up { .. }) {
-                    frames.extend(router.tick(now));
-                    for f in frames {
+                    frames.pings.extend(router.tick(now));
+                    for f in frames.pings {
                         // Periodic pings are worth nothing late; drop them when the queue is full.
                         let _ = q.reply_tx.try_send(f);
+                    }
+                    // A session the agent ended: the user's terminal must learn it.
+                    for f in frames.stops {
+                        let _ = q.reply_tx.send(f).await;
                     }
                 }
             }
@@ -526,10 +542,6 @@ fn start_control(
     }
 }
 
-/// Body of the `stop` sent when a shell is killed locally: what the reference sends when its
-/// shell is stopped under it (the pty read fails on the closed file).
-const KILLED_SHELL_TEXT: &str = "read /dev/ptmx: file already closed";
-
 /// `mender-connect sessions kill <id>`: a shell gets what a server `stop` does (SIGHUP, then
 /// SIGKILL) and the server a `stop`; a control session is closed with a `close`.
 fn kill_session(id: &str, shells: &mut Shells, router: &mut Router) -> (Response, Option<Vec<u8>>) {
@@ -542,7 +554,7 @@ fn kill_session(id: &str, shells: &mut Shells, router: &mut Router) -> (Response
             mender_connect_core::shell::STOP,
             id,
             mender_connect_core::shell::Status::Error,
-            KILLED_SHELL_TEXT.as_bytes(),
+            crate::shell::STOPPED_SHELL_TEXT.as_bytes(),
         );
         return (Response::Killed { id: id.to_owned(), kind: SessionKind::Shell }, frame);
     }

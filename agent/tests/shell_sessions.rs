@@ -92,15 +92,70 @@ fn sessions_are_isolated_and_limited_per_user() {
     });
 }
 
+/// The reference's `stop` when its shell is stopped under it (`shell/exec.go` `pipeStdout`:
+/// the pty read fails and `sendStopMessage` sends status 2 with the read error).
+const STOPPED: &str = "read /dev/ptmx: file already closed";
+
+/// An idle session is stopped, and the server hears a `stop` for it, so the user's terminal
+/// closes instead of showing a dead shell.
 #[test]
-fn idle_sessions_expire() {
+fn idle_sessions_expire_and_the_server_hears_a_stop() {
     smol::block_on(async {
         let fx = Fixture::start("idle", r#""Sessions":{"StopExpired":true,"ExpireAfterIdle":2}"#, &[]).await;
         let mut conn = fx.server.accept(SOON).await;
         started(&mut conn, "s1", "u1", None).await;
         let pid = shell_pid(&mut conn, "s1", "u1").await;
+        let m = conn.recv_until("stop for the idle session", |m| m.typ == "stop").await;
+        assert_eq!((m.proto, m.sid.as_str(), m.status, m.body_str().as_str()), (1, "s1", Some(2), STOPPED));
         eventually("idle shell stopped", || !process_alive(pid));
         started(&mut conn, "s2", "u1", None).await;
+    });
+}
+
+/// mender-connect 2.1.2/2.2.1+ (MEN-6888, `session/shell.go` `healthcheck`): a shell `ping`
+/// with `timeout` = interval + 5 and `status` 3 every interval; no `pong` for interval + 5 s
+/// stops the shell and deletes the session. Ours also sends the server a `stop`. The interval
+/// is shortened from 60 s to 1 s here.
+#[test]
+fn failed_health_check_stops_the_shell_and_the_server_hears_a_stop() {
+    smol::block_on(async {
+        let fx = Fixture::start("health", "", &[("MENDER_CONNECT_HEALTHCHECK_INTERVAL_SECS", "1")]).await;
+        let mut conn = fx.server.accept(SOON).await;
+        started(&mut conn, "s1", "u1", None).await;
+        let pid = shell_pid(&mut conn, "s1", "u1").await;
+        let started_at = Instant::now();
+        let ping = conn.recv_until("health-check ping", |m| m.typ == "ping").await;
+        assert_eq!((ping.proto, ping.sid.as_str(), ping.status), (1, "s1", Some(3)));
+        assert_eq!(ping.prop_i64("timeout"), Some(6), "{:?}", ping.props);
+        // No pong: the check fails 6 s after the last pong (the start).
+        let m = conn.recv_until("stop after the failed check", |m| m.typ == "stop").await;
+        assert_eq!((m.proto, m.sid.as_str(), m.status, m.body_str().as_str()), (1, "s1", Some(2), STOPPED));
+        assert!(started_at.elapsed() >= Duration::from_secs(4), "stopped too early");
+        eventually("unhealthy shell stopped", || !process_alive(pid));
+        // The session is deleted, so the user's slot is free (2.1.0 refused new shells here).
+        started(&mut conn, "s2", "u1", None).await;
+    });
+}
+
+/// Answered pings keep the shell: the check counts from the last pong.
+#[test]
+fn answered_health_checks_keep_the_shell() {
+    smol::block_on(async {
+        let fx = Fixture::start("healthy", "", &[("MENDER_CONNECT_HEALTHCHECK_INTERVAL_SECS", "1")]).await;
+        let mut conn = fx.server.accept(SOON).await;
+        started(&mut conn, "s1", "u1", None).await;
+        let pid = shell_pid(&mut conn, "s1", "u1").await;
+        let until = Instant::now() + Duration::from_secs(9);
+        while Instant::now() < until {
+            let Some(m) = conn.recv_within(Duration::from_millis(500)).await else { continue };
+            assert_ne!(m.typ, "stop", "a healthy shell was stopped: {}", m.body_str());
+            if m.typ == "ping" {
+                conn.send(encode(1, "pong", "s1", &[Prop::str("user_id", "u1")], b"")).await;
+            }
+        }
+        assert!(process_alive(pid));
+        conn.shell_input("s1", "u1", b"echo al''ive\n").await;
+        conn.output_until("s1", "alive\r\n").await;
     });
 }
 
