@@ -10,11 +10,11 @@
 //! A session the agent ends by itself (idle or absolute expiry, failed health check) is reported
 //! with the same `stop` `{"status":2}` the reference's pty reader sends when its shell is stopped
 //! under it ("read /dev/ptmx: file already closed"), so the browser or `mender-cli` closes its
-//! terminal instead of showing a dead one. The reference's reader only sends it when a read
-//! fails while its shell is still marked running; stopping the shell clears that mark first, so
-//! in practice nothing goes out: 2.1.0 logged no read error and sent nothing on expiry, and
-//! `mender-cli` stayed open (3.0's expiry, health-check and reader code is the same). Ours sends
-//! it once.
+//! terminal instead of showing a dead one. The reference's reader sends it only when a pty read
+//! fails, and stopping the shell first marks it not running (a read that still returns output
+//! then ends the reader quietly): in practice nothing goes out. 2.1.0 logged no read error and
+//! sent nothing on expiry, and `mender-cli` stayed open (3.0's expiry, health-check and reader
+//! code is the same). Ours sends it once.
 //!
 //! Unlike the reference: bulk pty output is coalesced into frames of up to ~8 KiB (flushed after
 //! [`COALESCE_IDLE`] without new output; short output such as an echo is sent at once), the reader stops reading the pty while the outbound
