@@ -248,3 +248,48 @@ fn stalled_server_ends_the_link_and_the_agent_reconnects() {
         assert!(!fx.agent.log().contains("panicked"), "{}", fx.agent.log());
     });
 }
+
+/// mender-connect 2.3.1 (ME-530): the shell gets the configured user's supplementary groups.
+/// Needs root (useradd, and the agent switching users).
+#[test]
+fn shell_has_the_users_supplementary_groups() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("\n*** SKIPPED shell_has_the_users_supplementary_groups: needs root ***\n");
+        return;
+    }
+    let (user, group) = ("mcrs-sgrp-user", "mcrs-sgrp-extra");
+    let run = |args: &[&str]| std::process::Command::new(args[0]).args(&args[1..]).status().map(|s| s.code());
+    // Idempotent and bounded: another run may have created them (9: name taken; 10: passwd
+    // file locked by a parallel useradd).
+    let _ = run(&["groupadd", "-f", group]);
+    for _ in 0..50 {
+        match run(&["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", "-G", group, user]) {
+            Ok(Some(10)) => std::thread::sleep(Duration::from_millis(100)),
+            _ => break,
+        }
+    }
+    let gid_of = |g: &str| -> u32 {
+        let out = std::process::Command::new("getent").args(["group", g]).output().unwrap();
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        line.split(':').nth(2).and_then(|n| n.trim().parse().ok()).unwrap_or_else(|| panic!("no group {g}: {line:?}"))
+    };
+    let extra = gid_of(group);
+    smol::block_on(async {
+        let dir = common::TempDir::new("sgroups");
+        let bus = common::Bus::start(dir.path());
+        let server = common::Server::bind().await;
+        let _auth = common::AuthService::start(&bus, "T1", &server.url());
+        let config = format!(r#"{{"ShellCommand":"/bin/sh","ShellArguments":[],"User":"{user}"}}"#);
+        let _agent = common::Agent::start(dir.path(), &bus, &config, &[]);
+        let mut conn = server.accept(SOON).await;
+        started(&mut conn, "s1", "u1", None).await;
+        // The quotes keep the echoed command line from matching.
+        conn.shell_input("s1", "u1", b"echo G''R=$(id -G | tr ' ' ,)=\n").await;
+        let done = |o: &str| o.split("GR=").nth(1).is_some_and(|rest| rest.contains("=\r\n"));
+        let out = conn.output_until_match("s1", done).await;
+        let list = out.split("GR=").nth(1).and_then(|rest| rest.split('=').next()).unwrap_or("");
+        let groups: Vec<u32> = list.split(',').filter_map(|g| g.trim().parse().ok()).collect();
+        assert!(groups.contains(&extra), "supplementary group {extra} missing: {out:?}");
+        assert!(!groups.contains(&0), "root's group kept: {out:?}");
+    });
+}
