@@ -636,4 +636,17 @@ mod tests {
         assert!(config.sessions.stop_expired);
         assert_eq!(Settings::from_config(&config).shell.expiry, Expiry::Never);
     }
+
+    /// mender-connect 2.1.2/2.2.1+ `session/shell.go`: `healthcheckInterval` 60 s,
+    /// `healthcheckTimeout` 5 s; pings carry `timeout` 65 and the check fails 65 s after the
+    /// last pong (the daemon tests run it with a 1 s period).
+    #[test]
+    fn health_check_timings_are_the_reference_s() {
+        if std::env::var_os(HEALTHCHECK_INTERVAL_ENV).is_some() {
+            return;
+        }
+        let shell = Settings::from_config(&Config::from_json_str("{}").unwrap().config).shell;
+        assert_eq!(shell.health_interval, Duration::from_secs(60));
+        assert_eq!(shell.health_timeout(), Duration::from_secs(65));
+    }
 }

@@ -107,7 +107,7 @@ pub struct ShellSettings {
 
 impl ShellSettings {
     /// How long after the last pong the health check fails (interval + 5 s, as the reference).
-    fn health_timeout(&self) -> Duration {
+    pub(crate) fn health_timeout(&self) -> Duration {
         self.health_interval.saturating_add(Duration::from_secs(proto::HEALTHCHECK_TIMEOUT_SECS))
     }
 }
