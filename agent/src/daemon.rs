@@ -432,9 +432,12 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                         // Periodic pings are worth nothing late; drop them when the queue is full.
                         let _ = q.reply_tx.try_send(f);
                     }
-                    // A session the agent ended: the user's terminal must learn it.
+                    // A session the agent ended: the user's terminal must learn it. Not awaited:
+                    // a full reply queue (64) means a stalled link, which its write deadline ends.
                     for f in frames.stops {
-                        let _ = q.reply_tx.send(f).await;
+                        if q.reply_tx.try_send(f).is_err() {
+                            log::warn!("reply queue full: the server is not told about an ended shell");
+                        }
                     }
                 }
             }
