@@ -8,9 +8,15 @@
 //! - the deprecated `ServerURL`, `Servers`, `ClientProtocol`, `HttpsClient`, `SkipVerify` and
 //!   `ServerCertificate` are ignored with a warning (the token and URL come from D-Bus).
 //!
+//! Session expiry defaults are mender-connect 3.0's (what meta-mender ships now): `StopExpired`
+//! is true unless a file says false, and with neither `ExpireAfter` nor `ExpireAfterIdle` set
+//! (both 0) sessions expire after 600 s idle. 2.x defaulted to no expiry; a 2.x file that wants
+//! that keeps it with `"StopExpired": false`.
+//!
 //! Stricter than the reference, because each of these was silently ignored or only failed later:
 //! unknown keys and keys that have no effect give a warning naming them; `Sessions.ExpireAfter`
-//! together with `Sessions.ExpireAfterIdle` is an error (the reference quietly drops `ExpireAfter`);
+//! together with `Sessions.ExpireAfterIdle` under an explicit `StopExpired: true` is an error (the
+//! reference quietly drops `ExpireAfter`; without `StopExpired` in the file, a warning, as 3.0);
 //! a malformed `Limits.FileTransfer.Umask` or relative `Chroot` is an error when limits are enabled.
 
 use std::fmt;
@@ -36,6 +42,12 @@ pub const DEFAULT_RECONNECT_MAX_INTERVAL: Duration = Duration::from_secs(60);
 const MAX_RECONNECT_MAX_INTERVAL_SECS: u64 = 3600;
 /// `Sessions.MaxPerUser` when unset or 0 (reference: `session.MaxUserSessions`).
 pub const DEFAULT_MAX_SESSIONS_PER_USER: u32 = 1;
+/// `Sessions.StopExpired` when unset (mender-connect 3.0 `DefaultStopExpired`; 2.x: false).
+pub const DEFAULT_STOP_EXPIRED: bool = true;
+/// `Sessions.ExpireAfterIdle` when `StopExpired` is on and neither expiry is set (mender-connect
+/// 3.0 `DefaultExpireAfterIdle`; 2.x: no expiry).
+pub const DEFAULT_EXPIRE_AFTER_IDLE: Duration =
+    Duration::from_secs(mender_connect_core::sessions::DEFAULT_EXPIRE_AFTER_IDLE_S as u64);
 /// `TERM` of spawned shells (reference: `DefaultTerminalString`).
 pub const TERMINAL_STRING: &str = "xterm-256color";
 
@@ -110,7 +122,8 @@ pub struct Terminal {
 /// `Sessions` block, already reduced to what takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sessions {
-    /// `Sessions.StopExpired`; when false both expiries below are `None`.
+    /// `Sessions.StopExpired` (default true, as 3.0); when false both expiries below are `None`,
+    /// when true at least one is set (`ExpireAfterIdle` 600 s by default).
     pub stop_expired: bool,
     /// Absolute lifetime of a shell session (`Sessions.ExpireAfter` seconds; 0 = none).
     pub expire_after: Option<Duration>,
@@ -947,21 +960,32 @@ impl Raw {
         }
 
         let secs = |n: u32| (n > 0).then(|| Duration::from_secs(n.into()));
-        let sessions = if self.stop_expired {
+        // mender-connect 3.0 (`applyDefaults`): StopExpired defaults to true, and with neither
+        // expiry set (both 0) ExpireAfterIdle becomes 600 s.
+        let stop_expired = if self.has("Sessions.StopExpired") { self.stop_expired } else { DEFAULT_STOP_EXPIRED };
+        let sessions = if stop_expired {
             if self.expire_after > 0 && self.expire_after_idle > 0 {
-                return Err(invalid(
-                    "Sessions.ExpireAfter",
-                    "cannot be combined with Sessions.ExpireAfterIdle: set only one of them \
-                     (mender-connect 2.1.0 ignored ExpireAfter in that case)"
-                        .into(),
-                ));
+                if !self.has("Sessions.StopExpired") {
+                    // A 2.x file with both keys and no StopExpired had no expiry at all; under
+                    // 3.0's default it starts with a warning, idle winning: so does ours.
+                    warnings.push(
+                        "Sessions.ExpireAfter has no effect: Sessions.ExpireAfterIdle is also set \
+                         (and Sessions.StopExpired now defaults to true)"
+                            .into(),
+                    );
+                    self.expire_after = 0;
+                } else {
+                    return Err(invalid(
+                        "Sessions.ExpireAfter",
+                        "cannot be combined with Sessions.ExpireAfterIdle: set only one of them \
+                         (mender-connect 2.1.0 ignored ExpireAfter in that case)"
+                            .into(),
+                    ));
+                }
             }
             if self.expire_after == 0 && self.expire_after_idle == 0 {
-                warnings.push(
-                    "Sessions.StopExpired has no effect: neither Sessions.ExpireAfter nor \
-                     Sessions.ExpireAfterIdle is set"
-                        .into(),
-                );
+                self.expire_after_idle =
+                    u32::try_from(DEFAULT_EXPIRE_AFTER_IDLE.as_secs()).unwrap_or(u32::MAX);
             }
             Sessions {
                 stop_expired: true,

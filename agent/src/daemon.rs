@@ -52,6 +52,9 @@ const RELEASE_AFTER: Duration = Duration::from_secs(1);
 pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_secs(60);
 /// Environment override of the disconnect grace, in seconds (tests shorten it).
 pub const DISCONNECT_GRACE_ENV: &str = "MENDER_CONNECT_DISCONNECT_GRACE_SECS";
+/// Environment override of the shell health-check ping period, in seconds (tests shorten it;
+/// the check then fails 5 s after a missed pong, as with the default 60 s).
+pub const HEALTHCHECK_INTERVAL_ENV: &str = "MENDER_CONNECT_HEALTHCHECK_INTERVAL_SECS";
 
 /// Everything the daemon takes from the configuration.
 #[derive(Clone, Debug)]
@@ -78,13 +81,14 @@ impl Settings {
     /// From the loaded configuration.
     pub fn from_config(config: &Config) -> Self {
         let s = &config.sessions;
-        let expiry = match (s.stop_expired, s.expire_after_idle, s.expire_after) {
-            (false, _, _) => Expiry::Never,
-            (true, Some(idle), _) if !idle.is_zero() => Expiry::Idle(idle),
-            (true, _, Some(after)) if !after.is_zero() => Expiry::After(after),
-            // The reference only sweeps when one of the two is set.
-            _ => Expiry::Never,
-        };
+        // The configuration holds what the files said (uint32 seconds, 3.0's defaults applied);
+        // which rule follows from it is core's one statement of the reference's.
+        let secs = |d: Option<Duration>| d.map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+        let expiry = Expiry::from_core(mender_connect_core::sessions::Expiry::from_reference(
+            s.stop_expired,
+            secs(s.expire_after),
+            secs(s.expire_after_idle),
+        ));
         Self {
             shell: ShellSettings {
                 command: config.shell_command.to_string_lossy().into_owned(),
@@ -93,6 +97,7 @@ impl Settings {
                 size: TermSize { width: config.terminal.width, height: config.terminal.height },
                 max_per_user: usize::try_from(config.sessions.max_per_user).unwrap_or(usize::MAX).max(1),
                 expiry,
+                health_interval: Self::health_interval_from_env(),
             },
             terminal: !config.terminal.disable,
             reconnect_base: config.reconnect_interval,
@@ -102,6 +107,14 @@ impl Settings {
             control_socket: Some(config.control_socket.clone()),
             tls: crate::auth::tls_options(config),
         }
+    }
+
+    /// The health-check period, from [`HEALTHCHECK_INTERVAL_ENV`] if set (at least 1 s).
+    pub fn health_interval_from_env() -> Duration {
+        std::env::var(HEALTHCHECK_INTERVAL_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(crate::shell::HEALTH_INTERVAL, |s| Duration::from_secs(s.max(1)))
     }
 
     /// The disconnect grace, from [`DISCONNECT_GRACE_ENV`] if set.
@@ -453,10 +466,17 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 next_tick = now + Duration::from_secs(1);
                 let mut frames = shells.tick(now, orphaned_since, settings.disconnect_grace);
                 if matches!(link, Link::Up { .. }) {
-                    frames.extend(router.tick(now));
-                    for f in frames {
+                    frames.pings.extend(router.tick(now));
+                    for f in frames.pings {
                         // Periodic pings are worth nothing late; drop them when the queue is full.
                         let _ = q.reply_tx.try_send(f);
+                    }
+                    // A session the agent ended: the user's terminal must learn it. Not awaited:
+                    // a full reply queue (64) means a stalled link, which its write deadline ends.
+                    for f in frames.stops {
+                        if q.reply_tx.try_send(f).is_err() {
+                            log::warn!("reply queue full: the server is not told about an ended shell");
+                        }
                     }
                 }
             }
@@ -577,10 +597,6 @@ fn start_control(
     }
 }
 
-/// Body of the `stop` sent when a shell is killed locally: what the reference sends when its
-/// shell is stopped under it (the pty read fails on the closed file).
-const KILLED_SHELL_TEXT: &str = "read /dev/ptmx: file already closed";
-
 /// `mender-connect sessions kill <id>`: a shell gets what a server `stop` does (SIGHUP, then
 /// SIGKILL) and the server a `stop`; a control session is closed with a `close`.
 fn kill_session(id: &str, shells: &mut Shells, router: &mut Router) -> (Response, Option<Vec<u8>>) {
@@ -593,7 +609,7 @@ fn kill_session(id: &str, shells: &mut Shells, router: &mut Router) -> (Response
             mender_connect_core::shell::STOP,
             id,
             mender_connect_core::shell::Status::Error,
-            KILLED_SHELL_TEXT.as_bytes(),
+            crate::shell::STOPPED_SHELL_TEXT.as_bytes(),
         );
         return (Response::Killed { id: id.to_owned(), kind: SessionKind::Shell }, frame);
     }
@@ -643,5 +659,49 @@ async fn disconnect(
         drop(reader);
         router.disconnected();
         orphaned_since.get_or_insert(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expiry(json: &str) -> Expiry {
+        let loaded = Config::from_json_str(json).expect("valid configuration");
+        Settings::from_config(&loaded.config).shell.expiry
+    }
+
+    /// The configuration's `Sessions` as the reference reads it: mender-connect 2.1.0 and 3.0.0
+    /// `app/daemon.go` `timeToSweepSessions` returns false when both timeouts are 0 (no sweep,
+    /// so the 1024 s `defaultSessionExpiredTimeout` never applies); idle wins over absolute;
+    /// 3.0's configuration defaults turn "nothing set" into 600 s idle.
+    #[test]
+    fn expiry_follows_the_reference() {
+        let s = Duration::from_secs;
+        assert_eq!(expiry("{}"), Expiry::Idle(s(600)));
+        assert_eq!(expiry(r#"{"Sessions":{"StopExpired":false}}"#), Expiry::Never);
+        assert_eq!(expiry(r#"{"Sessions":{"StopExpired":false,"ExpireAfterIdle":5}}"#), Expiry::Never);
+        assert_eq!(expiry(r#"{"Sessions":{"ExpireAfter":30}}"#), Expiry::After(s(30)));
+        assert_eq!(expiry(r#"{"Sessions":{"StopExpired":true,"ExpireAfterIdle":7}}"#), Expiry::Idle(s(7)));
+        // What reaches the rule when both are 0 (no longer produced by the configuration):
+        // never, not 1024 s.
+        let mut config = Config::from_json_str("{}").unwrap().config;
+        config.sessions.expire_after_idle = None;
+        config.sessions.expire_after = None;
+        assert!(config.sessions.stop_expired);
+        assert_eq!(Settings::from_config(&config).shell.expiry, Expiry::Never);
+    }
+
+    /// mender-connect 2.1.2/2.2.1+ `session/shell.go`: `healthcheckInterval` 60 s,
+    /// `healthcheckTimeout` 5 s; pings carry `timeout` 65 and the check fails 65 s after the
+    /// last pong (the daemon tests run it with a 1 s period).
+    #[test]
+    fn health_check_timings_are_the_reference_s() {
+        if std::env::var_os(HEALTHCHECK_INTERVAL_ENV).is_some() {
+            return;
+        }
+        let shell = Settings::from_config(&Config::from_json_str("{}").unwrap().config).shell;
+        assert_eq!(shell.health_interval, Duration::from_secs(60));
+        assert_eq!(shell.health_timeout(), Duration::from_secs(65));
     }
 }

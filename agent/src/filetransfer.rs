@@ -181,30 +181,10 @@ fn error_reply(request: &Frame<'_>, text: &str) -> Option<Vec<u8>> {
     encode(|b| ft::encode_error_reply(b, request, text))
 }
 
-/// An error reply that also carries `code` (go-lib-micro `ws.Error.Code`, "values in the range
-/// 400-599 carry the same semantic meaning as the HTTP equivalent"): deviceconnect answers the
+/// An error reply that also carries `code` ([`ft::FtError::code`]): deviceconnect answers the
 /// user with that status instead of its default for the step. The reference never sets it.
 fn coded_error_reply(request: &Frame<'_>, text: &str, code: u16) -> Option<Vec<u8>> {
-    encode(|b| {
-        mender_connect_core::FrameOut {
-            proto: request.header.proto,
-            typ: ft::ERROR,
-            sid: request.header.sid,
-            base_props: request.header.props,
-            ..mender_connect_core::FrameOut::EMPTY
-        }
-        .encode_with(b, |body| {
-            let mut w = mender_connect_core::msgpack::Writer::new(body);
-            w.map_len(3)?;
-            w.str("err")?;
-            w.str(text)?;
-            w.str("msgtype")?;
-            w.str(request.header.typ)?;
-            w.str("code")?;
-            w.uint16(code)?;
-            Ok(w.written().len())
-        })
-    })
+    encode(|b| ft::encode_coded_error_reply(b, request, text, i64::from(code)))
 }
 
 /// `code` of a `stat` refused by policy (chroot, symlinks). The server wraps stat errors as

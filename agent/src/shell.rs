@@ -4,7 +4,17 @@
 //! `shell/exec.go`): `new` → `{"status":1}` "Shell started" or `{"status":2}` with the error text;
 //! `stop` → `{"status":1}` or status 2 with the error; a shell that ends is reported with a `stop`
 //! `{"status":2}` carrying the read error; a health-check `ping` (`timeout` 65, `status` 3) every
-//! 60 s, answered by `pong`.
+//! 60 s, answered by `pong`; 65 s after the last pong the check fails and the shell is stopped and
+//! its session deleted (2.1.2/2.2.1+, MEN-6888; 2.1.0 only marked it expired).
+//!
+//! A session the agent ends by itself (idle or absolute expiry, failed health check) is reported
+//! with the same `stop` `{"status":2}` the reference's pty reader sends when its shell is stopped
+//! under it ("read /dev/ptmx: file already closed"), so the browser or `mender-cli` closes its
+//! terminal instead of showing a dead one. The reference's reader sends it only when a pty read
+//! fails, and stopping the shell first marks it not running (a read that still returns output
+//! then ends the reader quietly): in practice nothing goes out. 2.1.0 logged no read error and
+//! sent nothing on expiry, and `mender-cli` stayed open (3.0's expiry, health-check and reader
+//! code is the same). Ours sends it once.
 //!
 //! Unlike the reference: bulk pty output is coalesced into frames of up to ~8 KiB (flushed after
 //! [`COALESCE_IDLE`] without new output; short output such as an echo is sent at once), the reader stops reading the pty while the outbound
@@ -36,9 +46,12 @@ const BULK_OUTPUT: usize = 1024;
 const COALESCE_YIELDS: usize = 2;
 /// Time a stopped shell gets between SIGHUP and SIGKILL (the reference waits 2 s).
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
-const HEALTH_INTERVAL: Duration = Duration::from_secs(proto::HEALTHCHECK_INTERVAL_SECS);
-const HEALTH_TIMEOUT: Duration =
-    Duration::from_secs(proto::HEALTHCHECK_INTERVAL_SECS + proto::HEALTHCHECK_TIMEOUT_SECS);
+/// Health-check ping period (reference `healthcheckInterval`, 60 s); the check fails
+/// [`proto::HEALTHCHECK_TIMEOUT_SECS`] (5 s) after the next ping was due without a pong.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(proto::HEALTHCHECK_INTERVAL_SECS);
+/// Body of the `stop` sent for a shell ended by the agent or locally: what the reference sends
+/// when its shell is stopped under it (the pty read fails on the closed file).
+pub const STOPPED_SHELL_TEXT: &str = "read /dev/ptmx: file already closed";
 /// Keystroke messages buffered per session before the router waits for the pty.
 const INPUT_QUEUE: usize = 16;
 
@@ -61,6 +74,18 @@ pub enum Expiry {
     After(Duration),
 }
 
+impl Expiry {
+    /// The agent's form of core's rule ([`mender_connect_core::sessions::Expiry::from_reference`]).
+    pub fn from_core(e: Option<mender_connect_core::sessions::Expiry>) -> Self {
+        use mender_connect_core::sessions::Expiry as E;
+        match e {
+            Some(E::AfterIdle(ms)) => Self::Idle(Duration::from_millis(ms)),
+            Some(E::AfterCreation(ms)) => Self::After(Duration::from_millis(ms)),
+            _ => Self::Never,
+        }
+    }
+}
+
 /// What every shell is started with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShellSettings {
@@ -76,6 +101,24 @@ pub struct ShellSettings {
     pub max_per_user: usize,
     /// Session expiry.
     pub expiry: Expiry,
+    /// Health-check ping period ([`HEALTH_INTERVAL`]; tests shorten it).
+    pub health_interval: Duration,
+}
+
+impl ShellSettings {
+    /// How long after the last pong the health check fails (interval + 5 s, as the reference).
+    pub(crate) fn health_timeout(&self) -> Duration {
+        self.health_interval.saturating_add(Duration::from_secs(proto::HEALTHCHECK_TIMEOUT_SECS))
+    }
+}
+
+/// What [`Shells::tick`] asks the daemon to send.
+#[derive(Debug, Default)]
+pub struct TickFrames {
+    /// Health-check pings: worth nothing late, dropped when the queue is full.
+    pub pings: Vec<Vec<u8>>,
+    /// `stop`s for sessions the agent ended: must reach the server.
+    pub stops: Vec<Vec<u8>>,
 }
 
 /// Why a session ended on its own; the daemon removes it and reaps the shell.
@@ -304,7 +347,7 @@ impl Shells {
                 input_queued,
                 master,
                 last_pong: now,
-                next_ping: now + HEALTH_INTERVAL,
+                next_ping: now + self.settings.health_interval,
                 bytes_in: 0,
                 bytes_out,
                 _reader: reader,
@@ -381,11 +424,14 @@ impl Shells {
     }
 
     /// Periodic work: expiry, health checks, sessions orphaned by a dropped websocket.
-    /// Returns frames to send (health-check pings).
-    pub fn tick(&mut self, now: Instant, orphaned_since: Option<Instant>, grace: Duration) -> Vec<Vec<u8>> {
+    /// Returns frames to send: health-check pings, and a `stop` for each session expired or
+    /// failing its health check. Orphaned sessions get none: the server forgot them with the
+    /// websocket that carried them (it drops device messages for unknown sessions).
+    pub fn tick(&mut self, now: Instant, orphaned_since: Option<Instant>, grace: Duration) -> TickFrames {
         let mut doomed = Vec::new();
-        let mut out = Vec::new();
+        let mut out = TickFrames::default();
         let orphaned = orphaned_since.is_some_and(|t| now.duration_since(t) >= grace);
+        let (interval, timeout) = (self.settings.health_interval, self.settings.health_timeout());
         for (sid, s) in &mut self.sessions {
             let expired = match self.settings.expiry {
                 Expiry::Never => false,
@@ -394,24 +440,28 @@ impl Shells {
             };
             if expired {
                 log::info!("session {sid}: expired");
-                doomed.push(sid.clone());
+                doomed.push((sid.clone(), true));
             } else if orphaned {
                 log::info!("session {sid}: websocket gone for {}, stopping the shell", crate::logging::Secs(grace));
-                doomed.push(sid.clone());
-            } else if now.duration_since(s.last_pong) > HEALTH_TIMEOUT && orphaned_since.is_none() {
+                doomed.push((sid.clone(), false));
+            } else if now.duration_since(s.last_pong) > timeout && orphaned_since.is_none() {
                 log::error!("session {sid}: health check failed, connection with the client lost");
-                doomed.push(sid.clone());
+                doomed.push((sid.clone(), true));
             } else if now >= s.next_ping && orphaned_since.is_none() {
-                s.next_ping = now + HEALTH_INTERVAL;
+                s.next_ping = now + interval;
                 let mut buf = vec![0u8; 256 + sid.len()];
-                if let Ok(n) = proto::encode_ping(&mut buf, sid, HEALTH_TIMEOUT.as_secs() as i64) {
+                let secs = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
+                if let Ok(n) = proto::encode_ping(&mut buf, sid, secs) {
                     buf.truncate(n);
-                    out.push(buf);
+                    out.pings.push(buf);
                 }
             }
         }
-        for sid in doomed {
+        for (sid, tell) in doomed {
             self.stop(&sid);
+            if tell {
+                out.stops.extend(frame(proto::STOP, &sid, Status::Error, STOPPED_SHELL_TEXT.as_bytes()));
+            }
         }
         out
     }
@@ -421,7 +471,7 @@ impl Shells {
     pub fn reconnected(&mut self, now: Instant) {
         for s in self.sessions.values_mut() {
             s.last_pong = now;
-            s.next_ping = now + HEALTH_INTERVAL;
+            s.next_ping = now + self.settings.health_interval;
         }
     }
 

@@ -33,7 +33,18 @@ fn systemd_unit_verifies_and_starts_the_daemon() {
             .any(|l| l == "ExecStart=/usr/bin/mender-connect daemon"),
         "{unit}"
     );
+    // mender-connect 2.3.0's unit: Restart=always; since 2.2.0 (MEN-6858) Wants= and After= both
+    // the 3.x client's and the 4.x+ mender-authd's unit, and no Requires= (4.x has no
+    // mender-client.service, so Requires= would keep the agent from starting).
     assert!(unit.lines().any(|l| l == "Restart=always"), "{unit}");
+    for key in ["Wants=", "After="] {
+        let line = unit.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key}: {unit}"));
+        let units: Vec<&str> = line[key.len()..].split_whitespace().collect();
+        for want in ["mender-client.service", "mender-authd.service"] {
+            assert!(units.contains(&want), "{key} lacks {want}: {line}");
+        }
+    }
+    assert!(!unit.lines().any(|l| l.starts_with("Requires=")), "{unit}");
     if Command::new("systemd-analyze")
         .arg("--version")
         .output()

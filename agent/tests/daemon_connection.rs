@@ -131,3 +131,31 @@ fn sigterm_stops_shells_and_exits_zero() {
         }
     });
 }
+
+/// deviceconnect v4.1.0+ pings every 30 s with payload "60" (before: 54 s) and closes a device
+/// that sends nothing for 60 s; the agent answers each ping with a pong carrying the payload,
+/// while idle and without a shell.
+#[test]
+fn server_pings_are_answered_with_pongs() {
+    use async_tungstenite::tungstenite::Message;
+    use futures_lite::StreamExt;
+    smol::block_on(async {
+        let fx = Fixture::start("ping", "", &[]).await;
+        let mut conn = fx.server.accept(SOON).await;
+        for round in 0..3 {
+            conn.ws.send(Message::Ping(b"60".to_vec().into())).await.unwrap();
+            let pong = common::timeout(SOON, async {
+                loop {
+                    match conn.ws.next().await {
+                        Some(Ok(Message::Pong(p))) => return p,
+                        Some(Ok(_)) => {}
+                        other => panic!("link ended instead of a pong: {other:?}"),
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|| panic!("no pong for ping {round}"));
+            assert_eq!(&pong[..], b"60");
+        }
+    });
+}

@@ -575,9 +575,12 @@ fn faults_leak_nothing_and_the_agent_always_reconnects() {
         let server = Server::bind().await;
         let proxy = Arc::new(Proxy::start(server.port).await);
         let _auth = AuthService::start(&bus, "T1", &proxy.url());
+        // No idle expiry (3.0's default is 600 s): a long soak may leave a shell idle that long,
+        // and this test is about faults.
         let config = format!(
             r#"{{"ShellCommand":"/bin/sh","ShellArguments":[],"User":"{}","ReconnectIntervalSeconds":{RECONNECT_BASE_SECS},
-               "ReconnectMaxIntervalSeconds":{BACKOFF_CAP_SECS},"FileTransfer":{{"Disable":false}},"PortForward":{{"Disable":false}}}}"#,
+               "ReconnectMaxIntervalSeconds":{BACKOFF_CAP_SECS},"FileTransfer":{{"Disable":false}},"PortForward":{{"Disable":false}},
+               "Sessions":{{"StopExpired":false}}}}"#,
             current_user()
         );
         let agent = common::Agent::start(dir.path(), &bus, &config, &[]);

@@ -102,15 +102,70 @@ fn sessions_are_isolated_and_limited_per_user() {
     });
 }
 
+/// The reference's `stop` when its shell is stopped under it (`shell/exec.go` `pipeStdout`:
+/// the pty read fails and `sendStopMessage` sends status 2 with the read error).
+const STOPPED: &str = "read /dev/ptmx: file already closed";
+
+/// An idle session is stopped, and the server hears a `stop` for it, so the user's terminal
+/// closes instead of showing a dead shell.
 #[test]
-fn idle_sessions_expire() {
+fn idle_sessions_expire_and_the_server_hears_a_stop() {
     smol::block_on(async {
         let fx = Fixture::start("idle", r#""Sessions":{"StopExpired":true,"ExpireAfterIdle":2}"#, &[]).await;
         let mut conn = fx.server.accept(SOON).await;
         started(&mut conn, "s1", "u1", None).await;
         let pid = shell_pid(&mut conn, "s1", "u1").await;
+        let m = conn.recv_until("stop for the idle session", |m| m.typ == "stop").await;
+        assert_eq!((m.proto, m.sid.as_str(), m.status, m.body_str().as_str()), (1, "s1", Some(2), STOPPED));
         eventually("idle shell stopped", || !process_alive(pid));
         started(&mut conn, "s2", "u1", None).await;
+    });
+}
+
+/// mender-connect 2.1.2/2.2.1+ (MEN-6888, `session/shell.go` `healthcheck`): a shell `ping`
+/// with `timeout` = interval + 5 and `status` 3 every interval; no `pong` for interval + 5 s
+/// stops the shell and deletes the session. Ours also sends the server a `stop`. The interval
+/// is shortened from 60 s to 1 s here.
+#[test]
+fn failed_health_check_stops_the_shell_and_the_server_hears_a_stop() {
+    smol::block_on(async {
+        let fx = Fixture::start("health", "", &[("MENDER_CONNECT_HEALTHCHECK_INTERVAL_SECS", "1")]).await;
+        let mut conn = fx.server.accept(SOON).await;
+        started(&mut conn, "s1", "u1", None).await;
+        let pid = shell_pid(&mut conn, "s1", "u1").await;
+        let started_at = Instant::now();
+        let ping = conn.recv_until("health-check ping", |m| m.typ == "ping").await;
+        assert_eq!((ping.proto, ping.sid.as_str(), ping.status), (1, "s1", Some(3)));
+        assert_eq!(ping.prop_i64("timeout"), Some(6), "{:?}", ping.props);
+        // No pong: the check fails 6 s after the last pong (the start).
+        let m = conn.recv_until("stop after the failed check", |m| m.typ == "stop").await;
+        assert_eq!((m.proto, m.sid.as_str(), m.status, m.body_str().as_str()), (1, "s1", Some(2), STOPPED));
+        assert!(started_at.elapsed() >= Duration::from_secs(4), "stopped too early");
+        eventually("unhealthy shell stopped", || !process_alive(pid));
+        // The session is deleted, so the user's slot is free (2.1.0 refused new shells here).
+        started(&mut conn, "s2", "u1", None).await;
+    });
+}
+
+/// Answered pings keep the shell: the check counts from the last pong.
+#[test]
+fn answered_health_checks_keep_the_shell() {
+    smol::block_on(async {
+        let fx = Fixture::start("healthy", "", &[("MENDER_CONNECT_HEALTHCHECK_INTERVAL_SECS", "1")]).await;
+        let mut conn = fx.server.accept(SOON).await;
+        started(&mut conn, "s1", "u1", None).await;
+        let pid = shell_pid(&mut conn, "s1", "u1").await;
+        let until = Instant::now() + Duration::from_secs(9);
+        while Instant::now() < until {
+            let Some(m) = conn.recv_within(Duration::from_millis(500)).await else { continue };
+            assert_ne!(m.typ, "stop", "a healthy shell was stopped: {}", m.body_str());
+            if m.typ == "ping" {
+                conn.send(encode(1, "pong", "s1", &[Prop::str("user_id", "u1")], b"")).await;
+            }
+        }
+        assert!(process_alive(pid));
+        conn.shell_input("s1", "u1", b"echo al''ive\n").await;
+        conn.output_until("s1", "alive\r\n").await;
     });
 }
 
@@ -201,5 +256,50 @@ fn stalled_server_ends_the_link_and_the_agent_reconnects() {
         conn.shell_input("s2", "u2", b"echo al''ive\n").await;
         conn.output_until("s2", "alive\r\n").await;
         assert!(!fx.agent.log().contains("panicked"), "{}", fx.agent.log());
+    });
+}
+
+/// mender-connect 2.3.1 (ME-530): the shell gets the configured user's supplementary groups.
+/// Needs root (useradd, and the agent switching users).
+#[test]
+fn shell_has_the_users_supplementary_groups() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("\n*** SKIPPED shell_has_the_users_supplementary_groups: needs root ***\n");
+        return;
+    }
+    let (user, group) = ("mcrs-sgrp-user", "mcrs-sgrp-extra");
+    let run = |args: &[&str]| std::process::Command::new(args[0]).args(&args[1..]).status().map(|s| s.code());
+    // Idempotent and bounded: another run may have created them (9: name taken; 10: passwd
+    // file locked by a parallel useradd).
+    let _ = run(&["groupadd", "-f", group]);
+    for _ in 0..50 {
+        match run(&["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", "-G", group, user]) {
+            Ok(Some(10)) => std::thread::sleep(Duration::from_millis(100)),
+            _ => break,
+        }
+    }
+    let gid_of = |g: &str| -> u32 {
+        let out = std::process::Command::new("getent").args(["group", g]).output().unwrap();
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        line.split(':').nth(2).and_then(|n| n.trim().parse().ok()).unwrap_or_else(|| panic!("no group {g}: {line:?}"))
+    };
+    let extra = gid_of(group);
+    smol::block_on(async {
+        let dir = common::TempDir::new("sgroups");
+        let bus = common::Bus::start(dir.path());
+        let server = common::Server::bind().await;
+        let _auth = common::AuthService::start(&bus, "T1", &server.url());
+        let config = format!(r#"{{"ShellCommand":"/bin/sh","ShellArguments":[],"User":"{user}"}}"#);
+        let _agent = common::Agent::start(dir.path(), &bus, &config, &[]);
+        let mut conn = server.accept(SOON).await;
+        started(&mut conn, "s1", "u1", None).await;
+        // The quotes keep the echoed command line from matching.
+        conn.shell_input("s1", "u1", b"echo G''R=$(id -G | tr ' ' ,)=\n").await;
+        let done = |o: &str| o.split("GR=").nth(1).is_some_and(|rest| rest.contains("=\r\n"));
+        let out = conn.output_until_match("s1", done).await;
+        let list = out.split("GR=").nth(1).and_then(|rest| rest.split('=').next()).unwrap_or("");
+        let groups: Vec<u32> = list.split(',').filter_map(|g| g.trim().parse().ok()).collect();
+        assert!(groups.contains(&extra), "supplementary group {extra} missing: {out:?}");
+        assert!(!groups.contains(&0), "root's group kept: {out:?}");
     });
 }

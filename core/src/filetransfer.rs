@@ -326,7 +326,11 @@ impl<'a> UploadRequest<'a> {
     }
 }
 
-/// Body of file-transfer `error` (Go `filetransfer.Error`).
+/// Body of file-transfer `error`: the reference's `filetransfer.Error` (`err`, `msgtype`,
+/// `msgid`), plus `code` of go-lib-micro's `ws.Error` (December 2023), which is what the current
+/// server decodes file-transfer errors into: a `code` > 0 becomes the HTTP status of the user's
+/// request (else 400 for `stat` and uploads, 500 for downloads; a 5xx text is hidden as
+/// "internal error").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FtError<'a> {
     /// `err` (always written; nil if `None`).
@@ -335,6 +339,9 @@ pub struct FtError<'a> {
     pub msgtype: Option<&'a str>,
     /// `msgid`
     pub msgid: Option<&'a str>,
+    /// `code`: 400-599 carry HTTP meaning; 0 = absent (Go `omitempty`; mender-connect never
+    /// sets it).
+    pub code: i64,
 }
 
 impl<'a> FtError<'a> {
@@ -346,6 +353,7 @@ impl<'a> FtError<'a> {
                 b"err" => out.err = opt_str(v)?,
                 b"msgtype" => out.msgtype = opt_str(v)?,
                 b"msgid" => out.msgid = opt_str(v)?,
+                b"code" => out.code = opt_int(v, Int::as_i64)?.unwrap_or(0),
                 _ => {}
             }
             Ok(())
@@ -353,10 +361,13 @@ impl<'a> FtError<'a> {
         Ok(out)
     }
 
-    /// Encodes in Go's field order: err, msgtype?, msgid?.
+    /// Encodes in the reference's field order, `code` last when set: err, msgtype?, msgid?,
+    /// code? (the server decodes by name).
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
         let mut w = Writer::new(buf);
-        w.map_len(1 + u32::from(self.msgtype.is_some()) + u32::from(self.msgid.is_some()))?;
+        w.map_len(
+            1 + u32::from(self.msgtype.is_some()) + u32::from(self.msgid.is_some()) + u32::from(self.code != 0),
+        )?;
         w.str("err")?;
         write_opt_str(&mut w, self.err)?;
         if let Some(t) = self.msgtype {
@@ -366,6 +377,10 @@ impl<'a> FtError<'a> {
         if let Some(t) = self.msgid {
             w.str("msgid")?;
             w.str(t)?;
+        }
+        if self.code != 0 {
+            w.str("code")?;
+            w.go_int(self.code)?;
         }
         Ok(w.len())
     }
@@ -451,7 +466,18 @@ pub fn encode_ack_of(buf: &mut [u8], chunk: &Frame<'_>) -> Result<usize, EncodeE
 /// Encodes the reference's error answer to `request`: the request's header (sid, props) with
 /// `typ` `error`, body `{"err": text, "msgtype": <request typ>}`.
 pub fn encode_error_reply(buf: &mut [u8], request: &Frame<'_>, text: &str) -> Result<usize, EncodeError> {
-    let body = FtError { err: Some(text), msgtype: Some(request.header.typ), msgid: None };
+    encode_coded_error_reply(buf, request, text, 0)
+}
+
+/// [`encode_error_reply`] with `code` ([`FtError::code`], 0 = none): the HTTP status the current
+/// server answers the user with.
+pub fn encode_coded_error_reply(
+    buf: &mut [u8],
+    request: &Frame<'_>,
+    text: &str,
+    code: i64,
+) -> Result<usize, EncodeError> {
+    let body = FtError { err: Some(text), msgtype: Some(request.header.typ), msgid: None, code };
     FrameOut {
         proto: request.header.proto,
         typ: ERROR,

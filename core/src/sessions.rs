@@ -4,10 +4,13 @@
 //! - at most `MaxShellsSpawned` shells (checked first: "too many shells spawned");
 //! - a `new` for a session id that already has a shell: "shell is already running";
 //! - at most `Sessions.MaxPerUser` (default 1) per `user_id`: "user has too many open sessions";
-//! - expiry: if `ExpireAfterIdle` is set, a session expires `ExpireAfterIdle` after its last
-//!   activity (start, user input) and `ExpireAfter` is ignored; otherwise it expires
-//!   `ExpireAfter` (default 1024 s when 0) after creation. Expired sessions are stopped by a
-//!   once-a-second sweep.
+//! - expiry ([`Expiry::from_reference`]): only with `StopExpired`; if `ExpireAfterIdle` is set, a
+//!   session expires `ExpireAfterIdle` after its last activity (start, user input) and
+//!   `ExpireAfter` is ignored; otherwise it expires `ExpireAfter` after creation; with both 0 it
+//!   never expires. (The reference stores a 1024 s `defaultSessionExpiredTimeout` in each
+//!   session, but its sweep, `timeToSweepSessions`, does not run when both are 0, so that value
+//!   never takes effect. mender-connect 3.0 defaults `StopExpired` to true and `ExpireAfterIdle`
+//!   to 600 s when both are 0, in its configuration code, before this rule applies.)
 //!
 //! Ids are stored inline (`heapless::String`, up to [`ID_CAP`] bytes); the server uses UUIDs.
 
@@ -21,8 +24,9 @@ use crate::time::Instant;
 pub const ID_CAP: usize = 64;
 /// The reference's default `MaxShellsSpawned`.
 pub const DEFAULT_CAPACITY: usize = 16;
-/// The reference's default absolute expiry (`defaultSessionExpiredTimeout`, 1024 s).
-pub const DEFAULT_EXPIRE_AFTER_MS: u64 = 1_024_000;
+/// mender-connect 3.0's default `ExpireAfterIdle` (`DefaultExpireAfterIdle`, 600 s), applied by
+/// its configuration code when `StopExpired` is on and neither expiry is set.
+pub const DEFAULT_EXPIRE_AFTER_IDLE_S: u32 = 600;
 
 /// An inline session/user id.
 pub type Id = String<ID_CAP>;
@@ -68,15 +72,20 @@ pub enum Expiry {
 }
 
 impl Expiry {
-    /// The reference's rule from its two config values (seconds, 0 = unset): idle wins if set;
-    /// otherwise absolute, 1024 s if unset.
-    pub const fn from_reference(expire_after_s: u32, expire_after_idle_s: u32) -> Self {
-        if expire_after_idle_s > 0 {
-            Self::AfterIdle(expire_after_idle_s as u64 * 1000)
+    /// The reference's rule from its three effective config values (seconds, 0 = unset):
+    /// nothing expires without `StopExpired` or when both expiries are 0 (mender-connect 2.1.0
+    /// and 3.0.0 `app/daemon.go` `timeToSweepSessions` returns false then, so the per-session
+    /// 1024 s default is never looked at); idle wins if set (`session/shell.go` `IsExpired`
+    /// checks only the idle deadline then); otherwise absolute.
+    pub const fn from_reference(stop_expired: bool, expire_after_s: u32, expire_after_idle_s: u32) -> Option<Self> {
+        if !stop_expired {
+            None
+        } else if expire_after_idle_s > 0 {
+            Some(Self::AfterIdle(expire_after_idle_s as u64 * 1000))
         } else if expire_after_s > 0 {
-            Self::AfterCreation(expire_after_s as u64 * 1000)
+            Some(Self::AfterCreation(expire_after_s as u64 * 1000))
         } else {
-            Self::AfterCreation(DEFAULT_EXPIRE_AFTER_MS)
+            None
         }
     }
 }
@@ -88,14 +97,18 @@ pub struct SessionConfig {
     pub max_sessions: usize,
     /// Most sessions per user (reference default 1).
     pub max_per_user: usize,
-    /// Expiry rule.
-    pub expiry: Expiry,
+    /// Expiry rule (`None`: sessions never expire).
+    pub expiry: Option<Expiry>,
 }
 
 impl Default for SessionConfig {
-    /// 16 sessions, 1 per user, absolute expiry after 1024 s.
+    /// 16 sessions, 1 per user, mender-connect 3.0's default expiry (600 s idle).
     fn default() -> Self {
-        Self { max_sessions: DEFAULT_CAPACITY, max_per_user: 1, expiry: Expiry::AfterCreation(DEFAULT_EXPIRE_AFTER_MS) }
+        Self {
+            max_sessions: DEFAULT_CAPACITY,
+            max_per_user: 1,
+            expiry: Expiry::from_reference(true, 0, DEFAULT_EXPIRE_AFTER_IDLE_S),
+        }
     }
 }
 
@@ -113,10 +126,10 @@ pub struct Session {
 }
 
 impl Session {
-    fn expires_at(&self, e: Expiry) -> Instant {
-        match e {
-            Expiry::AfterCreation(ms) => self.created.add_millis(ms),
-            Expiry::AfterIdle(ms) => self.last_active.add_millis(ms),
+    fn expires_at(&self, e: Option<Expiry>) -> Option<Instant> {
+        match e? {
+            Expiry::AfterCreation(ms) => Some(self.created.add_millis(ms)),
+            Expiry::AfterIdle(ms) => Some(self.last_active.add_millis(ms)),
         }
     }
 }
@@ -213,7 +226,7 @@ impl<const N: usize> SessionTable<N> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < self.sessions.len() {
-            if now > self.sessions[i].expires_at(e) {
+            if self.sessions[i].expires_at(e).is_some_and(|at| now > at) {
                 let _ = out.push(self.sessions.swap_remove(i));
             } else {
                 i += 1;
@@ -229,7 +242,7 @@ impl<const N: usize> SessionTable<N> {
 
     /// The earliest expiry among open sessions (for the caller's timer).
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.sessions.iter().map(|s| s.expires_at(self.cfg.expiry)).min()
+        self.sessions.iter().filter_map(|s| s.expires_at(self.cfg.expiry)).min()
     }
 }
 
@@ -261,7 +274,7 @@ mod tests {
         #[test]
         fn limits_hold_under_any_sequence(ops in proptest::collection::vec(op(), 0..80), max in 1usize..10,
                                           per_user in 1usize..4, idle in any::<bool>()) {
-            let expiry = if idle { Expiry::AfterIdle(50) } else { Expiry::AfterCreation(100) };
+            let expiry = Some(if idle { Expiry::AfterIdle(50) } else { Expiry::AfterCreation(100) });
             let mut tab = SessionTable::<8>::new(SessionConfig { max_sessions: max, max_per_user: per_user, expiry });
             for (i, o) in ops.into_iter().enumerate() {
                 let now = Instant::from_millis(i as u64 * 10);
@@ -280,7 +293,7 @@ mod tests {
                     Op::Touch(s) => { let _ = tab.touch(&sid(s), now); }
                     Op::Expire => {
                         for gone in tab.take_expired(now) {
-                            prop_assert!(gone.expires_at(expiry) < now);
+                            prop_assert!(gone.expires_at(expiry).is_some_and(|at| at < now));
                         }
                     }
                 }
@@ -338,7 +351,7 @@ mod tests {
 
     #[test]
     fn absolute_expiry() {
-        let cfg = SessionConfig { expiry: Expiry::from_reference(0, 0), max_per_user: 2, ..SessionConfig::default() };
+        let cfg = SessionConfig { expiry: Expiry::from_reference(true, 1024, 0), max_per_user: 2, ..SessionConfig::default() };
         let mut tab = SessionTable::<4>::new(cfg);
         tab.open("a", "u", t(0)).unwrap();
         tab.open("b", "u", t(500)).unwrap();
@@ -351,10 +364,35 @@ mod tests {
         assert_eq!(tab.next_expiry(), Some(t(1_024_500)));
     }
 
+    /// mender-connect 2.1.0 and 3.0.0 `app/daemon.go`:
+    /// `if d.expireSessionsAfter == 0 && d.expireSessionsAfterIdle == 0 { return false }` in
+    /// `timeToSweepSessions`, the only caller of `MenderSessionTerminateExpired`: with both
+    /// timeouts 0 the session's `expiresAt` (created + 1024 s) is never checked. And with
+    /// `StopExpired` off, `applyDefaults` zeroes both.
+    #[test]
+    fn no_timeout_or_no_stop_expired_never_expires() {
+        assert_eq!(Expiry::from_reference(true, 0, 0), None);
+        assert_eq!(Expiry::from_reference(false, 600, 0), None);
+        assert_eq!(Expiry::from_reference(false, 0, 600), None);
+        let cfg = SessionConfig { expiry: Expiry::from_reference(true, 0, 0), ..SessionConfig::default() };
+        let mut tab = SessionTable::<4>::new(cfg);
+        tab.open("a", "u", t(0)).unwrap();
+        assert_eq!(tab.next_expiry(), None);
+        assert!(tab.take_expired(t(1_024_001)).is_empty());
+        assert!(tab.take_expired(t(u64::MAX / 2)).is_empty());
+    }
+
+    /// mender-connect 3.0.0 `config/paths.go`: `DefaultStopExpired = true`,
+    /// `DefaultExpireAfterIdle = uint32(600)`.
+    #[test]
+    fn default_is_three_point_o_idle_expiry() {
+        assert_eq!(SessionConfig::default().expiry, Some(Expiry::AfterIdle(600_000)));
+    }
+
     #[test]
     fn idle_expiry_wins_and_touch_extends() {
-        let cfg = SessionConfig { expiry: Expiry::from_reference(16, 10), ..SessionConfig::default() };
-        assert_eq!(cfg.expiry, Expiry::AfterIdle(10_000));
+        let cfg = SessionConfig { expiry: Expiry::from_reference(true, 16, 10), ..SessionConfig::default() };
+        assert_eq!(cfg.expiry, Some(Expiry::AfterIdle(10_000)));
         let mut tab = SessionTable::<4>::new(cfg);
         tab.open("a", "u", t(0)).unwrap();
         tab.touch("a", t(9_000)).unwrap();

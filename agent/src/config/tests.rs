@@ -35,9 +35,9 @@ fn empty_object_gives_reference_defaults() {
     assert_eq!(
         c.sessions,
         Sessions {
-            stop_expired: false,
+            stop_expired: true,
             expire_after: None,
-            expire_after_idle: None,
+            expire_after_idle: Some(Duration::from_secs(600)),
             max_per_user: 1
         }
     );
@@ -170,9 +170,42 @@ fn sessions() {
     assert!(err(r#"{"Sessions":{"StopExpired":1}}"#).starts_with("Sessions.StopExpired:"));
 }
 
+/// mender-connect 3.0.0 `config/config.go` `applyDefaults`: `StopExpired` starts true (set
+/// before the files are decoded, so only an explicit `false` turns it off), and
+/// `if c.Sessions.ExpireAfter == 0 && c.Sessions.ExpireAfterIdle == 0 { ExpireAfterIdle =
+/// DefaultExpireAfterIdle }` (600) inside the `StopExpired` branch. 2.x had no expiry here.
+#[test]
+fn three_point_o_expiry_defaults() {
+    let s = |json: &str| ok(json).config.sessions;
+    let idle = |n: u64| Some(Duration::from_secs(n));
+    // Neither key: 10 minutes idle. Both 0 counts as neither (Go's zero values).
+    for json in [
+        "{}",
+        r#"{"Sessions":{}}"#,
+        r#"{"Sessions":{"StopExpired":true}}"#,
+        r#"{"Sessions":{"StopExpired":null}}"#,
+        r#"{"Sessions":{"ExpireAfter":0,"ExpireAfterIdle":0}}"#,
+    ] {
+        let s = s(json);
+        assert!(s.stop_expired, "{json}");
+        assert_eq!((s.expire_after, s.expire_after_idle), (None, idle(600)), "{json}");
+    }
+    // A key set is used as is, without StopExpired in the file.
+    assert_eq!((s(r#"{"Sessions":{"ExpireAfter":30}}"#).expire_after, s(r#"{"Sessions":{"ExpireAfter":30}}"#).expire_after_idle), (Some(Duration::from_secs(30)), None));
+    assert_eq!(s(r#"{"Sessions":{"ExpireAfterIdle":90}}"#).expire_after_idle, idle(90));
+    // Explicitly off: nothing expires, as before.
+    let off = s(r#"{"Sessions":{"StopExpired":false}}"#);
+    assert_eq!((off.stop_expired, off.expire_after, off.expire_after_idle), (false, None, None));
+    // Both keys without StopExpired (a 2.x file where they had no effect): 3.0 starts with a
+    // warning and idle wins; so does ours, instead of refusing to start.
+    let l = ok(r#"{"Sessions":{"ExpireAfter":600,"ExpireAfterIdle":60}}"#);
+    assert_eq!((l.config.sessions.expire_after, l.config.sessions.expire_after_idle), (None, idle(60)));
+    assert!(warned(&l, "Sessions.ExpireAfter has no effect: Sessions.ExpireAfterIdle is also set"), "{:?}", l.warnings);
+}
+
 #[test]
 fn expiry_without_stop_expired_has_no_effect() {
-    let l = ok(r#"{"Sessions":{"ExpireAfter":600,"ExpireAfterIdle":60}}"#);
+    let l = ok(r#"{"Sessions":{"StopExpired":false,"ExpireAfter":600,"ExpireAfterIdle":60}}"#);
     assert_eq!(
         (
             l.config.sessions.expire_after,
@@ -188,12 +221,6 @@ fn expiry_without_stop_expired_has_no_effect() {
         &l,
         "Sessions.ExpireAfterIdle has no effect: Sessions.StopExpired is false"
     ));
-    let l = ok(r#"{"Sessions":{"StopExpired":true}}"#);
-    assert!(
-        warned(&l, "Sessions.StopExpired has no effect"),
-        "{:?}",
-        l.warnings
-    );
 }
 
 #[test]

@@ -361,6 +361,7 @@ mod tests {
             size: mender_connect_core::shell::TermSize { width: 80, height: 24 },
             max_per_user: 1,
             expiry: Expiry::Never,
+            health_interval: crate::shell::HEALTH_INTERVAL,
         };
         let mut shells = Shells::new(settings, data, exited);
         let mut router = Router::new(true);

@@ -580,10 +580,8 @@ fn rate_counters_stop_transfers() {
 fn err_code(bytes: &[u8]) -> Option<u16> {
     let f = Frame::decode_any_size(bytes).unwrap();
     assert_eq!(f.header.typ, ft::ERROR, "not an error frame");
-    // Our coded replies write `code` last as uint16.
-    let at = f.body.windows(5).position(|w| w == b"\xa4code")?;
-    let v = f.body.get(at + 5..at + 8)?;
-    (v[0] == 0xcd).then(|| u16::from_be_bytes([v[1], v[2]]))
+    let code = FtError::decode(f.body).unwrap().code;
+    (code != 0).then(|| u16::try_from(code).unwrap())
 }
 
 #[test]

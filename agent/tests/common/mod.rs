@@ -210,6 +210,8 @@ pub struct Msg {
     pub status: Option<i64>,
     pub props: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The whole frame as received.
+    pub raw: Vec<u8>,
 }
 
 impl Msg {
@@ -222,7 +224,13 @@ impl Msg {
             status: f.header.props.get_i64("status"),
             props: f.header.props.iter().map(|(k, v)| (format!("{k:?}"), format!("{v:?}"))).collect(),
             body: f.body.to_vec(),
+            raw: bytes.to_vec(),
         }
+    }
+
+    /// An integer property.
+    pub fn prop_i64(&self, key: &str) -> Option<i64> {
+        Frame::decode_any_size(&self.raw).ok()?.header.props.get_i64(key)
     }
 
     pub fn body_str(&self) -> String {

@@ -146,7 +146,7 @@ fn ft_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("chunk_no_offset", f(ft::FILE_CHUNK, &[user][..], &b"x"[..])),
         ("ack", f(ft::ACK, &o4096[..], &b""[..])),
         ("ack_small_int", f(ft::ACK, &small[..], &b""[..])),
-        ("error", with_body(hdr(ft::ERROR), |b| FtError { err: Some("boom"), msgtype: Some("put_file"), msgid: Some("7") }.encode(b))),
+        ("error", with_body(hdr(ft::ERROR), |b| FtError { err: Some("boom"), msgtype: Some("put_file"), msgid: Some("7"), code: 0 }.encode(b))),
         ("unknown_typ", f("rm", &[user][..], &b""[..])),
     ]
 }
@@ -251,7 +251,7 @@ fn ft_handler_seeds() -> Vec<(&'static str, Vec<u8>)> {
         out(frame(Proto::FILE_TRANSFER, ft::FILE_CHUNK, SID, &props, data))
     };
     let ack = |off: i64| out(frame(Proto::FILE_TRANSFER, ft::ACK, SID, &[Prop::int64(ft::PROP_OFFSET, off)], &[]));
-    let err = with_body(hdr(ft::ERROR), |b| FtError { err: Some("abort"), msgtype: Some("get_file"), msgid: None }.encode(b));
+    let err = with_body(hdr(ft::ERROR), |b| FtError { err: Some("abort"), msgtype: Some("get_file"), msgid: None, code: 0 }.encode(b));
     vec![
         ("stat_file", seq(&[Msg(&stat("/tmp/mc-fuzz-ft/file")), Msg(&stat("/tmp/mc-fuzz-ft/dir")), Msg(&stat("/tmp/mc-fuzz-ft/../../etc/passwd")), Msg(&stat("/tmp/mc-fuzz-ft/missing"))])),
         ("download", seq(&[Msg(&get("/tmp/mc-fuzz-ft/file")), Wait(3), Msg(&ack(4096)), Wait(3), Msg(&ack(20_000)), Wait(3)])),

@@ -93,6 +93,7 @@ fuzz_target!(|data: &[u8]| {
         size: TermSize { width: 80, height: 24 },
         max_per_user: 2,
         expiry: Expiry::Never,
+        health_interval: mender_connect::shell::HEALTH_INTERVAL,
     };
     let (data_tx, _data_rx) = async_channel::bounded(16);
     let (exited_tx, _exited_rx) = async_channel::unbounded();

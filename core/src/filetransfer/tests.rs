@@ -73,13 +73,34 @@ fn put_file_vector() {
 
 #[test]
 fn error_and_ack_vectors() {
-    let e = FtError { err: Some("x"), msgtype: Some("stat"), msgid: None };
+    let e = FtError { err: Some("x"), msgtype: Some("stat"), msgid: None, code: 0 };
     let mut buf = [0u8; 128];
     let n = e.encode(&mut buf).unwrap();
     assert_eq!(&buf[..n], &hex(ERR_V)[..]);
     assert_eq!(FtError::decode(&hex(ERR_V)).unwrap(), e);
     let n = encode_ack(&mut buf, "s", 0).unwrap();
     assert_eq!(&buf[..n], &hex(ACK0_V)[..]);
+}
+
+/// The current server reads a file-transfer `error` body as go-lib-micro `ws.Error`
+/// (`Code int \`msgpack:"code,omitempty"\``) and answers the user with `code` when > 0
+/// (mender-server deviceconnect `management_filetransfer.go`). Without a code the body stays the
+/// reference's, byte for byte.
+#[test]
+fn coded_error_reply() {
+    let chunk = hex("82 a3686472 83 a570726f746f 02 a3747970 a8 6765745f66696c65 a3736964 a173 a4626f6479 c0");
+    let f = Frame::decode(&chunk).unwrap();
+    let mut buf = [0u8; 128];
+    let n = encode_coded_error_reply(&mut buf, &f, "access denied: x", 403).unwrap();
+    let e = Frame::decode(&buf[..n]).unwrap();
+    let body = FtError::decode(e.body).unwrap();
+    assert_eq!(body, FtError { err: Some("access denied: x"), msgtype: Some(GET_FILE), msgid: None, code: 403 });
+    // `code` as Go's int encoder writes 403: uint16.
+    assert!(e.body.ends_with(&hex("a4636f6465 cd0193")), "{:02x?}", e.body);
+    let n = encode_error_reply(&mut buf, &f, "boom").unwrap();
+    let plain = Frame::decode(&buf[..n]).unwrap();
+    assert_eq!(plain.body, &hex("82 a3657272 a4626f6f6d a76d736774797065 a8676574 5f66696c65")[..]);
+    assert_eq!(FtError::decode(plain.body).unwrap().code, 0);
 }
 
 #[test]
@@ -143,7 +164,7 @@ fn replies_copy_request_header() {
     let n = encode_error_reply(&mut buf, &f, "boom").unwrap();
     let e = Frame::decode(&buf[..n]).unwrap();
     assert_eq!((e.header.typ, e.header.sid, e.header.props.get_str(PROP_USER_ID)), (ERROR, "s", Some("u")));
-    assert_eq!(FtError::decode(e.body).unwrap(), FtError { err: Some("boom"), msgtype: Some(FILE_CHUNK), msgid: None });
+    assert_eq!(FtError::decode(e.body).unwrap(), FtError { err: Some("boom"), msgtype: Some(FILE_CHUNK), msgid: None, code: 0 });
 }
 
 #[test]

@@ -57,6 +57,33 @@ pub fn terminal_round_trip(env: &TestEnv, cli: &MenderCli, device_id: &str) -> R
     Ok(())
 }
 
+/// `terminal` left idle after its first prompt, for a device that ends the session by itself
+/// (idle expiry): whether mender-cli ended within `within` after the prompt. It ends only if the
+/// device tells the server with a `stop`, which the server forwards and on which mender-cli 1.9.0
+/// ends (`cmd/terminal.go`: `MessageTypeStopShell` → `c.Stop()`).
+pub fn terminal_ended_by_device(
+    env: &TestEnv,
+    cli: &MenderCli,
+    device_id: &str,
+    within: Duration,
+) -> Result<bool, Error> {
+    let mut term = cli.terminal(env, device_id)?;
+    let mut polls = 0u32;
+    wait::until("a shell prompt on the terminal", STEP_TIMEOUT, Duration::from_millis(100), || {
+        term.child().ensure_running()?;
+        let out = term.output();
+        if out.contains("# ") || out.contains("$ ") {
+            return Ok(Some(()));
+        }
+        polls += 1;
+        if polls % 100 == 0 {
+            term.send(b"\r")?;
+        }
+        Ok(None)
+    })?;
+    Ok(term.child().wait_timeout(within)?.is_some())
+}
+
 /// SHA-256 of a file, hex.
 pub fn sha256_file(path: &Path) -> Result<String, Error> {
     let mut file = std::fs::File::open(path).context(|| format!("opening {}", path.display()))?;

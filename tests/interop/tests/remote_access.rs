@@ -15,10 +15,20 @@ use mender_connect_interop::{Error, TestEnv, jwt};
 
 /// A device with `kind` connected, and mender-cli logged in.
 fn connected(env: &TestEnv, name: &str, kind: AgentKind) -> Result<(Testbed, MenderCli), Error> {
+    connected_with(env, name, kind, &serde_json::Value::Null)
+}
+
+/// [`connected`] with agent configuration overrides.
+fn connected_with(
+    env: &TestEnv,
+    name: &str,
+    kind: AgentKind,
+    overrides: &serde_json::Value,
+) -> Result<(Testbed, MenderCli), Error> {
     let admission = Admission::ManualAccept;
     let mock = Testbed::start_mock(env, &admission)?;
     let mut bed = Testbed::start_device(env, mock, Identity::mac_for(name), &admission)?;
-    bed.start_agent(env, kind)?;
+    bed.start_agent_with_config(env, kind, overrides)?;
     let cli = MenderCli::new(env, bed.mock.url())?;
     let login = cli.login(env, USER_EMAIL, USER_PASSWORD)?;
     assert!(
@@ -41,6 +51,43 @@ fn terminal(kind: AgentKind) -> Result<(), Error> {
     let env = TestEnv::new(&name)?;
     let (mut bed, cli) = connected(&env, &name, kind)?;
     scenarios::terminal_round_trip(&env, &cli, &bed.device_id)?;
+    if let Some(agent) = bed.agent.as_mut() {
+        agent.ensure_running()?;
+    }
+    env.pass();
+    Ok(())
+}
+
+/// An idle terminal expires on the device (`ExpireAfterIdle` 3 s). With ours, mender-cli ends
+/// with it. The Go agent (2.1.0; 3.0's `shell/exec.go` and expiry path are the same) stops the
+/// shell at its next 32 s sweep but sends nothing, so mender-cli stays open on a dead shell:
+/// pinned here, 60 s after the prompt (the sweep has run by then, as its log shows).
+fn idle_terminal_ends(kind: AgentKind) -> Result<(), Error> {
+    let name = format!("idle-terminal-{}", kind.name());
+    let env = TestEnv::new(&name)?;
+    let sessions = serde_json::json!({"Sessions": {"StopExpired": true, "ExpireAfterIdle": 3}});
+    let (mut bed, cli) = connected_with(&env, &name, kind, &sessions)?;
+    let within = std::time::Duration::from_secs(match kind {
+        AgentKind::Go => 60,
+        _ => 30,
+    });
+    let ended = scenarios::terminal_ended_by_device(&env, &cli, &bed.device_id, within)?;
+    let stopped = bed.agent.as_ref().map(|a| a.log_text()).unwrap_or_default();
+    match kind {
+        AgentKind::Go => {
+            if !stopped.contains("main-loop: stopped 1 sessions") {
+                return Err(Error::Check("the Go agent did not expire the idle session".into()));
+            }
+            if ended {
+                return Err(Error::Check("mender-cli ended: the Go agent now sends a stop on expiry".into()));
+            }
+        }
+        _ => {
+            if !ended {
+                return Err(Error::Check(format!("mender-cli terminal still open {within:?} after the prompt")));
+            }
+        }
+    }
     if let Some(agent) = bed.agent.as_mut() {
         agent.ensure_running()?;
     }
@@ -131,6 +178,16 @@ fn go_agent_port_forward() -> Result<(), Error> {
 #[test]
 fn rust_agent_terminal() -> Result<(), Error> {
     terminal(AgentKind::Rust)
+}
+
+#[test]
+fn rust_agent_idle_terminal_ends() -> Result<(), Error> {
+    idle_terminal_ends(AgentKind::Rust)
+}
+
+#[test]
+fn go_agent_idle_terminal_ends() -> Result<(), Error> {
+    idle_terminal_ends(AgentKind::Go)
 }
 
 #[test]

@@ -4,6 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// deviceconnect v4.1.0+ (MEN-8439): `pingPeriod = pongWait / 2` with `pongWait` 60 s, payload
+/// "60"; the ticker restarts on every frame written to the device.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// deviceconnect's `pongWait`: the read deadline, renewed by every frame from the device.
+pub const READ_DEADLINE: Duration = Duration::from_secs(60);
+
 pub const DEFAULT_USER: &str = "admin@example.com";
 pub const DEFAULT_PASSWORD: &str = "mysecretpassword";
 
@@ -28,7 +34,8 @@ OPTIONS:
     --auto-accept             accept new devices (new auth sets) on first contact
     --device-token-ttl SECS   device JWT lifetime (default 604800)
     --user-token-ttl SECS     user JWT lifetime (default 604800)
-    --ping-interval SECS      websocket ping after this long without output to a device (default 54)
+    --ping-interval SECS      websocket ping after this long without output to a device (default 30,
+                              as deviceconnect since v4.1.0; 54 before)
     --no-disconnect-notice    do not send users shell `stop` \"device disconnected\" when the
                               device socket ends
     --state FILE              keep signing key, users, devices, auth sets and device tokens in
@@ -93,7 +100,7 @@ impl Config {
             auto_accept: false,
             device_token_ttl: 604_800,
             user_token_ttl: 604_800,
-            ping_interval: Duration::from_secs(54),
+            ping_interval: DEFAULT_PING_INTERVAL,
             disconnect_notice: true,
             verbose: false,
             state_file: None,
@@ -179,5 +186,19 @@ impl Config {
             cfg.users.push((DEFAULT_USER.into(), DEFAULT_PASSWORD.into()));
         }
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// mender-server deviceconnect v4.1.0+ `api/http/device.go`: `pingPeriod := pongWait / 2`,
+    /// `pongWait` 60 s.
+    #[test]
+    fn device_ping_interval_follows_deviceconnect_4_1() {
+        let cfg = Config::parse(Vec::<String>::new()).unwrap();
+        assert_eq!(cfg.ping_interval, Duration::from_secs(30));
+        assert_eq!(READ_DEADLINE, 2 * cfg.ping_interval);
     }
 }

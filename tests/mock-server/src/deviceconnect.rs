@@ -101,9 +101,10 @@ async fn run_device(st: Arc<State>, device_id: String, mut ws: Ws) {
     log::info!("ws device {device_id}: connected (#{conn_id})");
     let mut last_out = Instant::now();
     let mut last_in = Instant::now();
-    // R arms a 60 s read deadline once keep-alives flow; without any inbound traffic for a ping
-    // period plus that deadline the peer is gone (e.g. a cut network that sent no FIN).
-    let read_deadline = st.cfg.ping_interval + Duration::from_secs(60);
+    // R's 60 s read deadline (`pongWait`), renewed by every frame from the device (pongs
+    // included): without any, the peer is gone (e.g. a cut network that sent no FIN). Checked
+    // when a ping is due, so it fires within a ping period after.
+    let read_deadline = crate::config::READ_DEADLINE;
     let reason: String = loop {
         let deadline = last_out + st.cfg.ping_interval;
         let ev = future::or(
