@@ -69,10 +69,13 @@ pub fn register(router: &mut Router, features: &Features, out: &async_channel::S
     }
     if let Some(s) = &features.mender_client {
         let (s, out) = (Arc::clone(s), out.clone());
+        // One set of running commands for all sessions: a duplicate joins the running one.
+        let in_flight = crate::menderclient::InFlight::default();
         router.register(
             Proto::MENDER_CLIENT,
             Box::new(move || {
-                Box::new(crate::menderclient::MenderClient::new(Arc::clone(&s), out.clone())) as Box<dyn SessionHandler>
+                Box::new(crate::menderclient::MenderClient::sharing(Arc::clone(&s), out.clone(), in_flight.clone()))
+                    as Box<dyn SessionHandler>
             }),
         );
     }
