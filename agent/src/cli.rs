@@ -322,6 +322,7 @@ pub fn main() -> i32 {
                 log::warn!("{w}");
             }
             log::debug!("Verified configuration = {:?}", loaded.config);
+            crate::runtime::raise_nofile_limit();
             crate::daemon::run(&loaded.config, None)
         }
     }
