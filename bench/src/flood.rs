@@ -165,6 +165,9 @@ fn hanging_target() -> Result<(u16, rustix::fd::OwnedFd, TcpStream), BenchError>
     Ok((addr.port(), fd, filler))
 }
 
+/// One flood: sends through the server, calling the sampler now and then.
+type Flood<'a> = dyn FnMut(&mut Server, &mut dyn FnMut()) -> Result<(), BenchError> + 'a;
+
 /// Runs every flood against `program`; `test_auth` is the `mender-test-auth` binary.
 pub fn run(program: &Path, test_auth: &Path) -> Result<Vec<FloodResult>, BenchError> {
     let env = TestEnv::new("bench-flood")?;
@@ -204,7 +207,7 @@ pub fn run(program: &Path, test_auth: &Path) -> Result<Vec<FloodResult>, BenchEr
     let mut results = Vec::new();
     let mut measure = |name: &str,
                        server: &mut Server,
-                       flood: &mut dyn FnMut(&mut Server, &mut dyn FnMut()) -> Result<(), BenchError>|
+                       flood: &mut Flood<'_>|
      -> Result<(), BenchError> {
         std::thread::sleep(Duration::from_secs(1));
         let before = proc.memory()?;

@@ -288,9 +288,7 @@ fn hanging_target() -> (u16, rustix::fd::OwnedFd, std::net::TcpStream) {
     let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
     bind(&fd, &std::net::SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     listen(&fd, 0).unwrap();
-    let port = match rustix::net::getsockname(&fd).unwrap() {
-        addr => std::net::SocketAddr::try_from(addr).unwrap().port(),
-    };
+    let port = std::net::SocketAddr::try_from(rustix::net::getsockname(&fd).unwrap()).unwrap().port();
     let filler = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     // A second connect with a short timeout confirms the queue is full.
     let probe = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300));
