@@ -35,8 +35,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(pf::CONNECTION_
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// `forward` messages from the user buffered per connection. The user side (mender-cli) waits
 /// for each ack, so more than one queued means a misbehaving peer; this bounds memory (up to
-/// 8 KiB each, also while the dial is pending: 64 used to let 150 connections hold 72 MiB).
-pub const INBOUND_QUEUE: usize = 4;
+/// 8 KiB each, also while the dial is pending: 64 used to let 150 connections hold 72 MiB; with
+/// 2, `MaxConnections` dialling connections hold at most 1 MiB).
+pub const INBOUND_QUEUE: usize = 2;
 /// Default of `PortForward.MaxConnectionsPerSession`: a browser opens about 6 per host.
 pub const DEFAULT_MAX_CONNECTIONS_PER_SESSION: usize = 16;
 /// Default of `PortForward.MaxConnections`, over all sessions: each holds a socket, a task and
