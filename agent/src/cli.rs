@@ -329,6 +329,7 @@ pub fn main() -> i32 {
                 log::warn!("{p}");
             }
             log::debug!("Verified configuration = {:?}", loaded.config);
+            crate::runtime::raise_nofile_limit();
             crate::daemon::run(&loaded.config, None)
         }
     }

@@ -81,6 +81,9 @@ pub struct Config {
     /// `PortForward.ConnectTimeoutSeconds` / `IdleTimeoutSeconds` (extensions; the reference has
     /// no dial timeout and a hard-coded 600 s idle timeout).
     pub port_forward_timeouts: PortForwardTimeouts,
+    /// `PortForward.MaxConnectionsPerSession` / `MaxConnections` (extensions; the reference has
+    /// no bound).
+    pub port_forward_limits: PortForwardLimits,
     /// `ControlSocket` (extension): path of the daemon's root-only status/control socket,
     /// default [`crate::control::DEFAULT_SOCKET`].
     pub control_socket: PathBuf,
@@ -98,6 +101,19 @@ pub const DEFAULT_PORT_FORWARD_CONNECT_TIMEOUT: Duration = crate::portforward::D
 pub const DEFAULT_PORT_FORWARD_IDLE_TIMEOUT: Duration = crate::portforward::DEFAULT_IDLE_TIMEOUT;
 /// Largest port-forward timeout accepted: one day.
 const MAX_PORT_FORWARD_TIMEOUT_SECS: u64 = 86_400;
+
+/// Largest `PortForward.MaxConnectionsPerSession` / `MaxConnections`: each connection holds a
+/// socket, so more than this would only meet the file-descriptor limit.
+const MAX_PORT_FORWARD_CONNECTIONS: u64 = 4096;
+
+/// Port-forward connection bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortForwardLimits {
+    /// Connections of one session.
+    pub per_session: usize,
+    /// Connections of all sessions.
+    pub total: usize,
+}
 
 /// Port-forward timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -371,6 +387,8 @@ struct Raw {
     ft_ack_window: Option<u32>,
     pf_connect_timeout: Option<u64>,
     pf_idle_timeout: Option<u64>,
+    pf_max_per_session: Option<usize>,
+    pf_max_connections: Option<usize>,
     control_socket: String,
     standalone: standalone::RawStandalone,
     limits_enabled: bool,
@@ -568,7 +586,8 @@ const SESSIONS_KEYS: &[&str] = &[
 ];
 const DISABLE_KEYS: &[&str] = &["Disable"];
 const FILE_TRANSFER_KEYS: &[&str] = &["Disable", "AckWindowChunks"];
-const PORT_FORWARD_KEYS: &[&str] = &["Disable", "ConnectTimeoutSeconds", "IdleTimeoutSeconds"];
+const PORT_FORWARD_KEYS: &[&str] =
+    &["Disable", "ConnectTimeoutSeconds", "IdleTimeoutSeconds", "MaxConnectionsPerSession", "MaxConnections"];
 const LIMITS_KEYS: &[&str] = &["Enabled", "FileTransfer"];
 const FT_KEYS: &[&str] = &[
     "Chroot",
@@ -803,6 +822,19 @@ impl Raw {
                     return Err(doc.invalid(full, format!("must be from 1 to {MAX_PORT_FORWARD_TIMEOUT_SECS} seconds, not 0")));
                 }
                 *slot = Some(n);
+                self.mark(full);
+            }
+            (_, "MaxConnectionsPerSession") | (_, "MaxConnections") => {
+                let (full, slot) = if key == "MaxConnections" {
+                    ("PortForward.MaxConnections", &mut self.pf_max_connections)
+                } else {
+                    ("PortForward.MaxConnectionsPerSession", &mut self.pf_max_per_session)
+                };
+                let n = doc.unsigned(full, v, MAX_PORT_FORWARD_CONNECTIONS, "connections")?;
+                if n == 0 {
+                    return Err(doc.invalid(full, format!("must be from 1 to {MAX_PORT_FORWARD_CONNECTIONS}, not 0")));
+                }
+                *slot = Some(n as usize);
                 self.mark(full);
             }
             _ => {}
@@ -1045,6 +1077,21 @@ impl Raw {
         {
             warnings.push("PortForward timeouts have no effect: port forwarding is disabled (PortForward.Disable)".into());
         }
+        if self.port_forward_disable
+            && (self.has("PortForward.MaxConnectionsPerSession") || self.has("PortForward.MaxConnections"))
+        {
+            warnings.push("PortForward connection limits have no effect: port forwarding is disabled (PortForward.Disable)".into());
+        }
+        let port_forward_limits = PortForwardLimits {
+            per_session: self.pf_max_per_session.unwrap_or(crate::portforward::DEFAULT_MAX_CONNECTIONS_PER_SESSION),
+            total: self.pf_max_connections.unwrap_or(crate::portforward::DEFAULT_MAX_CONNECTIONS),
+        };
+        if port_forward_limits.per_session > port_forward_limits.total {
+            warnings.push(format!(
+                "PortForward.MaxConnectionsPerSession ({}) is above PortForward.MaxConnections ({}): the latter bounds every session",
+                port_forward_limits.per_session, port_forward_limits.total
+            ));
+        }
         let file_transfer_ack_window = self.ft_ack_window.unwrap_or(DEFAULT_ACK_WINDOW_CHUNKS);
         let port_forward_timeouts = PortForwardTimeouts {
             connect: self.pf_connect_timeout.map_or(DEFAULT_PORT_FORWARD_CONNECT_TIMEOUT, Duration::from_secs),
@@ -1098,6 +1145,7 @@ impl Raw {
             limits,
             file_transfer_ack_window,
             port_forward_timeouts,
+            port_forward_limits,
         })
     }
 

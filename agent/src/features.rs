@@ -31,6 +31,8 @@ impl Features {
         let port_forward = (!config.port_forward.disable).then_some(crate::portforward::Settings {
             connect_timeout: config.port_forward_timeouts.connect,
             idle_timeout: config.port_forward_timeouts.idle,
+            max_connections_per_session: config.port_forward_limits.per_session,
+            max_connections: config.port_forward_limits.total,
         });
         let mender_client = (!config.mender_client.disable).then(|| Arc::new(crate::menderclient::Settings::default()));
         Self { file_transfer, port_forward, mender_client }
@@ -56,17 +58,24 @@ pub fn register(router: &mut Router, features: &Features, out: &async_channel::S
     }
     if let Some(s) = features.port_forward {
         let out = out.clone();
+        // One budget for all sessions: `PortForward.MaxConnections` is per device.
+        let budget = crate::portforward::Budget::default();
         router.register(
             Proto::PORT_FORWARD,
-            Box::new(move || Box::new(crate::portforward::PortForward::new(s, out.clone())) as Box<dyn SessionHandler>),
+            Box::new(move || {
+                Box::new(crate::portforward::PortForward::sharing(s, out.clone(), budget.clone())) as Box<dyn SessionHandler>
+            }),
         );
     }
     if let Some(s) = &features.mender_client {
         let (s, out) = (Arc::clone(s), out.clone());
+        // One set of running commands for all sessions: a duplicate joins the running one.
+        let in_flight = crate::menderclient::InFlight::default();
         router.register(
             Proto::MENDER_CLIENT,
             Box::new(move || {
-                Box::new(crate::menderclient::MenderClient::new(Arc::clone(&s), out.clone())) as Box<dyn SessionHandler>
+                Box::new(crate::menderclient::MenderClient::sharing(Arc::clone(&s), out.clone(), in_flight.clone()))
+                    as Box<dyn SessionHandler>
             }),
         );
     }
@@ -113,12 +122,14 @@ mod tests {
     #[test]
     fn window_and_timeouts_reach_the_handlers() {
         let json = r#"{"ShellCommand":"/bin/sh","User":"root","FileTransfer":{"AckWindowChunks":64},
-                       "PortForward":{"ConnectTimeoutSeconds":5,"IdleTimeoutSeconds":90}}"#;
+                       "PortForward":{"ConnectTimeoutSeconds":5,"IdleTimeoutSeconds":90,
+                                      "MaxConnectionsPerSession":3,"MaxConnections":7}}"#;
         let loaded = Config::from_json_str(json).unwrap();
         let f = Features::from_config(&loaded.config);
         assert_eq!(f.file_transfer.unwrap().window_chunks, 64);
         let pf = f.port_forward.unwrap();
         assert_eq!(pf.connect_timeout, std::time::Duration::from_secs(5));
         assert_eq!(pf.idle_timeout, std::time::Duration::from_secs(90));
+        assert_eq!((pf.max_connections_per_session, pf.max_connections), (3, 7));
     }
 }

@@ -108,23 +108,31 @@ fn quote(s: &str) -> String {
     if plain {
         return s.to_owned();
     }
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
+    format!("\"{}\"", escape_controls(s).replace('"', "\\\""))
+}
+
+/// `s` with backslashes and control characters (C0, DEL, C1) escaped the way Go's `%q` does, so
+/// that text chosen by a peer (a server's session id, a user name) reaches a terminal or a log
+/// as inert characters: no ESC sequence, OSC 52 clipboard write or carriage return gets through.
+/// The one escaping routine for the log and every human-readable output.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    let needs = |c: char| c == '\\' || c.is_control();
+    if !s.chars().any(needs) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         match c {
-            '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
+            c if (c as u32) < 0x80 && c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }
-    out.push('"');
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
@@ -180,6 +188,16 @@ mod tests {
         assert_eq!(quote(""), "\"\"");
         assert_eq!(quote("a \"b\"\n\\"), "\"a \\\"b\\\"\\n\\\\\"");
         assert_eq!(quote("bell\u{7}"), "\"bell\\x07\"");
+        assert_eq!(quote("esc\u{1b}[2J csi\u{9b}"), "\"esc\\x1b[2J csi\\u009b\"");
+    }
+
+    #[test]
+    fn escaping_leaves_no_control_bytes() {
+        assert!(matches!(escape_controls("sess-1 ü"), std::borrow::Cow::Borrowed(_)));
+        let hostile = "a\u{1b}]52;c;aGk=\u{7}\u{1b}[2J\r\n\u{7f}\u{9b}\\";
+        let e = escape_controls(hostile);
+        assert_eq!(e, "a\\x1b]52;c;aGk=\\x07\\x1b[2J\\r\\n\\x7f\\u009b\\\\");
+        assert!(!e.chars().any(char::is_control));
     }
 
     #[test]

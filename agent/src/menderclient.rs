@@ -7,7 +7,9 @@
 //! error text as body. The command runs in its own task with a time limit, so a hanging client
 //! never blocks the daemon.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mender_connect_core::menderclient::{self as mc, MenderClientMessage};
@@ -121,16 +123,52 @@ fn go_io_text(e: &std::io::Error) -> String {
         .map_or_else(|| e.to_string(), |n| crate::chroot::errno_text(rustix::io::Errno::from_raw_os_error(n)))
 }
 
-/// The mender-client handler of a session.
-pub struct MenderClient {
-    settings: std::sync::Arc<Settings>,
+/// Requests waiting for one command beyond the first. The server sends one per click in the UI;
+/// this bounds what a peer flooding requests makes the daemon hold.
+pub const MAX_WAITING: usize = 64;
+
+/// Who asked for a running command: the request (its reply copies proto, type and sid) and
+/// where the reply goes.
+struct Waiter {
+    request: Vec<u8>,
     out: async_channel::Sender<Vec<u8>>,
 }
 
+/// The client commands running now, shared by every session's handler. A request for a command
+/// that runs already joins it and gets its result: at most one client process per command (25
+/// `check-update` requests used to start 25 processes at once).
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<Mutex<HashMap<&'static str, Vec<Waiter>>>>);
+
+impl InFlight {
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, Vec<Waiter>>> {
+        // A panic elsewhere while holding the lock leaves the map consistent (pushes, removes).
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Client processes running now.
+    pub fn running(&self) -> usize {
+        self.waiters().len()
+    }
+}
+
+/// The mender-client handler of a session.
+pub struct MenderClient {
+    settings: Arc<Settings>,
+    out: async_channel::Sender<Vec<u8>>,
+    in_flight: InFlight,
+}
+
 impl MenderClient {
-    /// A handler replying through `out` once the command finished.
-    pub fn new(settings: std::sync::Arc<Settings>, out: async_channel::Sender<Vec<u8>>) -> Self {
-        Self { settings, out }
+    /// A handler replying through `out` once the command finished, coalescing only its own
+    /// requests.
+    pub fn new(settings: Arc<Settings>, out: async_channel::Sender<Vec<u8>>) -> Self {
+        Self::sharing(settings, out, InFlight::default())
+    }
+
+    /// A handler whose commands join those of every handler sharing `in_flight`.
+    pub fn sharing(settings: Arc<Settings>, out: async_channel::Sender<Vec<u8>>, in_flight: InFlight) -> Self {
+        Self { settings, out, in_flight }
     }
 }
 
@@ -145,15 +183,34 @@ impl SessionHandler for MenderClient {
             out.extend(encode(&request, Some(mc::UNKNOWN_TYPE_ERROR)));
             return;
         };
-        let (settings, tx) = (std::sync::Arc::clone(&self.settings), self.out.clone());
-        // Bounded by the settings' timeout; the reply goes out whenever it is done.
+        let waiter = Waiter { request, out: self.out.clone() };
+        {
+            let mut running = self.in_flight.waiters();
+            if let Some(waiting) = running.get_mut(command) {
+                if waiting.len() > MAX_WAITING {
+                    let text = format!("too many requests waiting for {command} (at most {MAX_WAITING})");
+                    log::warn!("mender-client: {text}");
+                    out.extend(encode(&waiter.request, Some(&text)));
+                } else {
+                    log::info!("mender-client: {command} is running; this request gets its result");
+                    waiting.push(waiter);
+                }
+                return;
+            }
+            running.insert(command, vec![waiter]);
+        }
+        let (settings, in_flight) = (Arc::clone(&self.settings), self.in_flight.clone());
+        // Bounded by the settings' timeout; the replies go out whenever it is done.
         crate::runtime::spawn(async move {
             let result = run(&settings, command).await;
             if let Err(e) = &result {
                 log::error!("mender-client {command} failed: {e}");
             }
-            if let Some(reply) = encode(&request, result.err().as_deref()) {
-                let _ = tx.send(reply).await;
+            let waiters = in_flight.waiters().remove(command).unwrap_or_default();
+            for w in waiters {
+                if let Some(reply) = encode(&w.request, result.as_ref().err().map(String::as_str)) {
+                    let _ = w.out.send(reply).await;
+                }
             }
         })
         .detach();

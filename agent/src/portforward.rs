@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
@@ -34,8 +34,15 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(pf::CONNECTION_
 /// Time allowed to resolve and connect (the reference has none: the OS's ~2 min).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// `forward` messages from the user buffered per connection. The user side (mender-cli) waits
-/// for each ack, so more than one queued means a misbehaving peer; this bounds memory.
-const INBOUND_QUEUE: usize = 64;
+/// for each ack, so more than one queued means a misbehaving peer; this bounds memory (up to
+/// 8 KiB each, also while the dial is pending: 64 used to let 150 connections hold 72 MiB; with
+/// 2, `MaxConnections` dialling connections hold at most 1 MiB).
+pub const INBOUND_QUEUE: usize = 2;
+/// Default of `PortForward.MaxConnectionsPerSession`: a browser opens about 6 per host.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SESSION: usize = 16;
+/// Default of `PortForward.MaxConnections`, over all sessions: each holds a socket, a task and
+/// its queue.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
 /// Largest TCP read sent as one `forward` to the user side. One message is in flight per
 /// connection, so throughput is this over the round trip through the server. The peers accept
@@ -60,11 +67,48 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// A connection without traffic for this long is closed (and `stop` sent).
     pub idle_timeout: Duration,
+    /// Open (or dialling) connections of one session.
+    pub max_connections_per_session: usize,
+    /// Open (or dialling) connections of all sessions together.
+    pub max_connections: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { connect_timeout: DEFAULT_CONNECT_TIMEOUT, idle_timeout: DEFAULT_IDLE_TIMEOUT }
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections_per_session: DEFAULT_MAX_CONNECTIONS_PER_SESSION,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// The connections open in every session of a daemon, against `Settings::max_connections`.
+#[derive(Clone, Debug, Default)]
+pub struct Budget(Arc<AtomicUsize>);
+
+impl Budget {
+    /// A slot if fewer than `max` are taken; it is given back when dropped.
+    fn take(&self, max: usize) -> Option<Slot> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Slot(Arc::clone(&self.0)))
+    }
+
+    /// Connections open now.
+    pub fn in_use(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// One connection's share of the [`Budget`]; lives as long as the connection's task.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -99,12 +143,18 @@ pub struct PortForward {
     conns: HashMap<String, Conn>,
     /// Bytes of the frames the connections' tasks sent (status CLI).
     sent: Arc<AtomicU64>,
+    budget: Budget,
 }
 
 impl PortForward {
-    /// A handler sending connection traffic through `out`.
+    /// A handler sending connection traffic through `out`, with a budget of its own.
     pub fn new(settings: Settings, out: async_channel::Sender<Vec<u8>>) -> Self {
-        Self { settings, out, conns: HashMap::new(), sent: Arc::new(AtomicU64::new(0)) }
+        Self::sharing(settings, out, Budget::default())
+    }
+
+    /// A handler whose connections count against `budget`, shared by every session.
+    pub fn sharing(settings: Settings, out: async_channel::Sender<Vec<u8>>, budget: Budget) -> Self {
+        Self { settings, out, conns: HashMap::new(), sent: Arc::new(AtomicU64::new(0)), budget }
     }
 
     /// Forgets connections whose task ended (EOF, error, timeout: `stop` was sent).
@@ -121,9 +171,27 @@ impl PortForward {
             out.extend(error_frame(sid, pf::NEW, &format!("unknown protocol: {proto}")));
             return;
         };
-        log::info!("port-forward: new {sid}/{id}: {proto}/{host}:{port}");
         // A reused id replaces the old connection (closing it, which the reference leaks).
         self.conns.remove(id);
+        if self.conns.len() >= self.settings.max_connections_per_session {
+            let text = format!(
+                "too many port-forward connections in this session (at most {}, PortForward.MaxConnectionsPerSession)",
+                self.settings.max_connections_per_session
+            );
+            log::warn!("port-forward: refusing {sid}/{id}: {text}");
+            out.extend(error_frame(sid, pf::NEW, &text));
+            return;
+        }
+        let Some(slot) = self.budget.take(self.settings.max_connections) else {
+            let text = format!(
+                "too many port-forward connections on this device (at most {}, PortForward.MaxConnections)",
+                self.settings.max_connections
+            );
+            log::warn!("port-forward: refusing {sid}/{id}: {text}");
+            out.extend(error_frame(sid, pf::NEW, &text));
+            return;
+        };
+        log::info!("port-forward: new {sid}/{id}: {proto}/{host}:{port}");
         let (inbound, inbound_rx) = async_channel::bounded(INBOUND_QUEUE);
         let (acks, acks_rx) = async_channel::bounded(1);
         let link = Link {
@@ -136,6 +204,7 @@ impl PortForward {
             last_activity: AtomicU64::new(0),
             origin: Instant::now(),
             sent: Arc::clone(&self.sent),
+            _slot: slot,
         };
         let task = crate::runtime::spawn(link.run(protocol, host.to_owned(), port));
         let target = (proto.to_owned(), host.to_owned(), port);
@@ -291,6 +360,8 @@ struct Link {
     origin: Instant,
     /// The session's sent-bytes counter.
     sent: Arc<AtomicU64>,
+    /// Given back when the task ends or is dropped.
+    _slot: Slot,
 }
 
 enum End {

@@ -358,6 +358,7 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
     // supplementary groups after we set them.
     let child_setup = move || -> io::Result<()> {
         rustix::process::setsid()?;
+        crate::runtime::restore_nofile_limit();
         // SAFETY: fd 0 is the pty slave, installed by std before this closure runs.
         let stdin = unsafe { BorrowedFd::borrow_raw(0) };
         rustix::process::ioctl_tiocsctty(stdin)?;

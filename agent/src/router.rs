@@ -24,6 +24,15 @@ use crate::shell::{Action, Shells};
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Ping after 4/5 of the idle timeout without messages.
 const IDLE_PING: Duration = Duration::from_secs(48);
+/// Control sessions open at once. The server opens one per user websocket (a user in the UI, a
+/// mender-cli port forward), so this is far above real use; it bounds what a peer can make the
+/// daemon hold (20,000 sessions used to take 120 MiB; 1,024 with the longest ids take under
+/// 1 MiB). Idle sessions end after 60 s, so a burst of short-lived ones (the malformed-input
+/// test sends 720) stays well under it.
+pub const MAX_SESSIONS: usize = 1024;
+/// Longest session id and `user_id` kept. The server makes session ids UUIDv4 (36 bytes) and
+/// forces them on every user message; user ids are the JWT's `sub`, a UUID too.
+pub const MAX_ID_LEN: usize = 128;
 
 /// One protocol's state inside a control session (file transfer, port forward, ...).
 ///
@@ -181,6 +190,12 @@ impl Router {
 
     fn route_session(&mut self, frame: &Frame<'_>, now: Instant) -> Vec<Vec<u8>> {
         let sid = frame.header.sid;
+        if !self.sessions.contains_key(sid) {
+            if let Some(text) = self.refusal(frame) {
+                log::warn!("session: refusing a new session: {text}");
+                return error_about(sid, frame, true, &text).into_iter().collect();
+            }
+        }
         let session = self.sessions.entry(sid.to_owned()).or_insert_with(|| ControlSession {
             last_rx: now,
             pinged: false,
@@ -235,6 +250,20 @@ impl Router {
             h.serve(sid, frame, &mut out);
         }
         out
+    }
+
+    /// Why a message for an unknown `sid` may not open a session, if it may not.
+    fn refusal(&self, frame: &Frame<'_>) -> Option<String> {
+        let user = frame.header.props.get_str("user_id").unwrap_or("");
+        if frame.header.sid.len() > MAX_ID_LEN {
+            Some(format!("session id too long: {} bytes, at most {MAX_ID_LEN}", frame.header.sid.len()))
+        } else if user.len() > MAX_ID_LEN {
+            Some(format!("user_id too long: {} bytes, at most {MAX_ID_LEN}", user.len()))
+        } else if self.sessions.len() >= MAX_SESSIONS {
+            Some(format!("too many open sessions on this device (at most {MAX_SESSIONS})"))
+        } else {
+            None
+        }
     }
 
     /// Handles a control message; returns whether the session ends.
@@ -375,5 +404,66 @@ impl Router {
         for (_, mut s) in self.sessions.drain() {
             s.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mender_connect_core::FrameOut;
+    use mender_connect_core::frame::Prop;
+
+    fn frame(typ: &str, sid: &str, user: &str) -> Vec<u8> {
+        let mut buf = vec![0u8; 16 * 1024];
+        let props = [Prop::str("user_id", user)];
+        let n = FrameOut { proto: Proto::CONTROL, typ, sid, props: &props, ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// The replies as (type, error text).
+    fn route(r: &mut Router, typ: &str, sid: &str, user: &str) -> Vec<(String, String)> {
+        let bytes = frame(typ, sid, user);
+        let f = Frame::decode(&bytes).unwrap();
+        r.route_session(&f, Instant::now())
+            .iter()
+            .map(|b| {
+                let f = Frame::decode_any_size(b).unwrap();
+                let text = match ControlMessage::from_frame(&f).unwrap() {
+                    ControlMessage::Error(e) => format!("error close={} {}", e.close, e.err),
+                    _ => String::new(),
+                };
+                (f.header.typ.to_owned(), text)
+            })
+            .collect()
+    }
+
+    /// Issue 16, finding 6: sessions are bounded in number and in id length; the refusal is a
+    /// closing control error, and the open sessions keep being answered.
+    #[test]
+    fn sessions_are_bounded_and_the_rest_keep_working() {
+        let mut r = Router::new(false);
+        for i in 0..MAX_SESSIONS {
+            let out = route(&mut r, control::PING, &format!("s{i}"), "u");
+            assert_eq!(out[0].0, control::PONG);
+        }
+        let out = route(&mut r, control::PING, "one-more", "u");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1, format!("error close=true too many open sessions on this device (at most {MAX_SESSIONS})"));
+        assert_eq!(r.sessions(), MAX_SESSIONS);
+        assert_eq!(route(&mut r, control::PING, "s7", "u")[0].0, control::PONG);
+        // A closed session makes room.
+        assert!(route(&mut r, control::CLOSE, "s7", "u").is_empty());
+        assert_eq!(route(&mut r, control::PING, "one-more", "u")[0].0, control::PONG);
+
+        let mut r = Router::new(false);
+        let long = "x".repeat(3000);
+        let out = route(&mut r, control::PING, &long, "u");
+        assert_eq!(out[0].1, "error close=true session id too long: 3000 bytes, at most 128");
+        let out = route(&mut r, control::PING, "s", &long);
+        assert_eq!(out[0].1, "error close=true user_id too long: 3000 bytes, at most 128");
+        assert_eq!(r.sessions(), 0);
+        let uuid = "0b7d1a52-3c1e-4f5e-9d0a-2f4c5e6b7a8c";
+        assert_eq!(route(&mut r, control::PING, uuid, uuid)[0].0, control::PONG);
     }
 }

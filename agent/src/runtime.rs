@@ -13,7 +13,7 @@
 //! gets smol's global executor from [`spawn`], so nothing waits for an executor nobody runs.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use smol::{Executor, Task};
 
@@ -46,4 +46,45 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
     RUNNING.store(true, Ordering::Release);
     let _running = Running;
     futures_lite::future::block_on(EXECUTOR.run(future))
+}
+
+/// The soft `RLIMIT_NOFILE` the daemon was started with, if [`raise_nofile_limit`] changed it
+/// (`u64::MAX`: unchanged), and the hard limit, for [`restore_nofile_limit`].
+static ORIGINAL_NOFILE: AtomicU64 = AtomicU64::new(u64::MAX);
+static HARD_NOFILE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Raises the soft limit on open files to the hard limit, as Go's runtime does at start (the
+/// reference gets it for free): the daemon's sockets, ptys and files are bounded by its own
+/// limits, not by the 1024 a service manager may hand out. Returns the soft limit now in force.
+pub fn raise_nofile_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let (Some(soft), Some(hard)) = (lim.current, lim.maximum) else { return lim.current };
+    if soft >= hard {
+        return Some(soft);
+    }
+    match setrlimit(Resource::Nofile, Rlimit { current: Some(hard), maximum: Some(hard) }) {
+        Ok(()) => {
+            HARD_NOFILE.store(hard, Ordering::Relaxed);
+            ORIGINAL_NOFILE.store(soft, Ordering::Relaxed);
+            log::debug!("open files limit raised from {soft} to {hard}");
+            Some(hard)
+        }
+        Err(e) => {
+            log::warn!("cannot raise the open files limit from {soft} to {hard}: {e}");
+            Some(soft)
+        }
+    }
+}
+
+/// In a forked child before exec: gives programs the soft limit the daemon was started with
+/// (as Go's `os/exec` does), since those using `select()` fail on descriptors past 1024.
+/// Async-signal-safe: two atomic loads and one system call.
+pub fn restore_nofile_limit() {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    let soft = ORIGINAL_NOFILE.load(Ordering::Relaxed);
+    if soft != u64::MAX {
+        let hard = HARD_NOFILE.load(Ordering::Relaxed);
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: Some(soft), maximum: Some(hard) });
+    }
 }

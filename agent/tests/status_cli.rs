@@ -472,3 +472,57 @@ fn control_socket_key_defaults_and_must_be_absolute() {
     let err = Config::from_json_str(&format!(r#"{{{base},"ControlSocket":"relative.sock"}}"#)).unwrap_err();
     assert!(err.to_string().contains("ControlSocket"), "{err}");
 }
+
+/// Issue 16, finding 8: the server picks session ids, user ids and connection ids; `status` and
+/// `sessions list` print them escaped, so none can drive root's terminal (OSC 52 clipboard write,
+/// clear screen, carriage-return overwrite, 8-bit CSI). JSON stays JSON, carrying the ids as sent.
+#[test]
+fn server_chosen_ids_are_escaped_in_human_output() {
+    const SID: &str = "s\u{1b}]52;c;cHduZWQ=\u{7}\u{1b}[2J\r\u{9b}31m";
+    const USER: &str = "u\u{1b}[H\u{8}\u{7f}";
+    const PSID: &str = "p\u{1b}[2J";
+    const CONN: &str = "c\u{1b}]0;title\u{7}\n";
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let target = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(SOON)).unwrap();
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf);
+    });
+    smol::block_on(async {
+        let (fx, _sock_dir, sock) = start("status-escape").await;
+        let mut conn = fx.server.accept(SOON).await;
+        started(&mut conn, SID, USER).await;
+        open_session(&mut conn, PSID).await;
+        let mut body = vec![0u8; 256];
+        let n = PortForwardNew { remote_host: Some("127.0.0.1"), remote_port: Some(port), protocol: Some("tcp") }
+            .encode(&mut body)
+            .unwrap();
+        conn.send(common::encode(3, pf::NEW, PSID, &[Prop::str(pf::PROP_CONNECTION_ID, CONN)], &body[..n])).await;
+        let m = conn.recv_until("new reply", |m| m.proto == 3 && m.sid == PSID).await;
+        assert_eq!(m.typ, pf::NEW, "{}", m.body_str());
+
+        let st = status_json(&sock);
+        assert_eq!(session(&st, SID)["user"].as_str(), Some(USER));
+        assert_eq!(st["port_forwards"][0]["connection_id"].as_str(), Some(CONN), "{st:#}");
+        let list_json: Value = serde_json::from_str(&ok_stdout(&cli(&["sessions", "list", "--json"], &sock))).unwrap();
+        assert_eq!(list_json.as_array().map(Vec::len), Some(2));
+
+        for args in [&["status"][..], &["sessions"], &["sessions", "list"]] {
+            let out = cli(args, &sock);
+            assert!(out.status.success(), "{args:?}: {out:?}");
+            let text = String::from_utf8(out.stdout).unwrap();
+            let raw: Vec<char> = text.chars().filter(|&c| c != '\n' && c.is_control()).collect();
+            assert!(raw.is_empty(), "{args:?} printed raw control characters {raw:?}:\n{text:?}");
+            // Escaped, still recognisable.
+            assert!(text.contains("s\\x1b]52;c;cHduZWQ=\\x07\\x1b[2J\\r\\u009b31m"), "{args:?}:\n{text}");
+            assert!(text.contains("u\\x1b[H\\x08\\x7f"), "{args:?}:\n{text}");
+        }
+        let text = ok_stdout(&cli(&["status"], &sock));
+        assert!(text.contains("p\\x1b[2J conn c\\x1b]0;title\\x07\\n: tcp 127.0.0.1:"), "{text}");
+        drop(conn);
+        drop(fx);
+    });
+    target.join().unwrap();
+}

@@ -5,6 +5,7 @@
 //! Usually started by `bench/run.sh`, which builds the static binaries first. See bench/README.md.
 
 mod device;
+mod flood;
 mod procfs;
 mod ptyfloor;
 mod scenarios;
@@ -62,7 +63,8 @@ impl BenchError {
 const USAGE: &str = "mender-connect-bench --rust BIN [--go BIN] [--rust-aarch64 BIN]
     [--go-aarch64 BIN --go-aarch64-sysroot DIR --go-aarch64-needed LIB,LIB,...]
     [--only go|rust] [--quick] [--idle-secs N] [--burst-mib N] [--slow-secs N]
-    [--keystrokes N] [--file-mib N] [--forward-mib N] [--shells N]";
+    [--keystrokes N] [--file-mib N] [--forward-mib N] [--shells N]
+mender-connect-bench --floods --rust BIN [--test-auth BIN]   (hostile-server floods, ours only)";
 
 struct Args {
     rust: Option<PathBuf>,
@@ -73,6 +75,8 @@ struct Args {
     go_arm_needed: Vec<String>,
     only: Option<String>,
     plan: Plan,
+    floods: bool,
+    test_auth: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, BenchError> {
@@ -84,6 +88,8 @@ fn parse_args() -> Result<Args, BenchError> {
         go_arm_sysroot: None,
         go_arm_needed: Vec::new(),
         only: None,
+        floods: false,
+        test_auth: None,
         plan: Plan {
             // One keep-alive period of ours towards the client's proxy (270 s): the window holds
             // exactly one ping and pong, so the per-minute figure is neither 0 nor doubled.
@@ -110,6 +116,10 @@ fn parse_args() -> Result<Args, BenchError> {
             };
             continue;
         }
+        if flag == "--floods" {
+            args.floods = true;
+            continue;
+        }
         if flag == "--help" || flag == "-h" {
             return Err(BenchError::Usage(USAGE.to_owned()));
         }
@@ -131,6 +141,7 @@ fn parse_args() -> Result<Args, BenchError> {
                 args.go_arm_needed = value.split(',').map(str::to_owned).collect();
             }
             "--only" => args.only = Some(value),
+            "--test-auth" => args.test_auth = Some(value.into()),
             "--idle-secs" => args.plan.idle_secs = number()?.max(1),
             "--burst-mib" => args.plan.burst_mib = number()?.max(1),
             "--slow-secs" => args.plan.slow_secs = number()?,
@@ -190,6 +201,20 @@ fn run() -> Result<(), BenchError> {
         .rust
         .clone()
         .ok_or_else(|| BenchError::Usage(format!("--rust BIN is required\n{USAGE}")))?;
+    if args.floods {
+        // `cargo build -p mender-test-auth` puts it next to this driver.
+        let test_auth = match args.test_auth.clone() {
+            Some(p) => p,
+            None => std::env::current_exe()
+                .map_err(|e| BenchError::io("current_exe", e))?
+                .with_file_name("mender-test-auth"),
+        };
+        let results = flood::run(&rust, &test_auth)?;
+        print!("{}", flood::markdown(&results));
+        println!("agent: {}", rust.display());
+        println!("{}", machine_line());
+        return Ok(());
+    }
     device_files::ensure_installed()?;
 
     let footprint = |r: Result<size::Footprint, BenchError>, what: &str| match r {

@@ -599,3 +599,22 @@ fn transfer_window_and_port_forward_timeouts() {
     let l = ok(r#"{"PortForward":{"ConnectTimeout":5}}"#);
     assert!(warned(&l, "PortForward.ConnectTimeout"), "{:?}", l.warnings);
 }
+
+#[test]
+fn port_forward_connection_limits_are_validated() {
+    let base = r#""ShellCommand":"/bin/sh","User":"root""#;
+    let c = Config::from_json_str(&format!("{{{base}}}")).unwrap().config;
+    assert_eq!((c.port_forward_limits.per_session, c.port_forward_limits.total), (16, 64));
+    let c = Config::from_json_str(&format!(r#"{{{base},"PortForward":{{"MaxConnectionsPerSession":2,"MaxConnections":5}}}}"#))
+        .unwrap()
+        .config;
+    assert_eq!((c.port_forward_limits.per_session, c.port_forward_limits.total), (2, 5));
+    for bad in [r#""MaxConnections":0"#, r#""MaxConnectionsPerSession":0"#, r#""MaxConnections":4097"#, r#""MaxConnections":"x""#] {
+        let err = Config::from_json_str(&format!(r#"{{{base},"PortForward":{{{bad}}}}}"#)).unwrap_err();
+        assert!(err.to_string().contains("PortForward.MaxConnections"), "{bad}: {err}");
+    }
+    let w = Config::from_json_str(&format!(r#"{{{base},"PortForward":{{"MaxConnectionsPerSession":9,"MaxConnections":3}}}}"#))
+        .unwrap()
+        .warnings;
+    assert!(w.iter().any(|w| w.contains("MaxConnectionsPerSession")), "{w:?}");
+}

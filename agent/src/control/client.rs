@@ -10,6 +10,7 @@ use super::protocol::{
     self, Direction, ErrorKind, FrameError, MAX_RESPONSE, PROTOCOL_VERSION, Request, Response, Session, Status,
 };
 use super::snapshot::{human_duration, iso_time, link_name, Hundredths};
+use crate::logging::escape_controls as esc;
 
 /// How long the CLI waits for the daemon.
 const WAIT: Duration = Duration::from_secs(15);
@@ -132,9 +133,11 @@ pub fn render_sessions(sessions: &[Session]) -> String {
     let mut rows = vec![["ID", "KIND", "USER", "AGE", "IDLE", "IN", "OUT", "PID"].map(str::to_owned)];
     for s in sessions {
         rows.push([
-            s.id.clone(),
+            // Ids and user names are the server's choice: escaped, so none of them can drive the
+            // terminal of the root user reading this.
+            esc(&s.id).into_owned(),
             s.kind.name().to_owned(),
-            if s.user.is_empty() { "-".to_owned() } else { s.user.clone() },
+            if s.user.is_empty() { "-".to_owned() } else { esc(&s.user).into_owned() },
             human_duration(s.age_secs),
             human_duration(s.idle_secs),
             bytes(s.bytes_in),
@@ -165,7 +168,7 @@ pub fn render(s: &Status) -> String {
     let c = &s.connection;
     let mut out = format!(
         "mender-connect daemon {} (pid {}), up {}\n",
-        s.daemon_version,
+        esc(&s.daemon_version),
         s.pid,
         human_duration(s.uptime_secs)
     );
@@ -175,9 +178,9 @@ pub fn render(s: &Status) -> String {
         iso_time(c.since),
         human_duration(c.for_secs)
     ));
-    out.push_str(&format!("  server: {}\n", if c.server_url.is_empty() { "-" } else { &c.server_url }));
+    out.push_str(&format!("  server: {}\n", if c.server_url.is_empty() { "-".into() } else { esc(&c.server_url) }));
     match &c.last_error {
-        Some(e) => out.push_str(&format!("  last error: {} (at {})\n", e.message, iso_time(e.at))),
+        Some(e) => out.push_str(&format!("  last error: {} (at {})\n", esc(&e.message), iso_time(e.at))),
         None => out.push_str("  last error: none\n"),
     }
     out.push_str(&format!("  reconnect attempts: {} (connections made: {})\n", c.reconnect_attempts, c.connects));
@@ -192,7 +195,11 @@ pub fn render(s: &Status) -> String {
         for f in &s.port_forwards {
             out.push_str(&format!(
                 "  {} conn {}: {} {}:{}\n",
-                f.session_id, f.connection_id, f.protocol, f.remote_host, f.remote_port
+                esc(&f.session_id),
+                esc(&f.connection_id),
+                esc(&f.protocol),
+                esc(&f.remote_host),
+                f.remote_port
             ));
         }
     }
@@ -205,7 +212,7 @@ pub fn render(s: &Status) -> String {
                 Direction::Download => "download",
                 Direction::Upload => "upload",
             };
-            out.push_str(&format!("  {}: {dir} {} ({})\n", t.session_id, t.path, bytes(t.bytes)));
+            out.push_str(&format!("  {}: {dir} {} ({})\n", esc(&t.session_id), esc(&t.path), bytes(t.bytes)));
         }
     }
     let l = &s.limits;
@@ -238,7 +245,7 @@ pub fn render(s: &Status) -> String {
 }
 
 fn report(e: &ClientError) -> i32 {
-    eprintln!("mender-connect: {e}");
+    eprintln!("mender-connect: {}", esc(&e.to_string()));
     1
 }
 
@@ -316,13 +323,13 @@ pub fn kill_command(path: &Path, id: &str, json: bool) -> i32 {
             if json {
                 print_json(&serde_json::json!({ "killed": id, "kind": kind }))
             } else {
-                println!("session {id} ({}) ended", kind.name());
+                println!("session {} ({}) ended", esc(&id), kind.name());
                 0
             }
         }
         Ok(other) => report_as(&unexpected(path, &other), json),
         Err(ClientError::Refused { kind: ErrorKind::NoSuchSession, message }) if !json => {
-            eprintln!("mender-connect: {message}");
+            eprintln!("mender-connect: {}", esc(&message));
             1
         }
         Err(e) => report_as(&e, json),

@@ -119,3 +119,79 @@ fn a_client_ended_by_a_signal_is_named() {
     let (_, status, body) = ask(Settings { candidates: vec![p], ..Settings::default() }, mc::SEND_INVENTORY);
     assert_eq!((status, body.as_str()), (2, "signal: 15"));
 }
+
+/// Issue 16, finding 6: 25 `check-update` requests from several sessions while one runs start
+/// one client process, and every request gets its result; past `MAX_WAITING` a request gets a
+/// clear error at once. Another command runs alongside, and a later request runs again.
+#[test]
+fn duplicate_requests_join_the_running_command() {
+    let d = dir("coalesce");
+    let gate = d.0.join("gate");
+    let p = d.0.join("mender");
+    let log = d.0.join("calls");
+    // Runs until the test removes the gate file (bounded: 30 s).
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\ni=0\nwhile [ -e '{}' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\nexit 0\n",
+            log.display(),
+            gate.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&gate, b"").unwrap();
+    let settings = Arc::new(Settings { candidates: vec![p], ..Settings::default() });
+    let in_flight = super::InFlight::default();
+    let (tx, rx) = async_channel::bounded(256);
+    let mut sessions: Vec<MenderClient> =
+        (0..5).map(|_| MenderClient::sharing(Arc::clone(&settings), tx.clone(), in_flight.clone())).collect();
+    let serve = |h: &mut MenderClient, typ: &str| {
+        let req = request(typ);
+        let mut out = Vec::new();
+        h.serve("", &Frame::decode(&req).unwrap(), &mut out);
+        out
+    };
+    for i in 0..25 {
+        assert!(serve(&mut sessions[i % 5], mc::CHECK_UPDATE).is_empty());
+    }
+    assert!(serve(&mut sessions[0], mc::SEND_INVENTORY).is_empty());
+    // Up to MAX_WAITING wait behind the first; the next is refused at once.
+    for i in 25..=super::MAX_WAITING {
+        assert!(serve(&mut sessions[i % 5], mc::CHECK_UPDATE).is_empty());
+    }
+    let refused = serve(&mut sessions[1], mc::CHECK_UPDATE);
+    assert_eq!(refused.len(), 1);
+    let f = Frame::decode(&refused[0]).unwrap();
+    assert_eq!(f.header.props.get_i64(mc::PROP_STATUS), Some(2));
+    assert_eq!(String::from_utf8_lossy(f.body), format!("too many requests waiting for check-update (at most {})", super::MAX_WAITING));
+    assert_eq!(in_flight.running(), 2);
+
+    std::fs::remove_file(&gate).unwrap();
+    let mut replies = Vec::new();
+    while replies.len() < super::MAX_WAITING + 2 {
+        let r = smol::block_on(futures_lite::FutureExt::or(async { rx.recv().await.ok() }, async {
+            smol::Timer::after(Duration::from_secs(30)).await;
+            None
+        }))
+        .expect("a request got no reply");
+        let f = Frame::decode(&r).unwrap();
+        replies.push((f.header.typ.to_owned(), f.header.props.get_i64(mc::PROP_STATUS)));
+    }
+    let checks = replies.iter().filter(|r| *r == &(mc::CHECK_UPDATE.to_owned(), Some(1))).count();
+    assert_eq!(checks, super::MAX_WAITING + 1, "{replies:?}");
+    assert!(replies.contains(&(mc::SEND_INVENTORY.to_owned(), Some(1))));
+    let calls = || {
+        let mut v: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(calls(), ["check-update", "send-inventory"]);
+    assert_eq!(in_flight.running(), 0);
+    // Finished: the next request runs the client again.
+    assert!(serve(&mut sessions[2], mc::CHECK_UPDATE).is_empty());
+    let r = smol::block_on(rx.recv()).unwrap();
+    let f = Frame::decode(&r).unwrap();
+    assert_eq!((f.header.typ, f.header.props.get_i64(mc::PROP_STATUS)), (mc::CHECK_UPDATE, Some(1)));
+    assert_eq!(calls(), ["check-update", "check-update", "send-inventory"]);
+}

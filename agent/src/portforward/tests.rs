@@ -268,3 +268,100 @@ fn idle_connections_are_closed() {
     assert_eq!((o.typ.as_str(), o.id.as_str()), (pf::STOP, "i"));
     assert_eq!(t.join().unwrap(), 0);
 }
+
+/// Waits (bounded) until `budget` counts `n`: a cancelled connection task gives its slot back
+/// when the executor drops it, just after.
+fn settles(budget: &super::Budget, n: usize) {
+    for _ in 0..400 {
+        if budget.in_use() == n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(budget.in_use(), n, "connections counted");
+}
+
+/// A listener whose accept queue is full: connecting to it hangs (the kernel drops the SYN), as
+/// a dial to an unresponsive host does. Keeps the filler connection open.
+fn hanging_target() -> (u16, rustix::fd::OwnedFd, std::net::TcpStream) {
+    use rustix::net::{AddressFamily, SocketType, bind, listen, socket};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    bind(&fd, &std::net::SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    listen(&fd, 0).unwrap();
+    let port = std::net::SocketAddr::try_from(rustix::net::getsockname(&fd).unwrap()).unwrap().port();
+    let filler = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // A second connect with a short timeout confirms the queue is full.
+    let probe = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300));
+    assert!(probe.is_err(), "the accept queue is not full; the test cannot make a dial hang");
+    (port, fd, filler)
+}
+
+/// Issue 16, finding 6: connections per session are bounded; the refusal is an `error` for
+/// `new` that names the key, and the session keeps working.
+#[test]
+fn connections_per_session_are_bounded() {
+    let (port, _l, _filler) = hanging_target();
+    let mut h = handler(Settings { max_connections_per_session: 3, ..Settings::default() });
+    for id in ["a", "b", "c"] {
+        assert!(h.serve(&frame(pf::NEW, id, &new_body("127.0.0.1", port, "tcp"))).is_empty());
+    }
+    let r = h.serve(&frame(pf::NEW, "d", &new_body("127.0.0.1", port, "tcp")));
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(err_text(&r[0]).contains("PortForward.MaxConnectionsPerSession"), "{r:?}");
+    assert_eq!(PfError::decode(&r[0].body).unwrap().msgtype, Some(pf::NEW));
+    // Reusing an id replaces, it does not count twice; a stopped one frees its place.
+    assert!(h.serve(&frame(pf::NEW, "c", &new_body("127.0.0.1", port, "tcp"))).is_empty());
+    assert_eq!(h.serve(&frame(pf::STOP, "a", &[]))[0].typ, pf::STOP);
+    assert!(h.serve(&frame(pf::NEW, "d", &new_body("127.0.0.1", port, "tcp"))).is_empty());
+    settles(&h.h.budget, 3);
+}
+
+/// Issue 16, finding 6: connections of all sessions together are bounded by a shared budget,
+/// given back when a session ends.
+#[test]
+fn connections_of_all_sessions_are_bounded() {
+    let (port, _l, _filler) = hanging_target();
+    let settings = Settings { max_connections: 4, ..Settings::default() };
+    let budget = super::Budget::default();
+    let (tx, _rx) = async_channel::bounded(16);
+    let mut sessions: Vec<H> = (0..3)
+        .map(|_| H { h: PortForward::sharing(settings, tx.clone(), budget.clone()), rx: _rx.clone() })
+        .collect();
+    let mut refused = 0;
+    for (i, s) in sessions.iter_mut().enumerate() {
+        for id in ["x", "y"] {
+            let r = s.serve(&frame(pf::NEW, id, &new_body("127.0.0.1", port, "tcp")));
+            if let Some(o) = r.first() {
+                assert!(err_text(o).contains("PortForward.MaxConnections"), "session {i}: {r:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((refused, budget.in_use()), (2, 4));
+    sessions[0].h.close();
+    settles(&budget, 2);
+    assert!(sessions[2].serve(&frame(pf::NEW, "z", &new_body("127.0.0.1", port, "tcp"))).is_empty());
+}
+
+/// Issue 16, finding 6: `forward` messages queued while the dial hangs are bounded per
+/// connection; one past the bound closes that connection with a clear error.
+#[test]
+fn forwards_queued_during_a_hanging_dial_are_bounded() {
+    let (port, _l, _filler) = hanging_target();
+    let mut h = handler(Settings::default());
+    assert!(h.serve(&frame(pf::NEW, "q", &new_body("127.0.0.1", port, "tcp"))).is_empty());
+    let data = vec![b'x'; 8000];
+    let mut queued = 0;
+    let refusal = loop {
+        let r = h.serve(&frame(pf::FORWARD, "q", &data));
+        if !r.is_empty() {
+            break r;
+        }
+        queued += 1;
+        assert!(queued <= 63, "63 forwards queued behind a hanging dial");
+    };
+    assert_eq!(queued, super::INBOUND_QUEUE);
+    assert_eq!(err_text(&refusal[0]), "too many unacknowledged forward messages");
+    assert_eq!((refusal[1].typ.as_str(), refusal[1].id.as_str()), (pf::STOP, "q"));
+    settles(&h.h.budget, 0);
+}

@@ -92,6 +92,7 @@ pub fn parse(buf: &[u8], eof: bool) -> Result<Option<Response>, HttpError> {
     let status = status_line
         .strip_prefix("HTTP/1.")
         .and_then(|s| s.get(2..5))
+        .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|c| c.parse::<u16>().ok())
         .ok_or(HttpError::Malformed("bad status line"))?;
     let mut length = None;
@@ -100,7 +101,11 @@ pub fn parse(buf: &[u8], eof: bool) -> Result<Option<Response>, HttpError> {
         let Some((name, value)) = line.split_once(':') else { continue };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            length = Some(value.parse::<usize>().map_err(|_| HttpError::Malformed("bad Content-Length"))?);
+            let n = value.parse::<usize>().map_err(|_| HttpError::Malformed("bad Content-Length"))?;
+            if n > MAX_RESPONSE {
+                return Err(HttpError::Malformed("Content-Length too large"));
+            }
+            length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") && value.to_ascii_lowercase().contains("chunked") {
             chunked = true;
         }
@@ -123,16 +128,25 @@ fn dechunk(mut rest: &[u8], eof: bool) -> Result<Option<Vec<u8>>, HttpError> {
     while let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") {
         let size_text = std::str::from_utf8(&rest[..line_end]).map_err(|_| HttpError::Malformed("bad chunk size"))?;
         let size_text = size_text.split(';').next().unwrap_or("").trim();
+        // The size is the server's word: anything past the response cap is refused before any
+        // arithmetic on it (`ffffffffffffffff` + 2 used to wrap).
         let size = usize::from_str_radix(size_text, 16).map_err(|_| HttpError::Malformed("bad chunk size"))?;
+        if size > MAX_RESPONSE || body.len() + size > MAX_RESPONSE {
+            return Err(HttpError::Malformed("chunked body too large"));
+        }
         let data = &rest[line_end + 2..];
         if size == 0 {
             return Ok(Some(body));
         }
-        if data.len() < size + 2 {
-            break;
+        let Some(chunk) = data.get(..size) else { break };
+        let Some(after) = data.get(size..) else { break };
+        match after.get(..2) {
+            Some(b"\r\n") => {}
+            Some(_) => return Err(HttpError::Malformed("chunk not followed by CRLF")),
+            None => break,
         }
-        body.extend_from_slice(&data[..size]);
-        rest = &data[size + 2..];
+        body.extend_from_slice(chunk);
+        rest = &after[2..];
     }
     if eof { Err(HttpError::Malformed("truncated chunked body")) } else { Ok(None) }
 }
@@ -154,5 +168,39 @@ mod tests {
         assert_eq!(parse(eof, false).unwrap(), None);
         assert_eq!(parse(eof, true).unwrap().unwrap().body, b"token");
         assert!(parse(b"SSH-2.0\r\n\r\n", true).is_err());
+    }
+
+    /// Issue 16, finding 5: the chunk size `ffffffffffffffff` made `size + 2` wrap (a panic in
+    /// debug builds, an out-of-range slice and abort in release): an error now, never a panic.
+    #[test]
+    fn huge_chunk_sizes_are_errors() {
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for tail in [
+            &b"ffffffffffffffff\r\nab"[..],
+            b"ffffffffffffffff\r\nab\r\n0\r\n\r\n",
+            b"fffffffffffffffe\r\n",
+            b"40001\r\n",
+            b"3ffff\r\n",
+        ] {
+            let buf = [&head[..], tail].concat();
+            for eof in [false, true] {
+                let r = std::panic::catch_unwind(|| parse(&buf, eof));
+                assert!(r.is_ok(), "panic on {:?}", String::from_utf8_lossy(tail));
+            }
+        }
+        let huge = [&head[..], b"ffffffffffffffff\r\nab"].concat();
+        assert!(matches!(parse(&huge, false), Err(HttpError::Malformed(_))));
+        // Chunks that add up past the cap are refused as well.
+        let mut many = head.clone();
+        for _ in 0..5 {
+            many.extend_from_slice(b"10000\r\n");
+            many.extend(std::iter::repeat_n(b'a', 0x10000));
+            many.extend_from_slice(b"\r\n");
+        }
+        assert!(matches!(parse(&many, false), Err(HttpError::Malformed(_))));
+        // A chunk whose data is not followed by CRLF is malformed, not silently cut.
+        assert!(parse(&[&head[..], b"2\r\nabcd\r\n0\r\n\r\n"].concat(), false).is_err());
+        let big = b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n";
+        assert!(parse(big, false).is_err());
     }
 }
