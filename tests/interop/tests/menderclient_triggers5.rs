@@ -178,6 +178,13 @@ fn triggers(kind: AgentKind) -> Result<(), Error> {
     trigger(&mut updated, &mock, &dc, "send-inventory", USR2, Effect::Logged(INVENTORY_COLLECTED))?;
     let (status, body) = reply(&mock, "check-update", 0)?;
     ensure(status == "1" && body.is_empty(), format!("check-update reply: status {status}, body {body:?}"))?;
+    if kind == AgentKind::Rust {
+        // As 2.2+: the first existing of /usr/bin/mender-update and /usr/bin/mender.
+        ensure(
+            agent.log_text().contains("running /usr/bin/mender-update check-update"),
+            "our agent did not run /usr/bin/mender-update",
+        )?;
+    }
 
     // mender-updated stopped: systemd reports MainPID=0, mender-update fails, and the server gets
     // the error the agent reports for a failed command.
