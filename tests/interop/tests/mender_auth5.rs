@@ -294,3 +294,27 @@ fn expected_after_reconnect() -> OperatorView {
         new_connection_echoes: true,
     }
 }
+
+/// The reference with the same peer: Go mender-connect 2.3.0 never calls `FetchJwtToken` (it only
+/// reads `GetJwtToken` and waits for the signal), so with a passive mender-auth and nobody else
+/// asking, it stays unconnected; once another client (mender-updated on a device) fetches, it
+/// connects through the forwarder. Ours asks by itself (the first test above).
+#[test]
+fn go23_agent_waits_for_someone_else_to_fetch_from_a_passive_mender_auth() -> Result<(), Error> {
+    let name = "auth5-go23-passive";
+    let env = TestEnv::new(name)?;
+    let mock = MockServer::start(&env, &MockOptions::default())?;
+    let dev = Device5::start(&env, &mock, Identity::mac_for(name))?;
+    let mut agent = Agent::start(&env, &dev.bus, AgentKind::Go23)?;
+    // A bounded observation of a negative: 15 s is several times what the connection takes once
+    // a token exists.
+    std::thread::sleep(Duration::from_secs(15));
+    agent.ensure_running()?;
+    assert!(!mock.log_text().contains("token issued"), "nobody fetched, yet mender-auth authenticated");
+    assert_ne!(dev.api.connect_status(&dev.device_id)?.as_deref(), Some("connected"));
+    assert!(dev.bus_client.fetch_jwt_token()?, "FetchJwtToken accepted");
+    dev.api.wait_connected(&dev.device_id)?;
+    agent.ensure_running()?;
+    env.pass();
+    Ok(())
+}
