@@ -148,17 +148,27 @@ fn rust_agent_refetches_after_token_expiry_and_follows_the_new_forwarder() -> Re
             Ok((now > exp && device_inventory_status(bed.mock.url(), &old.token)? == 401).then_some(()))
         },
     )?;
+    let cli = operator(&env, &bed)?;
+    let mut open = OpenSessions::open(&env, &cli, &bed.dev.device_id)?;
     let fetches_before = bed.agent.log_text().matches("FetchJwtToken").count();
     bed.mock.restart(&env)?;
     let fresh = wait_moved(&bed, &old)?;
+    let seen = open.observe(PROBE_WAIT)?;
+    eprintln!("{name}: operator after the server restart and re-fetch: {seen:?}");
+    // The server restart ended every operator connection: the terminal is dead (mender-cli 1.9
+    // was seen to keep it open, silent), and `mender-cli port-forward` exits with its websocket.
+    assert!(!seen.terminal_answers && !seen.open_connection_echoes, "{seen:?}");
+    assert!(seen.forward_ended, "{seen:?}");
     assert_ne!(fresh.token, old.token, "a new token");
     assert_eq!(device_inventory_status(bed.mock.url(), &fresh.token)?, 200, "the server accepts it");
     assert!(
         bed.agent.log_text().matches("FetchJwtToken").count() > fetches_before,
         "the agent asked for the new token"
     );
-    let cli = operator(&env, &bed)?;
-    scenarios::terminal_round_trip(&env, &cli, &bed.dev.device_id)?;
+    // New transfers work at once; a new terminal is refused until the orphaned shell's health
+    // check (see rust_agent_serves_a_new_terminal_right_after_the_forwarder_moves).
+    let device_dir = env.subdir("device-files")?;
+    scenarios::file_round_trip(&env, &cli, &bed.dev.device_id, &device_dir, 100 * 1024)?;
     bed.agent.ensure_running()?;
     bed.dev.auth.ensure_running()?;
     env.pass();
