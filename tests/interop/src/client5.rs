@@ -127,20 +127,35 @@ impl Device5 {
     /// Preauthorizes a fresh key pair for `identity` on `mock` (the documented curl flow), writes
     /// the device files with that key and starts bus and `mender-auth`.
     pub fn start(env: &TestEnv, mock: &MockServer, identity: Identity) -> Result<Self, Error> {
+        Self::start_with(env, mock, identity, true)
+    }
+
+    /// Like [`Device5::start`]; with `preauthorize` false the device key is still the test's own
+    /// but the server does not know it: the first authentication leaves the device pending, and
+    /// `device_id` is empty until the test looks the device up.
+    pub fn start_with(
+        env: &TestEnv,
+        mock: &MockServer,
+        identity: Identity,
+        preauthorize: bool,
+    ) -> Result<Self, Error> {
         let keys = preauth::generate_key_pair(env)?;
-        let answer = preauth::preauthorize_with_curl(
-            env,
-            mock.url(),
-            USER_EMAIL,
-            USER_PASSWORD,
-            &identity,
-            &keys.public,
-        )?;
-        if answer.status != 201 {
-            return Err(Error::Check(format!("preauthorization answered {answer:?}")));
-        }
         let api = mock.login()?;
-        let listed = api.wait_for_device("mac", identity.mac(), "preauthorized")?;
+        let mut device_id = String::new();
+        if preauthorize {
+            let answer = preauth::preauthorize_with_curl(
+                env,
+                mock.url(),
+                USER_EMAIL,
+                USER_PASSWORD,
+                &identity,
+                &keys.public,
+            )?;
+            if answer.status != 201 {
+                return Err(Error::Check(format!("preauthorization answered {answer:?}")));
+            }
+            device_id = api.wait_for_device("mac", identity.mac(), "preauthorized")?.id;
+        }
         let device = RootDevice::new(env, &identity, mock.url(), Some(&keys.private))?;
         let root = trixie::root()?;
         let bus = PrivateBus::start_system(
@@ -158,7 +173,7 @@ impl Device5 {
             bus,
             device,
             identity,
-            device_id: listed.id,
+            device_id,
             api,
         })
     }

@@ -328,3 +328,36 @@ fn go23_agent_waits_for_someone_else_to_fetch_from_a_passive_mender_auth() -> Re
     env.pass();
     Ok(())
 }
+
+/// The agent's `FetchJwtToken` has a backoff: on a device the server has not accepted, mender-auth's
+/// fetch fails (signal with empty strings) and mender-auth does not retry by itself; the agent asks
+/// again only after a minute (doubling up to 10 min), not in a loop against the server. Once the
+/// operator accepts the device, the agent's next ask gets the token and it connects.
+#[test]
+fn rust_agent_refetches_with_a_backoff_while_the_device_is_pending() -> Result<(), Error> {
+    let name = "auth5-pending";
+    let env = TestEnv::new(name)?;
+    let mock = MockServer::start(&env, &MockOptions::default())?;
+    let dev = Device5::start_with(&env, &mock, Identity::mac_for(name), false)?;
+    let mut agent = Agent::start(&env, &dev.bus, AgentKind::Rust)?;
+    let pending = dev.api.wait_for_device("mac", dev.identity.mac(), "pending")?;
+    let refused = "not accepted";
+    wait::until("the first auth request", wait::PEER_TIMEOUT, Duration::from_millis(200), || {
+        Ok(mock.log_text().contains(refused).then_some(()))
+    })?;
+    let refused_at = Instant::now();
+    // Accepted at once: mender-auth does not retry by itself, so only the agent's next
+    // FetchJwtToken can bring the token. An agent that asked in a loop would connect within a
+    // second or two; ours waits its first re-fetch delay (60 s).
+    dev.api.accept_pending(&pending)?;
+    dev.api.wait_connected(&pending.id)?;
+    let waited = refused_at.elapsed();
+    assert!(
+        waited >= Duration::from_secs(20),
+        "the agent asked mender-auth again {waited:?} after a failed fetch"
+    );
+    assert_eq!(mock.log_text().matches(refused).count(), 1, "one refused request only");
+    agent.ensure_running()?;
+    env.pass();
+    Ok(())
+}
