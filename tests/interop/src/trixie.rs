@@ -208,3 +208,33 @@ impl RootDevice {
         &self.run_dbus
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_binds_then_runs_the_program_itself() {
+        let chroot = Chroot {
+            root: PathBuf::from("/r"),
+            binds: vec![(PathBuf::from("/tmp"), "/tmp".to_owned())],
+        }
+        .bind(Path::new("/t/etc"), "/etc/mender");
+        let cmd = chroot.command("/usr/bin/mender-auth", &["daemon"]);
+        assert_eq!(cmd.get_program(), "unshare");
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        // unshare's options, sh -euc SCRIPT, $0, the root, bind pairs, "--", the program.
+        assert_eq!(&args[..6], ["--mount", "--propagation", "private", "--", "/bin/sh", "-euc"]);
+        assert_eq!(
+            &args[7..],
+            ["sh", "/r", "/tmp", "/tmp", "/t/etc", "/etc/mender", "--", "/usr/bin/mender-auth", "daemon"]
+        );
+        // Every step execs the next, so the pid the test holds is the program's.
+        assert!(args[6].contains("exec chroot \"$r\" \"$@\""));
+        let path = cmd.get_envs().find(|(k, _)| *k == "PATH").and_then(|(_, v)| v);
+        assert_eq!(path, Some(std::ffi::OsStr::new(ROOT_PATH)));
+    }
+}
