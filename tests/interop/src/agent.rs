@@ -1,7 +1,10 @@
-//! The device agent under test: the Go `mender-connect` 2.1.0 from Debian, or our Rust
-//! `mender-connect` from this workspace. Both are started the same way, as a drop-in replacement
+//! The device agent under test: the Go `mender-connect` 2.1.0 from Debian 12, the Go
+//! `mender-connect` 2.3.0 from sid (in the trixie root of [`crate::trixie`]), or our Rust
+//! `mender-connect` from this workspace. All are started the same way, as a drop-in replacement
 //! must be: `mender-connect --config F --fallback-config G daemon` with the same JSON
-//! configuration, and both get token and server URL from the Mender client over the private bus.
+//! configuration, and all get token and server URL from the Mender client over the private bus.
+//! An agent can also run inside the trixie root ([`Agent::start_in`]), where `/usr/bin/mender-update`
+//! is the C++ client's.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,14 +15,17 @@ use crate::binaries::{Peer, WorkspaceBin};
 use crate::bus::PrivateBus;
 use crate::error::IoContext;
 use crate::process::ManagedChild;
+use crate::trixie::Chroot;
 use crate::{Error, TestEnv};
 
 /// Which implementation of mender-connect runs on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AgentKind {
-    /// Debian's Go mender-connect (2.1.0).
+    /// Debian 12's Go mender-connect (2.1.0).
     Go,
+    /// sid's Go mender-connect (2.3.0), run in the trixie root.
+    Go23,
     /// This workspace's Rust mender-connect.
     Rust,
 }
@@ -29,14 +35,17 @@ impl AgentKind {
     pub fn name(self) -> &'static str {
         match self {
             AgentKind::Go => "go-mender-connect",
+            AgentKind::Go23 => "go23-mender-connect",
             AgentKind::Rust => "rust-mender-connect",
         }
     }
 
-    /// The agent binary (building ours on first use).
+    /// The agent binary (building ours on first use). For [`AgentKind::Go23`] the path on the
+    /// host of the root's `/usr/bin/mender-connect`.
     pub fn program(self) -> Result<PathBuf, Error> {
         match self {
             AgentKind::Go => Peer::GoMenderConnect.path(),
+            AgentKind::Go23 => crate::trixie::host_path("/usr/bin/mender-connect"),
             AgentKind::Rust => WorkspaceBin::RustMenderConnect.path(),
         }
     }
@@ -94,6 +103,25 @@ impl Agent {
         overrides: &serde_json::Value,
         extra_env: &[(String, String)],
     ) -> Result<Self, Error> {
+        let chroot = match kind {
+            AgentKind::Go23 => Some(Chroot::bare()?),
+            _ => None,
+        };
+        Self::start_in(env, bus, kind, overrides, extra_env, chroot.as_ref())
+    }
+
+    /// Like [`Agent::start_with_config_env`], run in the trixie root through `chroot` when it is
+    /// given ([`AgentKind::Go23`] always runs there). Our agent's binary is copied into the test's
+    /// directory, which has the same path in the root; it needs only libraries the root has (libc,
+    /// libdbus).
+    pub fn start_in(
+        env: &TestEnv,
+        bus: &PrivateBus,
+        kind: AgentKind,
+        overrides: &serde_json::Value,
+        extra_env: &[(String, String)],
+        chroot: Option<&Chroot>,
+    ) -> Result<Self, Error> {
         let program = kind.program()?;
         let dir = env.subdir(kind.name())?;
         let config = dir.join("mender-connect.conf");
@@ -122,13 +150,31 @@ impl Agent {
         }
         std::fs::write(&config, format!("{document:#}\n"))
             .context(|| format!("writing {}", config.display()))?;
-        let mut cmd = Command::new(program);
-        cmd.arg("--config")
-            .arg(&config)
-            .arg("--fallback-config")
-            .arg(dir.join("no-fallback.conf"))
-            .args(["--debug", "daemon"])
-            .current_dir(&dir);
+        let fallback = dir.join("no-fallback.conf");
+        let args = [
+            "--config".to_owned(),
+            config.display().to_string(),
+            "--fallback-config".to_owned(),
+            fallback.display().to_string(),
+            "--debug".to_owned(),
+            "daemon".to_owned(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = match (chroot, kind) {
+            (Some(chroot), AgentKind::Go23) => chroot.command("/usr/bin/mender-connect", &args),
+            (Some(chroot), _) => {
+                let copy = dir.join("mender-connect.bin");
+                std::fs::copy(&program, &copy)
+                    .context(|| format!("copying {} into the test directory", program.display()))?;
+                chroot.command(&copy.display().to_string(), &args)
+            }
+            (None, _) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args);
+                cmd
+            }
+        };
+        cmd.current_dir(&dir);
         for (key, value) in extra_env {
             cmd.env(key, value);
         }

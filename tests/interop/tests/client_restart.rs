@@ -74,6 +74,11 @@ fn go_agent_follows_client_restart() -> Result<(), Error> {
 }
 
 #[test]
+fn go23_agent_follows_client_restart() -> Result<(), Error> {
+    follows_client_restart(AgentKind::Go23)
+}
+
+#[test]
 fn rust_agent_follows_client_restart() -> Result<(), Error> {
     follows_client_restart(AgentKind::Rust)
 }

@@ -699,10 +699,60 @@ both_agents! {
     mender_cli_cp_limits => mender_cli_limits;
 }
 
+/// sid's Go mender-connect 2.3.0, the second reference (issue 20). It passed every case when the
+/// suite was extended (2026-12-03, the same results as 2.1.0: it vendors the same file-transfer
+/// code); CI runs a download, an upload, mender-cli `cp` and one refusal each way, the rest with
+/// `--ignored` (CI time).
+macro_rules! go23_agent {
+    (ci { $($case:ident => $body:expr;)* } ignored { $($icase:ident => $ibody:expr;)* }) => {
+        mod go23_agent {
+            use super::*;
+            $(#[test] fn $case() -> Result<(), Error> { let kind = AgentKind::Go23; $body(kind) })*
+            $(#[test] #[ignore = "same as 2.1.0 (checked 2026-12-03); CI time"]
+              fn $icase() -> Result<(), Error> { let kind = AgentKind::Go23; $ibody(kind) })*
+        }
+    };
+}
+
+go23_agent! {
+  ci {
+    test_download_ok => download_ok;
+    test_upload_and_download_ok => upload_and_download_ok;
+    test_upload_limits_err_file_outside_chroot => upload_limits_err_file_outside_chroot;
+    test_filetransfer_limits_download_err_max_file_size => |k| download_refused(k, Refusal::MaxFileSize);
+    test_filetransfer_cli => filetransfer_cli;
+  }
+  ignored {
+    test_download_error_relative_path => download_error_relative_path;
+    test_upload_error_no_such_file_or_directory => download_error_no_such_file;
+    test_upload_error_path_is_relative => upload_error_path_is_relative;
+    test_upload_error_file_does_not_exist => upload_error_file_does_not_exist;
+    test_upload_limits_ok => upload_limits_ok;
+    test_upload_limits_err_file_too_big => upload_limits_err_file_too_big;
+    test_upload_limits_err_max_bytes_per_minute_exceeded => upload_limits_err_max_bytes_per_minute_exceeded;
+    test_upload_limits_preserve_owner_and_group => upload_limits_preserve_owner_and_group;
+    test_filetransfer_limits_download_err_outside_chroot => |k| download_refused(k, Refusal::OutsideChroot);
+    test_filetransfer_limits_download_err_not_allowed_to_follow_link => |k| download_refused(k, Refusal::FollowLink);
+    test_filetransfer_limits_download_err_not_allowed_to_follow_link_on_path_part => |k| download_refused(k, Refusal::FollowLinkOnPathPart);
+    test_filetransfer_limits_download_err_owner_mismatch => |k| download_refused(k, Refusal::OwnerMismatch);
+    test_filetransfer_limits_download_err_group_mismatch => |k| download_refused(k, Refusal::GroupMismatch);
+    test_filetransfer_limits_download_ok_allowed_to_follow_symlink => download_ok_allowed_to_follow_symlink;
+    test_filetransfer_limits_download_err_not_a_regular_file => download_err_not_a_regular_file;
+    test_filetransfer_limits_download_ok_file_owner_match => download_ok_file_owner_match;
+    mender_cli_cp_limits => mender_cli_limits;
+  }
+}
+
 /// `test_upload_limits_err_preserve_modes` as upstream (no `AllowSuid`): the reference's behaviour.
 #[test]
 fn go_agent_test_upload_limits_err_preserve_modes() -> Result<(), Error> {
     upload_limits_preserve_modes(AgentKind::Go, false)
+}
+
+#[test]
+#[ignore = "same as 2.1.0 (checked 2026-12-03); CI time"]
+fn go23_agent_test_upload_limits_err_preserve_modes() -> Result<(), Error> {
+    upload_limits_preserve_modes(AgentKind::Go23, false)
 }
 
 /// The same case for our agent needs `AllowSuid: true` (set-uid uploads are refused by default).

@@ -79,6 +79,11 @@ fn go_agent_preauthorized_device() -> Result<(), Error> {
 }
 
 #[test]
+fn go23_agent_preauthorized_device() -> Result<(), Error> {
+    preauthorized_device_terminal(AgentKind::Go23)
+}
+
+#[test]
 fn rust_agent_preauthorized_device() -> Result<(), Error> {
     preauthorized_device_terminal(AgentKind::Rust)
 }

@@ -151,6 +151,11 @@ fn go_agent_udp_port_forward() -> Result<(), Error> {
 }
 
 #[test]
+fn go23_agent_udp_port_forward() -> Result<(), Error> {
+    udp_port_forward(AgentKind::Go23)
+}
+
+#[test]
 fn rust_agent_udp_port_forward() -> Result<(), Error> {
     udp_port_forward(AgentKind::Rust)
 }
@@ -161,8 +166,18 @@ fn go_agent_terminal() -> Result<(), Error> {
 }
 
 #[test]
+fn go23_agent_terminal() -> Result<(), Error> {
+    terminal(AgentKind::Go23)
+}
+
+#[test]
 fn go_agent_file_transfer() -> Result<(), Error> {
     file_transfer(AgentKind::Go)
+}
+
+#[test]
+fn go23_agent_file_transfer() -> Result<(), Error> {
+    file_transfer(AgentKind::Go23)
 }
 
 #[test]
@@ -171,8 +186,18 @@ fn go_agent_file_transfer_errors() -> Result<(), Error> {
 }
 
 #[test]
+fn go23_agent_file_transfer_errors() -> Result<(), Error> {
+    file_transfer_errors(AgentKind::Go23)
+}
+
+#[test]
 fn go_agent_port_forward() -> Result<(), Error> {
     port_forward(AgentKind::Go)
+}
+
+#[test]
+fn go23_agent_port_forward() -> Result<(), Error> {
+    port_forward(AgentKind::Go23)
 }
 
 #[test]

@@ -49,6 +49,11 @@ fn go_agent_reconnects_after_server_restart() -> Result<(), Error> {
 }
 
 #[test]
+fn go23_agent_reconnects_after_server_restart() -> Result<(), Error> {
+    reconnects_after_server_restart(AgentKind::Go23)
+}
+
+#[test]
 fn rust_agent_reconnects_after_server_restart() -> Result<(), Error> {
     reconnects_after_server_restart(AgentKind::Rust)
 }

@@ -78,6 +78,15 @@ fn go_agent_recovers_after_token_expiry() -> Result<(), Error> {
     recovers_after_token_expiry(AgentKind::Go)
 }
 
+/// Go mender-connect 2.3.0 does not recover within the bound: after the 401 its reconnect backoff
+/// waits 1 min, then 2 min, and each retry dials the old proxy URL although `JwtTokenStateChange`
+/// brought the new one meanwhile (seen 2026-12-03; docs/reference-versions.md).
+#[test]
+#[ignore = "Go 2.3.0 keeps dialling the old proxy URL through its 1-2 min backoff (docs/reference-versions.md)"]
+fn go23_agent_recovers_after_token_expiry() -> Result<(), Error> {
+    recovers_after_token_expiry(AgentKind::Go23)
+}
+
 #[test]
 fn rust_agent_recovers_after_token_expiry() -> Result<(), Error> {
     recovers_after_token_expiry(AgentKind::Rust)

@@ -221,6 +221,19 @@ async fn route_from_device(st: &State, device_id: &str, data: Vec<u8>) -> Result
             if msg.proto == PROTO_SHELL {
                 return Err("api: message missing required session ID".into());
             }
+            if msg.proto == PROTO_MENDER_CLIENT {
+                // The real server ignores these replies; the mock logs them so that tests can see
+                // what a device reports (status 1 ok, 2 error with the text as body).
+                let status = match msg.prop("status") {
+                    Some(crate::msgpack::Value::Int(n)) => n.to_string(),
+                    other => format!("{other:?}"),
+                };
+                log::info!(
+                    "ws device {device_id}: mender-client reply typ={} status={status} body={}",
+                    msg.typ,
+                    String::from_utf8_lossy(msg.body_bytes()).escape_debug()
+                );
+            }
             log::info!("ws device {device_id}: dropping proto={} typ={} without sid", msg.proto, msg.typ);
             return Ok(());
         }
