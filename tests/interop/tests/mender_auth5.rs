@@ -261,7 +261,6 @@ fn rust_agent_reconnects_after_mender_auth_restarts() -> Result<(), Error> {
 /// (another process could bind it). The agent must drop the credentials with the name's owner and
 /// stop dialling that port. A listener the test binds on the old port must see no connection.
 #[test]
-#[ignore = "needs the owner-tracking fix of issue 16"]
 fn rust_agent_stops_dialling_after_mender_auth_exits() -> Result<(), Error> {
     let name = "auth5-exit";
     let env = TestEnv::new(name)?;
