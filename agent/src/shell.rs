@@ -39,7 +39,8 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(proto::HEALTHCHECK_INTERVAL_SECS);
 const HEALTH_TIMEOUT: Duration =
     Duration::from_secs(proto::HEALTHCHECK_INTERVAL_SECS + proto::HEALTHCHECK_TIMEOUT_SECS);
-/// Keystroke messages buffered per session before the router waits for the pty.
+/// Keystroke messages buffered per session; more while the pty takes nothing are refused with
+/// [`ERR_INPUT_DROPPED`] on that session.
 const INPUT_QUEUE: usize = 16;
 
 /// Reference error texts (sent as the body of a status-2 reply).
@@ -48,6 +49,9 @@ pub const ERR_TOO_MANY_SHELLS: &str = "too many shells spawned";
 pub const ERR_TOO_MANY_FOR_USER: &str = "user has too many open sessions";
 /// Unknown session id.
 pub const ERR_SESSION_NOT_FOUND: &str = "session not found";
+/// Input refused because the session's queue is full (the program on the pty reads nothing);
+/// the reference has no such limit (its per-session goroutine blocks in the pty write).
+pub const ERR_INPUT_DROPPED: &str = "shell input dropped: the terminal does not take input";
 
 /// When sessions expire (`Sessions` in the configuration).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,8 +99,7 @@ struct Session {
     shell: pty::Shell,
     input: async_channel::Sender<Vec<u8>>,
     /// Input chunks handed to the writer task and not yet written; direct writes wait for 0
-    /// so that keystrokes stay in order. (A chunk the daemon drops keeps it above 0: the
-    /// session then always queues, which is correct, only slower.)
+    /// so that keystrokes stay in order.
     input_queued: Arc<AtomicUsize>,
     master: Arc<Async<File>>,
     last_pong: Instant,
@@ -128,13 +131,12 @@ pub struct ShellInfo {
     pub bytes_out: u64,
 }
 
-/// A frame for the outbound queue, or the router's wait for pty input space.
+/// What the event loop does for a routed message.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Action {
     /// Send this frame (router replies; priority queue).
     Reply(Vec<u8>),
-    /// Hand keystrokes to the session's pty writer.
-    Input(async_channel::Sender<Vec<u8>>, Vec<u8>),
 }
 
 /// All shell sessions.
@@ -198,8 +200,22 @@ impl Shells {
                             return Vec::new();
                         }
                     }
+                    // Never waited for here: the router serves every session, so a pty that
+                    // does not read must cost only its own session its input.
                     s.input_queued.fetch_add(1, Ordering::AcqRel);
-                    vec![Action::Input(s.input.clone(), rest.to_vec())]
+                    match s.input.try_send(rest.to_vec()) {
+                        Ok(()) => Vec::new(),
+                        Err(e) => {
+                            s.input_queued.fetch_sub(1, Ordering::AcqRel);
+                            if e.is_closed() {
+                                // The writer task ended on a failed write; the reader reports
+                                // the shell's end.
+                                return Vec::new();
+                            }
+                            log::warn!("session {sid}: shell input dropped: the terminal does not take input");
+                            reply(typ, sid, Err(ERR_INPUT_DROPPED))
+                        }
+                    }
                 }
                 None => reply(typ, sid, Err(ERR_SESSION_NOT_FOUND)),
             },
