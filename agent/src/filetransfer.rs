@@ -511,7 +511,7 @@ impl FileTransfer {
             if self.busy() {
                 return Err(ERR_IN_PROGRESS.into());
             }
-            let (file, temp) = create_temp(&s.jail, &dir, &name, &path)
+            let (file, temp) = create_temp(&s.jail, &dir, &path)
                 .map_err(|t| format!("failed to create target file: failed to create file: {t}"))?;
             let request = copy_frame(frame).unwrap_or_default();
             return Ok(Upload { state: UploadState::new(), file, dir, name, path, temp, request, uid, gid, mode });
@@ -577,25 +577,44 @@ fn write_all(fd: &OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
-/// An anonymous temp file in `dir` (`O_TMPFILE`), else a named one (the reference's
-/// `<path>.<8 hex><2 hex>` scheme, created exclusively, write-only, mode 0200).
-fn create_temp(jail: &Jail, dir: &OwnedFd, name: &str, path: &str) -> Result<(OwnedFd, Option<String>), String> {
+/// An anonymous temp file in `dir` (`O_TMPFILE`), else a named one ([`create_named_temp`]).
+fn create_temp(jail: &Jail, dir: &OwnedFd, path: &str) -> Result<(OwnedFd, Option<String>), String> {
     match jail.open_at(dir, ".", OFlags::TMPFILE | OFlags::WRONLY, Mode::from_raw_mode(0o600)) {
-        Ok(fd) => return Ok((fd, None)),
+        Ok(fd) => Ok((fd, None)),
         // Filesystems without O_TMPFILE answer EOPNOTSUPP or EISDIR.
-        Err(JailError::Os(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL)) => {}
-        Err(JailError::Os(e)) => return Err(os_text("open", path, e)),
-        Err(e) => return Err(e.to_string()),
+        Err(JailError::Os(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL)) => create_named_temp(jail, dir, path),
+        Err(JailError::Os(e)) => Err(os_text("open", path, e)),
+        Err(e) => Err(e.to_string()),
     }
+}
+
+/// Tries for a free temporary name.
+const TEMP_TRIES: u32 = 16;
+
+/// A fresh temporary name in the target's directory: short, so that any target name that fits
+/// NAME_MAX can be uploaded (the reference appends to the target's name), and random, so that
+/// no local user can guess it and create it first.
+fn temp_name() -> String {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        // No kernel randomness: unique still, and created exclusively whatever happens.
+        let n = TEMP_SUFFIX.fetch_add(1, Ordering::Relaxed);
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        b = (u64::from(n) ^ (t as u64) ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
+    }
+    format!(".mender-connect.{:016x}", u64::from_le_bytes(b))
+}
+
+/// A named temp file in `dir`, created exclusively, write-only, mode 0200.
+fn create_named_temp(jail: &Jail, dir: &OwnedFd, path: &str) -> Result<(OwnedFd, Option<String>), String> {
     let mut last = Errno::EXIST;
-    for i in 0..100u32 {
-        let suffix = TEMP_SUFFIX.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        let temp = format!("{name}.{suffix:08x}{i:02x}");
+    for _ in 0..TEMP_TRIES {
+        let temp = temp_name();
         let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY;
         match jail.open_at(dir, &temp, flags, Mode::from_raw_mode(0o200)) {
             Ok(fd) => return Ok((fd, Some(temp))),
             Err(JailError::Os(Errno::EXIST)) => last = Errno::EXIST,
-            Err(JailError::Os(e)) => return Err(os_text("open", &format!("{path}.{suffix:08x}{i:02x}"), e)),
+            Err(JailError::Os(e)) => return Err(os_text("open", path, e)),
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -648,12 +667,20 @@ fn commit(s: &Settings, up: &mut Upload) -> Result<(), String> {
     let temp = match up.temp.clone() {
         Some(t) => t,
         None => {
-            let suffix = TEMP_SUFFIX.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-            let t = format!(".{}.{suffix:08x}.mender-connect", up.name);
+            // Linked under a temporary name first: renameat can then replace the target
+            // atomically (or refuse to, RENAME_NOREPLACE), which linkat cannot.
             let proc_path = format!("/proc/self/fd/{}", up.file.as_raw_fd());
-            rustix::fs::linkat(rustix::fs::CWD, proc_path.as_str(), &up.dir, t.as_str(), AtFlags::SYMLINK_FOLLOW)
-                .or_else(|_| rustix::fs::linkat(&up.file, "", &up.dir, t.as_str(), AtFlags::EMPTY_PATH))
-                .map_err(commit_err)?;
+            let mut linked = Err(Errno::EXIST);
+            for _ in 0..TEMP_TRIES {
+                let t = temp_name();
+                linked = rustix::fs::linkat(rustix::fs::CWD, proc_path.as_str(), &up.dir, t.as_str(), AtFlags::SYMLINK_FOLLOW)
+                    .or_else(|_| rustix::fs::linkat(&up.file, "", &up.dir, t.as_str(), AtFlags::EMPTY_PATH))
+                    .map(|()| t);
+                if linked != Err(Errno::EXIST) {
+                    break;
+                }
+            }
+            let t = linked.map_err(commit_err)?;
             up.temp = Some(t.clone());
             t
         }

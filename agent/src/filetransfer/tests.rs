@@ -632,3 +632,35 @@ fn policy_is_decided_before_anything_is_opened() {
     assert!(writer.join().unwrap());
     assert!(!released, "checking the FIFO opened it: its blocked writer was released");
 }
+
+/// Issue 16, finding 9: the temporary name `.{name}.{8 hex}.mender-connect` was longer than
+/// NAME_MAX (255) for long names, so a 240-character file name could not be uploaded (the
+/// named fallback `{name}.{10 hex}` too).
+#[test]
+fn long_names_upload() {
+    let d = TempDir::new("long-name");
+    let name = "n".repeat(240);
+    let mut h = open_handler();
+    h.upload(&d.s(&name), b"long", None).unwrap();
+    assert_eq!(std::fs::read(d.path(&name)).unwrap(), b"long");
+    let mut h = handler(settings(true, limits()));
+    h.upload(&d.s(&name), b"again", None).unwrap();
+    assert_eq!(std::fs::read(d.path(&name)).unwrap(), b"again");
+    assert_eq!(entries(&d.0), vec![name.clone()]);
+}
+
+/// The temporary file of file systems without `O_TMPFILE`: a short name that cannot be guessed.
+#[test]
+fn named_temporary_files_are_short_and_random() {
+    let d = TempDir::new("named-temp");
+    let name = "n".repeat(240);
+    let dir = rustix::fs::open(&d.0, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty())
+        .unwrap();
+    let jail = crate::chroot::Jail::default();
+    let (fd, temp) = super::create_named_temp(&jail, &dir, &d.s(&name)).unwrap();
+    let temp = temp.unwrap();
+    assert!(temp.len() <= 32, "{temp}");
+    drop(fd);
+    let other = super::create_named_temp(&jail, &dir, &d.s(&name)).unwrap().1.unwrap();
+    assert_ne!(temp, other, "temporary names must not be predictable");
+}
