@@ -148,6 +148,9 @@ pub struct Shells {
     data: async_channel::Sender<Vec<u8>>,
     exited: async_channel::Sender<Exited>,
     serial: u64,
+    /// The shell user, looked up when the daemon starts ([`pty::Account`]); if that failed, at
+    /// the next shell start, then kept.
+    account: Option<pty::Account>,
 }
 
 /// Encodes a shell frame with a status; frames that cannot be encoded (absurd sid) are dropped.
@@ -175,7 +178,14 @@ impl Shells {
         data: async_channel::Sender<Vec<u8>>,
         exited: async_channel::Sender<Exited>,
     ) -> Self {
-        Self { settings, sessions: HashMap::new(), reaping: Vec::new(), data, exited, serial: 0 }
+        let account = match pty::resolve_account(&settings.user) {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("cannot look up the shell user {:?} now: {e}; trying again at the first shell", settings.user);
+                None
+            }
+        };
+        Self { settings, sessions: HashMap::new(), reaping: Vec::new(), data, exited, serial: 0, account }
     }
 
     /// Handles one shell-protocol frame from the server.
@@ -271,6 +281,9 @@ impl Shells {
     }
 
     fn spawn(&mut self, sid: &str, user_id: &str, size: TermSize, now: Instant) -> io::Result<()> {
+        if self.account.is_none() {
+            self.account = pty::resolve_account(&self.settings.user)?;
+        }
         let spec = pty::ShellSpec {
             command: self.settings.command.clone().into(),
             args: self.settings.args.clone(),
@@ -278,6 +291,7 @@ impl Shells {
             rows: size.height,
             cols: size.width,
             env: Vec::new(),
+            account: self.account.clone(),
         };
         let shell = pty::spawn_shell(&spec)?;
         let master = match shell.master.try_clone().and_then(|fd| Async::new(File::from(fd))) {
