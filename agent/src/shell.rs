@@ -101,6 +101,9 @@ struct Session {
     /// Input chunks handed to the writer task and not yet written; direct writes wait for 0
     /// so that keystrokes stay in order.
     input_queued: Arc<AtomicUsize>,
+    /// Input is being refused (queue full): the user is told once per such spell, not per
+    /// message.
+    refusing: bool,
     master: Arc<Async<File>>,
     last_pong: Instant,
     next_ping: Instant,
@@ -214,12 +217,15 @@ impl Shells {
                     // does not read must cost only its own session its input.
                     s.input_queued.fetch_add(1, Ordering::AcqRel);
                     match s.input.try_send(rest.to_vec()) {
-                        Ok(()) => Vec::new(),
+                        Ok(()) => {
+                            s.refusing = false;
+                            Vec::new()
+                        }
                         Err(e) => {
                             s.input_queued.fetch_sub(1, Ordering::AcqRel);
-                            if e.is_closed() {
-                                // The writer task ended on a failed write; the reader reports
-                                // the shell's end.
+                            // A closed queue: the writer task ended on a failed write, and the
+                            // reader reports the shell's end.
+                            if e.is_closed() || std::mem::replace(&mut s.refusing, true) {
                                 return Vec::new();
                             }
                             log::warn!("session {sid}: shell input dropped: the terminal does not take input");
@@ -324,6 +330,7 @@ impl Shells {
                 shell,
                 input,
                 input_queued,
+                refusing: false,
                 master,
                 last_pong: now,
                 next_ping: now + HEALTH_INTERVAL,
