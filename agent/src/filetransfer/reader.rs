@@ -264,7 +264,9 @@ fn kick(handle: &JoinHandle<()>) {
     // SAFETY: the thread is neither joined nor detached while its handle lives, so its
     // pthread_t is valid even if it has ended.
     unsafe {
-        libc::pthread_kill(handle.as_pthread_t(), interrupt_signal());
+        // std's `RawPthread` is an integer; musl's `pthread_t` a pointer.
+        #[allow(clippy::unnecessary_cast)]
+        libc::pthread_kill(handle.as_pthread_t() as libc::pthread_t, interrupt_signal());
     }
 }
 
