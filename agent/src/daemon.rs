@@ -39,8 +39,6 @@ const DATA_QUEUE: usize = 16;
 const REPLY_QUEUE: usize = 64;
 /// A connection that lived this long resets the reconnect backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
-/// How long keystrokes may wait for a busy pty before they are dropped.
-const INPUT_WAIT: Duration = Duration::from_secs(4);
 /// How long shutdown waits for shells to die (SIGKILL comes after [`crate::shell::KILL_GRACE`]).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// Connected with nothing open for this long, the daemon releases the code pages that start-up,
@@ -518,17 +516,6 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     match action {
                         Action::Reply(f) => {
                             let _ = q.reply_tx.send(f).await;
-                        }
-                        Action::Input(tx, bytes) => {
-                            let sent = async { tx.send(bytes).await.is_ok() }
-                                .or(async {
-                                    Timer::after(INPUT_WAIT).await;
-                                    false
-                                })
-                                .await;
-                            if !sent {
-                                log::warn!("shell input dropped: the pty does not take input");
-                            }
                         }
                     }
                 }

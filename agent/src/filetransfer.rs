@@ -11,17 +11,19 @@
 //!   its final owner and mode: an aborted transfer or a killed agent leaves nothing at the
 //!   target; the upload is acked only after the commit;
 //! - FIFOs and sockets are never read (the reference blocks forever on a FIFO), device nodes
-//!   not when a chroot is set; setgid is refused like setuid unless `AllowSuid`.
+//!   not when a chroot is set; setgid is refused like setuid unless `AllowSuid`;
+//! - a download's type, owner, group and size are checked before anything is opened with side
+//!   effects (`open_checked`), and its open and reads run off the event loop's thread with
+//!   deadlines (`reader`), so no file can stall other sessions.
 //!
-//! Downloads run in a task that reads the file through a bounded blocking-pool buffer and sends
-//! at most the ack window ahead of the server, through the daemon's bounded data queue.
+//! Downloads run in a task that sends at most the ack window ahead of the server, through the
+//! daemon's bounded data queue.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures_lite::AsyncReadExt;
 use mender_connect_core::filetransfer::{
     self as ft, FileInfo, FileTransferMessage, GetFile, StatFile, Timestamp, UploadRequest, go_file_mode,
 };
@@ -123,6 +125,31 @@ pub struct Settings {
     pub window_chunks: u32,
     /// Device-wide rate counters.
     pub rates: Rates,
+    /// The owner and group names of `limits`, resolved once (see [`Ids`]).
+    ids: Ids,
+}
+
+/// `OwnerGet`, `GroupGet`, `OwnerPut` and `GroupPut` as ids, looked up when the configuration
+/// is loaded: a lookup goes through NSS, which may ask a network service (LDAP) and wait as long
+/// as it likes, so it never runs while the event loop serves sessions. A name that does not
+/// resolve matches no file, as the reference's failed per-request lookup does.
+#[derive(Debug, Default)]
+struct Ids {
+    owner_get: Vec<u32>,
+    group_get: Vec<u32>,
+    owner_put: Option<u32>,
+    group_put: Option<u32>,
+}
+
+impl Ids {
+    fn resolve(limits: &FileTransferLimits) -> Self {
+        Self {
+            owner_get: limits.owner_get.iter().filter_map(|n| uid_of(n)).collect(),
+            group_get: limits.group_get.iter().filter_map(|n| gid_of(n)).collect(),
+            owner_put: limits.owner_put.as_deref().and_then(uid_of),
+            group_put: limits.group_put.as_deref().and_then(gid_of),
+        }
+    }
 }
 
 impl Settings {
@@ -133,7 +160,8 @@ impl Settings {
             limits.counters.max_bytes_tx_per_minute.unwrap_or(0),
             limits.counters.max_bytes_rx_per_minute.unwrap_or(0),
         );
-        Self { jail, enforce, limits, window_chunks: DEFAULT_WINDOW_CHUNKS, rates }
+        let ids = if enforce { Ids::resolve(&limits) } else { Ids::default() };
+        Self { jail, enforce, limits, window_chunks: DEFAULT_WINDOW_CHUNKS, rates, ids }
     }
 
     fn tx_ok(&self, n: u64) -> bool {
@@ -225,13 +253,6 @@ fn access_denied(e: &JailError) -> String {
 /// The reference's text for an OS error of operation `op` on `path` (Go's `*PathError`).
 fn os_text(op: &str, path: &str, e: Errno) -> String {
     format!("{op} {path}: {}", errno_text(e))
-}
-
-fn go_error_text(e: &JailError, op: &str, path: &str) -> String {
-    match e {
-        JailError::Os(errno) => os_text(op, path, *errno),
-        other => access_denied(other),
-    }
 }
 
 fn uid_of(name: &str) -> Option<u32> {
@@ -342,74 +363,12 @@ impl FileTransfer {
         out.extend(encode(|b| ft::encode_file_info(b, frame.header.sid, &info)));
     }
 
-    /// Opens and checks a download; the error text is the reference's.
-    fn open_download(&self, path: &str) -> Result<(std::fs::File, i64), DownloadRefusal> {
-        let s = &self.settings;
-        let fd = match s.jail.open(path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(e @ JailError::Os(_)) => {
-                let text = format!("failed to open file for reading: {}", go_error_text(&e, "open", path));
-                return Err(DownloadRefusal { text, by_policy: false });
-            }
-            Err(e) => return Err(DownloadRefusal::policy(access_denied(&e))),
-        };
-        let st = rustix::fs::fstat(&fd).map_err(|e| DownloadRefusal {
-            text: format!("failed to open file for reading: {}", os_text("stat", path, e)),
-            by_policy: false,
-        })?;
-        let kind = FileType::from_raw_mode(st.st_mode);
-        let regular = kind == FileType::RegularFile;
-        // A FIFO or socket would block the transfer forever; a device node inside a chroot
-        // would hand out the device.
-        let special_forbidden = matches!(kind, FileType::Fifo | FileType::Socket)
-            || (s.enforce
-                && s.limits.chroot.is_some()
-                && matches!(kind, FileType::CharacterDevice | FileType::BlockDevice));
-        if special_forbidden || (s.enforce && s.limits.regular_files_only && !regular) {
-            return Err(DownloadRefusal::policy(access_denied_text("only regular files are allowed")));
-        }
-        if s.enforce {
-            let l = &s.limits;
-            if !l.owner_get.is_empty() && !l.owner_get.iter().any(|n| uid_of(n) == Some(st.st_uid)) {
-                return Err(DownloadRefusal::policy(access_denied_text("the file owner does not match")));
-            }
-            if !l.group_get.is_empty() && !l.group_get.iter().any(|n| gid_of(n) == Some(st.st_gid)) {
-                return Err(DownloadRefusal::policy(access_denied_text("the file group does not match")));
-            }
-            if let Some(max) = l.max_file_size {
-                if st.st_size > 0 && u64::try_from(st.st_size).unwrap_or(0) > max {
-                    return Err(DownloadRefusal::policy(access_denied_text("the file size is over the limit")));
-                }
-            }
-        }
-        // Blocking reads: a regular file ignores O_NONBLOCK anyway, other kinds go through the
-        // blocking pool (`Source`).
-        let _ = rustix::fs::fcntl_setfl(&fd, OFlags::empty());
-        Ok((std::fs::File::from(fd), st.st_size))
-    }
-
     fn get_file(&mut self, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>) {
         let path = match GetFile::decode(frame.body) {
             Err(e) => return out.extend(error_reply(frame, &format!("malformed request parameters: {e}"))),
             Ok(GetFile { path: Some(p) }) if !p.is_empty() => p,
             Ok(_) => return out.extend(error_reply(frame, ERR_BLANK_PATH)),
         };
-        let file = match self.open_download(path) {
-            Ok((f, _)) => f,
-            Err(DownloadRefusal { text, by_policy }) => {
-                log::warn!("file download of {path:?} refused: {text}");
-                let reply = if by_policy {
-                    coded_error_reply(frame, &text, GET_REFUSED_CODE)
-                } else {
-                    error_reply(frame, &text)
-                };
-                return out.extend(reply);
-            }
-        };
-        if !self.settings.tx_ok(0) {
-            log::warn!("file download tx bytes limit reached");
-            return out.extend(error_reply(frame, ERR_TX_LIMIT));
-        }
         if self.busy() {
             return out.extend(error_reply(frame, ERR_IN_PROGRESS));
         }
@@ -428,8 +387,7 @@ impl FileTransfer {
             last: request,
             ctl: ctl_rx,
         };
-        log::info!("file transfer: sending {path:?}");
-        let task = crate::runtime::spawn(job.run(file));
+        let task = crate::runtime::spawn(job.run());
         self.active = Active::Download { ctl, task, eof, path: path.to_owned(), sent };
     }
 
@@ -502,10 +460,10 @@ impl FileTransfer {
                     return Err(access_denied_text("forbidden to overwrite the file"));
                 }
                 if let Some(st) = existing.filter(|_| l.allow_overwrite) {
-                    if l.owner_put.as_deref().is_some_and(|n| uid_of(n) != Some(st.st_uid)) {
+                    if l.owner_put.is_some() && s.ids.owner_put != Some(st.st_uid) {
                         return Err(access_denied_text("the file owner does not match"));
                     }
-                    if l.group_put.as_deref().is_some_and(|n| gid_of(n) != Some(st.st_gid)) {
+                    if l.group_put.is_some() && s.ids.group_put != Some(st.st_gid) {
                         return Err(access_denied_text("the file group does not match"));
                     }
                 }
@@ -533,7 +491,7 @@ impl FileTransfer {
             if self.busy() {
                 return Err(ERR_IN_PROGRESS.into());
             }
-            let (file, temp) = create_temp(&s.jail, &dir, &name, &path)
+            let (file, temp) = create_temp(&s.jail, &dir, &path)
                 .map_err(|t| format!("failed to create target file: failed to create file: {t}"))?;
             let request = copy_frame(frame).unwrap_or_default();
             return Ok(Upload { state: UploadState::new(), file, dir, name, path, temp, request, uid, gid, mode });
@@ -599,25 +557,44 @@ fn write_all(fd: &OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
-/// An anonymous temp file in `dir` (`O_TMPFILE`), else a named one (the reference's
-/// `<path>.<8 hex><2 hex>` scheme, created exclusively, write-only, mode 0200).
-fn create_temp(jail: &Jail, dir: &OwnedFd, name: &str, path: &str) -> Result<(OwnedFd, Option<String>), String> {
+/// An anonymous temp file in `dir` (`O_TMPFILE`), else a named one ([`create_named_temp`]).
+fn create_temp(jail: &Jail, dir: &OwnedFd, path: &str) -> Result<(OwnedFd, Option<String>), String> {
     match jail.open_at(dir, ".", OFlags::TMPFILE | OFlags::WRONLY, Mode::from_raw_mode(0o600)) {
-        Ok(fd) => return Ok((fd, None)),
+        Ok(fd) => Ok((fd, None)),
         // Filesystems without O_TMPFILE answer EOPNOTSUPP or EISDIR.
-        Err(JailError::Os(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL)) => {}
-        Err(JailError::Os(e)) => return Err(os_text("open", path, e)),
-        Err(e) => return Err(e.to_string()),
+        Err(JailError::Os(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL)) => create_named_temp(jail, dir, path),
+        Err(JailError::Os(e)) => Err(os_text("open", path, e)),
+        Err(e) => Err(e.to_string()),
     }
+}
+
+/// Tries for a free temporary name.
+const TEMP_TRIES: u32 = 16;
+
+/// A fresh temporary name in the target's directory: short, so that any target name that fits
+/// NAME_MAX can be uploaded (the reference appends to the target's name), and random, so that
+/// no local user can guess it and create it first.
+fn temp_name() -> String {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        // No kernel randomness: unique still, and created exclusively whatever happens.
+        let n = TEMP_SUFFIX.fetch_add(1, Ordering::Relaxed);
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        b = (u64::from(n) ^ (t as u64) ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
+    }
+    format!(".mender-connect.{:016x}", u64::from_le_bytes(b))
+}
+
+/// A named temp file in `dir`, created exclusively, write-only, mode 0200.
+fn create_named_temp(jail: &Jail, dir: &OwnedFd, path: &str) -> Result<(OwnedFd, Option<String>), String> {
     let mut last = Errno::EXIST;
-    for i in 0..100u32 {
-        let suffix = TEMP_SUFFIX.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        let temp = format!("{name}.{suffix:08x}{i:02x}");
+    for _ in 0..TEMP_TRIES {
+        let temp = temp_name();
         let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY;
         match jail.open_at(dir, &temp, flags, Mode::from_raw_mode(0o200)) {
             Ok(fd) => return Ok((fd, Some(temp))),
             Err(JailError::Os(Errno::EXIST)) => last = Errno::EXIST,
-            Err(JailError::Os(e)) => return Err(os_text("open", &format!("{path}.{suffix:08x}{i:02x}"), e)),
+            Err(JailError::Os(e)) => return Err(os_text("open", path, e)),
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -643,10 +620,10 @@ fn commit(s: &Settings, up: &mut Upload) -> Result<(), String> {
         let (mut uid, mut gid) = (up.uid, up.gid);
         let preserve_err = |detail: String| format!("failed to preserve file owner/group {}/{}: {detail}", up.uid, up.gid);
         if let Some(n) = &l.owner_put {
-            uid = uid_of(n).ok_or_else(|| preserve_err(format!("user: unknown user {n}")))?;
+            uid = s.ids.owner_put.ok_or_else(|| preserve_err(format!("user: unknown user {n}")))?;
         }
         if let Some(n) = &l.group_put {
-            gid = gid_of(n).ok_or_else(|| preserve_err(format!("group: unknown group {n}")))?;
+            gid = s.ids.group_put.ok_or_else(|| preserve_err(format!("group: unknown group {n}")))?;
         }
         own(uid, gid).map_err(|e| preserve_err(os_text("chown", &path, e)))?;
         let requested = up.mode;
@@ -670,12 +647,20 @@ fn commit(s: &Settings, up: &mut Upload) -> Result<(), String> {
     let temp = match up.temp.clone() {
         Some(t) => t,
         None => {
-            let suffix = TEMP_SUFFIX.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-            let t = format!(".{}.{suffix:08x}.mender-connect", up.name);
+            // Linked under a temporary name first: renameat can then replace the target
+            // atomically (or refuse to, RENAME_NOREPLACE), which linkat cannot.
             let proc_path = format!("/proc/self/fd/{}", up.file.as_raw_fd());
-            rustix::fs::linkat(rustix::fs::CWD, proc_path.as_str(), &up.dir, t.as_str(), AtFlags::SYMLINK_FOLLOW)
-                .or_else(|_| rustix::fs::linkat(&up.file, "", &up.dir, t.as_str(), AtFlags::EMPTY_PATH))
-                .map_err(commit_err)?;
+            let mut linked = Err(Errno::EXIST);
+            for _ in 0..TEMP_TRIES {
+                let t = temp_name();
+                linked = rustix::fs::linkat(rustix::fs::CWD, proc_path.as_str(), &up.dir, t.as_str(), AtFlags::SYMLINK_FOLLOW)
+                    .or_else(|_| rustix::fs::linkat(&up.file, "", &up.dir, t.as_str(), AtFlags::EMPTY_PATH))
+                    .map(|()| t);
+                if linked != Err(Errno::EXIST) {
+                    break;
+                }
+            }
+            let t = linked.map_err(commit_err)?;
             up.temp = Some(t.clone());
             t
         }
@@ -693,33 +678,6 @@ fn commit(s: &Settings, up: &mut Upload) -> Result<(), String> {
         }
         Err(Errno::EXIST) if no_replace => Err(access_denied_text("forbidden to overwrite the file")),
         Err(e) => Err(commit_err(e)),
-    }
-}
-
-/// Where a download's bytes come from.
-enum Source {
-    /// Read in place on the session's task: a regular file's pages are in the page cache or
-    /// read ahead, so a read costs microseconds, far less than handing every chunk to the
-    /// blocking pool and back (two thread wake-ups per chunk).
-    Regular(std::fs::File),
-    /// Character devices and the like may block for as long as they please: the blocking pool.
-    Other(smol::Unblock<std::fs::File>),
-}
-
-impl Source {
-    fn new(file: std::fs::File) -> Self {
-        if file.metadata().is_ok_and(|m| m.is_file()) {
-            Source::Regular(file)
-        } else {
-            Source::Other(smol::Unblock::with_capacity(4 * CHUNK_SIZE, file))
-        }
-    }
-
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Source::Regular(f) => std::io::Read::read(f, buf),
-            Source::Other(u) => u.read(buf).await,
-        }
     }
 }
 
@@ -748,8 +706,32 @@ enum Stop {
 }
 
 impl Download {
-    async fn run(mut self, file: std::fs::File) {
-        let result = self.send(file).await;
+    async fn run(mut self) {
+        let source = match reader::open(Arc::clone(&self.settings), self.path.clone()).await {
+            Ok((source, _)) => source,
+            Err(DownloadRefusal { text, by_policy }) => {
+                log::warn!("file download of {:?} refused: {text}", self.path);
+                // Over before the reply leaves: the session may ask again as soon as it has it.
+                self.eof.store(DOWNLOAD_COMPLETE, Ordering::Release);
+                let reply = Frame::decode(&self.last).ok().and_then(|f| {
+                    if by_policy { coded_error_reply(&f, &text, GET_REFUSED_CODE) } else { error_reply(&f, &text) }
+                });
+                if let Some(r) = reply {
+                    let _ = self.out.send(r).await;
+                }
+                return;
+            }
+        };
+        if !self.settings.tx_ok(0) {
+            log::warn!("file download tx bytes limit reached");
+            self.eof.store(DOWNLOAD_COMPLETE, Ordering::Release);
+            if let Some(r) = Frame::decode(&self.last).ok().and_then(|f| error_reply(&f, ERR_TX_LIMIT)) {
+                let _ = self.out.send(r).await;
+            }
+            return;
+        }
+        log::info!("file transfer: sending {:?}", self.path);
+        let result = self.send(source).await;
         if let Err(Stop::Error(text)) = result {
             log::error!("file download of {:?} failed: {text}", self.path);
             let reply = Frame::decode(&self.last).ok().and_then(|f| error_reply(&f, &text));
@@ -761,10 +743,9 @@ impl Download {
         }
     }
 
-    async fn send(&mut self, file: std::fs::File) -> Result<(), Stop> {
+    async fn send(&mut self, mut reader: reader::Source) -> Result<(), Stop> {
         let chunks = self.settings.window_chunks.clamp(1, MAX_WINDOW_CHUNKS);
         let mut window = DownloadWindow::with_window(i64::from(chunks) * DOWNLOAD_CHUNK as i64);
-        let mut reader = Source::new(file);
         let mut buf = vec![0u8; DOWNLOAD_CHUNK];
         loop {
             let room = window.room().min(DOWNLOAD_CHUNK);
@@ -929,6 +910,69 @@ impl FileTransfer {
         }
     }
 }
+
+/// Opens a download once its type, owner, group and size passed the policy, all decided on an
+/// `O_PATH` descriptor: that opens nothing (no FIFO writer is released, no device driver's open
+/// runs, `/dev/watchdog` is not armed). The file is then reopened through that very descriptor
+/// (`/proc/self/fd/N`), so what is opened is the inode that was checked, whatever is renamed
+/// over the path meanwhile; the reopen is non-blocking and the inode is compared once more.
+/// Blocking: runs on a download's thread (`reader`). The error texts are the reference's.
+fn open_checked(s: &Settings, path: &str) -> Result<(std::fs::File, i64), DownloadRefusal> {
+    let os_refusal = |op: &str, e: Errno| DownloadRefusal {
+        text: format!("failed to open file for reading: {}", os_text(op, path, e)),
+        by_policy: false,
+    };
+    let handle = match s.jail.open(path, OFlags::PATH, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(JailError::Os(e)) => return Err(os_refusal("open", e)),
+        Err(e) => return Err(DownloadRefusal::policy(access_denied(&e))),
+    };
+    let st = rustix::fs::fstat(&handle).map_err(|e| os_refusal("stat", e))?;
+    let kind = FileType::from_raw_mode(st.st_mode);
+    let regular = kind == FileType::RegularFile;
+    // A FIFO or socket would block the transfer forever; a device node inside a chroot
+    // would hand out the device.
+    let special_forbidden = matches!(kind, FileType::Fifo | FileType::Socket)
+        || (s.enforce && s.limits.chroot.is_some() && matches!(kind, FileType::CharacterDevice | FileType::BlockDevice));
+    if special_forbidden || (s.enforce && s.limits.regular_files_only && !regular) {
+        return Err(DownloadRefusal::policy(access_denied_text("only regular files are allowed")));
+    }
+    if s.enforce {
+        let l = &s.limits;
+        if !l.owner_get.is_empty() && !s.ids.owner_get.contains(&st.st_uid) {
+            return Err(DownloadRefusal::policy(access_denied_text("the file owner does not match")));
+        }
+        if !l.group_get.is_empty() && !s.ids.group_get.contains(&st.st_gid) {
+            return Err(DownloadRefusal::policy(access_denied_text("the file group does not match")));
+        }
+        if let Some(max) = l.max_file_size {
+            if st.st_size > 0 && u64::try_from(st.st_size).unwrap_or(0) > max {
+                return Err(DownloadRefusal::policy(access_denied_text("the file size is over the limit")));
+            }
+        }
+    }
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(format!("/proc/self/fd/{}", handle.as_raw_fd()).as_str(), flags, Mode::empty()) {
+        Ok(fd) => fd,
+        // No /proc: the path once more, as confined as the first time; the inode check below
+        // refuses whatever was swapped in meanwhile (opened without blocking, never read).
+        Err(Errno::NOENT) => match s.jail.open(path, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(JailError::Os(e)) => return Err(os_refusal("open", e)),
+            Err(e) => return Err(DownloadRefusal::policy(access_denied(&e))),
+        },
+        Err(e) => return Err(os_refusal("open", e)),
+    };
+    let now = rustix::fs::fstat(&fd).map_err(|e| os_refusal("stat", e))?;
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(DownloadRefusal::policy(access_denied_text("the file was replaced while it was checked")));
+    }
+    // Blocking reads: the download's thread reads whatever may block.
+    let _ = rustix::fs::fcntl_setfl(&fd, OFlags::empty());
+    Ok((std::fs::File::from(fd), st.st_size))
+}
+
+mod reader;
 
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,27 @@ pub struct ShellSpec {
     pub cols: u16,
     /// Extra environment, applied after `HOME`, `USER`, `LOGNAME`, `SHELL`, `TERM` and `PATH`.
     pub env: Vec<(String, String)>,
+    /// `user`, looked up beforehand ([`resolve_account`]); `None` looks it up now.
+    pub account: Option<Account>,
+}
+
+/// The shell user's passwd entry and supplementary groups. Looked up once, when the daemon
+/// starts, as the reference does (`user.Lookup` in `Daemon.Run`): NSS may ask a network service
+/// (LDAP) and wait as long as it likes, which the event loop must never do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The passwd entry.
+    pub user: UserEntry,
+    /// The supplementary groups, `None` if they could not be read (then read at spawn).
+    pub groups: Option<Vec<u32>>,
+}
+
+/// Looks `name` up for [`ShellSpec::account`].
+pub fn resolve_account(name: &str) -> io::Result<Option<Account>> {
+    Ok(lookup_user(name)?.map(|user| {
+        let groups = supplementary_groups(&user).ok();
+        Account { user, groups }
+    }))
 }
 
 /// A running shell. Dropping it kills the shell's process group and reaps the shell, so no zombie
@@ -279,20 +300,27 @@ fn default_path(uid: u32) -> &'static str {
 
 /// Opens a pty pair and starts the shell on it.
 pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
-    let user = lookup_user(&spec.user)?.ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("unknown user {}", spec.user),
-        )
-    })?;
+    let user = match &spec.account {
+        Some(account) => account.user.clone(),
+        None => lookup_user(&spec.user)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("unknown user {}", spec.user),
+            )
+        })?,
+    };
     let euid = rustix::process::geteuid().as_raw();
     // Root, or an unprivileged service user given CAP_SETUID, CAP_SETGID and CAP_KILL (systemd
     // AmbientCapabilities=, setpriv --ambient-caps), can run shells as anyone. CAP_KILL because
     // without it the shell, once another user's, could not be stopped (hangup, expiry, limits).
     let missing = missing_switch_caps();
     let switch_to = if missing.is_empty() {
-        let groups: Vec<Gid> = supplementary_groups(&user)?
-            .into_iter()
+        let known = spec.account.as_ref().and_then(|a| a.groups.clone());
+        let groups: Vec<Gid> = match known {
+            Some(g) => g,
+            None => supplementary_groups(&user)?,
+        }
+        .into_iter()
             .map(Gid::from_raw)
             .collect();
         Some((Uid::from_raw(user.uid), Gid::from_raw(user.gid), groups))

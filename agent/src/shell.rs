@@ -52,7 +52,8 @@ pub const HEALTH_INTERVAL: Duration = Duration::from_secs(proto::HEALTHCHECK_INT
 /// Body of the `stop` sent for a shell ended by the agent or locally: what the reference sends
 /// when its shell is stopped under it (the pty read fails on the closed file).
 pub const STOPPED_SHELL_TEXT: &str = "read /dev/ptmx: file already closed";
-/// Keystroke messages buffered per session before the router waits for the pty.
+/// Keystroke messages buffered per session; more while the pty takes nothing are refused with
+/// [`ERR_INPUT_DROPPED`] on that session.
 const INPUT_QUEUE: usize = 16;
 
 /// Reference error texts (sent as the body of a status-2 reply).
@@ -61,6 +62,9 @@ pub const ERR_TOO_MANY_SHELLS: &str = "too many shells spawned";
 pub const ERR_TOO_MANY_FOR_USER: &str = "user has too many open sessions";
 /// Unknown session id.
 pub const ERR_SESSION_NOT_FOUND: &str = "session not found";
+/// Input refused because the session's queue is full (the program on the pty reads nothing);
+/// the reference has no such limit (its per-session goroutine blocks in the pty write).
+pub const ERR_INPUT_DROPPED: &str = "shell input dropped: the terminal does not take input";
 
 /// When sessions expire (`Sessions` in the configuration).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -138,9 +142,11 @@ struct Session {
     shell: pty::Shell,
     input: async_channel::Sender<Vec<u8>>,
     /// Input chunks handed to the writer task and not yet written; direct writes wait for 0
-    /// so that keystrokes stay in order. (A chunk the daemon drops keeps it above 0: the
-    /// session then always queues, which is correct, only slower.)
+    /// so that keystrokes stay in order.
     input_queued: Arc<AtomicUsize>,
+    /// Input is being refused (queue full): the user is told once per such spell, not per
+    /// message.
+    refusing: bool,
     master: Arc<Async<File>>,
     last_pong: Instant,
     next_ping: Instant,
@@ -171,13 +177,12 @@ pub struct ShellInfo {
     pub bytes_out: u64,
 }
 
-/// A frame for the outbound queue, or the router's wait for pty input space.
+/// What the event loop does for a routed message.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Action {
     /// Send this frame (router replies; priority queue).
     Reply(Vec<u8>),
-    /// Hand keystrokes to the session's pty writer.
-    Input(async_channel::Sender<Vec<u8>>, Vec<u8>),
 }
 
 /// All shell sessions.
@@ -189,6 +194,9 @@ pub struct Shells {
     data: async_channel::Sender<Vec<u8>>,
     exited: async_channel::Sender<Exited>,
     serial: u64,
+    /// The shell user, looked up when the daemon starts ([`pty::Account`]); if that failed, at
+    /// the next shell start, then kept.
+    account: Option<pty::Account>,
 }
 
 /// Encodes a shell frame with a status; frames that cannot be encoded (absurd sid) are dropped.
@@ -216,7 +224,14 @@ impl Shells {
         data: async_channel::Sender<Vec<u8>>,
         exited: async_channel::Sender<Exited>,
     ) -> Self {
-        Self { settings, sessions: HashMap::new(), reaping: Vec::new(), data, exited, serial: 0 }
+        let account = match pty::resolve_account(&settings.user) {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("cannot look up the shell user {:?} now: {e}; trying again at the first shell", settings.user);
+                None
+            }
+        };
+        Self { settings, sessions: HashMap::new(), reaping: Vec::new(), data, exited, serial: 0, account }
     }
 
     /// Handles one shell-protocol frame from the server.
@@ -241,8 +256,25 @@ impl Shells {
                             return Vec::new();
                         }
                     }
+                    // Never waited for here: the router serves every session, so a pty that
+                    // does not read must cost only its own session its input.
                     s.input_queued.fetch_add(1, Ordering::AcqRel);
-                    vec![Action::Input(s.input.clone(), rest.to_vec())]
+                    match s.input.try_send(rest.to_vec()) {
+                        Ok(()) => {
+                            s.refusing = false;
+                            Vec::new()
+                        }
+                        Err(e) => {
+                            s.input_queued.fetch_sub(1, Ordering::AcqRel);
+                            // A closed queue: the writer task ended on a failed write, and the
+                            // reader reports the shell's end.
+                            if e.is_closed() || std::mem::replace(&mut s.refusing, true) {
+                                return Vec::new();
+                            }
+                            log::warn!("session {sid}: shell input dropped: the terminal does not take input");
+                            reply(typ, sid, Err(ERR_INPUT_DROPPED))
+                        }
+                    }
                 }
                 None => reply(typ, sid, Err(ERR_SESSION_NOT_FOUND)),
             },
@@ -306,6 +338,9 @@ impl Shells {
     }
 
     fn spawn(&mut self, sid: &str, user_id: &str, size: TermSize, now: Instant) -> io::Result<()> {
+        if self.account.is_none() {
+            self.account = pty::resolve_account(&self.settings.user)?;
+        }
         let spec = pty::ShellSpec {
             command: self.settings.command.clone().into(),
             args: self.settings.args.clone(),
@@ -313,6 +348,7 @@ impl Shells {
             rows: size.height,
             cols: size.width,
             env: Vec::new(),
+            account: self.account.clone(),
         };
         let shell = pty::spawn_shell(&spec)?;
         let master = match shell.master.try_clone().and_then(|fd| Async::new(File::from(fd))) {
@@ -345,6 +381,7 @@ impl Shells {
                 shell,
                 input,
                 input_queued,
+                refusing: false,
                 master,
                 last_pong: now,
                 next_ping: now + self.settings.health_interval,

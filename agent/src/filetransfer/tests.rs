@@ -592,14 +592,73 @@ fn policy_refusals_carry_the_status_the_server_should_answer() {
     let r = h.one(&frame(ft::STAT, &[], &path_body(&d.s("secret"))));
     assert_eq!(err_text(&r), OUTSIDE);
     assert_eq!(err_code(&r), Some(500));
-    // get_file refused by a limit: 403 with the text.
-    let r = h.one(&frame(ft::GET_FILE, &[], &path_body(&d.s("root/inside"))));
+    // get_file refused by a limit: 403 with the text (from the download's task).
+    assert!(h.serve(&frame(ft::GET_FILE, &[], &path_body(&d.s("root/inside")))).is_empty());
+    let r = h.recv();
     assert_eq!(err_text(&r), "access denied: the file owner does not match");
     assert_eq!(err_code(&r), Some(403));
     // OS errors keep the reference's code-less reply (the server's default status).
     let r = h.one(&frame(ft::STAT, &[], &path_body(&d.s("root/missing"))));
     assert!(err_text(&r).ends_with("no such file or directory"), "{}", err_text(&r));
     assert_eq!(err_code(&r), None);
-    let r = h.one(&frame(ft::GET_FILE, &[], &path_body(&d.s("root/missing"))));
-    assert_eq!(err_code(&r), None);
+    assert!(h.serve(&frame(ft::GET_FILE, &[], &path_body(&d.s("root/missing")))).is_empty());
+    assert_eq!(err_code(&h.recv()), None);
+}
+
+/// Issue 16, finding 7: with `RegularFilesOnly` the type was checked after the open, and
+/// opening a FIFO released a writer blocked in its own open (opening `/dev/watchdog` would arm
+/// it). The writer here must stay blocked through a refused download and a refused upload.
+#[test]
+fn policy_is_decided_before_anything_is_opened() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let d = TempDir::new("fifo-writer");
+    let fifo = d.path("fifo");
+    rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0)
+        .unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo).is_ok())
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let mut h = handler(settings(true, FileTransferLimits { regular_files_only: true, ..limits() }));
+    assert_eq!(h.download(&d.s("fifo")).unwrap_err(), "access denied: only regular files are allowed");
+    assert_eq!(h.upload(&d.s("fifo"), b"x", None).unwrap_err(), "conflicting file path: cannot overwrite irregular file");
+    std::thread::sleep(Duration::from_millis(300));
+    let released = writer.is_finished();
+    // Let the writer go in any case, then judge.
+    let _reader = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+    assert!(writer.join().unwrap());
+    assert!(!released, "checking the FIFO opened it: its blocked writer was released");
+}
+
+/// Issue 16, finding 9: the temporary name `.{name}.{8 hex}.mender-connect` was longer than
+/// NAME_MAX (255) for long names, so a 240-character file name could not be uploaded (the
+/// named fallback `{name}.{10 hex}` too).
+#[test]
+fn long_names_upload() {
+    let d = TempDir::new("long-name");
+    let name = "n".repeat(240);
+    let mut h = open_handler();
+    h.upload(&d.s(&name), b"long", None).unwrap();
+    assert_eq!(std::fs::read(d.path(&name)).unwrap(), b"long");
+    let mut h = handler(settings(true, limits()));
+    h.upload(&d.s(&name), b"again", None).unwrap();
+    assert_eq!(std::fs::read(d.path(&name)).unwrap(), b"again");
+    assert_eq!(entries(&d.0), vec![name.clone()]);
+}
+
+/// The temporary file of file systems without `O_TMPFILE`: a short name that cannot be guessed.
+#[test]
+fn named_temporary_files_are_short_and_random() {
+    let d = TempDir::new("named-temp");
+    let name = "n".repeat(240);
+    let dir = rustix::fs::open(&d.0, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty())
+        .unwrap();
+    let jail = crate::chroot::Jail::default();
+    let (fd, temp) = super::create_named_temp(&jail, &dir, &d.s(&name)).unwrap();
+    let temp = temp.unwrap();
+    assert!(temp.len() <= 32, "{temp}");
+    drop(fd);
+    let other = super::create_named_temp(&jail, &dir, &d.s(&name)).unwrap().1.unwrap();
+    assert_ne!(temp, other, "temporary names must not be predictable");
 }

@@ -27,6 +27,7 @@ fn spec(args: &[&str]) -> ShellSpec {
         rows: 40,
         cols: 80,
         env: Vec::new(),
+        account: None,
     }
 }
 
