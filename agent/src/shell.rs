@@ -136,6 +136,8 @@ pub struct Exited {
 
 struct Session {
     serial: u64,
+    /// The websocket link ([`Shells::link`]) on which the server last spoke for this session.
+    heard_on: u64,
     user_id: String,
     started: Instant,
     active: Instant,
@@ -194,6 +196,9 @@ pub struct Shells {
     data: async_channel::Sender<Vec<u8>>,
     exited: async_channel::Sender<Exited>,
     serial: u64,
+    /// Counts websocket links (bumped by [`Shells::reconnected`]): a session not heard of on the
+    /// current one belongs to a user session the server may already have ended.
+    link: u64,
     /// The shell user, looked up when the daemon starts ([`pty::Account`]); if that failed, at
     /// the next shell start, then kept.
     account: Option<pty::Account>,
@@ -231,7 +236,7 @@ impl Shells {
                 None
             }
         };
-        Self { settings, sessions: HashMap::new(), reaping: Vec::new(), data, exited, serial: 0, account }
+        Self { settings, sessions: HashMap::new(), reaping: Vec::new(), data, exited, serial: 0, link: 0, account }
     }
 
     /// Handles one shell-protocol frame from the server.
@@ -242,6 +247,7 @@ impl Shells {
             proto::ShellMessage::Data(bytes) => match self.sessions.get_mut(sid) {
                 Some(s) => {
                     s.active = now;
+                    s.heard_on = self.link;
                     s.bytes_in = s.bytes_in.saturating_add(bytes.len() as u64);
                     if bytes.is_empty() {
                         return Vec::new();
@@ -279,6 +285,9 @@ impl Shells {
                 None => reply(typ, sid, Err(ERR_SESSION_NOT_FOUND)),
             },
             proto::ShellMessage::Resize(size) => {
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    s.heard_on = self.link;
+                }
                 match (self.sessions.get(sid), size) {
                     (Some(s), Some(size)) => {
                         if let Err(e) = s.shell.resize(size.height, size.width) {
@@ -292,7 +301,10 @@ impl Shells {
             }
             proto::ShellMessage::Pong => {
                 match self.sessions.get_mut(sid) {
-                    Some(s) => s.last_pong = now,
+                    Some(s) => {
+                        s.last_pong = now;
+                        s.heard_on = self.link;
+                    }
                     None => log::error!("{ERR_SESSION_NOT_FOUND}: {sid}"),
                 }
                 Vec::new()
@@ -315,8 +327,9 @@ impl Shells {
             log::warn!("session {sid}: shell refused: shell is already running");
             return reply(proto::NEW, sid, Err("failed to start shell: shell is already running"));
         }
-        let per_user = self.sessions.values().filter(|s| s.user_id == user_id).count();
         let max_per_user = self.settings.max_per_user.max(1);
+        let mut actions = self.free_slot_of_stale_shells(user_id, max_per_user);
+        let per_user = self.sessions.values().filter(|s| s.user_id == user_id).count();
         if per_user >= max_per_user {
             log::warn!(
                 "session {sid}: shell refused for user {user_id:?}: {ERR_TOO_MANY_FOR_USER} \
@@ -325,7 +338,7 @@ impl Shells {
             return reply(proto::NEW, sid, Err(ERR_TOO_MANY_FOR_USER));
         }
         let size = size.unwrap_or(self.settings.size);
-        match self.spawn(sid, user_id, size, now) {
+        actions.extend(match self.spawn(sid, user_id, size, now) {
             Ok(()) => {
                 log::info!("session {sid}: shell started for user {user_id:?}");
                 reply(proto::NEW, sid, Ok(b"Shell started"))
@@ -334,7 +347,44 @@ impl Shells {
                 log::error!("session {sid}: failed to start shell: {e}");
                 reply(proto::NEW, sid, Err(&format!("failed to start shell: {e}")))
             }
+        });
+        actions
+    }
+
+    /// Makes room for one more shell of `user_id` under `max_per_user` by stopping that user's
+    /// shells the server has not spoken for since the websocket came back, oldest input first;
+    /// returns their `stop` frames. A dropped device websocket ends the user's terminal on the
+    /// server (and mender-cli with it), but the shell outlives the drop for the disconnect grace;
+    /// without this, the user's next terminal would be refused with "user has too many open
+    /// sessions" until the orphan's health check fails a minute later (the symptom of upstream
+    /// integration PR #2953). A shell whose terminal is still attached answers health checks and
+    /// sends input, so it is heard on the new link and kept. Nothing is stopped unless that makes
+    /// room.
+    fn free_slot_of_stale_shells(&mut self, user_id: &str, max_per_user: usize) -> Vec<Action> {
+        let mine = self.sessions.values().filter(|s| s.user_id == user_id).count();
+        if mine < max_per_user {
+            return Vec::new();
         }
+        let mut stale: Vec<(Instant, String)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.user_id == user_id && s.heard_on != self.link)
+            .map(|(sid, s)| (s.active, sid.clone()))
+            .collect();
+        let excess = mine + 1 - max_per_user;
+        if stale.len() < excess {
+            return Vec::new();
+        }
+        stale.sort();
+        let mut actions = Vec::new();
+        for (_, old) in stale.into_iter().take(excess) {
+            log::info!(
+                "session {old}: not heard of since the websocket came back; stopping its shell for the user's new terminal"
+            );
+            self.stop(&old);
+            actions.extend(frame(proto::STOP, &old, Status::Error, STOPPED_SHELL_TEXT.as_bytes()).map(Action::Reply));
+        }
+        actions
     }
 
     fn spawn(&mut self, sid: &str, user_id: &str, size: TermSize, now: Instant) -> io::Result<()> {
@@ -375,6 +425,7 @@ impl Shells {
             sid.to_owned(),
             Session {
                 serial: self.serial,
+                heard_on: self.link,
                 user_id: user_id.to_owned(),
                 started: now,
                 active: now,
@@ -506,6 +557,7 @@ impl Shells {
     /// After a reconnect the health-check clock restarts, so a pong that could not arrive
     /// while the websocket was down does not count against the session.
     pub fn reconnected(&mut self, now: Instant) {
+        self.link = self.link.wrapping_add(1);
         for s in self.sessions.values_mut() {
             s.last_pong = now;
             s.next_ping = now + self.settings.health_interval;

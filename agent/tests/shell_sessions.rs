@@ -303,3 +303,41 @@ fn shell_has_the_users_supplementary_groups() {
         assert!(!groups.contains(&0), "root's group kept: {out:?}");
     });
 }
+
+/// After the websocket comes back, a user's shell the server has not spoken for since is the
+/// leftover of a terminal the server ended with the old link: the user's new terminal takes its
+/// slot (`MaxPerUser` 1), and the server hears a `stop` for it. A shell that is spoken for on the
+/// new link is kept, and the new terminal refused as before.
+#[test]
+fn a_new_terminal_after_a_reconnect_replaces_the_users_unheard_shell() {
+    smol::block_on(async {
+        let fx = Fixture::start("stale", "", &[]).await;
+        let mut conn = fx.server.accept(SOON).await;
+        started(&mut conn, "old", "alice", None).await;
+        started(&mut conn, "bobs", "bob", None).await;
+        let old_pid = shell_pid(&mut conn, "old", "alice").await;
+        let bob_pid = shell_pid(&mut conn, "bobs", "bob").await;
+
+        // The link drops and comes back; bob's terminal is still attached and types.
+        conn.ws.close(None).await.unwrap();
+        drop(conn);
+        let mut conn = fx.server.accept(SOON).await;
+        conn.shell_input("bobs", "bob", b"echo still-here\n").await;
+        conn.output_until("bobs", "still-here").await;
+
+        // Alice opens a new terminal: her unheard shell is stopped, the server hears it, and the
+        // new one starts.
+        conn.new_shell("new", "alice", None).await;
+        let stop = conn.recv_until("stop for the unheard shell", |m| m.typ == "stop" || (m.typ == "new" && m.sid == "new")).await;
+        assert_eq!((stop.typ.as_str(), stop.sid.as_str(), stop.status), ("stop", "old", Some(2)), "{}", stop.body_str());
+        let m = conn.recv_until("new reply", |m| m.typ == "new" && m.sid == "new").await;
+        assert_eq!(m.status, Some(1), "{}", m.body_str());
+        eventually("unheard shell gone", || !process_alive(old_pid));
+
+        // Bob's shell was heard on this link: his second terminal is refused as before.
+        conn.new_shell("bob2", "bob", None).await;
+        let m = conn.recv_until("limit reply", |m| m.typ == "new" && m.sid == "bob2").await;
+        assert_eq!((m.status, m.body_str().as_str()), (Some(2), "user has too many open sessions"));
+        assert!(process_alive(bob_pid));
+    });
+}

@@ -193,7 +193,7 @@ fn rust_agent_follows_the_forwarder_when_another_client_fetches() -> Result<(), 
     let seen = open.observe(PROBE_WAIT)?;
     eprintln!("{name}: operator after the forwarder moved: {seen:?}");
     assert_eq!(seen, expected_after_reconnect(), "what the operator sees");
-    // New transfers work at once (no per-user limit on them); a new terminal: see the ignored
+    // New transfers work at once (no per-user limit on them); a new terminal: see the
     // test below.
     let device_dir = env.subdir("device-files")?;
     scenarios::file_round_trip(&env, &cli, &bed.dev.device_id, &device_dir, 100 * 1024)?;
@@ -203,14 +203,13 @@ fn rust_agent_follows_the_forwarder_when_another_client_fetches() -> Result<(), 
 }
 
 /// Found with this suite: when the forwarder moves while an operator has a terminal open, the
-/// server ends the operator's session (the device's websocket dropped), but the agent keeps the
-/// shell across the quick reconnect (the token never went empty, so it does not stop its
-/// sessions). The operator's next `mender-cli terminal` is then refused with "user has too many
-/// open sessions" (`MaxPerUser` 1), which mender-cli 1.9 does not show: a blank terminal, until
-/// the orphaned shell's health check fails about 65 s later. The Go agents keep sessions across
-/// reconnects the same way (upstream integration PR #2953 reports the symptom).
+/// server ends the operator's session (the device's websocket dropped), but the shell outlives
+/// the quick reconnect (the disconnect grace). The operator's next `mender-cli terminal` used to
+/// be refused with "user has too many open sessions" (`MaxPerUser` 1), which mender-cli 1.9 does
+/// not show: a blank terminal until the orphan's health check failed about 65 s later (the Go
+/// agents behave the same; upstream integration PR #2953 reports the symptom). Now a shell not
+/// heard of since the reconnect gives its slot to the user's new terminal.
 #[test]
-#[ignore = "finding of issue 20: an orphaned shell refuses the user's new terminal until its health check fails"]
 fn rust_agent_serves_a_new_terminal_right_after_the_forwarder_moves() -> Result<(), Error> {
     let name = "auth5-new-terminal";
     let env = TestEnv::new(name)?;
