@@ -24,6 +24,11 @@ if [ -z "$rustc_version" ] ||
 workspace's rust-version: run 'rustup default stable && rustup update stable', and make sure ~/.cargo/bin \
 comes first in PATH (Debian's rustc package is 1.63)"
 fi
+# libdbus-1-dev:arm64 (apt-packages.txt) for the Yocto layer's aarch64 cross build.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    [ "$(id -u)" = 0 ] || fail "Debian's arm64 architecture is not enabled; run this as root (dpkg --add-architecture arm64)"
+    dpkg --add-architecture arm64
+fi
 
 mapfile -t pkgs < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/apt-packages.txt")
 missing=()
@@ -43,7 +48,16 @@ if ((${#missing[@]})); then
     if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi
 fi
 
-for t in thumbv7em-none-eabihf x86_64-unknown-linux-musl; do
+# bitbake switches to en_US.UTF-8 (oe-core's sanity check fails without it).
+if ! locale -a 2>/dev/null | grep -qix 'en_US.utf-\?8'; then
+    sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' /etc/locale.gen
+    locale-gen >/dev/null
+fi
+# bitbake refuses to run as root; the layer's checks run it as this unprivileged system user.
+id mcr-bitbake >/dev/null 2>&1 ||
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin mcr-bitbake
+
+for t in thumbv7em-none-eabihf x86_64-unknown-linux-musl aarch64-unknown-linux-gnu; do
     rustup target list --installed | grep -qx "$t" || rustup target add "$t"
 done
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy

@@ -7,8 +7,13 @@
 #      release series the layer claims
 #   4. test-inject: mender-connect-rs-inject on an ext4 image, a Mender Artifact, a disk image, and
 #      the refusal cases
-#   5. bitbake-parse with a real bitbake and oe-core, only if MCR_OE_CORE_DIR and MCR_BITBAKE_DIR
-#      name checkouts (CI has none: reported as skipped)
+#   5. bitbake-parse with a real bitbake and oe-core, for each pair of the shared tarballs
+#      (../shared/yocto from the repository root, or MCR_YOCTO_TARBALLS; or the one pair
+#      MCR_OE_CORE_DIR/MCR_BITBAKE_DIR): parse offline and check resolved variables, bitbake -n,
+#      bitbake -c unpack (crates downloaded and sha256-verified). Skipped without tarballs, unless
+#      MCR_REQUIRE_BITBAKE=1 (run-all.sh), then failed.
+#   6. cross-build: from the crates bitbake unpacked, the recipe's cargo build for aarch64 as
+#      oe-core's cargo classes run it, with Debian's cross gcc and arm64 libdbus; run under qemu-aarch64
 # Installs what it needs: apt packages (as root, if missing) and oelint-adv.
 # Prints one line per check and a summary; exits 1 if any check failed.
 set -uo pipefail
@@ -78,25 +83,67 @@ oelint() {
     return $rc
 }
 
-bitbake_parse() {
-    if [ -z "${MCR_OE_CORE_DIR-}" ] || [ -z "${MCR_BITBAKE_DIR-}" ]; then
-        echo "skipped: set MCR_OE_CORE_DIR and MCR_BITBAKE_DIR to openembedded-core and bitbake checkouts"
+# A real bitbake: every oe-core/bitbake pair of the shared tarballs (or the one pair named by
+# MCR_OE_CORE_DIR/MCR_BITBAKE_DIR), unpacked once into the cache directory.
+yocto_cache="${MCR_YOCTO_CACHE:-$layer/../tests/cache/yocto}"
+yocto_tarballs="${MCR_YOCTO_TARBALLS:-$layer/../../shared/yocto}"
+bitbake_pairs=()
+bitbake_setup() {
+    if [ -n "${MCR_OE_CORE_DIR-}" ] && [ -n "${MCR_BITBAKE_DIR-}" ]; then
+        bitbake_pairs=("$MCR_OE_CORE_DIR:$MCR_BITBAKE_DIR")
+        return 0
+    fi
+    if [ ! -f "$yocto_tarballs/SHA256SUMS" ]; then
+        echo "no oe-core/bitbake tarballs in $yocto_tarballs (set MCR_YOCTO_TARBALLS, or MCR_OE_CORE_DIR and MCR_BITBAKE_DIR)"
+        [ "${MCR_REQUIRE_BITBAKE-0}" = 1 ] && return 1
         return 2
     fi
-    bash "$here/bitbake-parse" "$MCR_OE_CORE_DIR" "$MCR_BITBAKE_DIR" ${MCR_BITBAKE_DRY_RUN:+--dry-run}
+    mkdir -p "$yocto_cache"
+    (cd "$yocto_tarballs" && sha256sum --quiet -c SHA256SUMS) || { echo "FAIL: $yocto_tarballs/SHA256SUMS"; return 1; }
+    local sum file name
+    while read -r sum file; do
+        name="${file%.tar.xz}"
+        if [ "$(cat "$yocto_cache/$name.sha256" 2>/dev/null)" != "$sum" ]; then
+            echo "unpacking $file into $yocto_cache"
+            rm -rf "${yocto_cache:?}/$name" "$yocto_cache/$name.sha256"
+            tar -xJf "$yocto_tarballs/$file" -C "$yocto_cache" || return 1
+            [ -d "$yocto_cache/$name" ] || { echo "FAIL: $file did not unpack into $name/"; return 1; }
+            echo "$sum" >"$yocto_cache/$name.sha256"
+        fi
+    done <"$yocto_tarballs/SHA256SUMS"
+    # oe-core series and the bitbake branch it is released with.
+    bitbake_pairs=("$yocto_cache/openembedded-core-scarthgap:$yocto_cache/bitbake-2.8"
+        "$yocto_cache/openembedded-core-wrynose:$yocto_cache/bitbake-2.18")
+}
+
+bitbake_check() { # <oe-core dir> <bitbake dir>
+    MCR_BITBAKE_CACHE="$yocto_cache/bitbake" bash "$here/bitbake-parse" "$1" "$2" --dry-run --unpack
+}
+
+cross_build() {
+    local v
+    v="$(cat "$yocto_cache"/bitbake/*/vendor-dir 2>/dev/null | head -n1)"
+    [ -n "$v" ] || { echo "FAIL: no vendor directory from bitbake -c unpack"; return 1; }
+    MCR_CROSS_CACHE="$yocto_cache/cross" bash "$here/cross-build" "$v"
 }
 
 run_check crates.inc python3 "$here/gen-crates-inc" --check
 run_check check-layer python3 "$here/check-layer"
 run_check oelint-adv oelint
 run_check test-inject bash "$here/test-inject"
-printf '\n=== bitbake-parse\n'
+printf '\n=== bitbake setup\n'
 start=$SECONDS
-bitbake_parse
+bitbake_setup
 case $? in
-    0) record pass bitbake-parse $((SECONDS - start)) ;;
-    2) record skip bitbake-parse 0 ;;
-    *) record fail bitbake-parse $((SECONDS - start)) ;;
+    0)
+        rm -f "$yocto_cache"/bitbake/*/vendor-dir
+        for pair in "${bitbake_pairs[@]}"; do
+            run_check "bitbake $(basename "${pair%%:*}" | sed 's/^openembedded-core-//')" bitbake_check "${pair%%:*}" "${pair#*:}"
+        done
+        run_check cross-build cross_build
+        ;;
+    2) record skip bitbake 0; record skip cross-build 0 ;;
+    *) record fail bitbake-setup $((SECONDS - start)) ;;
 esac
 
 printf '\n=== meta-mender-connect-rs checks\n'

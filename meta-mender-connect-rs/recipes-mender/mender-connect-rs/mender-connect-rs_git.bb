@@ -13,17 +13,70 @@ LICENSE = "Apache-2.0 & MIT & ISC & BSD-3-Clause"
 LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 
 PV = "0.1.0+git"
+
+# Where the source comes from.
+#
+# Default (tree mode): the checkout this layer sits in, through oe-core's
+# externalsrc class. The layer always builds the code beside it, and
+# mender-connect-rs-crates.inc is made from that tree's Cargo.lock.
+#
+# Release mode (opt-in), for a build from a fixed commit of a git repository:
+#   MENDER_CONNECT_RS_GIT_URI = "git://<host>/<path>.git;protocol=https;branch=main"
+#   SRCREV:pn-mender-connect-rs = "<40-hex commit>"
+#   MENDER_CONNECT_RS_CRATES_INC = "/abs/path/crates-<commit>.inc"
+# with the crates.inc made by `scripts/gen-crates-inc --rev <commit> --output ...`
+# from the Cargo.lock at that commit. See the layer README.
+MENDER_CONNECT_RS_GIT_URI ??= ""
+MENDER_CONNECT_RS_CRATES_INC ??= "mender-connect-rs-crates.inc"
+# Immediate expansion: THISDIR is this file's directory only while it is parsed.
+# nooelint: oelint.vars.mispell.unknown - defined here, used by EXTERNALSRC below
+MENDER_CONNECT_RS_SOURCE_TREE := "${@os.path.normpath(os.path.join(d.getVar('THISDIR'), '..', '..', '..'))}"
+
 # destsuffix=${BP} unpacks where every release's default S points (scarthgap:
 # WORKDIR/BP, whinlatter and later: UNPACKDIR/BP), so S is not set here.
-SRC_URI = "git://github.com/mender-connect-rs/mender-connect-rs.git;protocol=https;branch=main;destsuffix=${BP}"
-# A fixed revision keeps builds reproducible and parsing offline; override it
-# (or use externalsrc, see the layer README) to build another commit. The
-# crates listed in mender-connect-rs-crates.inc must match that commit's Cargo.lock.
-SRCREV = "9df3f0f87be3afd8bb7d65aaeed115793e0e03ea"
+SRC_URI = "${@(d.getVar('MENDER_CONNECT_RS_GIT_URI') + ';destsuffix=${BP}') if d.getVar('MENDER_CONNECT_RS_GIT_URI') else ''}"
 
-require mender-connect-rs-crates.inc
+require ${MENDER_CONNECT_RS_CRATES_INC}
 
-inherit cargo pkgconfig systemd
+inherit cargo pkgconfig systemd externalsrc
+
+# Tree mode: externalsrc builds ${S} = the enclosing checkout, out of tree in
+# ${B} (cargo's target directory is ${B}/target); the crate:// entries are still
+# fetched and unpacked. No symlinks are written into the checkout.
+EXTERNALSRC ?= "${@'' if d.getVar('MENDER_CONNECT_RS_GIT_URI') else d.getVar('MENDER_CONNECT_RS_SOURCE_TREE')}"
+# nooelint: oelint.vars.mispell.unknown - externalsrc.bbclass's variable
+EXTERNALSRC_SYMLINKS ?= ""
+
+# Coherence: the crates.inc must be made from exactly the Cargo.lock that is built,
+# else cargo --frozen fails on a missing crate at best, or a stale list hides.
+# A mismatch makes the recipe unbuildable, with the reason and the fix. At parse
+# time, so that it also stops image builds and `bitbake -n` before any fetch.
+# nooelint: oelint.task.noanonpython
+python () {
+    import hashlib
+    crates_inc = d.getVar('MENDER_CONNECT_RS_CRATES_INC')
+    if d.getVar('MENDER_CONNECT_RS_GIT_URI'):
+        made_from = d.getVar('MENDER_CONNECT_RS_CRATES_SRCREV') or ''
+        srcrev = d.getVar('SRCREV') or ''
+        if made_from != srcrev:
+            raise bb.parse.SkipRecipe("%s was made from the Cargo.lock of commit '%s', but SRCREV is '%s': run "
+                     "meta-mender-connect-rs/scripts/gen-crates-inc --rev %s --output <file> and set "
+                     "MENDER_CONNECT_RS_CRATES_INC to it" % (crates_inc, made_from, srcrev, srcrev))
+        return
+    tree = d.getVar('EXTERNALSRC')
+    if not tree:
+        raise bb.parse.SkipRecipe("neither MENDER_CONNECT_RS_GIT_URI (release mode) nor EXTERNALSRC (tree mode) is set")
+    lock = os.path.join(tree, 'Cargo.lock')
+    bb.parse.mark_dependency(d, lock)
+    try:
+        with open(lock, 'rb') as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+    except OSError as e:
+        raise bb.parse.SkipRecipe("tree mode builds %s, which has no readable Cargo.lock: %s" % (tree, e))
+    if digest != d.getVar('MENDER_CONNECT_RS_CRATES_LOCK_SHA256'):
+        raise bb.parse.SkipRecipe("%s is not made from %s (sha256 %s): run "
+                 "meta-mender-connect-rs/scripts/gen-crates-inc" % (crates_inc, lock, digest))
+}
 
 # Settings of meta-mender's mender-connect recipe, same names and defaults.
 MENDER_CONNECT_SHELL ??= "/bin/sh"
