@@ -100,14 +100,14 @@ impl Backoff {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// Tests that need no std: run on the host and on the bare-metal runner.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftests {
     use super::*;
-    use proptest::prelude::*;
 
     const CFG: BackoffConfig = BackoffConfig { base_ms: 100, cap_ms: 1_000, stable_after_ms: 500 };
 
-    #[test]
     fn ceiling_doubles_up_to_cap() {
         let mut b = Backoff::new(CFG);
         let mut ceilings = [0u64; 6];
@@ -120,14 +120,12 @@ mod tests {
         assert_eq!(b.attempt(), 6);
     }
 
-    #[test]
     fn full_jitter_includes_zero() {
         let mut b = Backoff::new(CFG);
         assert_eq!(b.next_delay_ms(0), 0);
         assert_eq!(b.next_delay(201), core::time::Duration::ZERO);
     }
 
-    #[test]
     fn reset_only_after_stable_period() {
         let mut b = Backoff::new(CFG);
         for _ in 0..4 {
@@ -147,7 +145,6 @@ mod tests {
         assert_eq!(b.ceiling_ms(), 100);
     }
 
-    #[test]
     fn huge_attempt_counts_saturate() {
         let mut b = Backoff::new(BackoffConfig { base_ms: u64::MAX / 2, cap_ms: u64::MAX, stable_after_ms: 0 });
         for _ in 0..200 {
@@ -156,6 +153,14 @@ mod tests {
         assert_eq!(b.ceiling_ms(), u64::MAX);
         assert_eq!(b.next_delay_ms(7), 7);
     }
+
+    crate::selftests!(ceiling_doubles_up_to_cap, full_jitter_includes_zero, reset_only_after_stable_period, huge_attempt_counts_saturate);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
 
     proptest! {
         #[test]

@@ -44,6 +44,9 @@ pub mod keepalive;
 pub mod menderclient;
 pub mod msgpack;
 pub mod rate;
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftest;
 pub mod portforward;
 pub mod sessions;
 pub mod shell;
