@@ -20,7 +20,7 @@ macro_rules! selftests {
         }
         /// This module's no-std tests, for the bare-metal runner.
         #[cfg(feature = "selftest")]
-        pub const SELFTESTS: &[$crate::selftest::SelfTest] = &[ $( (stringify!($name), $name as fn()) ),* ];
+        pub const SELFTESTS: &[$crate::selftest::SelfTest] = &[ $( (concat!(module_path!(), "::", stringify!($name)), $name as fn()) ),* ];
     };
 }
 
