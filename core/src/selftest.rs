@@ -56,5 +56,10 @@ pub fn display(v: &impl core::fmt::Display) -> heapless::String<256> {
 #[cfg(feature = "selftest")]
 pub const ALL: &[&[SelfTest]] = &[
     crate::backoff::selftests::SELFTESTS,
+    crate::shell::selftests::SELFTESTS,
+    crate::menderclient::selftests::SELFTESTS,
+    crate::filetransfer::selftests::SELFTESTS,
+    crate::portforward::selftests::SELFTESTS,
+    crate::control::selftests::SELFTESTS,
     crate::frame::selftests::SELFTESTS,
 ];
