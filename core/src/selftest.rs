@@ -56,10 +56,16 @@ pub fn display(v: &impl core::fmt::Display) -> heapless::String<256> {
 #[cfg(feature = "selftest")]
 pub const ALL: &[&[SelfTest]] = &[
     crate::backoff::selftests::SELFTESTS,
+    crate::time::selftests::SELFTESTS,
+    crate::msgpack::selftests::SELFTESTS,
+    crate::frame::selftests::SELFTESTS,
+    crate::control::selftests::SELFTESTS,
     crate::shell::selftests::SELFTESTS,
-    crate::menderclient::selftests::SELFTESTS,
     crate::filetransfer::selftests::SELFTESTS,
     crate::portforward::selftests::SELFTESTS,
-    crate::control::selftests::SELFTESTS,
-    crate::frame::selftests::SELFTESTS,
+    crate::menderclient::selftests::SELFTESTS,
+    crate::sessions::selftests::SELFTESTS,
+    crate::transfer::selftests::SELFTESTS,
+    crate::rate::selftests::SELFTESTS,
+    crate::keepalive::selftests::SELFTESTS,
 ];
