@@ -185,3 +185,19 @@ unsafe impl core::alloc::GlobalAlloc for NoAlloc {
 
 #[global_allocator]
 static NO_ALLOC: NoAlloc = NoAlloc;
+
+/// Writes `n` in decimal (without `core::fmt`, so the footprint binary does not link it).
+pub fn write_usize(mut n: usize) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    write_str(core::str::from_utf8(&buf[i..]).unwrap_or("?"));
+}
