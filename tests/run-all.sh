@@ -17,8 +17,9 @@ cargo build --locked -p mender-connect-core --target thumbv7em-none-eabihf --rel
 bash core/mcu-tests/run.sh
 bash core/mcu-tests/footprint.sh
 
-step "clippy, warnings are errors (default features, and the agent with each auth source alone)"
+step "clippy, warnings are errors (default features, the bare-metal runner, and the agent with each auth source alone)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --locked --manifest-path core/mcu-tests/Cargo.toml --target thumbv7em-none-eabihf --target-dir target/mcu --bins -- -D warnings
 cargo clippy --locked -p mender-connect --no-default-features -- -D warnings
 cargo clippy --locked -p mender-connect --no-default-features --features standalone -- -D warnings
 cargo clippy --locked -p mender-connect --no-default-features --features dbus-auth -- -D warnings
