@@ -64,9 +64,10 @@ fn size_needs_both_sides_positive() {
 fn status_any_width_and_strict_check() {
     // status 2 as positive fixint (what the reference writes) and as d3 (what mender-cli's
     // int64 check wants): `status()` accepts both, `as_go_int64` tells them apart.
-    const STOP: &str = "81 a3686472 83 a570726f746f cd0001 a3747970 a473746f70 a570726f7073 81 a6737461747573";
+    // A `stop` whose props end in "status": the value follows.
+    const STOP_STATUS_KEY: &str = "81 a3686472 83 a570726f746f cd0001 a3747970 a473746f70 a570726f7073 81 a6737461747573";
     for (enc, strict) in [("02", None), ("d30000000000000002", Some(2))] {
-        let mut bytes = hex(STOP);
+        let mut bytes = hex(STOP_STATUS_KEY);
         bytes.extend(hex(enc));
         let f = Frame::decode(&bytes).unwrap();
         assert_eq!(status(&f), Some(Status::Error));
