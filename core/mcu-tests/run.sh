@@ -2,7 +2,9 @@
 # Runs core's no-std tests (mender_connect_core::selftest::ALL) on an emulated Cortex-M4: QEMU's
 # mps2-an386 board, output and exit code through semihosting. Exits non-zero on the first failing
 # test (its panic message and location printed), and if the run exceeds MCU_TEST_TIMEOUT seconds.
-#   bash core/mcu-tests/run.sh            # debug build (checks overflow, debug assertions)
+# Then checks the runner itself: a deliberately failing test must exit 1 with its message, and a
+# deliberately hanging one must be ended by the timeout.
+#   bash core/mcu-tests/run.sh            # debug build (overflow checks, debug assertions)
 #   MCU_PROFILE=release bash core/mcu-tests/run.sh
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,14 +20,27 @@ dir="$profile"; [ "$profile" = dev ] && dir=debug
 elf="$target_dir/thumbv7em-none-eabihf/$dir/selftest"
 
 # -monitor/-serial none: semihosting is the only channel; timeout ends a hung test (exit 124).
-set +e
-timeout --kill-after=5 "$timeout_s" qemu-system-arm -M mps2-an386 -nographic -monitor none -serial none \
-    -semihosting-config enable=on,target=native -kernel "$elf"
-rc=$?
-set -e
+qemu() {
+    local secs="$1"; shift
+    timeout --kill-after=5 "$secs" qemu-system-arm -M mps2-an386 -nographic -monitor none -serial none \
+        -semihosting-config enable=on,target=native -kernel "$elf" "$@"
+}
+
+rc=0
+qemu "$timeout_s" || rc=$?
 case "$rc" in
     0) ;;
-    124|137) echo "run.sh: the selftests did not finish within ${timeout_s}s (a test hangs?)" >&2 ;;
-    *) echo "run.sh: the selftests failed on thumbv7em-none-eabihf (qemu exit $rc)" >&2 ;;
+    124|137) echo "run.sh: the selftests did not finish within ${timeout_s}s (a test hangs?)" >&2; exit "$rc" ;;
+    *) echo "run.sh: the selftests failed on thumbv7em-none-eabihf (qemu exit $rc)" >&2; exit "$rc" ;;
 esac
-exit "$rc"
+
+fail() { printf 'run.sh: runner check: %s\n' "$*" >&2; exit 1; }
+rc=0
+out="$(qemu 30 -append check-failure 2>&1)" || rc=$?
+[ "$rc" = 1 ] || fail "a failing test gave exit $rc, not 1: $out"
+grep -q "panicked at .*selftest.rs" <<<"$out" && grep -q "deliberate failure" <<<"$out" ||
+    fail "a failing test did not print its message and location: $out"
+rc=0
+qemu 2 -append check-hang >/dev/null 2>&1 || rc=$?
+[ "$rc" = 124 ] || fail "a hanging test gave exit $rc, not the timeout's 124"
+echo "run.sh: runner checks passed (a failing test exits 1 with its message, a hanging one is timed out)"

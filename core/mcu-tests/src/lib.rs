@@ -90,6 +90,7 @@ pub static VECTORS: [Option<Vector>; 15] = [
 
 const SYS_OPEN: usize = 0x01;
 const SYS_WRITE: usize = 0x05;
+const SYS_GET_CMDLINE: usize = 0x15;
 const SYS_EXIT: usize = 0x18;
 const ADP_STOPPED_APPLICATION_EXIT: usize = 0x20026;
 const ADP_STOPPED_RUN_TIME_ERROR: usize = 0x20023;
@@ -136,6 +137,15 @@ impl fmt::Write for Out {
         write_str(s);
         Ok(())
     }
+}
+
+/// The command line QEMU was given (`-append`, after the image's name), cut to `buf`'s size.
+pub fn cmdline(buf: &mut [u8]) -> &str {
+    let mut args = [buf.as_mut_ptr() as usize, buf.len()];
+    // SAFETY: SYS_GET_CMDLINE writes at most args[1] bytes to args[0] and the length back to args[1].
+    let failed = unsafe { semihost(SYS_GET_CMDLINE, args.as_mut_ptr() as usize) } != 0;
+    let len = if failed { 0 } else { args[1].min(buf.len()) };
+    core::str::from_utf8(&buf[..len]).unwrap_or("")
 }
 
 /// Ends the emulation: QEMU exits 0 when `ok`, 1 otherwise.

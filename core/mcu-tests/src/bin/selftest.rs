@@ -5,11 +5,34 @@
 
 use core::fmt::Write;
 use mender_connect_core::selftest::ALL;
-use mender_connect_mcu_tests::{exit, stack_size, stack_used, Out};
+use mender_connect_mcu_tests::{cmdline, exit, stack_size, stack_used, Out};
+
+/// run.sh's check of the runner itself (`-append check-failure` / `check-hang`): a failing or
+/// hanging test must fail the run.
+fn runner_check(mode: &str) {
+    match mode {
+        "check-failure" => {
+            let _ = write!(Out, "test runner::deliberate_failure ... ");
+            let two = core::hint::black_box(2);
+            assert_eq!(two + 2, 5, "deliberate failure");
+        }
+        "check-hang" => {
+            let _ = write!(Out, "test runner::deliberate_hang ... ");
+            loop {
+                core::hint::black_box(());
+            }
+        }
+        _ => {}
+    }
+}
 
 #[unsafe(no_mangle)]
 extern "C" fn mcu_main() -> ! {
     let mut out = Out;
+    let mut buf = [0u8; 256];
+    if let Some(mode) = cmdline(&mut buf).split_whitespace().last() {
+        runner_check(mode);
+    }
     let total: usize = ALL.iter().map(|m| m.len()).sum();
     let _ = writeln!(out, "running {total} core selftests on thumbv7em-none-eabihf");
     let mut passed = 0usize;
