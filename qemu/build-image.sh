@@ -41,6 +41,8 @@ done
 
 log() { printf 'build-image: %s\n' "$*" >&2; }
 die() { printf 'build-image: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=lib/debian.sh
+. "$here/lib/debian.sh"
 
 case "$arch" in
     x86_64)
@@ -67,18 +69,8 @@ flock 9
 # ---------------------------------------------------------------------------------------------
 # 1. Debian packages (downloaded once per version into qemu/cache/debs/<arch>/).
 # ---------------------------------------------------------------------------------------------
-debs="$cache/debs/$deb_arch"
-mkdir -p "$debs"
-
-if [ "$deb_arch" != "$(dpkg --print-architecture)" ] &&
-    ! dpkg --print-foreign-architectures | grep -qx "$deb_arch"; then
-    die "Debian architecture $deb_arch is not enabled; run: dpkg --add-architecture $deb_arch && apt-get update"
-fi
-
 # The metapackage linux-image-<flavour> only depends on the versioned kernel package.
-kpkg="$(apt-cache depends "linux-image-$kflavour:$deb_arch" 2>/dev/null |
-    sed -n 's/^ *Depends: \(linux-image-[0-9][^: ]*\).*/\1/p' | head -n1)"
-[ -n "$kpkg" ] || die "cannot resolve linux-image-$kflavour:$deb_arch (apt-get update?)"
+kpkg="$(deb_kernel_package "$kflavour" "$deb_arch")"
 
 # dbus-daemon's shared-library closure; the ELF resolver below fails loudly if one is missing.
 packages=(
@@ -86,30 +78,7 @@ packages=(
     libdbus-1-3 libexpat1 libsystemd0 libselinux1 libaudit1 libcap-ng0 libapparmor1 libc6 libcap2
     libgcrypt20 libgpg-error0 liblzma5 libzstd1 liblz4-1 libpcre2-8-0
 )
-
-# One apt-cache call for all (each call parses the package lists again, about a second).
-declare -A pkg_version=() pkg_arch=()
-while read -r name version arch_field; do
-    pkg_version[$name]="$version"
-    pkg_arch[$name]="$arch_field"
-done < <(apt-cache show --no-all-versions "${packages[@]/%/:$deb_arch}" 2>/dev/null |
-    awk '/^Package: /{p=$2} /^Version: /{v=$2} /^Architecture: /{a=$2} /^$/{if (p) print p, v, a; p=""} END{if (p) print p, v, a}')
-
-deb_files=()
-for p in "${packages[@]}"; do
-    version="${pkg_version[$p]-}"
-    [ -n "$version" ] || die "package $p:$deb_arch not found (apt-get update?)"
-    # The name apt-get download gives the file (an epoch's ':' is written as %3a).
-    f="$debs/${p}_${version//:/%3a}_${pkg_arch[$p]}.deb"
-    if [ ! -s "$f" ]; then
-        log "downloading $p:$deb_arch $version"
-        # As root, apt warns that _apt cannot write the directory; harmless.
-        (cd "$debs" && apt-get download -q "$p:$deb_arch=$version" 2>&1 |
-            grep -v 'Download is performed unsandboxed' >&2 || true)
-        [ -s "$f" ] || die "download of $p:$deb_arch $version failed"
-    fi
-    deb_files+=("$f")
-done
+deb_fetch "$cache/debs/$deb_arch" "$deb_arch" "${packages[@]}"
 
 # ---------------------------------------------------------------------------------------------
 # 2. The agent and the test auth service, statically linked.
@@ -168,6 +137,7 @@ key="$(
     {
         echo "arch=$arch"
         sha256sum <"${BASH_SOURCE[0]}"
+        sha256sum <"$here/lib/debian.sh"
         (cd "$here/rootfs" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
         (cd "$here/rootfs" && find . -type l -printf '%p -> %l\n' | sort)
         for f in "${deb_files[@]}"; do basename "$f"; done
@@ -205,62 +175,13 @@ ln -s busybox "$root/bin/sh"
 ln -s ../bin/busybox "$root/sbin/init"
 ln -s bin/busybox "$root/init"
 
-# Copy an ELF file from the stage with every library it needs (recursively), under the same paths.
-declare -A copied=()
-find_lib() { # <soname>
-    local d
-    for d in "lib/$triplet" "usr/lib/$triplet" lib usr/lib; do
-        if [ -e "$stage/$d/$1" ]; then echo "$d/$1"; return 0; fi
-    done
-    return 1
-}
-copy_elf() { # <path relative to stage>
-    local rel="$1" lib interp
-    [ -n "${copied[$rel]-}" ] && return 0
-    copied[$rel]=1
-    mkdir -p "$root/$(dirname "$rel")"
-    cp -L "$stage/$rel" "$root/$rel"
-    interp="$(readelf -l "$stage/$rel" 2>/dev/null | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')"
-    if [ -n "$interp" ]; then
-        interp="${interp#/}"
-        [ -e "$stage/$interp" ] || die "interpreter /$interp of $rel not in the packages"
-        copy_elf "$interp"
-    fi
-    for lib in $(readelf -d "$stage/$rel" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
-        local found
-        found="$(find_lib "$lib")" || die "$rel needs $lib, which no listed package provides"
-        copy_elf "$found"
-    done
-}
 copy_elf usr/bin/dbus-daemon
 copy_elf usr/bin/dbus-send
 
 # Only the modules QEMU's devices need, with their dependencies (from each module's .modinfo).
 mods_src="$stage/lib/modules/$kver"
 mods_dst="$root/lib/modules/$kver"
-mkdir -p "$mods_dst"
-cp "$mods_src/modules.order" "$mods_src/modules.builtin" "$mods_dst/"
-[ -f "$mods_src/modules.builtin.modinfo" ] && cp "$mods_src/modules.builtin.modinfo" "$mods_dst/"
-declare -A mod_done=()
-mod_path() { grep -E "(^|/)$1\.ko$" "$mods_src/modules.order" | head -n1; }
-add_module() { # <module name, - or _ as in the file name>
-    local name="$1" rel dep
-    rel="$(mod_path "$name")" || true
-    [ -z "$rel" ] && rel="$(mod_path "${name//_/-}")" || true
-    if [ -z "$rel" ]; then
-        grep -Eq "/(${name}|${name//_/-})\.ko$" "$mods_src/modules.builtin" && return 0
-        die "kernel module $name not found"
-    fi
-    [ -n "${mod_done[$rel]-}" ] && return 0
-    mod_done[$rel]=1
-    mkdir -p "$mods_dst/$(dirname "$rel")"
-    cp "$mods_src/$rel" "$mods_dst/$rel"
-    # The NUL-separated `depends=` entry of .modinfo, read without binutils (which only know the
-    # host's ELF machine).
-    for dep in $(tr '\0' '\n' <"$mods_src/$rel" | sed -n 's/^depends=//p' | head -n1 | tr ',' ' '); do
-        add_module "$dep"
-    done
-}
+modules_start
 # virtio network and entropy, the power button (clean poweroff on request) and its input events:
 # ACPI on the PC, a GPIO key on the arm virt machine.
 case "$arch" in
@@ -268,14 +189,11 @@ case "$arch" in
     aarch64) guest_modules="virtio_pci virtio_mmio virtio_net virtio-rng gpio_keys evdev" ;;
 esac
 for m in $guest_modules; do add_module "$m"; done
-# Keep only the modules copied in modules.order so busybox depmod/modprobe see a consistent set.
-(cd "$mods_dst" && grep -Fxf <(find kernel -name '*.ko' | sort) modules.order >modules.order.new || true)
-mv "$mods_dst/modules.order.new" "$mods_dst/modules.order"
 # busybox depmod only reads the modules' .modinfo, so the host's busybox serves any architecture.
 depmod_busybox="$root/bin/busybox"
 [ "$arch" = "$(uname -m)" ] || depmod_busybox="$(command -v busybox)" ||
     die "busybox missing on the host (apt-get install busybox-static)"
-"$depmod_busybox" depmod -b "$root" "$kver"
+modules_finish "$root" "$kver" "$depmod_busybox"
 echo "$guest_modules" >"$root/etc/modules"
 
 # Our binaries and the overlay (init scripts, D-Bus and agent configuration).

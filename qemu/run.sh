@@ -11,6 +11,8 @@
 #   --timeout SECONDS       hard limit for the whole run (default 900); then the guest is killed
 #   --mem MB                guest memory (default 256)
 #   --append ARGS           extra kernel command line
+#   --disk FILE             a raw disk image as the guest's virtio disk /dev/vda (qemu/build-sdimg.sh)
+#   --mac MAC               the guest's network MAC address (default: QEMU's 52:54:00:12:34:56)
 #   --interactive           serial console on this terminal (Ctrl-A X quits); default when stdin
 #                           is a terminal and no --log is given
 #   --debug                 run the agent with --debug
@@ -25,7 +27,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 arch=x86_64 image="" server_url="" token_file="" log_file="" timeout=900 mem=256 append=""
-interactive=auto debug=0 grace=30
+interactive=auto debug=0 grace=30 disk="" mac=""
 while (($#)); do
     case "$1" in
         --arch) arch="$2"; shift 2 ;;
@@ -36,9 +38,11 @@ while (($#)); do
         --timeout) timeout="$2"; shift 2 ;;
         --mem) mem="$2"; shift 2 ;;
         --append) append="$2"; shift 2 ;;
+        --disk) disk="$2"; shift 2 ;;
+        --mac) mac="$2"; shift 2 ;;
         --interactive) interactive=1; shift ;;
         --debug) debug=1; shift ;;
-        -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "run: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -94,11 +98,16 @@ args=(
     "${qemu[@]}" -accel tcg -smp 1 -m "$mem" -no-reboot -nographic
     -kernel "$image/vmlinuz" -initrd "$image/initrd.img" -append "$cmdline"
     # User-mode networking only; romfile= skips the iPXE boot ROM nobody uses here.
-    -netdev user,id=net0,ipv6=off -device virtio-net-pci,netdev=net0,romfile=
+    -netdev user,id=net0,ipv6=off -device "virtio-net-pci,netdev=net0,romfile=${mac:+,mac=$mac}"
     -device virtio-rng-pci
     # Human monitor on a pipe: `system_powerdown` presses the ACPI power button.
     -monitor "pipe:$tmp/mon"
 )
+if [ -n "$disk" ]; then
+    [ -f "$disk" ] || { echo "run: no disk image $disk" >&2; exit 1; }
+    case "$disk" in *,*) echo "run: --disk must not contain commas" >&2; exit 2 ;; esac
+    args+=(-drive "file=$disk,format=raw,if=virtio")
+fi
 if [ "$interactive" = 1 ]; then
     args+=(-chardev "stdio,id=con0,mux=on,signal=off,logfile=$log_file" -serial chardev:con0 -mon chardev=con0)
     log "console on this terminal (Ctrl-A X quits, Ctrl-A C toggles the QEMU monitor); log in $log_file"

@@ -7,12 +7,15 @@
 #      release series the layer claims
 #   4. test-inject: mender-connect-rs-inject on an ext4 image, a Mender Artifact, a disk image, and
 #      the refusal cases
-#   5. bitbake-parse with a real bitbake and oe-core, for each pair of the shared tarballs
+#   5. test-sdimg: a Mender .sdimg with the real Mender client (qemu/build-sdimg.sh), the agent injected,
+#      a device key installed with mender-artifact, preauthorized on the mock server; booted under
+#      QEMU: accepted without a manual accept, the agent connected, a remote shell, a clean power-off
+#   6. bitbake-parse with a real bitbake and oe-core, for each pair of the shared tarballs
 #      (../shared/yocto from the repository root, or MCR_YOCTO_TARBALLS; or the one pair
 #      MCR_OE_CORE_DIR/MCR_BITBAKE_DIR): parse offline and check resolved variables, bitbake -n,
 #      bitbake -c unpack (crates downloaded and sha256-verified). Skipped without tarballs, unless
 #      MCR_REQUIRE_BITBAKE=1 (run-all.sh), then failed.
-#   6. cross-build: from the crates bitbake unpacked, the recipe's cargo build for aarch64 as
+#   7. cross-build: from the crates bitbake unpacked, the recipe's cargo build for aarch64 as
 #      oe-core's cargo classes run it, with Debian's cross gcc and arm64 libdbus; run under qemu-aarch64
 # Installs what it needs: apt packages (as root, if missing) and oelint-adv.
 # Prints one line per check and a summary; exits 1 if any check failed.
@@ -38,7 +41,8 @@ run_check() { # <name> <command...>
 # --- what the checks need ---------------------------------------------------------------------------
 need_apt=()
 for pair in mender-artifact:mender-artifact debugfs:e2fsprogs mkfs.ext4:e2fsprogs parted:parted file:file \
-    openssl:openssl; do
+    openssl:openssl mkfs.vfat:dosfstools mcopy:mtools qemu-system-x86_64:qemu-system-x86 mender-cli:mender-cli \
+    curl:curl; do
     command -v "${pair%%:*}" >/dev/null || need_apt+=("${pair##*:}")
 done
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then need_apt+=(python3-venv); fi
@@ -131,6 +135,7 @@ run_check crates.inc python3 "$here/gen-crates-inc" --check
 run_check check-layer python3 "$here/check-layer"
 run_check oelint-adv oelint
 run_check test-inject bash "$here/test-inject"
+run_check test-sdimg bash "$here/test-sdimg"
 printf '\n=== bitbake setup\n'
 start=$SECONDS
 bitbake_setup
