@@ -16,7 +16,8 @@
 //! | frame      ProtoMsg decode (borrowed views) / encode (caller buffers)    |
 //! | msgpack    bounded zero-copy reader, Go-width writer (on rmp)            |
 //! | control, shell, filetransfer, portforward, menderclient: typed messages  |
-//! | sessions   shell session table: capacity, per-user limit, expiry         |
+//! | sessions   session ids, expiry rule (the reference's, settled once)       |
+//! | shells     shell session table: limits, expiry, health check (sans-IO)   |
 //! | transfer   file-transfer chunk/ack window bookkeeping                    |
 //! | rate       per-minute Tx/Rx byte counters (moving average)               |
 //! | backoff    reconnect delay, full jitter, reset after stable period       |
@@ -50,6 +51,7 @@ pub mod selftest;
 pub mod portforward;
 pub mod sessions;
 pub mod shell;
+pub mod shells;
 pub mod time;
 pub mod transfer;
 
