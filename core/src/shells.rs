@@ -998,7 +998,48 @@ pub mod selftests {
         assert_eq!(tab.overflowed(), 0);
     }
 
+    /// A reconnect storm: drops shorter than the grace, redials that fail in between (the
+    /// grace counts from the first drop), pongs answered only while up. No shell is failed for
+    /// a pong it could not get, pings go out only while up, and a drop that outlasts the grace
+    /// (counted from its first moment) reaps without a `stop` frame.
+    fn reconnect_storm() {
+        let mut tab = Table::new(ShellConfig { health_interval_ms: 1_000, disconnect_grace_ms: 3_000, ..cfg(None) });
+        open(&mut tab, "a", "u1", t(0));
+        open(&mut tab, "b", "u2", t(0));
+        let mut now = 0;
+        let mut out = Vec::new();
+        for _ in 0..20 {
+            // Up for 2.5 s, answering every ping at once.
+            let until = now + 2_500;
+            while let Some(at) = tab.poll_timeout().filter(|at| at.as_millis() <= until) {
+                tab.handle_timeout(at);
+                while let Some(a) = tab.poll_action() {
+                    match a {
+                        Action::HealthCheck { sid, .. } => assert!(tab.handle_pong(&sid, at)),
+                        _ => panic!("only pings while up"),
+                    }
+                }
+            }
+            now = until;
+            // Down for 2.9 s, with a failed redial (another drop report) in between.
+            tab.handle_disconnected(t(now));
+            tab.handle_disconnected(t(now + 1_000));
+            run(&mut tab, now, now + 2_900, &mut out);
+            assert!(out.is_empty());
+            now += 2_900;
+            tab.handle_reconnected(t(now));
+        }
+        assert_eq!(tab.len(), 2);
+        tab.handle_disconnected(t(now));
+        tab.handle_disconnected(t(now + 2_000));
+        run(&mut tab, now, now + 10_000, &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|(at, a)| *at == now + 3_000 && matches!(a, Action::StopShell { why: StopReason::Orphaned, .. })));
+        assert!(tab.is_empty());
+    }
+
     crate::selftests!(
+        reconnect_storm,
         expiry_combinations,
         idle_expiry_follows_input,
         health_check_sequence,
