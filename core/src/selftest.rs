@@ -29,4 +29,5 @@ macro_rules! selftests {
 pub const ALL: &[&[SelfTest]] = &[
     crate::backoff::selftests::SELFTESTS,
     crate::shells::selftests::SELFTESTS,
+    crate::forwards::selftests::SELFTESTS,
 ];
