@@ -18,8 +18,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use mender_connect::router::{Router, SessionHandler};
-use mender_connect::shell::{Action, Expiry, ShellSettings, Shells};
+use mender_connect::proto::router::{Router, SessionHandler};
+use mender_connect::proto::shell::{Action, Expiry, ShellSettings, Shells};
 use mender_connect_core::control::{self, ControlMessage};
 use mender_connect_core::shell::TermSize;
 use mender_connect_core::{Frame, MAX_FRAME_LEN, Proto};
@@ -93,7 +93,7 @@ fuzz_target!(|data: &[u8]| {
         size: TermSize { width: 80, height: 24 },
         max_per_user: 2,
         expiry: Expiry::Never,
-        health_interval: mender_connect::shell::HEALTH_INTERVAL,
+        health_interval: mender_connect::proto::shell::HEALTH_INTERVAL,
     };
     let (data_tx, _data_rx) = async_channel::bounded(16);
     let (exited_tx, _exited_rx) = async_channel::unbounded();
