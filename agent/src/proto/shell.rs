@@ -723,3 +723,6 @@ async fn pump_input(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
