@@ -583,23 +583,6 @@ impl Shells {
     pub fn command(&self) -> &str {
         &self.settings.command
     }
-
-    /// Lines for the SIGUSR1 status dump.
-    pub fn status_lines(&self, now: Instant) -> Vec<String> {
-        let mut lines = vec![format!("  shells: {}/{MAX_SHELLS}", self.table.len())];
-        for s in self.info() {
-            lines.push(format!(
-                "   id:{} user:{} pid:{} started:{}s ago active:{}s ago shell:{}",
-                s.id,
-                s.user,
-                s.pid,
-                now.duration_since(s.started).as_secs(),
-                now.duration_since(s.active).as_secs(),
-                self.settings.command
-            ));
-        }
-        lines
-    }
 }
 
 /// Largest pty chunk per frame: the frame (header, sid, status prop, bin header) must stay
