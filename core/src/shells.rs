@@ -52,6 +52,14 @@
 //!   shell and deletes the session. Not while the websocket is down: a reconnect restarts the
 //!   clock, since no pong can arrive meanwhile.
 //!
+//! Composition into an engine: the engine forwards protocol-1 frames to the `handle_*` for
+//! their type, its link events to [`ShellTable::handle_disconnected`] and
+//! [`ShellTable::handle_reconnected`], and includes [`ShellTable::poll_action`] and
+//! [`ShellTable::poll_timeout`] in its own. If its link supervisor owns the disconnect grace,
+//! it sets [`ShellConfig::disconnect_grace_ms`] to `None` and calls
+//! [`ShellTable::handle_reap_orphans`] when the grace passes (and
+//! [`ShellTable::handle_stop_all`] when the device is no longer authorized).
+//!
 //! Ours beyond the reference (see the agent's `shell.rs` for why): a shell the agent ends
 //! (expiry, failed health check, local kill, replaced after a reconnect) is reported with a
 //! `stop` status 2 [`STOPPED_SHELL_TEXT`]; shells orphaned by a dropped websocket are stopped
@@ -97,8 +105,10 @@ pub struct ShellConfig {
     pub expiry: Option<Expiry>,
     /// Health-check ping period.
     pub health_interval_ms: u64,
-    /// How long shells outlive a dropped websocket.
-    pub disconnect_grace_ms: u64,
+    /// How long shells outlive a dropped websocket. `None`: the table does not reap them by
+    /// itself; the caller does, with [`ShellTable::handle_reap_orphans`] (when composed into an
+    /// engine whose link supervisor owns the grace).
+    pub disconnect_grace_ms: Option<u64>,
 }
 
 impl Default for ShellConfig {
@@ -110,7 +120,7 @@ impl Default for ShellConfig {
             max_per_user: 1,
             expiry: Expiry::from_reference(true, 0, crate::sessions::DEFAULT_EXPIRE_AFTER_IDLE_S),
             health_interval_ms: DEFAULT_HEALTH_INTERVAL_MS,
-            disconnect_grace_ms: DEFAULT_DISCONNECT_GRACE_MS,
+            disconnect_grace_ms: Some(DEFAULT_DISCONNECT_GRACE_MS),
         }
     }
 }
@@ -593,8 +603,20 @@ impl<const N: usize, const Q: usize> ShellTable<N, Q> {
         n
     }
 
+    /// The disconnect grace passed (the caller's, when [`ShellConfig::disconnect_grace_ms`] is
+    /// `None`): every shell kept across the drop is stopped, without a `stop` frame (the server
+    /// forgot those sessions with the link). Returns how many.
+    pub fn handle_reap_orphans(&mut self) -> usize {
+        let n = self.sessions.len();
+        while !self.sessions.is_empty() {
+            self.end(0, StopReason::Orphaned, false);
+        }
+        n
+    }
+
     /// The websocket is gone (idempotent: the first drop counts). Health checks pause and,
-    /// after the disconnect grace, the shells are stopped unless the link comes back.
+    /// after the disconnect grace (if [`ShellConfig::disconnect_grace_ms`] is set), the shells
+    /// are stopped unless the link comes back.
     pub fn handle_disconnected(&mut self, now: Instant) {
         self.orphaned_since.get_or_insert(now);
     }
@@ -620,7 +642,7 @@ impl<const N: usize, const Q: usize> ShellTable<N, Q> {
     }
 
     fn orphans_reaped_at(&self) -> Option<Instant> {
-        self.orphaned_since.map(|t| t.add_millis(self.cfg.disconnect_grace_ms))
+        Some(self.orphaned_since?.add_millis(self.cfg.disconnect_grace_ms?))
     }
 
     /// When [`ShellTable::handle_timeout`] has something to do (`None`: nothing until the next
@@ -828,7 +850,7 @@ pub mod selftests {
     /// While the websocket is down: no pings, no failed checks; reconnecting restarts the
     /// clock; staying down past the grace stops the shells without a `stop` frame.
     fn disconnect_grace_and_reconnect() {
-        let mut tab = Table::new(ShellConfig { health_interval_ms: 1_000, disconnect_grace_ms: 2_000, ..cfg(None) });
+        let mut tab = Table::new(ShellConfig { health_interval_ms: 1_000, disconnect_grace_ms: Some(2_000), ..cfg(None) });
         open(&mut tab, "s1", "u1", t(0));
         tab.handle_disconnected(t(500));
         tab.handle_disconnected(t(900));
@@ -844,6 +866,21 @@ pub mod selftests {
         run(&mut tab, 3_500, 10_000, &mut out);
         assert_eq!(out.as_slice(), &[(5_500, Action::StopShell { sid: s("s1"), why: StopReason::Orphaned })]);
         assert!(tab.is_empty());
+
+        // Without a grace of its own, the table waits for the caller's.
+        let mut tab = Table::new(ShellConfig { health_interval_ms: 1_000, disconnect_grace_ms: None, ..cfg(None) });
+        open(&mut tab, "s1", "u1", t(0));
+        open(&mut tab, "s2", "u2", t(0));
+        tab.handle_disconnected(t(500));
+        assert_eq!(tab.poll_timeout(), None);
+        assert_eq!(tab.handle_reap_orphans(), 2);
+        assert_eq!(
+            drain(&mut tab).as_slice(),
+            &[
+                Action::StopShell { sid: s("s1"), why: StopReason::Orphaned },
+                Action::StopShell { sid: s("s2"), why: StopReason::Orphaned }
+            ]
+        );
     }
 
     /// After a reconnect a user's new terminal replaces that user's shell the server has not
@@ -1003,7 +1040,7 @@ pub mod selftests {
     /// a pong it could not get, pings go out only while up, and a drop that outlasts the grace
     /// (counted from its first moment) reaps without a `stop` frame.
     fn reconnect_storm() {
-        let mut tab = Table::new(ShellConfig { health_interval_ms: 1_000, disconnect_grace_ms: 3_000, ..cfg(None) });
+        let mut tab = Table::new(ShellConfig { health_interval_ms: 1_000, disconnect_grace_ms: Some(3_000), ..cfg(None) });
         open(&mut tab, "a", "u1", t(0));
         open(&mut tab, "b", "u2", t(0));
         let mut now = 0;
@@ -1107,7 +1144,7 @@ mod tests {
                 1 => Expiry::from_reference(true, 0, 3),
                 _ => Expiry::from_reference(true, 4, 0),
             };
-            let cfg = ShellConfig { max_shells: max, max_per_user: per_user, expiry, health_interval_ms: interval, disconnect_grace_ms: 2_500 };
+            let cfg = ShellConfig { max_shells: max, max_per_user: per_user, expiry, health_interval_ms: interval, disconnect_grace_ms: Some(2_500) };
             let mut tab = ShellTable::<4, { queue_len(4) }>::new(cfg);
             // sid -> serial of the shell the model runs.
             let mut running: BTreeMap<String, u64> = BTreeMap::new();

@@ -109,7 +109,7 @@ impl ShellSettings {
             max_per_user: self.max_per_user,
             expiry: self.expiry,
             health_interval_ms: clock::millis(self.health_interval),
-            disconnect_grace_ms: clock::millis(self.disconnect_grace),
+            disconnect_grace_ms: Some(clock::millis(self.disconnect_grace)),
         }
     }
 }
