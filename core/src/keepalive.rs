@@ -115,15 +115,16 @@ impl Keepalive {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// Tests that need no std: run on the host and on the bare-metal runner.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftests {
     use super::*;
 
     fn t(ms: u64) -> Instant {
         Instant::from_millis(ms)
     }
 
-    #[test]
     fn reference_schedule() {
         let mut k = Keepalive::new(KeepaliveConfig::default(), t(0));
         assert_eq!(k.next_wakeup(), t(54_000));
@@ -135,7 +136,6 @@ mod tests {
         assert_eq!(k.poll(t(60_000)), KeepaliveAction::TimedOut);
     }
 
-    #[test]
     fn pong_and_ping_extend_deadline_data_does_not_by_default() {
         let mut k = Keepalive::new(KeepaliveConfig::default(), t(0));
         k.on_data(t(50_000));
@@ -149,7 +149,6 @@ mod tests {
         assert_eq!(k.read_deadline(), t(110_000));
     }
 
-    #[test]
     fn payload_is_wait_seconds() {
         let mut buf = [0u8; 20];
         assert_eq!(Keepalive::new(KeepaliveConfig::default(), t(0)).ping_payload(&mut buf), b"60");
@@ -158,11 +157,17 @@ mod tests {
         assert_eq!(Keepalive::new(max, t(0)).ping_payload(&mut buf), b"18446744073709551");
     }
 
-    #[test]
     fn zero_period_does_not_spin_forever() {
         let mut k = Keepalive::new(KeepaliveConfig { ping_wait_ms: 10, ping_period_ms: 0, data_extends_deadline: false }, t(0));
         assert_eq!(k.poll(t(0)), KeepaliveAction::SendPing);
         assert_eq!(k.poll(t(0)), KeepaliveAction::Idle);
         assert_eq!(k.poll(t(1)), KeepaliveAction::SendPing);
     }
+
+    crate::selftests!(
+        reference_schedule,
+        pong_and_ping_extend_deadline_data_does_not_by_default,
+        payload_is_wait_seconds,
+        zero_period_does_not_spin_forever,
+    );
 }

@@ -65,8 +65,10 @@ impl Expiry {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// Tests that need no std: run on the host and on the bare-metal runner.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftests {
     use super::*;
     use crate::shells::{ShellConfig, ShellTable, queue_len};
 
@@ -79,14 +81,13 @@ mod tests {
     /// `timeToSweepSessions`, the only caller of `MenderSessionTerminateExpired`: with both
     /// timeouts 0 the session's `expiresAt` (created + 1024 s) is never checked. And with
     /// `StopExpired` off, `applyDefaults` zeroes both.
-    #[test]
     fn no_timeout_or_no_stop_expired_never_expires() {
         assert_eq!(Expiry::from_reference(true, 0, 0), None);
         assert_eq!(Expiry::from_reference(false, 600, 0), None);
         assert_eq!(Expiry::from_reference(false, 0, 600), None);
         let cfg = ShellConfig { expiry: Expiry::from_reference(true, 0, 0), health_interval_ms: 1 << 50, ..ShellConfig::default() };
         let mut tab = ShellTable::<4, { queue_len(4) }>::new(cfg);
-        tab.handle_new("a", "u", None, t(0)).unwrap();
+        assert_eq!(tab.handle_new("a", "u", None, t(0)), Ok(()));
         while tab.poll_action().is_some() {}
         // Only the health check's timers, none for expiry.
         assert_eq!(tab.poll_timeout(), Some(t(1 << 50)));
@@ -98,23 +99,22 @@ mod tests {
 
     /// mender-connect 3.0.0 `config/paths.go`: `DefaultStopExpired = true`,
     /// `DefaultExpireAfterIdle = uint32(600)`.
-    #[test]
     fn default_is_three_point_o_idle_expiry() {
         assert_eq!(ShellConfig::default().expiry, Some(Expiry::AfterIdle(600_000)));
     }
 
     /// `IsExpired` looks only at the idle deadline when `ExpireAfterIdle` is set.
-    #[test]
     fn idle_wins_over_absolute() {
         assert_eq!(Expiry::from_reference(true, 16, 10), Some(Expiry::AfterIdle(10_000)));
         assert_eq!(Expiry::from_reference(true, 16, 0), Some(Expiry::AfterCreation(16_000)));
         assert_eq!(Expiry::from_reference(true, u32::MAX, 0), Some(Expiry::AfterCreation(u64::from(u32::MAX) * 1000)));
     }
 
-    #[test]
     fn deadlines() {
         assert_eq!(Expiry::AfterIdle(10).deadline(t(0), t(5)), t(15));
         assert_eq!(Expiry::AfterCreation(10).deadline(t(0), t(5)), t(10));
         assert_eq!(Expiry::AfterCreation(10).deadline(t(u64::MAX), t(5)), t(u64::MAX));
     }
+
+    crate::selftests!(no_timeout_or_no_stop_expired_never_expires, default_is_three_point_o_idle_expiry, idle_wins_over_absolute, deadlines);
 }

@@ -1,5 +1,7 @@
+//! Mender-client-protocol tests that need no std (see [`crate::selftest`]): run on the host and on the bare-metal runner.
+
 use super::*;
-use crate::test_util::hex;
+use crate::selftest::hex;
 
 // Go: deviceconnect's check-update request (server.md §3.6): ProtoMsg{Header{Proto: 4,
 // MsgType: "check-update", Properties: {"user_id": "u"}}}: no sid, no body.
@@ -8,7 +10,6 @@ const REQ_V: &str = "81 a3686472 83 a570726f746f cd0004 a3747970 ac636865636b2d7
 // vmihailenco/msgpack v5.3.5 (checked against the library), sid "" omitted.
 const OK_V: &str = "81 a3686472 83 a570726f746f cd0004 a3747970 ac636865636b2d757064617465 a570726f7073 81 a6737461747573 01";
 
-#[test]
 fn request_and_reply_vectors() {
     let req = hex(REQ_V);
     let f = Frame::decode(&req).unwrap();
@@ -24,11 +25,10 @@ fn request_and_reply_vectors() {
     assert_eq!(&buf[..n], &hex(OK_V)[..]);
 }
 
-#[test]
 fn error_reply_and_unknown() {
     let mut buf = [0u8; 128];
     let n = FrameOut { proto: Proto::MENDER_CLIENT, typ: "reboot", sid: "s", ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
-    let req = buf[..n].to_vec();
+    let req = heapless::Vec::<u8, 128>::from_slice(&buf[..n]).unwrap();
     let f = Frame::decode(&req).unwrap();
     assert_eq!(MenderClientMessage::from_frame(&f), Ok(MenderClientMessage::Unknown("reboot")));
     let n = encode_reply(&mut buf, &f, Some(UNKNOWN_TYPE_ERROR)).unwrap();
@@ -36,3 +36,8 @@ fn error_reply_and_unknown() {
     assert_eq!(r.header.props.get_int(PROP_STATUS).map(|i| (i.width(), i.as_i64())), Some((crate::msgpack::IntWidth::PosFixint, Some(2))));
     assert_eq!((r.header.typ, r.header.sid, r.body), ("reboot", "s", UNKNOWN_TYPE_ERROR.as_bytes()));
 }
+
+crate::selftests!(
+    request_and_reply_vectors,
+    error_reply_and_unknown,
+);
