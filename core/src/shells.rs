@@ -234,12 +234,11 @@ pub enum StopReason {
 pub enum Action {
     /// Start a shell for `sid` and report the outcome with [`ShellTable::handle_spawned`]
     /// (the executor sends the "failed to start shell: …" reply itself: only it knows the OS
-    /// error). `size` is the requested terminal size, if the `new` gave one.
+    /// error). `size` is the requested terminal size, if the `new` gave one; the user is
+    /// [`ShellTable::get`]`(sid)` (not repeated here: the largest action sizes the queue).
     SpawnShell {
         /// Session id.
         sid: Id,
-        /// The server's `user_id`.
-        user: Id,
         /// Requested terminal size.
         size: Option<TermSize>,
         /// Tells this shell from an earlier one of the same sid ([`ShellTable::handle_exited`]).
@@ -436,7 +435,7 @@ impl<const N: usize, const Q: usize> ShellTable<N, Q> {
         self.serial = self.serial.wrapping_add(1);
         let s = ShellSession {
             sid: sid_id.clone(),
-            user: user_id.clone(),
+            user: user_id,
             serial: self.serial,
             created: now,
             active: now,
@@ -448,7 +447,7 @@ impl<const N: usize, const Q: usize> ShellTable<N, Q> {
         if self.sessions.push(s).is_err() {
             return Err(self.refuse(Reply::New, sid, Refusal::TooManyShells));
         }
-        self.push(Action::SpawnShell { sid: sid_id, user: user_id, size, serial: self.serial });
+        self.push(Action::SpawnShell { sid: sid_id, size, serial: self.serial });
         Ok(())
     }
 
@@ -738,7 +737,7 @@ pub mod selftests {
         assert_eq!(tab.handle_new(sid, user, None, now), Ok(()));
         let out = drain(tab);
         let serial = match out.as_slice() {
-            [Action::SpawnShell { sid: got, user: u, serial, .. }] if got == sid && u == user => *serial,
+            [Action::SpawnShell { sid: got, serial, .. }] if got == sid && tab.get(sid).is_some_and(|x| x.user == user) => *serial,
             _ => panic!("expected one spawn"),
         };
         tab.handle_spawned(sid, serial, true);

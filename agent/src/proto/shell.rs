@@ -8,7 +8,7 @@
 //! its session deleted (2.1.2/2.2.1+, MEN-6888; 2.1.0 only marked it expired).
 //!
 //! Which session is refused, replaced, expired, pinged or failed is decided by core's
-//! [`ShellTable`] (a sans-IO state machine, see `mender_connect_core::shells`); this module is its
+//! [`ShellTable`](mender_connect_core::shells::ShellTable) (a sans-IO state machine); this module is its
 //! executor: it feeds it the server's frames, the link's state and the clock, and carries out
 //! what it asks for with ptys, shell processes and reader/writer tasks.
 //!
@@ -349,11 +349,12 @@ impl Shells {
         let mut out = Outbox::default();
         while let Some(action) = self.table.poll_action() {
             match action {
-                table::Action::SpawnShell { sid, user, size, serial } => {
+                table::Action::SpawnShell { sid, size, serial } => {
                     let size = size.unwrap_or(self.settings.size);
                     match self.spawn(&sid, serial, size, now) {
                         Ok(()) => {
-                            log::info!("session {sid}: shell started for user {:?}", user.as_str());
+                            let user = self.table.get(&sid).map_or("", |s| s.user.as_str());
+                            log::info!("session {sid}: shell started for user {user:?}");
                             self.table.handle_spawned(&sid, serial, true);
                         }
                         Err(e) => {
