@@ -66,8 +66,6 @@ pub struct Settings {
     pub reconnect_base: Duration,
     /// Longest reconnect delay (`ReconnectMaxIntervalSeconds`).
     pub reconnect_max: Duration,
-    /// How long shells outlive a dropped websocket.
-    pub disconnect_grace: Duration,
     /// File transfer, port forward and mender-client handlers, as configured.
     pub features: crate::proto::features::Features,
     /// Where the status/control socket listens (`None`: no socket).
@@ -83,11 +81,7 @@ impl Settings {
         // The configuration holds what the files said (uint32 seconds, 3.0's defaults applied);
         // which rule follows from it is core's one statement of the reference's.
         let secs = |d: Option<Duration>| d.map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
-        let expiry = Expiry::from_core(mender_connect_core::sessions::Expiry::from_reference(
-            s.stop_expired,
-            secs(s.expire_after),
-            secs(s.expire_after_idle),
-        ));
+        let expiry = Expiry::from_reference(s.stop_expired, secs(s.expire_after), secs(s.expire_after_idle));
         Self {
             shell: ShellSettings {
                 command: config.shell_command.to_string_lossy().into_owned(),
@@ -97,11 +91,11 @@ impl Settings {
                 max_per_user: usize::try_from(config.sessions.max_per_user).unwrap_or(usize::MAX).max(1),
                 expiry,
                 health_interval: Self::health_interval_from_env(),
+                disconnect_grace: Self::disconnect_grace_from_env(),
             },
             terminal: !config.terminal.disable,
             reconnect_base: config.reconnect_interval,
             reconnect_max: config.reconnect_max_interval,
-            disconnect_grace: Self::disconnect_grace_from_env(),
             features: crate::proto::features::Features::from_config(config),
             control_socket: Some(config.control_socket.clone()),
             tls: crate::link::tls_options(config),
@@ -450,7 +444,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
             Event::Exited(e) => shells.exited(&e),
             Event::Tick => {
                 next_tick = now + Duration::from_secs(1);
-                let mut frames = shells.tick(now, orphaned_since, settings.disconnect_grace);
+                let mut frames = shells.tick(now, orphaned_since);
                 if matches!(link, Link::Up { .. }) {
                     frames.pings.extend(router.tick(now));
                     for f in frames.pings {
@@ -575,17 +569,11 @@ fn start_control(
 /// `mender-connect sessions kill <id>`: a shell gets what a server `stop` does (SIGHUP, then
 /// SIGKILL) and the server a `stop`; a control session is closed with a `close`.
 fn kill_session(id: &str, shells: &mut Shells, router: &mut Router) -> (Response, Option<Vec<u8>>) {
-    if shells.stop(id) {
+    if let Some(frame) = shells.kill(id) {
         log::info!("session {id}: ended on local request");
         // Control messages on the shell's sid (pings) belong to the same session; a `stop` is
         // what the server expects for a shell, so no `close` is added.
         let _ = router.kill(id);
-        let frame = crate::proto::shell::frame(
-            mender_connect_core::shell::STOP,
-            id,
-            mender_connect_core::shell::Status::Error,
-            crate::proto::shell::STOPPED_SHELL_TEXT.as_bytes(),
-        );
         return (Response::Killed { id: id.to_owned(), kind: SessionKind::Shell }, frame);
     }
     match router.kill(id) {
@@ -641,7 +629,7 @@ async fn disconnect(
 mod tests {
     use super::*;
 
-    fn expiry(json: &str) -> Expiry {
+    fn expiry(json: &str) -> Option<Expiry> {
         let loaded = Config::from_json_str(json).expect("valid configuration");
         Settings::from_config(&loaded.config).shell.expiry
     }
@@ -652,19 +640,18 @@ mod tests {
     /// 3.0's configuration defaults turn "nothing set" into 600 s idle.
     #[test]
     fn expiry_follows_the_reference() {
-        let s = Duration::from_secs;
-        assert_eq!(expiry("{}"), Expiry::Idle(s(600)));
-        assert_eq!(expiry(r#"{"Sessions":{"StopExpired":false}}"#), Expiry::Never);
-        assert_eq!(expiry(r#"{"Sessions":{"StopExpired":false,"ExpireAfterIdle":5}}"#), Expiry::Never);
-        assert_eq!(expiry(r#"{"Sessions":{"ExpireAfter":30}}"#), Expiry::After(s(30)));
-        assert_eq!(expiry(r#"{"Sessions":{"StopExpired":true,"ExpireAfterIdle":7}}"#), Expiry::Idle(s(7)));
+        assert_eq!(expiry("{}"), Some(Expiry::AfterIdle(600_000)));
+        assert_eq!(expiry(r#"{"Sessions":{"StopExpired":false}}"#), None);
+        assert_eq!(expiry(r#"{"Sessions":{"StopExpired":false,"ExpireAfterIdle":5}}"#), None);
+        assert_eq!(expiry(r#"{"Sessions":{"ExpireAfter":30}}"#), Some(Expiry::AfterCreation(30_000)));
+        assert_eq!(expiry(r#"{"Sessions":{"StopExpired":true,"ExpireAfterIdle":7}}"#), Some(Expiry::AfterIdle(7_000)));
         // What reaches the rule when both are 0 (no longer produced by the configuration):
         // never, not 1024 s.
         let mut config = Config::from_json_str("{}").unwrap().config;
         config.sessions.expire_after_idle = None;
         config.sessions.expire_after = None;
         assert!(config.sessions.stop_expired);
-        assert_eq!(Settings::from_config(&config).shell.expiry, Expiry::Never);
+        assert_eq!(Settings::from_config(&config).shell.expiry, None);
     }
 
     /// mender-connect 2.1.2/2.2.1+ `session/shell.go`: `healthcheckInterval` 60 s,

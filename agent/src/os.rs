@@ -1,7 +1,9 @@
 //! What the daemon needs from the operating system, with no knowledge of the protocol or the
-//! configuration: user and group lookups, pseudo-terminals, path confinement, the executor.
+//! configuration: user and group lookups, pseudo-terminals, path confinement, the executor, the
+//! monotonic clock as the core sees it.
 
 pub mod chroot;
+pub mod clock;
 pub mod pty;
 pub mod runtime;
 pub mod users;

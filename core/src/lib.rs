@@ -16,8 +16,10 @@
 //! | frame      ProtoMsg decode (borrowed views) / encode (caller buffers)    |
 //! | msgpack    bounded zero-copy reader, Go-width writer (on rmp)            |
 //! | control, shell, filetransfer, portforward, menderclient: typed messages  |
-//! | sessions   shell session table: capacity, per-user limit, expiry         |
+//! | sessions   session ids, expiry rule (the reference's, settled once)      |
+//! | shells     shell session table: limits, expiry, health check             |
 //! | transfer   file-transfer chunk/ack window bookkeeping                    |
+//! | forwards   port-forward connection table: limits, acks, timeouts         |
 //! | rate       per-minute Tx/Rx byte counters (moving average)               |
 //! | backoff    reconnect delay, full jitter, reset after stable period       |
 //! | keepalive  websocket ping period / read deadline                         |
@@ -39,6 +41,7 @@ pub mod backoff;
 pub mod control;
 pub mod error;
 pub mod filetransfer;
+pub mod forwards;
 pub mod frame;
 pub mod keepalive;
 pub mod menderclient;
@@ -50,6 +53,7 @@ pub mod selftest;
 pub mod portforward;
 pub mod sessions;
 pub mod shell;
+pub mod shells;
 pub mod time;
 pub mod transfer;
 

@@ -65,6 +65,8 @@ pub const ALL: &[&[SelfTest]] = &[
     crate::portforward::selftests::SELFTESTS,
     crate::menderclient::selftests::SELFTESTS,
     crate::sessions::selftests::SELFTESTS,
+    crate::shells::selftests::SELFTESTS,
+    crate::forwards::selftests::SELFTESTS,
     crate::transfer::selftests::SELFTESTS,
     crate::rate::selftests::SELFTESTS,
     crate::keepalive::selftests::SELFTESTS,

@@ -202,7 +202,7 @@ pub fn build(src: &Sources<'_>, now: Instant) -> Status {
 }
 
 /// The SIGUSR1 dump: the reference's lines (`app/daemon.go` `outputStatus`) first, then ours.
-pub fn log_dump(status: &Status, expiry: Expiry, shell_command: &str) {
+pub fn log_dump(status: &Status, expiry: Option<Expiry>, shell_command: &str) {
     log::info!("mender-connect daemon v{}", status.daemon_version);
     log::info!(" status: ");
     log::info!("  shells: {}/{}", status.limits.shells, status.limits.max_shells);
@@ -210,9 +210,9 @@ pub fn log_dump(status: &Status, expiry: Expiry, shell_command: &str) {
     for s in status.sessions.iter().filter(|s| s.kind == SessionKind::Shell) {
         let active_at = (status_now(status)).saturating_sub(s.idle_secs);
         let expires = match expiry {
-            Expiry::Never => "never".to_owned(),
-            Expiry::Idle(d) => go_time(active_at.saturating_add(d.as_secs())),
-            Expiry::After(d) => go_time(s.started_at.saturating_add(d.as_secs())),
+            Some(Expiry::AfterIdle(ms)) => go_time(active_at.saturating_add(ms / 1000)),
+            Some(Expiry::AfterCreation(ms)) => go_time(s.started_at.saturating_add(ms / 1000)),
+            _ => "never".to_owned(),
         };
         // The reference's status 0 is an active session; shells here are active until removed.
         log::info!("   id:{} status:0 started:{}", s.id, go_time(s.started_at));
@@ -284,8 +284,9 @@ mod tests {
             user: String::new(),
             size: mender_connect_core::shell::TermSize { width: 80, height: 24 },
             max_per_user: 1,
-            expiry: Expiry::Never,
+            expiry: None,
             health_interval: crate::proto::shell::HEALTH_INTERVAL,
+            disconnect_grace: crate::daemon::DEFAULT_DISCONNECT_GRACE,
         };
         let mut shells = Shells::new(settings, data, exited);
         let mut router = Router::new(true);

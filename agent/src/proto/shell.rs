@@ -7,6 +7,11 @@
 //! 60 s, answered by `pong`; 65 s after the last pong the check fails and the shell is stopped and
 //! its session deleted (2.1.2/2.2.1+, MEN-6888; 2.1.0 only marked it expired).
 //!
+//! Which session is refused, replaced, expired, pinged or failed is decided by core's
+//! [`ShellTable`](mender_connect_core::shells::ShellTable) (a sans-IO state machine); this module is its
+//! executor: it feeds it the server's frames, the link's state and the clock, and carries out
+//! what it asks for with ptys, shell processes and reader/writer tasks.
+//!
 //! A session the agent ends by itself (idle or absolute expiry, failed health check) is reported
 //! with the same `stop` `{"status":2}` the reference's pty reader sends when its shell is stopped
 //! under it ("read /dev/ptmx: file already closed"), so the browser or `mender-cli` closes its
@@ -31,12 +36,14 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, future};
 use mender_connect_core::MAX_FRAME_LEN;
 use mender_connect_core::shell::{self as proto, Status, TermSize};
+use mender_connect_core::shells::{self as table, Refusal, Reply, ShellConfig, StopReason};
 use smol::{Async, Task, Timer};
 
+use crate::os::clock;
 use crate::os::pty;
 
-/// Most shells running at once (reference `config.MaxShellsSpawned`).
-pub const MAX_SHELLS: usize = 16;
+/// The reference's `MaxShellsSpawned`: shells running at once.
+pub const MAX_SHELLS: usize = mender_connect_core::sessions::DEFAULT_CAPACITY;
 /// Bulk output is flushed when the pty has been quiet this long.
 pub const COALESCE_IDLE: Duration = Duration::from_millis(2);
 /// Output at least this long counts as bulk and is coalesced; shorter output (keystroke echo,
@@ -51,44 +58,21 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(proto::HEALTHCHECK_INTERVAL_SECS);
 /// Body of the `stop` sent for a shell ended by the agent or locally: what the reference sends
 /// when its shell is stopped under it (the pty read fails on the closed file).
-pub const STOPPED_SHELL_TEXT: &str = "read /dev/ptmx: file already closed";
+pub const STOPPED_SHELL_TEXT: &str = table::STOPPED_SHELL_TEXT;
 /// Keystroke messages buffered per session; more while the pty takes nothing are refused with
 /// [`ERR_INPUT_DROPPED`] on that session.
 const INPUT_QUEUE: usize = 16;
 
-/// Reference error texts (sent as the body of a status-2 reply).
-pub const ERR_TOO_MANY_SHELLS: &str = "too many shells spawned";
-/// Per-user limit reached.
-pub const ERR_TOO_MANY_FOR_USER: &str = "user has too many open sessions";
-/// Unknown session id.
-pub const ERR_SESSION_NOT_FOUND: &str = "session not found";
 /// Input refused because the session's queue is full (the program on the pty reads nothing);
 /// the reference has no such limit (its per-session goroutine blocks in the pty write).
 pub const ERR_INPUT_DROPPED: &str = "shell input dropped: the terminal does not take input";
 
-/// When sessions expire (`Sessions` in the configuration).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Expiry {
-    /// `StopExpired` off.
-    #[default]
-    Never,
-    /// `ExpireAfterIdle`: after this long without input from the user.
-    Idle(Duration),
-    /// `ExpireAfter`: this long after the start.
-    After(Duration),
-}
+/// When sessions expire: core's rule ([`mender_connect_core::sessions::Expiry::from_reference`]);
+/// `None`: never.
+pub use mender_connect_core::sessions::Expiry;
 
-impl Expiry {
-    /// The agent's form of core's rule ([`mender_connect_core::sessions::Expiry::from_reference`]).
-    pub fn from_core(e: Option<mender_connect_core::sessions::Expiry>) -> Self {
-        use mender_connect_core::sessions::Expiry as E;
-        match e {
-            Some(E::AfterIdle(ms)) => Self::Idle(Duration::from_millis(ms)),
-            Some(E::AfterCreation(ms)) => Self::After(Duration::from_millis(ms)),
-            _ => Self::Never,
-        }
-    }
-}
+/// The table with the reference's capacity.
+type Table = table::ShellTable<MAX_SHELLS, { table::queue_len(MAX_SHELLS) }>;
 
 /// What every shell is started with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,16 +87,30 @@ pub struct ShellSettings {
     pub size: TermSize,
     /// `Sessions.MaxPerUser` (at least 1).
     pub max_per_user: usize,
-    /// Session expiry.
-    pub expiry: Expiry,
+    /// Session expiry (`None`: never).
+    pub expiry: Option<Expiry>,
     /// Health-check ping period ([`HEALTH_INTERVAL`]; tests shorten it).
     pub health_interval: Duration,
+    /// How long shells outlive a dropped websocket.
+    pub disconnect_grace: Duration,
 }
 
 impl ShellSettings {
-    /// How long after the last pong the health check fails (interval + 5 s, as the reference).
+    /// How long after the last pong the health check fails (interval + 5 s, as the reference;
+    /// core's table applies it, the daemon's tests check it).
+    #[cfg(test)]
     pub(crate) fn health_timeout(&self) -> Duration {
-        self.health_interval.saturating_add(Duration::from_secs(proto::HEALTHCHECK_TIMEOUT_SECS))
+        Duration::from_millis(self.table_config().health_timeout_ms())
+    }
+
+    fn table_config(&self) -> ShellConfig {
+        ShellConfig {
+            max_shells: MAX_SHELLS,
+            max_per_user: self.max_per_user,
+            expiry: self.expiry,
+            health_interval_ms: clock::millis(self.health_interval),
+            disconnect_grace_ms: Some(clock::millis(self.disconnect_grace)),
+        }
     }
 }
 
@@ -134,13 +132,9 @@ pub struct Exited {
     pub serial: u64,
 }
 
-struct Session {
-    serial: u64,
-    /// The websocket link ([`Shells::link`]) on which the server last spoke for this session.
-    heard_on: u64,
-    user_id: String,
+/// A running shell: what the table does not know about a session.
+struct Proc {
     started: Instant,
-    active: Instant,
     shell: pty::Shell,
     input: async_channel::Sender<Vec<u8>>,
     /// Input chunks handed to the writer task and not yet written; direct writes wait for 0
@@ -150,8 +144,6 @@ struct Session {
     /// message.
     refusing: bool,
     master: Arc<Async<File>>,
-    last_pong: Instant,
-    next_ping: Instant,
     /// Keystroke bytes from the server (status CLI).
     bytes_in: u64,
     /// Terminal output bytes sent, counted by the reader task (status CLI).
@@ -187,18 +179,26 @@ pub enum Action {
     Reply(Vec<u8>),
 }
 
-/// All shell sessions.
+/// Frames produced while carrying out the table's actions.
+#[derive(Default)]
+struct Outbox {
+    /// Replies and `stop`s, in order.
+    frames: Vec<Vec<u8>>,
+    /// Health-check pings.
+    pings: Vec<Vec<u8>>,
+}
+
+/// All shell sessions: core's table and the processes it asked for.
 pub struct Shells {
     settings: ShellSettings,
-    sessions: HashMap<String, Session>,
+    table: Table,
+    /// The table's time origin ([`clock::now_core`]).
+    origin: Instant,
+    procs: HashMap<String, Proc>,
     /// Shells being stopped; the daemon waits for them on shutdown.
     reaping: Vec<Task<()>>,
     data: async_channel::Sender<Vec<u8>>,
     exited: async_channel::Sender<Exited>,
-    serial: u64,
-    /// Counts websocket links (bumped by [`Shells::reconnected`]): a session not heard of on the
-    /// current one belongs to a user session the server may already have ended.
-    link: u64,
     /// The shell user, looked up when the daemon starts ([`pty::Account`]); if that failed, at
     /// the next shell start, then kept.
     account: Option<pty::Account>,
@@ -213,12 +213,8 @@ pub fn frame(typ: &str, sid: &str, status: Status, body: &[u8]) -> Option<Vec<u8
     })
 }
 
-fn reply(typ: &str, sid: &str, result: Result<&[u8], &str>) -> Vec<Action> {
-    let f = match result {
-        Ok(body) => frame(typ, sid, Status::Normal, body),
-        Err(e) => frame(typ, sid, Status::Error, e.as_bytes()),
-    };
-    f.into_iter().map(Action::Reply).collect()
+fn replies(out: Outbox) -> Vec<Action> {
+    out.frames.into_iter().map(Action::Reply).collect()
 }
 
 impl Shells {
@@ -236,158 +232,182 @@ impl Shells {
                 None
             }
         };
-        Self { settings, sessions: HashMap::new(), reaping: Vec::new(), data, exited, serial: 0, link: 0, account }
+        Self {
+            table: Table::new(settings.table_config()),
+            settings,
+            origin: Instant::now(),
+            procs: HashMap::new(),
+            reaping: Vec::new(),
+            data,
+            exited,
+            account,
+        }
+    }
+
+    fn at(&self, now: Instant) -> mender_connect_core::time::Instant {
+        clock::now_core(self.origin, now)
     }
 
     /// Handles one shell-protocol frame from the server.
     pub fn handle(&mut self, msg: proto::ShellMessage<'_>, typ: &str, sid: &str, now: Instant) -> Vec<Action> {
+        let at = self.at(now);
         match msg {
-            proto::ShellMessage::New { user_id, size } => self.start(sid, user_id, size, now),
-            proto::ShellMessage::Stop { user_id } => self.stop_request(sid, user_id),
-            proto::ShellMessage::Data(bytes) => match self.sessions.get_mut(sid) {
-                Some(s) => {
-                    s.active = now;
-                    s.heard_on = self.link;
-                    s.bytes_in = s.bytes_in.saturating_add(bytes.len() as u64);
-                    if bytes.is_empty() {
+            proto::ShellMessage::New { user_id, size } => {
+                if let Err(refusal) = self.table.handle_new(sid, user_id, size, at) {
+                    self.log_refusal(sid, user_id, refusal);
+                }
+                replies(self.execute(now))
+            }
+            proto::ShellMessage::Stop { user_id } => {
+                let _ = self.table.handle_stop(sid, user_id);
+                replies(self.execute(now))
+            }
+            proto::ShellMessage::Data(bytes) => {
+                if !self.table.handle_input(sid, at) {
+                    return replies(self.execute(now));
+                }
+                let Some(s) = self.procs.get_mut(sid) else { return Vec::new() };
+                s.bytes_in = s.bytes_in.saturating_add(bytes.len() as u64);
+                if bytes.is_empty() {
+                    return Vec::new();
+                }
+                // Keystrokes go straight into the pty when nothing queued is ahead of them:
+                // no hop through the writer task, so the echo comes back sooner.
+                let mut rest = bytes;
+                if s.input_queued.load(Ordering::Acquire) == 0 {
+                    let written = write_now(&s.master, rest);
+                    rest = &rest[written..];
+                    if rest.is_empty() {
                         return Vec::new();
                     }
-                    // Keystrokes go straight into the pty when nothing queued is ahead of them:
-                    // no hop through the writer task, so the echo comes back sooner.
-                    let mut rest = bytes;
-                    if s.input_queued.load(Ordering::Acquire) == 0 {
-                        let written = write_now(&s.master, rest);
-                        rest = &rest[written..];
-                        if rest.is_empty() {
+                }
+                // Never waited for here: the router serves every session, so a pty that
+                // does not read must cost only its own session its input.
+                s.input_queued.fetch_add(1, Ordering::AcqRel);
+                match s.input.try_send(rest.to_vec()) {
+                    Ok(()) => {
+                        s.refusing = false;
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        s.input_queued.fetch_sub(1, Ordering::AcqRel);
+                        // A closed queue: the writer task ended on a failed write, and the
+                        // reader reports the shell's end.
+                        if e.is_closed() || std::mem::replace(&mut s.refusing, true) {
                             return Vec::new();
                         }
-                    }
-                    // Never waited for here: the router serves every session, so a pty that
-                    // does not read must cost only its own session its input.
-                    s.input_queued.fetch_add(1, Ordering::AcqRel);
-                    match s.input.try_send(rest.to_vec()) {
-                        Ok(()) => {
-                            s.refusing = false;
-                            Vec::new()
-                        }
-                        Err(e) => {
-                            s.input_queued.fetch_sub(1, Ordering::AcqRel);
-                            // A closed queue: the writer task ended on a failed write, and the
-                            // reader reports the shell's end.
-                            if e.is_closed() || std::mem::replace(&mut s.refusing, true) {
-                                return Vec::new();
-                            }
-                            log::warn!("session {sid}: shell input dropped: the terminal does not take input");
-                            reply(typ, sid, Err(ERR_INPUT_DROPPED))
-                        }
+                        log::warn!("session {sid}: shell input dropped: the terminal does not take input");
+                        frame(typ, sid, Status::Error, ERR_INPUT_DROPPED.as_bytes()).map(Action::Reply).into_iter().collect()
                     }
                 }
-                None => reply(typ, sid, Err(ERR_SESSION_NOT_FOUND)),
-            },
+            }
             proto::ShellMessage::Resize(size) => {
-                if let Some(s) = self.sessions.get_mut(sid) {
-                    s.heard_on = self.link;
-                }
-                match (self.sessions.get(sid), size) {
-                    (Some(s), Some(size)) => {
-                        if let Err(e) = s.shell.resize(size.height, size.width) {
-                            log::debug!("session {sid}: resize failed: {e}");
-                        }
+                if !self.table.handle_resize(sid) {
+                    log::error!("{}: {sid}", Refusal::SessionNotFound.body(sid));
+                } else if let (Some(s), Some(size)) = (self.procs.get(sid), size) {
+                    if let Err(e) = s.shell.resize(size.height, size.width) {
+                        log::debug!("session {sid}: resize failed: {e}");
                     }
-                    (None, _) => log::error!("{ERR_SESSION_NOT_FOUND}: {sid}"),
-                    _ => {}
                 }
                 Vec::new()
             }
             proto::ShellMessage::Pong => {
-                match self.sessions.get_mut(sid) {
-                    Some(s) => {
-                        s.last_pong = now;
-                        s.heard_on = self.link;
-                    }
-                    None => log::error!("{ERR_SESSION_NOT_FOUND}: {sid}"),
+                if !self.table.handle_pong(sid, at) {
+                    log::error!("{}: {sid}", Refusal::SessionNotFound.body(sid));
                 }
                 Vec::new()
             }
             // `ping` from the server and unknown types: the reference's fallback answer.
             _ => {
                 let text = format!("unknown message protocol and type: 1/{typ}");
-                reply(typ, sid, Err(&text))
+                frame(typ, sid, Status::Error, text.as_bytes()).map(Action::Reply).into_iter().collect()
             }
         }
     }
 
-    fn start(&mut self, sid: &str, user_id: &str, size: Option<TermSize>, now: Instant) -> Vec<Action> {
-        // Refusals are logged on the device too: mender-cli 1.9 shows the user none of them.
-        if self.sessions.len() >= MAX_SHELLS {
-            log::warn!("session {sid}: shell refused for user {user_id:?}: {ERR_TOO_MANY_SHELLS} (at most {MAX_SHELLS})");
-            return reply(proto::NEW, sid, Err(ERR_TOO_MANY_SHELLS));
+    /// Refusals are logged on the device too: mender-cli 1.9 shows the user none of them.
+    fn log_refusal(&self, sid: &str, user_id: &str, refusal: Refusal) {
+        match refusal {
+            Refusal::TooManyShells => log::warn!(
+                "session {sid}: shell refused for user {user_id:?}: {} (at most {})",
+                refusal.body(sid),
+                self.table.capacity()
+            ),
+            Refusal::TooManyForUser => log::warn!(
+                "session {sid}: shell refused for user {user_id:?}: {} ({} open, Sessions.MaxPerUser is {})",
+                refusal.body(sid),
+                self.table.count_for_user(user_id),
+                self.settings.max_per_user.max(1)
+            ),
+            Refusal::AlreadyRunning => log::warn!("session {sid}: shell refused: shell is already running"),
+            _ => log::warn!("session {sid}: shell refused: {}", refusal.body(sid)),
         }
-        if self.sessions.contains_key(sid) {
-            log::warn!("session {sid}: shell refused: shell is already running");
-            return reply(proto::NEW, sid, Err("failed to start shell: shell is already running"));
-        }
-        let max_per_user = self.settings.max_per_user.max(1);
-        let mut actions = self.free_slot_of_stale_shells(user_id, max_per_user);
-        let per_user = self.sessions.values().filter(|s| s.user_id == user_id).count();
-        if per_user >= max_per_user {
-            log::warn!(
-                "session {sid}: shell refused for user {user_id:?}: {ERR_TOO_MANY_FOR_USER} \
-                 ({per_user} open, Sessions.MaxPerUser is {max_per_user})"
-            );
-            return reply(proto::NEW, sid, Err(ERR_TOO_MANY_FOR_USER));
-        }
-        let size = size.unwrap_or(self.settings.size);
-        actions.extend(match self.spawn(sid, user_id, size, now) {
-            Ok(()) => {
-                log::info!("session {sid}: shell started for user {user_id:?}");
-                reply(proto::NEW, sid, Ok(b"Shell started"))
-            }
-            Err(e) => {
-                log::error!("session {sid}: failed to start shell: {e}");
-                reply(proto::NEW, sid, Err(&format!("failed to start shell: {e}")))
-            }
-        });
-        actions
     }
 
-    /// Makes room for one more shell of `user_id` under `max_per_user` by stopping that user's
-    /// shells the server has not spoken for since the websocket came back, oldest input first;
-    /// returns their `stop` frames. A dropped device websocket ends the user's terminal on the
-    /// server (and mender-cli with it), but the shell outlives the drop for the disconnect grace;
-    /// without this, the user's next terminal would be refused with "user has too many open
-    /// sessions" until the orphan's health check fails a minute later (the symptom of upstream
-    /// integration PR #2953). A shell whose terminal is still attached answers health checks and
-    /// sends input, so it is heard on the new link and kept. Nothing is stopped unless that makes
-    /// room.
-    fn free_slot_of_stale_shells(&mut self, user_id: &str, max_per_user: usize) -> Vec<Action> {
-        let mine = self.sessions.values().filter(|s| s.user_id == user_id).count();
-        if mine < max_per_user {
-            return Vec::new();
+    /// Carries out what the table asks for, in order; returns the frames to send.
+    fn execute(&mut self, now: Instant) -> Outbox {
+        let mut out = Outbox::default();
+        while let Some(action) = self.table.poll_action() {
+            match action {
+                table::Action::SpawnShell { sid, size, serial } => {
+                    let size = size.unwrap_or(self.settings.size);
+                    match self.spawn(&sid, serial, size, now) {
+                        Ok(()) => {
+                            let user = self.table.get(&sid).map_or("", |s| s.user.as_str());
+                            log::info!("session {sid}: shell started for user {user:?}");
+                            self.table.handle_spawned(&sid, serial, true);
+                        }
+                        Err(e) => {
+                            log::error!("session {sid}: failed to start shell: {e}");
+                            self.table.handle_spawned(&sid, serial, false);
+                            let text = format!("failed to start shell: {e}");
+                            out.frames.extend(frame(proto::NEW, &sid, Status::Error, text.as_bytes()));
+                        }
+                    }
+                }
+                table::Action::StopShell { sid, why } => {
+                    match why {
+                        StopReason::Expired => log::info!("session {sid}: expired"),
+                        StopReason::HealthCheck => {
+                            log::error!("session {sid}: health check failed, connection with the client lost")
+                        }
+                        StopReason::Orphaned => log::info!(
+                            "session {sid}: websocket gone for {}, stopping the shell",
+                            crate::ops::logging::Secs(self.settings.disconnect_grace)
+                        ),
+                        StopReason::Replaced => log::info!(
+                            "session {sid}: not heard of since the websocket came back; stopping its shell for the user's new terminal"
+                        ),
+                        _ => {}
+                    }
+                    self.stop_shell(&sid);
+                }
+                table::Action::SendStop { sid } => {
+                    out.frames.extend(frame(proto::STOP, &sid, Status::Error, STOPPED_SHELL_TEXT.as_bytes()));
+                }
+                table::Action::SendOk { reply, sid } => {
+                    let body: &[u8] = if reply == Reply::New { table::SHELL_STARTED.as_bytes() } else { b"" };
+                    out.frames.extend(frame(reply.typ(), &sid, Status::Normal, body));
+                }
+                table::Action::SendError { reply, sid, refusal } => {
+                    let text = refusal.body(&sid).to_string();
+                    out.frames.extend(frame(reply.typ(), &sid, Status::Error, text.as_bytes()));
+                }
+                table::Action::HealthCheck { sid, timeout_s } => {
+                    let mut buf = vec![0u8; 256 + sid.len()];
+                    let secs = i64::try_from(timeout_s).unwrap_or(i64::MAX);
+                    if let Ok(n) = proto::encode_ping(&mut buf, &sid, secs) {
+                        buf.truncate(n);
+                        out.pings.push(buf);
+                    }
+                }
+                _ => {}
+            }
         }
-        let mut stale: Vec<(Instant, String)> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.user_id == user_id && s.heard_on != self.link)
-            .map(|(sid, s)| (s.active, sid.clone()))
-            .collect();
-        let excess = mine + 1 - max_per_user;
-        if stale.len() < excess {
-            return Vec::new();
-        }
-        stale.sort();
-        let mut actions = Vec::new();
-        for (_, old) in stale.into_iter().take(excess) {
-            log::info!(
-                "session {old}: not heard of since the websocket came back; stopping its shell for the user's new terminal"
-            );
-            self.stop(&old);
-            actions.extend(frame(proto::STOP, &old, Status::Error, STOPPED_SHELL_TEXT.as_bytes()).map(Action::Reply));
-        }
-        actions
+        out
     }
 
-    fn spawn(&mut self, sid: &str, user_id: &str, size: TermSize, now: Instant) -> io::Result<()> {
+    fn spawn(&mut self, sid: &str, serial: u64, size: TermSize, now: Instant) -> io::Result<()> {
         if self.account.is_none() {
             self.account = pty::resolve_account(&self.settings.user)?;
         }
@@ -408,34 +428,27 @@ impl Shells {
                 return Err(e);
             }
         };
-        self.serial += 1;
         let (input, input_rx) = async_channel::bounded(INPUT_QUEUE);
         let bytes_out = Arc::new(AtomicU64::new(0));
         let reader = crate::os::runtime::spawn(pump_output(
             Arc::clone(&master),
             sid.to_owned(),
-            self.serial,
+            serial,
             self.data.clone(),
             self.exited.clone(),
             Arc::clone(&bytes_out),
         ));
         let input_queued = Arc::new(AtomicUsize::new(0));
         let writer = crate::os::runtime::spawn(pump_input(Arc::clone(&master), input_rx, Arc::clone(&input_queued)));
-        self.sessions.insert(
+        self.procs.insert(
             sid.to_owned(),
-            Session {
-                serial: self.serial,
-                heard_on: self.link,
-                user_id: user_id.to_owned(),
+            Proc {
                 started: now,
-                active: now,
                 shell,
                 input,
                 input_queued,
                 refusing: false,
                 master,
-                last_pong: now,
-                next_ping: now + self.settings.health_interval,
                 bytes_in: 0,
                 bytes_out,
                 _reader: reader,
@@ -445,50 +458,32 @@ impl Shells {
         Ok(())
     }
 
-    fn stop_request(&mut self, sid: &str, user_id: &str) -> Vec<Action> {
-        if sid.is_empty() {
-            if user_id.is_empty() {
-                return reply(proto::STOP, sid, Err("StopShellMessage: sessionId not given and userId empty"));
-            }
-            let sids: Vec<String> =
-                self.sessions.iter().filter(|(_, s)| s.user_id == user_id).map(|(k, _)| k.clone()).collect();
-            if sids.is_empty() {
-                return reply(proto::STOP, sid, Err(ERR_SESSION_NOT_FOUND));
-            }
-            for sid in &sids {
-                self.stop(sid);
-            }
-            return reply(proto::STOP, "", Ok(b""));
-        }
-        if self.stop(sid) {
-            reply(proto::STOP, sid, Ok(b""))
-        } else {
-            let text = format!("routeMessage: StopShellMessage: session not found for id {sid}");
-            reply(proto::STOP, sid, Err(&text))
+    /// Stops a shell (SIGHUP now, SIGKILL after [`KILL_GRACE`]); the table has forgotten it.
+    fn stop_shell(&mut self, sid: &str) {
+        if let Some(s) = self.procs.remove(sid) {
+            log::info!("session {sid}: stopping shell");
+            // Dropping the tasks cancels them, so no "stop" frame follows.
+            drop(s._reader);
+            drop(s._writer);
+            let _ = s.shell.hangup();
+            self.reap(s.shell);
         }
     }
 
-    /// Stops a session's shell (SIGHUP now, SIGKILL after [`KILL_GRACE`]) without telling the
-    /// server. Returns whether the session existed.
-    pub fn stop(&mut self, sid: &str) -> bool {
-        match self.sessions.remove(sid) {
-            Some(s) => {
-                log::info!("session {sid}: stopping shell");
-                // Dropping the tasks cancels them, so no "stop" frame follows.
-                drop(s._reader);
-                drop(s._writer);
-                let _ = s.shell.hangup();
-                self.reap(s.shell);
-                true
-            }
-            None => false,
+    /// Ends a session on local request (`mender-connect sessions kill`): its shell is stopped
+    /// as for a server `stop`. `None` if there is no such session; otherwise the `stop` for
+    /// the server (none while the websocket is down).
+    pub fn kill(&mut self, sid: &str) -> Option<Option<Vec<u8>>> {
+        if !self.table.handle_kill(sid) {
+            return None;
         }
+        Some(self.execute(Instant::now()).frames.into_iter().next())
     }
 
     /// A shell ended by itself: forget the session and reap the process.
     pub fn exited(&mut self, e: &Exited) {
-        if self.sessions.get(&e.sid).is_some_and(|s| s.serial == e.serial) {
-            self.stop(&e.sid);
+        if self.table.handle_exited(&e.sid, e.serial) {
+            self.execute(Instant::now());
         }
     }
 
@@ -511,66 +506,44 @@ impl Shells {
         }));
     }
 
-    /// Periodic work: expiry, health checks, sessions orphaned by a dropped websocket.
-    /// Returns frames to send: health-check pings, and a `stop` for each session expired or
-    /// failing its health check. Orphaned sessions get none: the server forgot them with the
-    /// websocket that carried them (it drops device messages for unknown sessions).
-    pub fn tick(&mut self, now: Instant, orphaned_since: Option<Instant>, grace: Duration) -> TickFrames {
-        let mut doomed = Vec::new();
-        let mut out = TickFrames::default();
-        let orphaned = orphaned_since.is_some_and(|t| now.duration_since(t) >= grace);
-        let (interval, timeout) = (self.settings.health_interval, self.settings.health_timeout());
-        for (sid, s) in &mut self.sessions {
-            let expired = match self.settings.expiry {
-                Expiry::Never => false,
-                Expiry::Idle(d) => now.duration_since(s.active) > d,
-                Expiry::After(d) => now.duration_since(s.started) > d,
-            };
-            if expired {
-                log::info!("session {sid}: expired");
-                doomed.push((sid.clone(), true));
-            } else if orphaned {
-                log::info!("session {sid}: websocket gone for {}, stopping the shell", crate::ops::logging::Secs(grace));
-                doomed.push((sid.clone(), false));
-            } else if now.duration_since(s.last_pong) > timeout && orphaned_since.is_none() {
-                log::error!("session {sid}: health check failed, connection with the client lost");
-                doomed.push((sid.clone(), true));
-            } else if now >= s.next_ping && orphaned_since.is_none() {
-                s.next_ping = now + interval;
-                let mut buf = vec![0u8; 256 + sid.len()];
-                let secs = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
-                if let Ok(n) = proto::encode_ping(&mut buf, sid, secs) {
-                    buf.truncate(n);
-                    out.pings.push(buf);
-                }
-            }
+    /// Periodic work: expiry, health checks, sessions orphaned by a dropped websocket
+    /// (`orphaned_since`: when it dropped, `None` while it is up). Returns frames to send:
+    /// health-check pings, and a `stop` for each session expired or failing its health check.
+    /// Orphaned sessions get none: the server forgot them with the websocket that carried them
+    /// (it drops device messages for unknown sessions).
+    pub fn tick(&mut self, now: Instant, orphaned_since: Option<Instant>) -> TickFrames {
+        if let Some(t) = orphaned_since {
+            let t = self.at(t);
+            self.table.handle_disconnected(t);
         }
-        for (sid, tell) in doomed {
-            self.stop(&sid);
-            if tell {
-                out.stops.extend(frame(proto::STOP, &sid, Status::Error, STOPPED_SHELL_TEXT.as_bytes()));
+        let at = self.at(now);
+        let mut frames = TickFrames::default();
+        // Bounded: each round either empties the due work or stops sessions; a full table
+        // needs at most two.
+        for _ in 0..=MAX_SHELLS {
+            if self.table.poll_timeout().is_none_or(|due| due > at) {
+                break;
             }
+            self.table.handle_timeout(at);
+            let out = self.execute(now);
+            frames.pings.extend(out.pings);
+            frames.stops.extend(out.frames);
         }
-        out
+        frames
     }
 
     /// After a reconnect the health-check clock restarts, so a pong that could not arrive
     /// while the websocket was down does not count against the session.
     pub fn reconnected(&mut self, now: Instant) {
-        self.link = self.link.wrapping_add(1);
-        for s in self.sessions.values_mut() {
-            s.last_pong = now;
-            s.next_ping = now + self.settings.health_interval;
-        }
+        let at = self.at(now);
+        self.table.handle_reconnected(at);
     }
 
     /// Stops every shell (websocket unauthorized, shutdown).
     pub fn stop_all(&mut self) -> usize {
-        let sids: Vec<String> = self.sessions.keys().cloned().collect();
-        for sid in &sids {
-            self.stop(sid);
-        }
-        sids.len()
+        let n = self.table.handle_stop_all();
+        self.execute(Instant::now());
+        n
     }
 
     /// Waits until every stopped shell has been reaped.
@@ -583,16 +556,19 @@ impl Shells {
     /// The sessions, for the status CLI (taken only when asked).
     pub fn info(&self) -> Vec<ShellInfo> {
         let mut v: Vec<ShellInfo> = self
-            .sessions
+            .table
             .iter()
-            .map(|(sid, s)| ShellInfo {
-                id: sid.clone(),
-                user: s.user_id.clone(),
-                pid: s.shell.pid,
-                started: s.started,
-                active: s.active,
-                bytes_in: s.bytes_in,
-                bytes_out: s.bytes_out.load(Ordering::Relaxed),
+            .filter_map(|s| {
+                let p = self.procs.get(s.sid.as_str())?;
+                Some(ShellInfo {
+                    id: s.sid.to_string(),
+                    user: s.user.to_string(),
+                    pid: p.shell.pid,
+                    started: p.started,
+                    active: clock::to_std(self.origin, s.active),
+                    bytes_in: p.bytes_in,
+                    bytes_out: p.bytes_out.load(Ordering::Relaxed),
+                })
             })
             .collect();
         v.sort_by(|a, b| a.started.cmp(&b.started).then_with(|| a.id.cmp(&b.id)));
@@ -601,28 +577,12 @@ impl Shells {
 
     /// Whether no shell session is open (nothing for [`Shells::tick`] to do).
     pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
+        self.table.is_empty()
     }
 
     /// The configured shell command (status dump).
     pub fn command(&self) -> &str {
         &self.settings.command
-    }
-
-    /// Lines for the SIGUSR1 status dump.
-    pub fn status_lines(&self, now: Instant) -> Vec<String> {
-        let mut lines = vec![format!("  shells: {}/{MAX_SHELLS}", self.sessions.len())];
-        for (sid, s) in &self.sessions {
-            lines.push(format!(
-                "   id:{sid} user:{} pid:{} started:{}s ago active:{}s ago shell:{}",
-                s.user_id,
-                s.shell.pid,
-                now.duration_since(s.started).as_secs(),
-                now.duration_since(s.active).as_secs(),
-                self.settings.command
-            ));
-        }
-        lines
     }
 }
 
@@ -747,3 +707,6 @@ async fn pump_input(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

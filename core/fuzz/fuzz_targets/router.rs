@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use mender_connect::proto::router::{Router, SessionHandler};
-use mender_connect::proto::shell::{Action, Expiry, ShellSettings, Shells};
+use mender_connect::proto::shell::{Action, ShellSettings, Shells};
 use mender_connect_core::control::{self, ControlMessage};
 use mender_connect_core::shell::TermSize;
 use mender_connect_core::{Frame, MAX_FRAME_LEN, Proto};
@@ -92,8 +92,9 @@ fuzz_target!(|data: &[u8]| {
         user: "mender-connect-fuzz-no-such-user".into(),
         size: TermSize { width: 80, height: 24 },
         max_per_user: 2,
-        expiry: Expiry::Never,
+        expiry: None,
         health_interval: mender_connect::proto::shell::HEALTH_INTERVAL,
+        disconnect_grace: mender_connect::daemon::DEFAULT_DISCONNECT_GRACE,
     };
     let (data_tx, _data_rx) = async_channel::bounded(16);
     let (exited_tx, _exited_rx) = async_channel::unbounded();

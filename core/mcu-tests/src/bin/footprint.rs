@@ -1,7 +1,7 @@
 //! The smallest useful device build of the protocol core, for its flash and RAM figures
 //! (footprint.sh): every protocol (control, shell, file transfer, port forward, mender client),
-//! the session table at its default capacity, the transfer window, backoff, keep-alive and rate
-//! counters, and one receive and one transmit buffer of `MAX_FRAME_LEN`.
+//! the shell session table at its default capacity (driven as an executor drives it), the
+//! transfer window, backoff, keep-alive and rate counters, and one receive and one transmit buffer of `MAX_FRAME_LEN`.
 //!
 //! It plays one scripted session: each request is copied into the receive buffer, hidden from
 //! the optimiser (`black_box`, as if it came from the network), decoded and answered; the
@@ -18,7 +18,7 @@ use mender_connect_core::keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig
 use mender_connect_core::menderclient::{self as mc, MenderClientMessage};
 use mender_connect_core::portforward::{self as pf, PortForwardMessage};
 use mender_connect_core::rate::RateCounters;
-use mender_connect_core::sessions::{SessionConfig, SessionTable, DEFAULT_CAPACITY};
+use mender_connect_core::shells::{Action as ShellAction, DefaultShellTable, Reply, ShellConfig};
 use mender_connect_core::shell::{self, ShellMessage, Status};
 use mender_connect_core::time::Instant;
 use mender_connect_core::transfer::{ChunkOutcome, DownloadWindow, UploadState};
@@ -26,7 +26,7 @@ use mender_connect_mcu_tests::{exit, stack_used, write_str, write_usize};
 
 /// Everything the device keeps between frames.
 struct Device {
-    sessions: SessionTable<DEFAULT_CAPACITY>,
+    shells: DefaultShellTable,
     download: DownloadWindow,
     upload: UploadState,
     backoff: Backoff,
@@ -40,7 +40,7 @@ struct Device {
 impl Device {
     fn new(now: Instant) -> Self {
         Self {
-            sessions: SessionTable::new(SessionConfig::default()),
+            shells: DefaultShellTable::new(ShellConfig::default()),
             download: DownloadWindow::new(),
             upload: UploadState::new(),
             backoff: Backoff::new(BackoffConfig::default()),
@@ -82,19 +82,29 @@ impl Device {
                 }
             },
             Proto::SHELL => match ShellMessage::from_frame(&f) {
-                Ok(ShellMessage::New { user_id, .. }) => match self.sessions.open(f.header.sid, user_id, now) {
-                    Ok(()) => shell::encode_with_status(tx, shell::NEW, f.header.sid, Status::Normal, b"Shell started"),
-                    Err(_) => shell::encode_with_status(tx, shell::NEW, f.header.sid, Status::Error, b"refused"),
-                },
+                Ok(ShellMessage::New { user_id, size }) => {
+                    let _ = self.shells.handle_new(f.header.sid, user_id, size, now);
+                    return self.shell_actions();
+                }
                 Ok(ShellMessage::Data(d)) => {
-                    let _ = self.sessions.touch(f.header.sid, now);
+                    if !self.shells.handle_input(f.header.sid, now) {
+                        return self.shell_actions();
+                    }
+                    // The device's "shell" echoes the input.
                     shell::encode_with_status(tx, shell::SHELL, f.header.sid, Status::Normal, d)
                 }
-                Ok(ShellMessage::Stop { .. }) => match self.sessions.close(f.header.sid) {
-                    Ok(_) => shell::encode_with_status(tx, shell::STOP, f.header.sid, Status::Normal, b""),
-                    Err(_) => return,
-                },
-                Ok(ShellMessage::Resize(_) | ShellMessage::Pong) => return,
+                Ok(ShellMessage::Stop { user_id }) => {
+                    let _ = self.shells.handle_stop(f.header.sid, user_id);
+                    return self.shell_actions();
+                }
+                Ok(ShellMessage::Resize(_)) => {
+                    let _ = self.shells.handle_resize(f.header.sid);
+                    return;
+                }
+                Ok(ShellMessage::Pong) => {
+                    let _ = self.shells.handle_pong(f.header.sid, now);
+                    return;
+                }
                 _ => shell::encode_ping(tx, f.header.sid, 65),
             },
             Proto::FILE_TRANSFER => match FileTransferMessage::from_frame(&f) {
@@ -149,8 +159,37 @@ impl Device {
             black_box(self.backoff.next_delay_ms(black_box(0x1234_5678)));
         }
         self.rate.poll(now);
-        for gone in self.sessions.take_expired(now) {
-            let n = shell::encode_with_status(&mut self.tx, shell::STOP, &gone.sid, Status::Normal, b"");
+        if self.shells.poll_timeout().is_some_and(|at| at <= now) {
+            self.shells.handle_timeout(now);
+            self.shell_actions();
+        }
+    }
+
+    /// Carries out the shell table's actions (a "shell" here is only its replies).
+    fn shell_actions(&mut self) {
+        while let Some(a) = self.shells.poll_action() {
+            let n = match a {
+                ShellAction::SpawnShell { sid, serial, .. } => {
+                    self.shells.handle_spawned(&sid, serial, true);
+                    continue;
+                }
+                ShellAction::SendOk { reply, sid } => {
+                    let body: &[u8] = if reply == Reply::New { b"Shell started" } else { b"" };
+                    shell::encode_with_status(&mut self.tx, reply.typ(), &sid, Status::Normal, body)
+                }
+                ShellAction::SendError { reply, sid, .. } => {
+                    shell::encode_with_status(&mut self.tx, reply.typ(), &sid, Status::Error, b"refused")
+                }
+                ShellAction::SendStop { sid } => shell::encode_with_status(
+                    &mut self.tx,
+                    shell::STOP,
+                    &sid,
+                    Status::Error,
+                    mender_connect_core::shells::STOPPED_SHELL_TEXT.as_bytes(),
+                ),
+                ShellAction::HealthCheck { sid, timeout_s } => shell::encode_ping(&mut self.tx, &sid, timeout_s as i64),
+                _ => continue,
+            };
             self.send(n);
         }
     }

@@ -1,0 +1,182 @@
+//! The executor driven on a virtual clock: real shells on real ptys, time passed in as
+//! `Instant`s the test chooses, so minutes of expiry and health checks take milliseconds.
+
+use std::time::{Duration, Instant};
+
+use mender_connect_core::Frame;
+use mender_connect_core::shell::{self as proto, ShellMessage};
+
+use super::*;
+
+fn current_user() -> String {
+    let uid = rustix::process::geteuid().as_raw();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_owned())
+        })
+        .expect("current uid in /etc/passwd")
+}
+
+struct Fx {
+    shells: Shells,
+    _data: async_channel::Receiver<Vec<u8>>,
+    _exited: async_channel::Receiver<Exited>,
+    t0: Instant,
+}
+
+impl Fx {
+    fn new(expiry: Option<Expiry>, health_interval: Duration, disconnect_grace: Duration) -> Self {
+        let settings = ShellSettings {
+            command: "/bin/sh".into(),
+            args: Vec::new(),
+            user: current_user(),
+            size: TermSize { width: 80, height: 24 },
+            max_per_user: 1,
+            expiry,
+            health_interval,
+            disconnect_grace,
+        };
+        let (data, data_rx) = async_channel::bounded(64);
+        let (exited, exited_rx) = async_channel::unbounded();
+        let shells = Shells::new(settings, data, exited);
+        Self { shells, _data: data_rx, _exited: exited_rx, t0: Instant::now() }
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+
+    /// Routes one message, returning the replies as (typ, sid, status, body).
+    fn send(&mut self, msg: ShellMessage<'_>, typ: &str, sid: &str, ms: u64) -> Vec<(String, String, Option<i64>, String)> {
+        let now = self.at(ms);
+        self.shells.handle(msg, typ, sid, now).into_iter().map(|Action::Reply(f)| decode(&f)).collect()
+    }
+
+    fn pid(&self, sid: &str) -> u32 {
+        self.shells.info().into_iter().find(|s| s.id == sid).map(|s| s.pid).expect("session listed")
+    }
+}
+
+fn decode(f: &[u8]) -> (String, String, Option<i64>, String) {
+    let f = Frame::decode(f).expect("frame decodes");
+    let status = f.header.props.get_i64(proto::PROP_STATUS);
+    (f.header.typ.to_owned(), f.header.sid.to_owned(), status, String::from_utf8_lossy(f.body).into_owned())
+}
+
+fn gone(pid: u32) -> bool {
+    // Bounded: the reaper sends SIGKILL after KILL_GRACE.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < until {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn started(fx: &mut Fx, sid: &str, user: &str, ms: u64) {
+    let r = fx.send(ShellMessage::New { user_id: user, size: None }, proto::NEW, sid, ms);
+    assert_eq!(r, vec![("new".into(), sid.into(), Some(1), "Shell started".into())]);
+}
+
+const STOP: (&str, Option<i64>, &str) = ("stop", Some(2), STOPPED_SHELL_TEXT);
+
+fn stop_of(f: &[u8]) -> (String, (String, Option<i64>, String)) {
+    let (typ, sid, status, body) = decode(f);
+    (sid, (typ, status, body))
+}
+
+/// Idle expiry: input moves the deadline, the expired shell is stopped and the server told.
+#[test]
+fn idle_expiry_on_a_virtual_clock() {
+    let mut fx = Fx::new(Expiry::from_reference(true, 0, 10), Duration::from_secs(3600), Duration::from_secs(60));
+    started(&mut fx, "a", "u1", 0);
+    started(&mut fx, "b", "u2", 0);
+    let (pa, pb) = (fx.pid("a"), fx.pid("b"));
+    assert!(fx.send(ShellMessage::Data(b""), proto::SHELL, "b", 5_000).is_empty());
+    let f = fx.shells.tick(fx.at(10_000), None);
+    assert!(f.stops.is_empty() && f.pings.is_empty());
+    let f = fx.shells.tick(fx.at(10_001), None);
+    let stops: Vec<_> = f.stops.iter().map(|f| stop_of(f)).collect();
+    assert_eq!(stops, vec![("a".into(), (STOP.0.into(), STOP.1, STOP.2.into()))]);
+    assert!(gone(pa), "expired shell still running");
+    assert_eq!(fx.shells.info().len(), 1);
+    let f = fx.shells.tick(fx.at(15_001), None);
+    assert_eq!(f.stops.len(), 1);
+    assert!(fx.shells.is_empty());
+    assert!(gone(pb));
+    // The slot is free again.
+    started(&mut fx, "c", "u1", 16_000);
+    assert_eq!(fx.shells.stop_all(), 1);
+}
+
+/// Pings every interval; a reconnect restarts the health-check clock; no pong for interval +
+/// 5 s after that stops the shell with a `stop` to the server.
+#[test]
+fn health_check_and_reconnect_on_a_virtual_clock() {
+    let mut fx = Fx::new(None, Duration::from_secs(60), Duration::from_secs(60));
+    started(&mut fx, "a", "u1", 0);
+    let pid = fx.pid("a");
+    let f = fx.shells.tick(fx.at(60_000), None);
+    assert_eq!(f.pings.len(), 1);
+    let ping = Frame::decode(&f.pings[0]).unwrap();
+    assert_eq!((ping.header.typ, ping.header.sid), (proto::PING, "a"));
+    assert_eq!(ping.header.props.get_i64(proto::PROP_TIMEOUT), Some(65));
+    assert_eq!(proto::status(&ping), Some(Status::Control));
+    // The websocket drops at 61 s and is back at 100 s: no failure at 65 s.
+    assert!(fx.shells.tick(fx.at(90_000), Some(fx.at(61_000))).stops.is_empty());
+    fx.shells.reconnected(fx.at(100_000));
+    assert!(fx.shells.tick(fx.at(160_000), None).stops.is_empty());
+    assert!(fx.send(ShellMessage::Pong, proto::PONG, "a", 160_000).is_empty());
+    assert!(fx.shells.tick(fx.at(225_000), None).stops.is_empty());
+    let f = fx.shells.tick(fx.at(225_001), None);
+    let stops: Vec<_> = f.stops.iter().map(|f| stop_of(f)).collect();
+    assert_eq!(stops, vec![("a".into(), (STOP.0.into(), STOP.1, STOP.2.into()))]);
+    assert!(gone(pid));
+    assert!(fx.shells.is_empty());
+}
+
+/// Shells outlive a dropped websocket for the grace, counted from the drop, then are stopped
+/// without a frame (the server forgot them).
+#[test]
+fn orphans_are_reaped_after_the_grace() {
+    let mut fx = Fx::new(None, Duration::from_secs(60), Duration::from_secs(2));
+    started(&mut fx, "a", "u1", 0);
+    let pid = fx.pid("a");
+    let dropped = Some(fx.at(1_000));
+    let f = fx.shells.tick(fx.at(2_999), dropped);
+    assert!(f.stops.is_empty() && f.pings.is_empty());
+    assert_eq!(fx.shells.info().len(), 1);
+    let f = fx.shells.tick(fx.at(3_000), dropped);
+    assert!(f.stops.is_empty() && f.pings.is_empty());
+    assert!(fx.shells.is_empty());
+    assert!(gone(pid));
+}
+
+/// The refusals' texts, and the stop variants, through the executor.
+#[test]
+fn refusals_and_stops_through_the_executor() {
+    let mut fx = Fx::new(None, Duration::from_secs(60), Duration::from_secs(60));
+    started(&mut fx, "a", "u1", 0);
+    let r = fx.send(ShellMessage::New { user_id: "u1", size: None }, proto::NEW, "a2", 1);
+    assert_eq!(r, vec![("new".into(), "a2".into(), Some(2), "user has too many open sessions".into())]);
+    let r = fx.send(ShellMessage::New { user_id: "u2", size: None }, proto::NEW, "a", 1);
+    assert_eq!(r, vec![("new".into(), "a".into(), Some(2), "failed to start shell: shell is already running".into())]);
+    let r = fx.send(ShellMessage::Data(b"x"), proto::SHELL, "zz", 1);
+    assert_eq!(r, vec![("shell".into(), "zz".into(), Some(2), "session not found".into())]);
+    let r = fx.send(ShellMessage::Stop { user_id: "u1" }, proto::STOP, "zz", 1);
+    assert_eq!(r, vec![("stop".into(), "zz".into(), Some(2), "routeMessage: StopShellMessage: session not found for id zz".into())]);
+    let pid = fx.pid("a");
+    let r = fx.send(ShellMessage::Stop { user_id: "u1" }, proto::STOP, "", 2);
+    assert_eq!(r, vec![("stop".into(), "".into(), Some(1), "".into())]);
+    assert!(gone(pid));
+    assert!(fx.shells.kill("a").is_none());
+    started(&mut fx, "b", "u1", 3);
+    let f = fx.shells.kill("b").expect("b exists").expect("a stop for the server");
+    assert_eq!(stop_of(&f), ("b".into(), (STOP.0.into(), STOP.1, STOP.2.into())));
+}
