@@ -1,7 +1,8 @@
 //! The smallest useful device build of the protocol core, for its flash and RAM figures
 //! (footprint.sh): every protocol (control, shell, file transfer, port forward, mender client),
-//! the shell session table at its default capacity (driven as an executor drives it), the
-//! transfer window, backoff, keep-alive and rate counters, and one receive and one transmit buffer of `MAX_FRAME_LEN`.
+//! the shell session and port-forward connection tables at their default capacities (driven as
+//! an executor drives them), the transfer window, backoff, keep-alive and rate counters, and one
+//! receive and one transmit buffer of `MAX_FRAME_LEN`.
 //!
 //! It plays one scripted session: each request is copied into the receive buffer, hidden from
 //! the optimiser (`black_box`, as if it came from the network), decoded and answered; the
@@ -13,6 +14,9 @@ use core::hint::black_box;
 use mender_connect_core::backoff::{Backoff, BackoffConfig};
 use mender_connect_core::control::{self, Accept, ControlError, ControlMessage};
 use mender_connect_core::filetransfer::{self as ft, FileInfo, FileTransferMessage};
+use mender_connect_core::forwards::{
+    Action as ForwardAction, ForwardConfig, ForwardTable, DEFAULT_MAX_CONNECTIONS, queue_len,
+};
 use mender_connect_core::frame::{Frame, Proto, MAX_FRAME_LEN};
 use mender_connect_core::keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
 use mender_connect_core::menderclient::{self as mc, MenderClientMessage};
@@ -24,9 +28,13 @@ use mender_connect_core::time::Instant;
 use mender_connect_core::transfer::{ChunkOutcome, DownloadWindow, UploadState};
 use mender_connect_mcu_tests::{exit, stack_used, write_str, write_usize};
 
+/// The port-forward table at its default capacity (`PortForward.MaxConnections`).
+type Forwards = ForwardTable<DEFAULT_MAX_CONNECTIONS, { queue_len(DEFAULT_MAX_CONNECTIONS) }>;
+
 /// Everything the device keeps between frames.
 struct Device {
     shells: DefaultShellTable,
+    forwards: Forwards,
     download: DownloadWindow,
     upload: UploadState,
     backoff: Backoff,
@@ -41,6 +49,7 @@ impl Device {
     fn new(now: Instant) -> Self {
         Self {
             shells: DefaultShellTable::new(ShellConfig::default()),
+            forwards: Forwards::new(ForwardConfig::default()),
             download: DownloadWindow::new(),
             upload: UploadState::new(),
             backoff: Backoff::new(BackoffConfig::default()),
@@ -133,17 +142,43 @@ impl Device {
                 },
                 _ => ft::encode_error_reply(tx, &f, "not supported"),
             },
-            Proto::PORT_FORWARD => match PortForwardMessage::from_frame(&f) {
-                Ok(PortForwardMessage::New { connection_id, request }) => match request.target() {
-                    Some(_) => pf::encode(tx, pf::ACK, f.header.sid, connection_id, b""),
-                    None => pf::encode_error(tx, f.header.sid, pf::NEW, "invalid target"),
-                },
-                Ok(PortForwardMessage::Forward { connection_id, data }) => {
-                    pf::encode(tx, pf::FORWARD, f.header.sid, connection_id, data)
+            Proto::PORT_FORWARD => {
+                let sid = f.header.sid;
+                let n = match PortForwardMessage::from_frame(&f) {
+                    // The executor checks the target, then the table admits the connection.
+                    Ok(PortForwardMessage::New { connection_id, request }) => match request.target() {
+                        Some(_) => {
+                            let _ = self.forwards.handle_new(sid, connection_id, now);
+                            None
+                        }
+                        None => Some(pf::encode_error(tx, sid, pf::NEW, "invalid port-forward message")),
+                    },
+                    Ok(PortForwardMessage::Forward { connection_id, data }) => {
+                        let mut echo = None;
+                        if self.forwards.handle_forward(sid, connection_id, now) {
+                            // Written to the target, which answers with the same bytes at once.
+                            self.forwards.handle_written(sid, connection_id, now);
+                            if self.forwards.handle_read(sid, connection_id, now) {
+                                echo = Some(pf::encode(tx, pf::FORWARD, sid, connection_id, data));
+                            }
+                        }
+                        echo
+                    }
+                    Ok(PortForwardMessage::Ack { connection_id }) => {
+                        self.forwards.handle_ack(sid, connection_id, now);
+                        None
+                    }
+                    Ok(PortForwardMessage::Stop { connection_id }) => {
+                        let _ = self.forwards.handle_stop(sid, connection_id);
+                        None
+                    }
+                    _ => Some(pf::encode_error(tx, sid, f.header.typ, "unknown message")),
+                };
+                if let Some(n) = n {
+                    self.send(n);
                 }
-                Ok(PortForwardMessage::Ack { .. } | PortForwardMessage::Stop { .. }) => return,
-                _ => pf::encode_error(tx, f.header.sid, f.header.typ, "unknown message"),
-            },
+                return self.forward_actions(now);
+            }
             Proto::MENDER_CLIENT => match MenderClientMessage::from_frame(&f) {
                 Ok(m) if m.command().is_some() => mc::encode_reply(tx, &f, None),
                 _ => mc::encode_reply(tx, &f, Some(mc::UNKNOWN_TYPE_ERROR)),
@@ -162,6 +197,27 @@ impl Device {
         if self.shells.poll_timeout().is_some_and(|at| at <= now) {
             self.shells.handle_timeout(now);
             self.shell_actions();
+        }
+        if self.forwards.poll_timeout().is_some_and(|at| at <= now) {
+            self.forwards.handle_timeout(now);
+            self.forward_actions(now);
+        }
+    }
+
+    /// Carries out the port-forward table's actions (the "target" accepts every dial; sockets
+    /// are the executor's, so closing and reading more are nothing here).
+    fn forward_actions(&mut self, now: Instant) {
+        while let Some(a) = self.forwards.poll_action() {
+            let n = match a {
+                ForwardAction::Dial { sid, cid } => {
+                    self.forwards.handle_dialed(&sid, &cid, true, now);
+                    continue;
+                }
+                ForwardAction::Send { msg, sid, cid } => pf::encode(&mut self.tx, msg.typ(), &sid, &cid, b""),
+                ForwardAction::SendError { about, sid, .. } => pf::encode_error(&mut self.tx, &sid, about.typ(), "refused"),
+                _ => continue,
+            };
+            self.send(n);
         }
     }
 
@@ -233,8 +289,9 @@ const REQUESTS: [&[u8]; 17] = [
     b"\x81\xa3hdr\x83\xa5proto\xcd\xff\xff\xa3typ\xa5close\xa3sid\xd9$0c9ba6e1-4d2b-4c56-9b0c-6fd1d2a4e3f1",
 ];
 
-/// Replies the script must produce: every request but resize, port-forward stop and close.
-const EXPECTED_REPLIES: usize = 14;
+/// Replies the script must produce: one per request but resize (none) and close (none) and the
+/// port-forward `forward` (the table's `ack` and the target's echo).
+const EXPECTED_REPLIES: usize = 16;
 
 #[unsafe(no_mangle)]
 extern "C" fn mcu_main() -> ! {
@@ -253,6 +310,10 @@ extern "C" fn mcu_main() -> ! {
     write_usize(core::mem::size_of::<Device>());
     write_str(" bytes (of which rx+tx buffers ");
     write_usize(2 * MAX_FRAME_LEN);
+    write_str("; shell table ");
+    write_usize(core::mem::size_of::<DefaultShellTable>());
+    write_str(", port-forward table ");
+    write_usize(core::mem::size_of::<Forwards>());
     write_str("), replies ");
     write_usize(dev.sent);
     write_str(", stack high-water ");
