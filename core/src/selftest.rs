@@ -26,4 +26,8 @@ macro_rules! selftests {
 
 /// Every module's no-std tests, in the order the runner reports them.
 #[cfg(feature = "selftest")]
-pub const ALL: &[&[SelfTest]] = &[crate::backoff::selftests::SELFTESTS];
+pub const ALL: &[&[SelfTest]] = &[
+    crate::backoff::selftests::SELFTESTS,
+    crate::link::selftests::SELFTESTS,
+    crate::engine::selftests::SELFTESTS,
+];
