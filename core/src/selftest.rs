@@ -28,6 +28,7 @@ macro_rules! selftests {
 #[cfg(feature = "selftest")]
 pub const ALL: &[&[SelfTest]] = &[
     crate::backoff::selftests::SELFTESTS,
+    crate::keepalive::selftests::SELFTESTS,
     crate::link::selftests::SELFTESTS,
     crate::engine::selftests::SELFTESTS,
 ];
