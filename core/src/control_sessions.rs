@@ -156,10 +156,10 @@ pub enum Note<'a> {
     Refused(Refusal),
     /// An error was replied about the message.
     Rejected(Reject<'a>),
-    /// `open` accepted.
-    Accepted,
-    /// The peer closed the session.
-    Closed,
+    /// `open` accepted for this session id.
+    Accepted(&'a str),
+    /// The peer closed the session with this id.
+    Closed(&'a str),
     /// The peer sent an `error` (text), closing the session if it said so.
     PeerError(&'a str),
     /// The peer sent an `error` that does not decode; ignored, as the reference does.
@@ -351,6 +351,18 @@ impl<const N: usize> ControlSessions<N> {
         &self.protocols
     }
 
+    /// Lists `proto` in `accept` from now on (and delivers its messages unless it is the
+    /// shell's); false if the list is full.
+    pub fn add_protocol(&mut self, proto: u16) -> bool {
+        if !self.protocols.contains(&proto) {
+            if self.protocols.push(proto).is_err() {
+                return false;
+            }
+            self.protocols.sort_unstable();
+        }
+        true
+    }
+
     /// Open sessions.
     pub fn len(&self) -> usize {
         self.sessions.iter().filter(|s| s.ended.is_none()).count()
@@ -487,7 +499,7 @@ impl<const N: usize> ControlSessions<N> {
             ControlMessage::Open(open) if open.supports(PROTOCOL_VERSION) => {
                 let n = Accept::new(PROTOCOL_VERSION, &self.protocols)
                     .and_then(|a| control::encode_accept_frame(reply, sid, &a).ok());
-                Routed::Handled { reply: n, note: Note::Accepted }
+                Routed::Handled { reply: n, note: Note::Accepted(sid) }
             }
             ControlMessage::Open(_) => reject(self, Reject::VersionRejected, reply),
             ControlMessage::Accept(a) if a.version != PROTOCOL_VERSION => {
@@ -495,7 +507,7 @@ impl<const N: usize> ControlSessions<N> {
             }
             ControlMessage::Close => {
                 self.end(i, EndReason::Closed);
-                Routed::Handled { reply: None, note: Note::Closed }
+                Routed::Handled { reply: None, note: Note::Closed(sid) }
             }
             ControlMessage::Error(e) => {
                 if e.close {

@@ -107,6 +107,12 @@ impl<const N: usize> Engine<N> {
         self.sessions.protocols()
     }
 
+    /// Serves `proto` inside control sessions from now on (a handler was registered for it);
+    /// false if the protocol list is full.
+    pub fn serve(&mut self, proto: Proto) -> bool {
+        proto != Proto::SHELL && proto != Proto::CONTROL && self.sessions.add_protocol(proto.0)
+    }
+
     /// Where the link is.
     pub fn link_state(&self) -> LinkState {
         self.link.state()
@@ -309,7 +315,7 @@ pub mod selftests {
         let mut body = [0u8; 32];
         let n = open.encode(&mut body).unwrap();
         let r = e.handle_frame(msg(&mut inb, Proto::CONTROL, control::OPEN, "s1", &body[..n]), t(5), &mut reply);
-        assert!(matches!(r, Routed::Handled { note: Note::Accepted, .. }));
+        assert!(matches!(r, Routed::Handled { note: Note::Accepted("s1"), .. }));
         let f = control_reply(&reply, &r);
         let Ok(ControlMessage::Accept(a)) = ControlMessage::from_frame(&f) else { panic!() };
         assert_eq!(a.protocols(), &[Proto(1), Proto(2), Proto(3)]);
@@ -334,7 +340,7 @@ pub mod selftests {
         assert_eq!(e.session_count(), 1, "shell messages open no control session");
 
         let r = e.handle_frame(msg(&mut inb, Proto::CONTROL, control::CLOSE, "s1", &[]), t(10), &mut reply);
-        assert_eq!(r, Routed::Handled { reply: None, note: Note::Closed });
+        assert_eq!(r, Routed::Handled { reply: None, note: Note::Closed("s1") });
         let mut buf = [0u8; POLL_BUF_LEN];
         let Some(Action::SessionEnded { sid, proto, reason }) = e.poll_action(&mut buf) else { panic!() };
         assert_eq!((sid.as_str(), proto, reason), ("s1", Some(Proto::FILE_TRANSFER), EndReason::Closed));
@@ -477,6 +483,9 @@ pub mod selftests {
         };
         let mut e: Engine<2> = Engine::new(&cfg, 1);
         assert_eq!(e.protocols(), &[] as &[u16]);
+        assert!(e.serve(Proto::MENDER_CLIENT));
+        assert!(!e.serve(Proto::SHELL));
+        assert_eq!(e.protocols(), &[4]);
         e.handle_credentials(CredentialsUpdate::Changed, t(0));
         e.handle_connected(t(0));
         let (mut inb, mut reply) = ([0u8; 256], [0u8; 1024]);
