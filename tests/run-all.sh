@@ -12,11 +12,14 @@ export CARGO_INCREMENTAL=0
 export CARGO_PROFILE_DEV_DEBUG=line-tables-only
 step() { printf '\n=== %s\n' "$*" >&2; }
 
-step "core builds for a bare-metal target (thumbv7em-none-eabihf, no allocator)"
+step "core on a bare-metal target (thumbv7em-none-eabihf): builds with no allocator; its no-std tests and the footprint build run on a Cortex-M4 (QEMU mps2-an386)"
 cargo build --locked -p mender-connect-core --target thumbv7em-none-eabihf --release
+bash core/mcu-tests/run.sh
+bash core/mcu-tests/footprint.sh
 
-step "clippy, warnings are errors (default features, and the agent with each auth source alone)"
+step "clippy, warnings are errors (default features, the bare-metal runner, and the agent with each auth source alone)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --locked --manifest-path core/mcu-tests/Cargo.toml --target thumbv7em-none-eabihf --target-dir target/mcu --bins -- -D warnings
 cargo clippy --locked -p mender-connect --no-default-features -- -D warnings
 cargo clippy --locked -p mender-connect --no-default-features --features standalone -- -D warnings
 cargo clippy --locked -p mender-connect --no-default-features --features dbus-auth -- -D warnings

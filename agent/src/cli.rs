@@ -9,11 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, DEFAULT_CONFIG_FILE, DEFAULT_FALLBACK_CONFIG_FILE};
-use crate::logging::{self, Verbosity};
+use crate::ops::logging::{self, Verbosity};
 
-/// The version a user matches to a release: the crate version plus the git commit it was built
-/// from, or the packager's `MENDER_CONNECT_VERSION` (build.rs).
-pub const VERSION: &str = env!("MENDER_CONNECT_FULL_VERSION");
+use crate::ops::VERSION;
+
 /// The toolchain, as the reference prints Go's (`go1.19.8`): `rust1.85.0`.
 const TOOLCHAIN: &str = env!("MENDER_CONNECT_TOOLCHAIN");
 
@@ -298,18 +297,18 @@ pub fn main() -> i32 {
         }
         Command::Status(args) => {
             let socket = control_socket(&args, &inv.config, &inv.fallback_config);
-            crate::control::client::status_command(&socket, args.json)
+            crate::ops::status::client::status_command(&socket, args.json)
         }
         Command::Sessions(args, action) => {
             let socket = control_socket(&args, &inv.config, &inv.fallback_config);
             match action {
-                SessionsAction::List => crate::control::client::list_command(&socket, args.json),
-                SessionsAction::Kill(id) => crate::control::client::kill_command(&socket, &id, args.json),
+                SessionsAction::List => crate::ops::status::client::list_command(&socket, args.json),
+                SessionsAction::Kill(id) => crate::ops::status::client::kill_command(&socket, &id, args.json),
             }
         }
         Command::Daemon => {
             logging::init(inv.verbosity);
-            let loaded = match Config::load(&inv.config, &inv.fallback_config) {
+            let loaded = match Config::load(&inv.config, &inv.fallback_config, crate::link::check) {
                 Ok(l) => l,
                 Err(e) => {
                     log::error!("{e}");
@@ -329,7 +328,7 @@ pub fn main() -> i32 {
                 log::warn!("{p}");
             }
             log::debug!("Verified configuration = {:?}", loaded.config);
-            crate::runtime::raise_nofile_limit();
+            crate::os::runtime::raise_nofile_limit();
             crate::daemon::run(&loaded.config, None)
         }
     }
@@ -339,9 +338,9 @@ pub fn main() -> i32 {
 /// reads, else the default (a configuration that does not load cannot be the daemon's).
 fn control_socket(args: &ControlArgs, primary: &Path, fallback: &Path) -> PathBuf {
     args.socket.clone().unwrap_or_else(|| {
-        Config::load(primary, fallback)
+        Config::load(primary, fallback, crate::link::check)
             .map(|l| l.config.control_socket)
-            .unwrap_or_else(|_| PathBuf::from(crate::control::DEFAULT_SOCKET))
+            .unwrap_or_else(|_| PathBuf::from(crate::config::DEFAULT_CONTROL_SOCKET))
     })
 }
 
@@ -351,13 +350,13 @@ fn control_socket(args: &ControlArgs, primary: &Path, fallback: &Path) -> PathBu
 fn check_config(primary: &Path, fallback: &Path, file: Option<&Path>) -> i32 {
     let report = match file {
         Some(f) => match std::fs::metadata(f) {
-            Ok(_) => crate::config::check::check(&[f]),
+            Ok(_) => crate::config::check::check(&[f], crate::link::check),
             Err(e) => {
                 eprintln!("error: cannot read configuration file {}: {e}", f.display());
                 return 1;
             }
         },
-        None => crate::config::check::check(&[fallback, primary]),
+        None => crate::config::check::check(&[fallback, primary], crate::link::check),
     };
     for w in &report.warnings {
         println!("warning: {w}");

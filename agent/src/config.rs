@@ -48,8 +48,15 @@ pub const DEFAULT_STOP_EXPIRED: bool = true;
 /// 3.0 `DefaultExpireAfterIdle`; 2.x: no expiry).
 pub const DEFAULT_EXPIRE_AFTER_IDLE: Duration =
     Duration::from_secs(mender_connect_core::sessions::DEFAULT_EXPIRE_AFTER_IDLE_S as u64);
-/// `TERM` of spawned shells (reference: `DefaultTerminalString`).
-pub const TERMINAL_STRING: &str = "xterm-256color";
+
+/// Checks of a loaded configuration against this machine that [`Config::load`] and `check-config`
+/// run after their own; errors and warnings as theirs.
+pub type MoreChecks = fn(&Config, &mut Vec<String>) -> Result<(), ConfigError>;
+
+/// [`MoreChecks`] that check nothing more.
+pub fn no_more_checks(_: &Config, _: &mut Vec<String>) -> Result<(), ConfigError> {
+    Ok(())
+}
 
 /// The effective configuration after merging, defaults and validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,20 +92,32 @@ pub struct Config {
     /// no bound).
     pub port_forward_limits: PortForwardLimits,
     /// `ControlSocket` (extension): path of the daemon's root-only status/control socket,
-    /// default [`crate::control::DEFAULT_SOCKET`].
+    /// default [`DEFAULT_CONTROL_SOCKET`].
     pub control_socket: PathBuf,
     /// `Standalone` (extension): self-authentication as a Mender device, without D-Bus.
     pub standalone: Option<standalone::Standalone>,
 }
 
-/// Default of `FileTransfer.AckWindowChunks`: the reference's `ACKSlidingWindowRecv`.
-pub const DEFAULT_ACK_WINDOW_CHUNKS: u32 = crate::filetransfer::DEFAULT_WINDOW_CHUNKS;
-/// Largest `FileTransfer.AckWindowChunks`.
-const MAX_ACK_WINDOW_CHUNKS: u64 = crate::filetransfer::MAX_WINDOW_CHUNKS as u64;
-/// Default of `PortForward.ConnectTimeoutSeconds`.
-pub const DEFAULT_PORT_FORWARD_CONNECT_TIMEOUT: Duration = crate::portforward::DEFAULT_CONNECT_TIMEOUT;
-/// Default of `PortForward.IdleTimeoutSeconds`: the reference's `portForwardConnectionTimeout`.
-pub const DEFAULT_PORT_FORWARD_IDLE_TIMEOUT: Duration = crate::portforward::DEFAULT_IDLE_TIMEOUT;
+/// Default of `FileTransfer.AckWindowChunks`: the reference's download window in chunks
+/// (`ACKSlidingWindowRecv`).
+pub const DEFAULT_ACK_WINDOW_CHUNKS: u32 = 20;
+/// Largest `FileTransfer.AckWindowChunks`: the server only acks, so any window works; this bounds
+/// memory.
+pub const MAX_ACK_WINDOW_CHUNKS: u32 = 256;
+/// Default of `PortForward.ConnectTimeoutSeconds`: time allowed to resolve and connect (the
+/// reference has none: the OS's ~2 min).
+pub const DEFAULT_PORT_FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `PortForward.IdleTimeoutSeconds`: the reference's `portForwardConnectionTimeout`,
+/// the idle timeout of a forwarded connection.
+pub const DEFAULT_PORT_FORWARD_IDLE_TIMEOUT: Duration =
+    Duration::from_millis(mender_connect_core::portforward::CONNECTION_TIMEOUT_MS);
+/// Default of `PortForward.MaxConnectionsPerSession`: a browser opens about 6 per host.
+pub const DEFAULT_PORT_FORWARD_MAX_PER_SESSION: usize = 16;
+/// Default of `PortForward.MaxConnections`, over all sessions: each holds a socket, a task and
+/// its queue.
+pub const DEFAULT_PORT_FORWARD_MAX_CONNECTIONS: usize = 64;
+/// Default of `ControlSocket`.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/mender-connect/control.sock";
 /// Largest port-forward timeout accepted: one day.
 const MAX_PORT_FORWARD_TIMEOUT_SECS: u64 = 86_400;
 
@@ -293,7 +312,9 @@ impl std::error::Error for ConfigError {
 impl Config {
     /// Reads `fallback` then `primary` (either may be missing), applies the defaults and checks the
     /// configuration against this system (shell executable and listed in `/etc/shells`, user exists).
-    pub fn load(primary: &Path, fallback: &Path) -> Result<Loaded, ConfigError> {
+    /// `more` runs last: the checks that need a higher layer (standalone mode's key and
+    /// certificate), passed in so that this module stays a leaf.
+    pub fn load(primary: &Path, fallback: &Path, more: MoreChecks) -> Result<Loaded, ConfigError> {
         let mut docs = Vec::new();
         for path in [fallback, primary] {
             match std::fs::read_to_string(path) {
@@ -308,7 +329,7 @@ impl Config {
             }
         }
         let mut warnings = Vec::new();
-        let config = Self::load_documents(&docs, &mut warnings)?;
+        let config = Self::load_documents(&docs, &mut warnings, more)?;
         Ok(Loaded {
             config,
             warnings,
@@ -321,6 +342,7 @@ impl Config {
     pub(crate) fn load_documents(
         docs: &[(PathBuf, String)],
         warnings: &mut Vec<String>,
+        more: MoreChecks,
     ) -> Result<Config, ConfigError> {
         let mut raw = Raw::default();
         for (path, text) in docs {
@@ -328,8 +350,7 @@ impl Config {
         }
         let config = raw.finish(warnings)?;
         system::check(&config, Path::new("/etc/shells"), warnings)?;
-        #[cfg(feature = "standalone")]
-        crate::standalone::check(&config, warnings)?;
+        more(&config, warnings)?;
         Ok(config)
     }
 
@@ -804,7 +825,7 @@ impl Raw {
         match (block, key) {
             ("FileTransfer", _) => {
                 let full = "FileTransfer.AckWindowChunks";
-                let n = doc.unsigned(full, v, MAX_ACK_WINDOW_CHUNKS, "chunks")?;
+                let n = doc.unsigned(full, v, u64::from(MAX_ACK_WINDOW_CHUNKS), "chunks")?;
                 if n == 0 {
                     return Err(doc.invalid(full, format!("must be from 1 to {MAX_ACK_WINDOW_CHUNKS}, not 0")));
                 }
@@ -1083,8 +1104,8 @@ impl Raw {
             warnings.push("PortForward connection limits have no effect: port forwarding is disabled (PortForward.Disable)".into());
         }
         let port_forward_limits = PortForwardLimits {
-            per_session: self.pf_max_per_session.unwrap_or(crate::portforward::DEFAULT_MAX_CONNECTIONS_PER_SESSION),
-            total: self.pf_max_connections.unwrap_or(crate::portforward::DEFAULT_MAX_CONNECTIONS),
+            per_session: self.pf_max_per_session.unwrap_or(DEFAULT_PORT_FORWARD_MAX_PER_SESSION),
+            total: self.pf_max_connections.unwrap_or(DEFAULT_PORT_FORWARD_MAX_CONNECTIONS),
         };
         if port_forward_limits.per_session > port_forward_limits.total {
             warnings.push(format!(
@@ -1099,7 +1120,7 @@ impl Raw {
         };
 
         let control_socket = if self.control_socket.is_empty() {
-            PathBuf::from(crate::control::DEFAULT_SOCKET)
+            PathBuf::from(DEFAULT_CONTROL_SOCKET)
         } else {
             PathBuf::from(&self.control_socket)
         };
@@ -1345,7 +1366,7 @@ mod system {
                 "please provide a user to run the shell as".into(),
             ));
         }
-        match crate::pty::lookup_user(&config.user) {
+        match crate::os::users::lookup_user(&config.user) {
             Ok(Some(_)) => {}
             Ok(None) => return Err(invalid("User", format!("unknown user {}", config.user))),
             Err(e) => {
@@ -1384,14 +1405,14 @@ mod system {
         let ft = &config.limits.file_transfer;
         if config.limits.enabled {
             if let Some(owner) = &ft.owner_put {
-                if !matches!(crate::pty::lookup_user(owner), Ok(Some(_))) {
+                if !matches!(crate::os::users::lookup_user(owner), Ok(Some(_))) {
                     warnings.push(format!(
                         "Limits.FileTransfer.OwnerPut: unknown user {owner}: every upload will fail"
                     ));
                 }
             }
             if let Some(group) = &ft.group_put {
-                if !matches!(crate::pty::lookup_group(group), Ok(Some(_))) {
+                if !matches!(crate::os::users::lookup_group(group), Ok(Some(_))) {
                     warnings.push(format!(
                         "Limits.FileTransfer.GroupPut: unknown group {group}: every upload will fail"
                     ));
@@ -1506,8 +1527,9 @@ mod system {
     }
 }
 
-pub mod standalone;
 pub mod check;
+pub mod endpoint;
+pub mod standalone;
 
 #[cfg(test)]
 mod tests;

@@ -22,16 +22,17 @@ use smol::{Task, Timer};
 
 use mender_connect_core::shell::TermSize;
 
-use crate::auth::{Credentials, Update};
+use crate::link::credentials::{Auth, Credentials, Update};
 use crate::config::Config;
-use crate::connection::{self, ConnectError, Ended, Reader, Socket};
-use crate::control::protocol::{ErrorKind, LinkState, Response, SessionKind};
-use crate::control::server::Query;
-use crate::control::snapshot::{self, LinkStats};
-use crate::router::Router;
-use crate::shell::{Action, Exited, Expiry, ShellSettings, Shells};
+use crate::link::connection::{self, ConnectError, Ended, Reader, Socket};
+use crate::ops::status::protocol::{ErrorKind, LinkState, Response, SessionKind};
+use crate::ops::status::server::Query;
+use snapshot::LinkStats;
+use crate::proto::router::Router;
+use crate::proto::shell::{Action, Exited, Expiry, ShellSettings, Shells};
 
 pub mod resident;
+pub mod snapshot;
 
 /// Outbound shell-output frames buffered at most (each ≤ 8 KiB).
 const DATA_QUEUE: usize = 16;
@@ -39,7 +40,7 @@ const DATA_QUEUE: usize = 16;
 const REPLY_QUEUE: usize = 64;
 /// A connection that lived this long resets the reconnect backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
-/// How long shutdown waits for shells to die (SIGKILL comes after [`crate::shell::KILL_GRACE`]).
+/// How long shutdown waits for shells to die (SIGKILL comes after [`crate::proto::shell::KILL_GRACE`]).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// Connected with nothing open for this long, the daemon releases the code pages that start-up,
 /// dialing and the last sessions mapped (see [`resident`]); late enough that the tasks they left
@@ -68,7 +69,7 @@ pub struct Settings {
     /// How long shells outlive a dropped websocket.
     pub disconnect_grace: Duration,
     /// File transfer, port forward and mender-client handlers, as configured.
-    pub features: crate::features::Features,
+    pub features: crate::proto::features::Features,
     /// Where the status/control socket listens (`None`: no socket).
     pub control_socket: Option<std::path::PathBuf>,
     /// Which server certificates the websocket trusts.
@@ -101,9 +102,9 @@ impl Settings {
             reconnect_base: config.reconnect_interval,
             reconnect_max: config.reconnect_max_interval,
             disconnect_grace: Self::disconnect_grace_from_env(),
-            features: crate::features::Features::from_config(config),
+            features: crate::proto::features::Features::from_config(config),
             control_socket: Some(config.control_socket.clone()),
-            tls: crate::auth::tls_options(config),
+            tls: crate::link::tls_options(config),
         }
     }
 
@@ -112,7 +113,7 @@ impl Settings {
         std::env::var(HEALTHCHECK_INTERVAL_ENV)
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(crate::shell::HEALTH_INTERVAL, |s| Duration::from_secs(s.max(1)))
+            .map_or(crate::proto::shell::HEALTH_INTERVAL, |s| Duration::from_secs(s.max(1)))
     }
 
     /// The disconnect grace, from [`DISCONNECT_GRACE_ENV`] if set.
@@ -197,20 +198,7 @@ enum Event {
     Received(Result<async_tungstenite::tungstenite::Bytes, Ended>),
     WriterEnded(Result<(), Ended>),
     /// A request from the control socket (`mender-connect status`, `sessions kill`).
-    Control(crate::control::server::Ask),
-}
-
-/// Where credentials come from and how to ask for fresh ones.
-pub struct Auth {
-    /// Current credentials first, then one item per change.
-    pub credentials: async_channel::Receiver<Update>,
-    /// Asks the auth service for a new token (after HTTP 401).
-    pub refresh: Box<dyn Fn()>,
-    /// Asks the auth service for the current token again, answered on `credentials` even if
-    /// unchanged; `None` where the URL cannot be taken over locally (standalone mode). The daemon
-    /// waits for that answer before it redials, as the reference re-reads the token before every
-    /// reconnect: a local proxy may have moved, and its old port may now be anyone's.
-    pub reread: Option<Box<dyn Fn()>>,
+    Control(crate::ops::status::server::Ask),
 }
 
 struct Queues {
@@ -239,12 +227,12 @@ async fn writer_task(
 /// `DBUS_SYSTEM_BUS_ADDRESS`) and serves until SIGTERM/SIGINT. Returns the exit code.
 pub fn run(config: &Config, bus: Option<String>) -> i32 {
     let settings = Settings::from_config(config);
-    crate::runtime::claim();
-    let auth = match crate::auth::select(config, bus) {
+    crate::os::runtime::claim();
+    let auth = match crate::link::select(config, bus) {
         Ok(a) => a,
         Err(e) => {
             log::error!("{e}");
-            if matches!(e, crate::auth::AuthError::Bus(_)) && cfg!(feature = "standalone") {
+            if matches!(e, crate::link::auth::AuthError::Bus(_)) && cfg!(feature = "standalone") {
                 // The usual cause is a host without a system bus: say how to run without one.
                 log::error!(
                     "without the Mender client on D-Bus, a Standalone block in the configuration lets \
@@ -266,7 +254,7 @@ pub fn serve(settings: Settings, auth: Auth) -> i32 {
             return 1;
         }
     };
-    crate::runtime::block_on(event_loop(settings, auth, signals))
+    crate::os::runtime::block_on(event_loop(settings, auth, signals))
 }
 
 async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32 {
@@ -283,7 +271,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     let (exited_tx, exited_rx) = async_channel::unbounded();
     let mut shells = Shells::new(settings.shell.clone(), q.data_tx.clone(), exited_tx);
     let mut router = Router::new(settings.terminal);
-    crate::features::register(&mut router, &settings.features, &q.data_tx);
+    crate::proto::features::register(&mut router, &settings.features, &q.data_tx);
     let mut backoff = Backoff::new(settings.reconnect_base, settings.reconnect_max);
     let mut creds = Credentials { token: String::new(), server_url: String::new() };
     let mut auth_open = true;
@@ -494,7 +482,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 log::info!("connection established with {}", creds.server_url);
                 let (reader, writer) = connection::split(*socket, connection::Keepalive::for_url(&creds.server_url));
                 let (stop_writer, stop_rx) = async_channel::bounded(1);
-                let writer = crate::runtime::spawn(writer_task(writer, q.reply_rx.clone(), q.data_rx.clone(), stop_rx));
+                let writer = crate::os::runtime::spawn(writer_task(writer, q.reply_rx.clone(), q.data_rx.clone(), stop_rx));
                 link = Link::Up { reader, writer, stop_writer };
                 release_at = Some(now + RELEASE_AFTER);
                 backoff.connected(now);
@@ -508,7 +496,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 awaiting_reread = request_reread(&auth);
                 let delay = backoff.next_delay();
                 link_stats.dial_failed(format!("failed to connect to {}: {e}", creds.server_url));
-                log::error!("failed to connect to {}: {e}; reconnecting in {}", creds.server_url, crate::logging::Secs(delay));
+                log::error!("failed to connect to {}: {e}; reconnecting in {}", creds.server_url, crate::ops::logging::Secs(delay));
                 link = Link::Waiting(now + delay);
             }
             Event::Received(Ok(bytes)) => {
@@ -573,8 +561,8 @@ fn link_state(link: &Link) -> LinkState {
 /// Opens the control socket; the daemon runs on without it if that fails.
 fn start_control(
     path: Option<&std::path::Path>,
-) -> (Option<crate::control::server::Server>, Option<async_channel::Receiver<crate::control::server::Ask>>) {
-    match path.map(crate::control::server::Server::start) {
+) -> (Option<crate::ops::status::server::Server>, Option<async_channel::Receiver<crate::ops::status::server::Ask>>) {
+    match path.map(crate::ops::status::server::Server::start) {
         Some(Ok((server, rx))) => (Some(server), Some(rx)),
         Some(Err(e)) => {
             log::error!("{e}; `mender-connect status` will not work");
@@ -592,11 +580,11 @@ fn kill_session(id: &str, shells: &mut Shells, router: &mut Router) -> (Response
         // Control messages on the shell's sid (pings) belong to the same session; a `stop` is
         // what the server expects for a shell, so no `close` is added.
         let _ = router.kill(id);
-        let frame = crate::shell::frame(
+        let frame = crate::proto::shell::frame(
             mender_connect_core::shell::STOP,
             id,
             mender_connect_core::shell::Status::Error,
-            crate::shell::STOPPED_SHELL_TEXT.as_bytes(),
+            crate::proto::shell::STOPPED_SHELL_TEXT.as_bytes(),
         );
         return (Response::Killed { id: id.to_owned(), kind: SessionKind::Shell }, frame);
     }
@@ -619,7 +607,7 @@ fn kill_session(id: &str, shells: &mut Shells, router: &mut Router) -> (Response
 
 fn dial(creds: &Credentials, tls: &std::sync::Arc<rustls::ClientConfig>) -> Link {
     let (url, token, tls) = (creds.server_url.clone(), creds.token.clone(), std::sync::Arc::clone(tls));
-    Link::Dialing(crate::runtime::spawn(async move { connection::dial(&url, &token, &tls).await.map(Box::new) }))
+    Link::Dialing(crate::os::runtime::spawn(async move { connection::dial(&url, &token, &tls).await.map(Box::new) }))
 }
 
 /// Ends the current connection (close frame if up) and marks sessions as orphaned.

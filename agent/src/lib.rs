@@ -1,29 +1,21 @@
 //! `mender-connect`: the device daemon, as a library so that fuzz targets, benchmarks and
 //! integration tests can drive the same router and handlers the binary runs.
 //!
+//! Layers, each importing only those below it:
+//!
 //! ```text
-//!  cli ──► config ──► daemon ──► connection (websocket, backoff, keepalive)
-//!                       │            │
-//!                       │            ▼
-//!                       │         router ──► shell │ filetransfer │ portforward │ menderclient
-//!                       ▼
-//!                     auth (D-Bus token + URL)          pty, chroot: OS helpers
+//!  cli ──► daemon (event loop, status snapshots)
+//!            │
+//!            ├──► proto: router ──► shell │ filetransfer │ portforward │ menderclient
+//!            ├──► link:  connection (websocket, backoff, keepalive), auth (D-Bus), standalone
+//!            ├──► ops:   status socket, logging
+//!            ├──► config (plain data, validated)
+//!            └──► os:    users, pty, chroot, runtime
 //! ```
-pub mod auth;
-pub mod chroot;
 pub mod cli;
 pub mod config;
-pub mod connection;
-pub mod control;
 pub mod daemon;
-pub mod features;
-pub mod filetransfer;
-pub mod logging;
-pub mod menderclient;
-pub mod outframe;
-pub mod portforward;
-pub mod pty;
-pub mod router;
-pub mod runtime;
-pub mod shell;
-#[cfg(feature = "standalone")] pub mod standalone;
+pub mod link;
+pub mod ops;
+pub mod os;
+pub mod proto;

@@ -32,7 +32,7 @@
 //! frame itself, oversize) makes the reference drop the websocket (`connection.ReadMessage` error
 //! or gorilla's 8192-byte read limit → `messageLoop` reconnects). This agent answers a control
 //! `error` `failed to decode message: ...` with an empty sid instead and keeps the link
-//! (agent/src/router.rs).
+//! (agent/src/proto/router.rs).
 
 mod common;
 

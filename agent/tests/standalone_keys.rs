@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::TempDir;
-use mender_connect::connection::b64;
-use mender_connect::standalone::key::{DeviceKey, KeyError};
+use mender_connect::link::connection::b64;
+use mender_connect::link::standalone::key::{DeviceKey, KeyError};
 
 fn sh(dir: &Path, script: &str) -> std::process::Output {
     let out = Command::new("/bin/bash")

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{Conn, Fixture, SOON, TempDir, eventually, number_after, process_alive};
-use mender_connect::control::protocol::{self, ErrorKind, MAX_RESPONSE, PROTOCOL_VERSION, Request, Response};
+use mender_connect::ops::status::protocol::{self, ErrorKind, MAX_RESPONSE, PROTOCOL_VERSION, Request, Response};
 use mender_connect_core::control::{self, Open};
 use mender_connect_core::frame::Prop;
 use mender_connect_core::portforward::{self as pf, PortForwardNew};
@@ -243,7 +243,7 @@ fn garbage_requests_get_errors_and_the_daemon_keeps_serving() {
         drop(held);
 
         // Idle clients hold their slots; one more than the limit is told to come back later.
-        let idle: Vec<UnixStream> = (0..mender_connect::control::server::MAX_CLIENTS)
+        let idle: Vec<UnixStream> = (0..mender_connect::ops::status::server::MAX_CLIENTS)
             .map(|_| UnixStream::connect(&sock).unwrap())
             .collect();
         let mut extra = UnixStream::connect(&sock).unwrap();
@@ -464,8 +464,8 @@ fn control_socket_key_defaults_and_must_be_absolute() {
     use mender_connect::config::Config;
     let base = r#""ShellCommand":"/bin/sh","User":"root""#;
     let loaded = Config::from_json_str(&format!("{{{base}}}")).unwrap();
-    assert_eq!(loaded.config.control_socket, Path::new(mender_connect::control::DEFAULT_SOCKET));
-    assert_eq!(mender_connect::control::DEFAULT_SOCKET, "/run/mender-connect/control.sock");
+    assert_eq!(loaded.config.control_socket, Path::new(mender_connect::config::DEFAULT_CONTROL_SOCKET));
+    assert_eq!(mender_connect::config::DEFAULT_CONTROL_SOCKET, "/run/mender-connect/control.sock");
     let loaded = Config::from_json_str(&format!(r#"{{{base},"ControlSocket":"/run/x/c.sock"}}"#)).unwrap();
     assert_eq!(loaded.config.control_socket, Path::new("/run/x/c.sock"));
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);

@@ -294,5 +294,10 @@ pub fn encode_open_frame(buf: &mut [u8], sid: &str, open: &Open) -> Result<usize
     FrameOut { proto: Proto::CONTROL, typ: OPEN, sid, ..FrameOut::EMPTY }.encode_with(buf, |b| open.encode(b))
 }
 
+/// Tests that need no std: run on the host and on the bare-metal runner.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftests;
+
 #[cfg(test)]
 mod tests;

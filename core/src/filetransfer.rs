@@ -546,5 +546,10 @@ pub mod go_file_mode {
     }
 }
 
+/// Tests that need no std: run on the host and on the bare-metal runner.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftests;
+
 #[cfg(test)]
 mod tests;

@@ -420,5 +420,10 @@ impl<'a> FrameOut<'a> {
     }
 }
 
+/// Tests that need no std: run on the host and on the bare-metal runner.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftests;
+
 #[cfg(test)]
 mod tests;

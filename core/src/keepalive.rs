@@ -227,5 +227,11 @@ pub mod selftests {
         assert_eq!(k.poll(t(1)), KeepaliveAction::SendPing);
     }
 
-    crate::selftests!(reference_schedule, pong_and_ping_extend_deadline_data_does_not_by_default, any_frame_defers_ping_and_extends_deadline, payload_is_wait_seconds, zero_period_does_not_spin_forever);
+    crate::selftests!(
+        reference_schedule,
+        pong_and_ping_extend_deadline_data_does_not_by_default,
+        any_frame_defers_ping_and_extends_deadline,
+        payload_is_wait_seconds,
+        zero_period_does_not_spin_forever,
+    );
 }

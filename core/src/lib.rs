@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! +--------------------------------------------------------------------------+
-//! | agent (std, tokio): websocket + TLS, D-Bus auth, ptys, files, sockets,   |
-//! |   mender CLI, clocks, randomness, config, logging                        |
+//! | agent (std, smol/async-io): websocket + TLS, D-Bus auth, ptys, files,    |
+//! |   sockets, mender CLI, clocks, randomness, config, logging               |
 //! |                                                                          |
 //! |   frames in/out        now: Instant         random u64                   |
 //! +--------------------------------------------------------------------------+

@@ -70,5 +70,7 @@ pub fn encode_reply(buf: &mut [u8], request: &Frame<'_>, error: Option<&str>) ->
     .encode(buf)
 }
 
-#[cfg(test)]
-mod tests;
+/// Tests that need no std: run on the host and on the bare-metal runner.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftests;

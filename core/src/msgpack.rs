@@ -758,11 +758,12 @@ impl<'b> Writer<'b> {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// Tests that need no std: run on the host and on the bare-metal runner.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftests {
     use super::*;
 
-    #[test]
     fn int_conversions() {
         let i = Int { width: IntWidth::U64, bits: u64::MAX };
         assert_eq!(i.as_i64(), None);
@@ -774,7 +775,6 @@ mod tests {
         assert_eq!(Int::int64(7).as_go_int64(), Some(7));
     }
 
-    #[test]
     fn every_width_round_trips_through_writer_and_reader() {
         let cases = [
             Int { width: IntWidth::PosFixint, bits: 5 },
@@ -799,7 +799,6 @@ mod tests {
         }
     }
 
-    #[test]
     fn go_int_matches_vmihailenco_v5() {
         // Output of msgpack.Marshal(int(v)) with vmihailenco/msgpack v5.3.5 (Debian package).
         let cases: [(i64, &str); 17] = [
@@ -812,13 +811,12 @@ mod tests {
             let mut buf = [0u8; 16];
             let mut w = Writer::new(&mut buf);
             w.go_int(v).unwrap();
-            assert_eq!(w.written(), &crate::test_util::hex(want)[..], "{v}");
+            assert_eq!(w.written(), &crate::selftest::hex(want)[..], "{v}");
             let n = w.len();
             assert_eq!(Reader::new(&buf[..n]).value(0).ok().and_then(|x| x.as_int()).and_then(Int::as_i64), Some(v));
         }
     }
 
-    #[test]
     fn out_of_range_width_is_refused() {
         let mut buf = [0u8; 16];
         let mut w = Writer::new(&mut buf);
@@ -826,7 +824,6 @@ mod tests {
         assert_eq!(w.int(Int { width: IntWidth::PosFixint, bits: 128 }), Err(EncodeError::ValueOutOfRange));
     }
 
-    #[test]
     fn nesting_is_bounded() {
         let mut buf = [0x91u8; 100];
         buf[99] = 0xc0;
@@ -835,7 +832,6 @@ mod tests {
         assert!(Reader::new(&ok).value(0).is_ok());
     }
 
-    #[test]
     fn huge_counts_are_refused_without_looping() {
         // array32 claiming 4 billion elements in 5 bytes of input.
         let buf = [0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0];
@@ -844,7 +840,6 @@ mod tests {
         assert_eq!(Reader::new(&buf).value(0), Err(DecodeError::Truncated));
     }
 
-    #[test]
     fn bin_with_picks_smallest_header() {
         for n in [0usize, 1, 255, 256, 300] {
             let mut buf = [0u8; 400];
@@ -865,7 +860,6 @@ mod tests {
         }
     }
 
-    #[test]
     fn writer_reports_full_buffer() {
         let mut buf = [0u8; 3];
         let mut w = Writer::new(&mut buf);
@@ -873,4 +867,15 @@ mod tests {
         assert_eq!(w.str("ab"), Ok(()));
         assert_eq!(w.written(), &[0xa2, b'a', b'b']);
     }
+
+    crate::selftests!(
+        int_conversions,
+        every_width_round_trips_through_writer_and_reader,
+        go_int_matches_vmihailenco_v5,
+        out_of_range_width_is_refused,
+        nesting_is_bounded,
+        huge_counts_are_refused_without_looping,
+        bin_with_picks_smallest_header,
+        writer_reports_full_buffer,
+    );
 }

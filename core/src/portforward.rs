@@ -236,5 +236,10 @@ pub fn encode_error(buf: &mut [u8], sid: &str, failed_typ: &str, text: &str) -> 
     FrameOut { proto: Proto::PORT_FORWARD, typ: ERROR, sid, ..FrameOut::EMPTY }.encode_with(buf, |b| body.encode(b))
 }
 
+/// Tests that need no std: run on the host and on the bare-metal runner.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftests;
+
 #[cfg(test)]
 mod tests;

@@ -99,15 +99,16 @@ impl RateCounters {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// Tests that need no std: run on the host and on the bare-metal runner.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftests {
     use super::*;
 
     fn t(ms: u64) -> Instant {
         Instant::from_millis(ms)
     }
 
-    #[test]
     fn decay_constant_matches_exp() {
         // exp(-1/12) via its series; the constant must agree to f64 precision.
         let x = -1.0f64 / 12.0;
@@ -120,7 +121,6 @@ mod tests {
         assert!((sum - DECAY).abs() < 1e-15, "{sum} vs {DECAY}");
     }
 
-    #[test]
     fn integration_test_scenario_16k_limit() {
         // test_upload_limits_err_max_bytes_per_minute_exceeded: 16 KiB/min limit, two 512 KiB
         // uploads, 60 s wait -> third upload refused; 64 s more -> allowed.
@@ -138,7 +138,6 @@ mod tests {
         assert!(c.tx.below(1));
     }
 
-    #[test]
     fn tick_math() {
         let mut c = RateCounters::new(t(0));
         c.tx.add(1000);
@@ -154,7 +153,6 @@ mod tests {
         assert!(!c.tx.below(73) && c.tx.below(74) && c.tx.below(0));
     }
 
-    #[test]
     fn long_pause_is_bounded_and_decays() {
         let mut c = RateCounters::new(t(0));
         c.tx.add(u64::MAX);
@@ -165,4 +163,11 @@ mod tests {
         assert!(c.next_tick() > t(u64::MAX - TICK_MS) || c.next_tick() == t(u64::MAX));
         c.poll(t(u64::MAX));
     }
+
+    crate::selftests!(
+        decay_constant_matches_exp,
+        integration_test_scenario_16k_limit,
+        tick_math,
+        long_pause_is_bounded_and_decays,
+    );
 }

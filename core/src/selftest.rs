@@ -20,14 +20,53 @@ macro_rules! selftests {
         }
         /// This module's no-std tests, for the bare-metal runner.
         #[cfg(feature = "selftest")]
-        pub const SELFTESTS: &[$crate::selftest::SelfTest] = &[ $( (stringify!($name), $name as fn()) ),* ];
+        pub const SELFTESTS: &[$crate::selftest::SelfTest] = &[ $( (concat!(module_path!(), "::", stringify!($name)), $name as fn()) ),* ];
     };
 }
 
-/// Every module's no-std tests, in the order the runner reports them.
+/// Hex to bytes, as the host tests' `hex` (whitespace and `|` separators ignored), into a
+/// fixed-capacity buffer; panics on odd length, a non-hex digit, or more than 256 bytes.
+pub fn hex(s: &str) -> heapless::Vec<u8, 256> {
+    hex_n(s)
+}
+
+/// [`hex`] with the capacity chosen by the caller.
+pub fn hex_n<const N: usize>(s: &str) -> heapless::Vec<u8, N> {
+    let mut out = heapless::Vec::new();
+    let mut high: Option<u8> = None;
+    for c in s.chars().filter(|c| !c.is_whitespace() && *c != '|') {
+        let d = c.to_digit(16).expect("hex digit") as u8;
+        match high.take() {
+            None => high = Some(d),
+            Some(h) => out.push(h << 4 | d).expect("hex fits the buffer"),
+        }
+    }
+    assert!(high.is_none(), "odd hex length");
+    out
+}
+
+/// A value's `Display` text, for asserting error messages without `format!`.
+pub fn display(v: &impl core::fmt::Display) -> heapless::String<256> {
+    let mut s = heapless::String::new();
+    core::fmt::Write::write_fmt(&mut s, format_args!("{v}")).expect("display text fits 256 bytes");
+    s
+}
+
+/// Every module's no-std tests, in the order the runner reports them (one line per module).
 #[cfg(feature = "selftest")]
 pub const ALL: &[&[SelfTest]] = &[
     crate::backoff::selftests::SELFTESTS,
+    crate::time::selftests::SELFTESTS,
+    crate::msgpack::selftests::SELFTESTS,
+    crate::frame::selftests::SELFTESTS,
+    crate::control::selftests::SELFTESTS,
+    crate::shell::selftests::SELFTESTS,
+    crate::filetransfer::selftests::SELFTESTS,
+    crate::portforward::selftests::SELFTESTS,
+    crate::menderclient::selftests::SELFTESTS,
+    crate::sessions::selftests::SELFTESTS,
+    crate::transfer::selftests::SELFTESTS,
+    crate::rate::selftests::SELFTESTS,
     crate::keepalive::selftests::SELFTESTS,
     crate::link::selftests::SELFTESTS,
     crate::engine::selftests::SELFTESTS,

@@ -246,6 +246,120 @@ impl<const N: usize> SessionTable<N> {
     }
 }
 
+/// Tests that need no std: run on the host and on the bare-metal runner.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftests {
+    use super::*;
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    fn limits_in_reference_order() {
+        let cfg = SessionConfig { max_sessions: 2, max_per_user: 1, ..SessionConfig::default() };
+        let mut tab = SessionTable::<16>::new(cfg);
+        tab.open("s1", "u1", t(0)).unwrap();
+        assert_eq!(tab.open("s1", "u2", t(0)), Err(SessionError::AlreadyRunning));
+        assert_eq!(tab.open("s2", "u1", t(0)), Err(SessionError::TooManyForUser));
+        tab.open("s2", "u2", t(0)).unwrap();
+        // Full is reported before "already running".
+        assert_eq!(tab.open("s1", "u1", t(0)), Err(SessionError::TooManyShells));
+        assert_eq!(tab.len(), 2);
+        assert_eq!(crate::selftest::display(&SessionError::TooManyForUser), "user has too many open sessions");
+    }
+
+    fn const_capacity_bounds_config() {
+        let mut tab = SessionTable::<2>::new(SessionConfig { max_sessions: 100, max_per_user: 100, ..SessionConfig::default() });
+        tab.open("a", "u", t(0)).unwrap();
+        tab.open("b", "u", t(0)).unwrap();
+        assert_eq!(tab.open("c", "u", t(0)), Err(SessionError::TooManyShells));
+    }
+
+    fn close_and_close_user() {
+        let mut tab = SessionTable::<4>::new(SessionConfig { max_per_user: 3, ..SessionConfig::default() });
+        for s in ["a", "b", "c"] {
+            tab.open(s, "u", t(0)).unwrap();
+        }
+        tab.open("d", "v", t(0)).unwrap();
+        assert_eq!(tab.close("zz"), Err(SessionError::NotFound));
+        assert_eq!(tab.close("a").unwrap().user_id, "u");
+        let ids = tab.close_user("u").unwrap();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(tab.close_user("u"), Err(SessionError::NotFound));
+        assert_eq!(tab.len(), 1);
+        assert_eq!(tab.take_all().len(), 1);
+        assert!(tab.is_empty());
+    }
+
+    fn absolute_expiry() {
+        let cfg = SessionConfig { expiry: Expiry::from_reference(true, 1024, 0), max_per_user: 2, ..SessionConfig::default() };
+        let mut tab = SessionTable::<4>::new(cfg);
+        tab.open("a", "u", t(0)).unwrap();
+        tab.open("b", "u", t(500)).unwrap();
+        tab.touch("a", t(1_000_000)).unwrap();
+        assert_eq!(tab.next_expiry(), Some(t(1_024_000)));
+        assert!(tab.take_expired(t(1_024_000)).is_empty());
+        let gone = tab.take_expired(t(1_024_001));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].sid, "a");
+        assert_eq!(tab.next_expiry(), Some(t(1_024_500)));
+    }
+
+    /// mender-connect 2.1.0 and 3.0.0 `app/daemon.go`:
+    /// `if d.expireSessionsAfter == 0 && d.expireSessionsAfterIdle == 0 { return false }` in
+    /// `timeToSweepSessions`, the only caller of `MenderSessionTerminateExpired`: with both
+    /// timeouts 0 the session's `expiresAt` (created + 1024 s) is never checked. And with
+    /// `StopExpired` off, `applyDefaults` zeroes both.
+    fn no_timeout_or_no_stop_expired_never_expires() {
+        assert_eq!(Expiry::from_reference(true, 0, 0), None);
+        assert_eq!(Expiry::from_reference(false, 600, 0), None);
+        assert_eq!(Expiry::from_reference(false, 0, 600), None);
+        let cfg = SessionConfig { expiry: Expiry::from_reference(true, 0, 0), ..SessionConfig::default() };
+        let mut tab = SessionTable::<4>::new(cfg);
+        tab.open("a", "u", t(0)).unwrap();
+        assert_eq!(tab.next_expiry(), None);
+        assert!(tab.take_expired(t(1_024_001)).is_empty());
+        assert!(tab.take_expired(t(u64::MAX / 2)).is_empty());
+    }
+
+    /// mender-connect 3.0.0 `config/paths.go`: `DefaultStopExpired = true`,
+    /// `DefaultExpireAfterIdle = uint32(600)`.
+    fn default_is_three_point_o_idle_expiry() {
+        assert_eq!(SessionConfig::default().expiry, Some(Expiry::AfterIdle(600_000)));
+    }
+
+    fn idle_expiry_wins_and_touch_extends() {
+        let cfg = SessionConfig { expiry: Expiry::from_reference(true, 16, 10), ..SessionConfig::default() };
+        assert_eq!(cfg.expiry, Some(Expiry::AfterIdle(10_000)));
+        let mut tab = SessionTable::<4>::new(cfg);
+        tab.open("a", "u", t(0)).unwrap();
+        tab.touch("a", t(9_000)).unwrap();
+        assert!(tab.take_expired(t(17_000)).is_empty());
+        assert_eq!(tab.take_expired(t(19_001)).len(), 1);
+        assert_eq!(tab.touch("a", t(0)), Err(SessionError::NotFound));
+    }
+
+    fn long_ids_are_refused() {
+        let mut tab = SessionTable::<4>::new(SessionConfig::default());
+        let long = [b'x'; ID_CAP + 1];
+        let long = core::str::from_utf8(&long).unwrap();
+        assert_eq!(tab.open(long, "u", t(0)), Err(SessionError::IdTooLong));
+        assert!(tab.is_empty());
+    }
+
+    crate::selftests!(
+        limits_in_reference_order,
+        const_capacity_bounds_config,
+        close_and_close_user,
+        absolute_expiry,
+        no_timeout_or_no_stop_expired_never_expires,
+        default_is_three_point_o_idle_expiry,
+        idle_expiry_wins_and_touch_extends,
+        long_ids_are_refused,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,7 +373,6 @@ mod tests {
         Touch(u8),
         Expire,
     }
-
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             (0u8..12, 0u8..4).prop_map(|(s, u)| Op::Open(s, u)),
@@ -269,7 +382,6 @@ mod tests {
             Just(Op::Expire),
         ]
     }
-
     proptest! {
         #[test]
         fn limits_hold_under_any_sequence(ops in proptest::collection::vec(op(), 0..80), max in 1usize..10,
@@ -304,108 +416,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    fn t(ms: u64) -> Instant {
-        Instant::from_millis(ms)
-    }
-
-    #[test]
-    fn limits_in_reference_order() {
-        let cfg = SessionConfig { max_sessions: 2, max_per_user: 1, ..SessionConfig::default() };
-        let mut tab = SessionTable::<16>::new(cfg);
-        tab.open("s1", "u1", t(0)).unwrap();
-        assert_eq!(tab.open("s1", "u2", t(0)), Err(SessionError::AlreadyRunning));
-        assert_eq!(tab.open("s2", "u1", t(0)), Err(SessionError::TooManyForUser));
-        tab.open("s2", "u2", t(0)).unwrap();
-        // Full is reported before "already running".
-        assert_eq!(tab.open("s1", "u1", t(0)), Err(SessionError::TooManyShells));
-        assert_eq!(tab.len(), 2);
-        assert_eq!(std::format!("{}", SessionError::TooManyForUser), "user has too many open sessions");
-    }
-
-    #[test]
-    fn const_capacity_bounds_config() {
-        let mut tab = SessionTable::<2>::new(SessionConfig { max_sessions: 100, max_per_user: 100, ..SessionConfig::default() });
-        tab.open("a", "u", t(0)).unwrap();
-        tab.open("b", "u", t(0)).unwrap();
-        assert_eq!(tab.open("c", "u", t(0)), Err(SessionError::TooManyShells));
-    }
-
-    #[test]
-    fn close_and_close_user() {
-        let mut tab = SessionTable::<4>::new(SessionConfig { max_per_user: 3, ..SessionConfig::default() });
-        for s in ["a", "b", "c"] {
-            tab.open(s, "u", t(0)).unwrap();
-        }
-        tab.open("d", "v", t(0)).unwrap();
-        assert_eq!(tab.close("zz"), Err(SessionError::NotFound));
-        assert_eq!(tab.close("a").unwrap().user_id, "u");
-        let ids = tab.close_user("u").unwrap();
-        assert_eq!(ids.len(), 2);
-        assert_eq!(tab.close_user("u"), Err(SessionError::NotFound));
-        assert_eq!(tab.len(), 1);
-        assert_eq!(tab.take_all().len(), 1);
-        assert!(tab.is_empty());
-    }
-
-    #[test]
-    fn absolute_expiry() {
-        let cfg = SessionConfig { expiry: Expiry::from_reference(true, 1024, 0), max_per_user: 2, ..SessionConfig::default() };
-        let mut tab = SessionTable::<4>::new(cfg);
-        tab.open("a", "u", t(0)).unwrap();
-        tab.open("b", "u", t(500)).unwrap();
-        tab.touch("a", t(1_000_000)).unwrap();
-        assert_eq!(tab.next_expiry(), Some(t(1_024_000)));
-        assert!(tab.take_expired(t(1_024_000)).is_empty());
-        let gone = tab.take_expired(t(1_024_001));
-        assert_eq!(gone.len(), 1);
-        assert_eq!(gone[0].sid, "a");
-        assert_eq!(tab.next_expiry(), Some(t(1_024_500)));
-    }
-
-    /// mender-connect 2.1.0 and 3.0.0 `app/daemon.go`:
-    /// `if d.expireSessionsAfter == 0 && d.expireSessionsAfterIdle == 0 { return false }` in
-    /// `timeToSweepSessions`, the only caller of `MenderSessionTerminateExpired`: with both
-    /// timeouts 0 the session's `expiresAt` (created + 1024 s) is never checked. And with
-    /// `StopExpired` off, `applyDefaults` zeroes both.
-    #[test]
-    fn no_timeout_or_no_stop_expired_never_expires() {
-        assert_eq!(Expiry::from_reference(true, 0, 0), None);
-        assert_eq!(Expiry::from_reference(false, 600, 0), None);
-        assert_eq!(Expiry::from_reference(false, 0, 600), None);
-        let cfg = SessionConfig { expiry: Expiry::from_reference(true, 0, 0), ..SessionConfig::default() };
-        let mut tab = SessionTable::<4>::new(cfg);
-        tab.open("a", "u", t(0)).unwrap();
-        assert_eq!(tab.next_expiry(), None);
-        assert!(tab.take_expired(t(1_024_001)).is_empty());
-        assert!(tab.take_expired(t(u64::MAX / 2)).is_empty());
-    }
-
-    /// mender-connect 3.0.0 `config/paths.go`: `DefaultStopExpired = true`,
-    /// `DefaultExpireAfterIdle = uint32(600)`.
-    #[test]
-    fn default_is_three_point_o_idle_expiry() {
-        assert_eq!(SessionConfig::default().expiry, Some(Expiry::AfterIdle(600_000)));
-    }
-
-    #[test]
-    fn idle_expiry_wins_and_touch_extends() {
-        let cfg = SessionConfig { expiry: Expiry::from_reference(true, 16, 10), ..SessionConfig::default() };
-        assert_eq!(cfg.expiry, Some(Expiry::AfterIdle(10_000)));
-        let mut tab = SessionTable::<4>::new(cfg);
-        tab.open("a", "u", t(0)).unwrap();
-        tab.touch("a", t(9_000)).unwrap();
-        assert!(tab.take_expired(t(17_000)).is_empty());
-        assert_eq!(tab.take_expired(t(19_001)).len(), 1);
-        assert_eq!(tab.touch("a", t(0)), Err(SessionError::NotFound));
-    }
-
-    #[test]
-    fn long_ids_are_refused() {
-        let mut tab = SessionTable::<4>::new(SessionConfig::default());
-        let long = "x".repeat(ID_CAP + 1);
-        assert_eq!(tab.open(&long, "u", t(0)), Err(SessionError::IdTooLong));
-        assert!(tab.is_empty());
     }
 }

@@ -181,5 +181,7 @@ pub fn encode_ping(buf: &mut [u8], sid: &str, timeout_secs: i64) -> Result<usize
     FrameOut { proto: Proto::SHELL, typ: PING, sid, props: &props, ..FrameOut::EMPTY }.encode(buf)
 }
 
-#[cfg(test)]
-mod tests;
+/// Tests that need no std: run on the host and on the bare-metal runner.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftests;

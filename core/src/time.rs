@@ -45,11 +45,12 @@ impl Instant {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// Tests that need no std: run on the host and on the bare-metal runner.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftests {
     use super::*;
 
-    #[test]
     fn saturating_arithmetic() {
         let t = Instant::from_millis(10);
         assert_eq!(t.add_millis(5).as_millis(), 15);
@@ -59,4 +60,8 @@ mod tests {
         assert_eq!(t.add_duration(Duration::MAX).as_millis(), u64::MAX);
         assert_eq!(Instant::from_millis(30).saturating_duration_since(t), Duration::from_millis(20));
     }
+
+    crate::selftests!(
+        saturating_arithmetic,
+    );
 }

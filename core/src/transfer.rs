@@ -209,16 +209,16 @@ impl UploadState {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// Tests that need no std: run on the host and on the bare-metal runner.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftests {
     use super::*;
-    use proptest::prelude::*;
 
-    fn go(v: i64) -> Option<Int> {
+    pub(super) fn go(v: i64) -> Option<Int> {
         Some(Int::int64(v))
     }
 
-    #[test]
     fn download_window_of_20_chunks() {
         let mut w = DownloadWindow::new();
         let mut chunks = 0;
@@ -239,7 +239,6 @@ mod tests {
         assert!(w.is_complete());
     }
 
-    #[test]
     fn ack_offsets_must_be_go_int64() {
         let mut w = DownloadWindow::new();
         assert_eq!(w.on_ack(None), Err(TransferError::AckOffsetMissing));
@@ -251,10 +250,9 @@ mod tests {
             panic!("no int")
         };
         assert_eq!(w.on_ack(Some(compact)), Err(TransferError::AckOffsetType));
-        assert_eq!(std::format!("{}", TransferError::AckOffsetType), "invalid offset data type: require int64");
+        assert_eq!(crate::selftest::display(&TransferError::AckOffsetType), "invalid offset data type: require int64");
     }
 
-    #[test]
     fn small_window_and_odd_chunks() {
         let mut w = DownloadWindow::with_window(5000);
         assert_eq!(w.next_chunk_len(), 4096);
@@ -270,7 +268,6 @@ mod tests {
         assert_eq!(w.next_chunk_len(), 4096);
     }
 
-    #[test]
     fn upload_sequence() {
         let mut u = UploadState::new();
         assert!(!u.should_ack(false));
@@ -286,7 +283,6 @@ mod tests {
         assert_eq!(u.on_chunk(go(4100), 0), Err(TransferError::AfterEof));
     }
 
-    #[test]
     fn upload_acks_every_ten_when_backlogged() {
         let mut u = UploadState::new();
         let mut acks = 0;
@@ -298,6 +294,21 @@ mod tests {
         }
         assert_eq!(acks, 2);
     }
+
+    crate::selftests!(
+        download_window_of_20_chunks,
+        ack_offsets_must_be_go_int64,
+        small_window_and_odd_chunks,
+        upload_sequence,
+        upload_acks_every_ten_when_backlogged,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use super::selftests::go;
+    use proptest::prelude::*;
 
     proptest! {
         #[test]

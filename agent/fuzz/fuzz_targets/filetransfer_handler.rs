@@ -1,4 +1,4 @@
-//! Fuzzes the agent's real file-transfer handler (`mender_connect::filetransfer::FileTransfer`)
+//! Fuzzes the agent's real file-transfer handler (`mender_connect::proto::filetransfer::FileTransfer`)
 //! with sequences of file-transfer messages, confined to a scratch directory by the handler's own
 //! `Limits.FileTransfer.Chroot` jail (run this target as an unprivileged user; see README).
 //!
@@ -12,8 +12,8 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use mender_connect::config::FileTransferLimits;
-use mender_connect::filetransfer::{FileTransfer, Settings};
-use mender_connect::router::SessionHandler;
+use mender_connect::proto::filetransfer::{FileTransfer, Settings};
+use mender_connect::proto::router::SessionHandler;
 use mender_connect_core::{Frame, MAX_FRAME_LEN, Proto};
 
 const SID: &str = "fuzz";

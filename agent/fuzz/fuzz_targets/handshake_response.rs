@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mender_connect::connection::ConnectError;
-use mender_connect::connection::handshake::{accept_for, check_buffered};
+use mender_connect::link::connection::ConnectError;
+use mender_connect::link::connection::handshake::{accept_for, check_buffered};
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 

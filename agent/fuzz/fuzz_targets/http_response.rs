@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mender_connect::standalone::http::{HttpError, parse};
+use mender_connect::link::standalone::http::{HttpError, parse};
 
 /// Mirrors the parser's cap (256 KiB): no body it returns may be larger.
 const MAX_BODY: usize = 256 * 1024;

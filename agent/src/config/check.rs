@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, MoreChecks};
 
 /// What `check-config` prints.
 #[derive(Debug, Default)]
@@ -41,7 +41,7 @@ struct Doc {
 
 /// Checks `paths` (fallback first) as the daemon would load them, then this machine's side
 /// ([`Config::chroot_problem`]).
-pub fn check(paths: &[&Path]) -> Report {
+pub fn check(paths: &[&Path], more: MoreChecks) -> Report {
     let mut report = Report::default();
     let mut docs = Vec::new();
     for path in paths {
@@ -65,7 +65,7 @@ pub fn check(paths: &[&Path]) -> Report {
             .filter_map(|d| Some((d.path.clone(), d.text.clone().or_else(|| d.value.as_ref().map(Value::to_string))?)))
             .collect();
         let mut warnings = Vec::new();
-        match Config::load_documents(&texts, &mut warnings) {
+        match Config::load_documents(&texts, &mut warnings, more) {
             Ok(config) => {
                 report.warnings = warnings;
                 if let Some(p) = config.chroot_problem() {

@@ -136,7 +136,7 @@ impl RawStandalone {
             ));
         };
         let server_url = server_url.trim().trim_end_matches('/').to_owned();
-        let endpoint = crate::connection::Endpoint::parse(&server_url).map_err(|_| {
+        let endpoint = super::endpoint::Endpoint::parse(&server_url).map_err(|_| {
             invalid("Standalone.ServerURL", format!("{server_url:?} is not an http(s)://host[:port] URL"))
         })?;
         if !endpoint.tls {

@@ -509,7 +509,7 @@ mod files {
             "primary.conf",
             r#"{"ShellCommand":"/bin/sh","ShellArguments":["-i"],"Terminal":{"Width":120}}"#,
         );
-        let l = Config::load(&primary, &fallback).unwrap_or_else(|e| panic!("{e}"));
+        let l = Config::load(&primary, &fallback, no_more_checks).unwrap_or_else(|e| panic!("{e}"));
         let c = &l.config;
         assert_eq!(c.user, "root");
         assert_eq!(c.shell_arguments, vec!["-i"]); // arrays replace
@@ -523,10 +523,10 @@ mod files {
         let d = Dir::new("missing");
         let only = d.file("only.conf", r#"{"User":"root"}"#);
         let absent = d.0.join("absent.conf");
-        assert_eq!(Config::load(&only, &absent).unwrap().config.user, "root");
-        assert_eq!(Config::load(&absent, &only).unwrap().config.user, "root");
+        assert_eq!(Config::load(&only, &absent, no_more_checks).unwrap().config.user, "root");
+        assert_eq!(Config::load(&absent, &only, no_more_checks).unwrap().config.user, "root");
         // Neither: defaults, which then fail on the missing User like the reference.
-        let e = Config::load(&absent, &d.0.join("absent2.conf"))
+        let e = Config::load(&absent, &d.0.join("absent2.conf"), no_more_checks)
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("User: please provide a user"), "{e}");
@@ -539,7 +539,7 @@ mod files {
             "bad.conf",
             "{\"User\": \"root\",\n\"Terminal\": {\"Width\": -2}}",
         );
-        let e = Config::load(&bad, &d.0.join("absent.conf"))
+        let e = Config::load(&bad, &d.0.join("absent.conf"), no_more_checks)
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -550,7 +550,7 @@ mod files {
             )
         );
         let broken = d.file("broken.conf", "{\n\"User\": root}");
-        let e = Config::load(&broken, &d.0.join("absent.conf"))
+        let e = Config::load(&broken, &d.0.join("absent.conf"), no_more_checks)
             .unwrap_err()
             .to_string();
         assert!(
@@ -558,7 +558,7 @@ mod files {
             "{e}"
         );
         // A directory exists but cannot be read as a file.
-        let e = Config::load(&d.0, &d.0.join("absent.conf")).unwrap_err();
+        let e = Config::load(&d.0, &d.0.join("absent.conf"), no_more_checks).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }), "{e}");
     }
 }

@@ -1,0 +1,749 @@
+//! Remote-terminal sessions (`proto` 1): one shell on a pty per session id.
+//!
+//! Replies follow mender-connect 2.1.0 (`app/daemon_shell.go`, `session/shell.go`,
+//! `shell/exec.go`): `new` → `{"status":1}` "Shell started" or `{"status":2}` with the error text;
+//! `stop` → `{"status":1}` or status 2 with the error; a shell that ends is reported with a `stop`
+//! `{"status":2}` carrying the read error; a health-check `ping` (`timeout` 65, `status` 3) every
+//! 60 s, answered by `pong`; 65 s after the last pong the check fails and the shell is stopped and
+//! its session deleted (2.1.2/2.2.1+, MEN-6888; 2.1.0 only marked it expired).
+//!
+//! A session the agent ends by itself (idle or absolute expiry, failed health check) is reported
+//! with the same `stop` `{"status":2}` the reference's pty reader sends when its shell is stopped
+//! under it ("read /dev/ptmx: file already closed"), so the browser or `mender-cli` closes its
+//! terminal instead of showing a dead one. The reference's reader sends it only when a pty read
+//! fails, and stopping the shell first marks it not running (a read that still returns output
+//! then ends the reader quietly): in practice nothing goes out. 2.1.0 logged no read error and
+//! sent nothing on expiry, and `mender-cli` stayed open (3.0's expiry, health-check and reader
+//! code is the same). Ours sends it once.
+//!
+//! Unlike the reference: bulk pty output is coalesced into frames of up to ~8 KiB (flushed after
+//! [`COALESCE_IDLE`] without new output; short output such as an echo is sent at once), the reader stops reading the pty while the outbound
+//! queue is full (backpressure instead of unbounded buffering), sessions are removed when their
+//! shell ends, and sessions left over from a dropped websocket are reaped after a grace period.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, future};
+use mender_connect_core::MAX_FRAME_LEN;
+use mender_connect_core::shell::{self as proto, Status, TermSize};
+use smol::{Async, Task, Timer};
+
+use crate::os::pty;
+
+/// Most shells running at once (reference `config.MaxShellsSpawned`).
+pub const MAX_SHELLS: usize = 16;
+/// Bulk output is flushed when the pty has been quiet this long.
+pub const COALESCE_IDLE: Duration = Duration::from_millis(2);
+/// Output at least this long counts as bulk and is coalesced; shorter output (keystroke echo,
+/// prompts) is sent without waiting, so coalescing adds no latency to typing.
+const BULK_OUTPUT: usize = 1024;
+/// Turns other tasks get while bulk output waits for more, before the [`COALESCE_IDLE`] timer.
+const COALESCE_YIELDS: usize = 2;
+/// Time a stopped shell gets between SIGHUP and SIGKILL (the reference waits 2 s).
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// Health-check ping period (reference `healthcheckInterval`, 60 s); the check fails
+/// [`proto::HEALTHCHECK_TIMEOUT_SECS`] (5 s) after the next ping was due without a pong.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(proto::HEALTHCHECK_INTERVAL_SECS);
+/// Body of the `stop` sent for a shell ended by the agent or locally: what the reference sends
+/// when its shell is stopped under it (the pty read fails on the closed file).
+pub const STOPPED_SHELL_TEXT: &str = "read /dev/ptmx: file already closed";
+/// Keystroke messages buffered per session; more while the pty takes nothing are refused with
+/// [`ERR_INPUT_DROPPED`] on that session.
+const INPUT_QUEUE: usize = 16;
+
+/// Reference error texts (sent as the body of a status-2 reply).
+pub const ERR_TOO_MANY_SHELLS: &str = "too many shells spawned";
+/// Per-user limit reached.
+pub const ERR_TOO_MANY_FOR_USER: &str = "user has too many open sessions";
+/// Unknown session id.
+pub const ERR_SESSION_NOT_FOUND: &str = "session not found";
+/// Input refused because the session's queue is full (the program on the pty reads nothing);
+/// the reference has no such limit (its per-session goroutine blocks in the pty write).
+pub const ERR_INPUT_DROPPED: &str = "shell input dropped: the terminal does not take input";
+
+/// When sessions expire (`Sessions` in the configuration).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Expiry {
+    /// `StopExpired` off.
+    #[default]
+    Never,
+    /// `ExpireAfterIdle`: after this long without input from the user.
+    Idle(Duration),
+    /// `ExpireAfter`: this long after the start.
+    After(Duration),
+}
+
+impl Expiry {
+    /// The agent's form of core's rule ([`mender_connect_core::sessions::Expiry::from_reference`]).
+    pub fn from_core(e: Option<mender_connect_core::sessions::Expiry>) -> Self {
+        use mender_connect_core::sessions::Expiry as E;
+        match e {
+            Some(E::AfterIdle(ms)) => Self::Idle(Duration::from_millis(ms)),
+            Some(E::AfterCreation(ms)) => Self::After(Duration::from_millis(ms)),
+            _ => Self::Never,
+        }
+    }
+}
+
+/// What every shell is started with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShellSettings {
+    /// `ShellCommand`
+    pub command: String,
+    /// `ShellArguments`
+    pub args: Vec<String>,
+    /// `User`
+    pub user: String,
+    /// `Terminal.Width`/`Height` (used when `new` has no size).
+    pub size: TermSize,
+    /// `Sessions.MaxPerUser` (at least 1).
+    pub max_per_user: usize,
+    /// Session expiry.
+    pub expiry: Expiry,
+    /// Health-check ping period ([`HEALTH_INTERVAL`]; tests shorten it).
+    pub health_interval: Duration,
+}
+
+impl ShellSettings {
+    /// How long after the last pong the health check fails (interval + 5 s, as the reference).
+    pub(crate) fn health_timeout(&self) -> Duration {
+        self.health_interval.saturating_add(Duration::from_secs(proto::HEALTHCHECK_TIMEOUT_SECS))
+    }
+}
+
+/// What [`Shells::tick`] asks the daemon to send.
+#[derive(Debug, Default)]
+pub struct TickFrames {
+    /// Health-check pings: worth nothing late, dropped when the queue is full.
+    pub pings: Vec<Vec<u8>>,
+    /// `stop`s for sessions the agent ended: must reach the server.
+    pub stops: Vec<Vec<u8>>,
+}
+
+/// Why a session ended on its own; the daemon removes it and reaps the shell.
+#[derive(Debug)]
+pub struct Exited {
+    /// Session id.
+    pub sid: String,
+    /// Which incarnation of that sid (a sid can be reused after a stop).
+    pub serial: u64,
+}
+
+struct Session {
+    serial: u64,
+    /// The websocket link ([`Shells::link`]) on which the server last spoke for this session.
+    heard_on: u64,
+    user_id: String,
+    started: Instant,
+    active: Instant,
+    shell: pty::Shell,
+    input: async_channel::Sender<Vec<u8>>,
+    /// Input chunks handed to the writer task and not yet written; direct writes wait for 0
+    /// so that keystrokes stay in order.
+    input_queued: Arc<AtomicUsize>,
+    /// Input is being refused (queue full): the user is told once per such spell, not per
+    /// message.
+    refusing: bool,
+    master: Arc<Async<File>>,
+    last_pong: Instant,
+    next_ping: Instant,
+    /// Keystroke bytes from the server (status CLI).
+    bytes_in: u64,
+    /// Terminal output bytes sent, counted by the reader task (status CLI).
+    bytes_out: Arc<AtomicU64>,
+    _reader: Task<()>,
+    _writer: Task<()>,
+}
+
+/// One shell session as the status CLI shows it.
+#[derive(Clone, Debug)]
+pub struct ShellInfo {
+    /// Session id.
+    pub id: String,
+    /// The server's `user_id`.
+    pub user: String,
+    /// Shell process id.
+    pub pid: u32,
+    /// When the shell started.
+    pub started: Instant,
+    /// Last input from the user.
+    pub active: Instant,
+    /// Keystroke bytes received.
+    pub bytes_in: u64,
+    /// Terminal output bytes sent.
+    pub bytes_out: u64,
+}
+
+/// What the event loop does for a routed message.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Action {
+    /// Send this frame (router replies; priority queue).
+    Reply(Vec<u8>),
+}
+
+/// All shell sessions.
+pub struct Shells {
+    settings: ShellSettings,
+    sessions: HashMap<String, Session>,
+    /// Shells being stopped; the daemon waits for them on shutdown.
+    reaping: Vec<Task<()>>,
+    data: async_channel::Sender<Vec<u8>>,
+    exited: async_channel::Sender<Exited>,
+    serial: u64,
+    /// Counts websocket links (bumped by [`Shells::reconnected`]): a session not heard of on the
+    /// current one belongs to a user session the server may already have ended.
+    link: u64,
+    /// The shell user, looked up when the daemon starts ([`pty::Account`]); if that failed, at
+    /// the next shell start, then kept.
+    account: Option<pty::Account>,
+}
+
+/// Encodes a shell frame with a status; frames that cannot be encoded (absurd sid) are dropped.
+pub fn frame(typ: &str, sid: &str, status: Status, body: &[u8]) -> Option<Vec<u8>> {
+    // Header room as in `chunk_len`; a keystroke echo then zeroes ~200 bytes, not 8 KiB.
+    let cap = body.len() + sid.len() + typ.len() + 128;
+    crate::proto::outframe::encode_within(&format_args!("shell {typ} frame for session {sid:?}"), cap, |b| {
+        proto::encode_with_status(b, typ, sid, status, body)
+    })
+}
+
+fn reply(typ: &str, sid: &str, result: Result<&[u8], &str>) -> Vec<Action> {
+    let f = match result {
+        Ok(body) => frame(typ, sid, Status::Normal, body),
+        Err(e) => frame(typ, sid, Status::Error, e.as_bytes()),
+    };
+    f.into_iter().map(Action::Reply).collect()
+}
+
+impl Shells {
+    /// `data` is the bounded outbound data queue (shell output), `exited` tells the daemon
+    /// about shells that ended by themselves.
+    pub fn new(
+        settings: ShellSettings,
+        data: async_channel::Sender<Vec<u8>>,
+        exited: async_channel::Sender<Exited>,
+    ) -> Self {
+        let account = match pty::resolve_account(&settings.user) {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("cannot look up the shell user {:?} now: {e}; trying again at the first shell", settings.user);
+                None
+            }
+        };
+        Self { settings, sessions: HashMap::new(), reaping: Vec::new(), data, exited, serial: 0, link: 0, account }
+    }
+
+    /// Handles one shell-protocol frame from the server.
+    pub fn handle(&mut self, msg: proto::ShellMessage<'_>, typ: &str, sid: &str, now: Instant) -> Vec<Action> {
+        match msg {
+            proto::ShellMessage::New { user_id, size } => self.start(sid, user_id, size, now),
+            proto::ShellMessage::Stop { user_id } => self.stop_request(sid, user_id),
+            proto::ShellMessage::Data(bytes) => match self.sessions.get_mut(sid) {
+                Some(s) => {
+                    s.active = now;
+                    s.heard_on = self.link;
+                    s.bytes_in = s.bytes_in.saturating_add(bytes.len() as u64);
+                    if bytes.is_empty() {
+                        return Vec::new();
+                    }
+                    // Keystrokes go straight into the pty when nothing queued is ahead of them:
+                    // no hop through the writer task, so the echo comes back sooner.
+                    let mut rest = bytes;
+                    if s.input_queued.load(Ordering::Acquire) == 0 {
+                        let written = write_now(&s.master, rest);
+                        rest = &rest[written..];
+                        if rest.is_empty() {
+                            return Vec::new();
+                        }
+                    }
+                    // Never waited for here: the router serves every session, so a pty that
+                    // does not read must cost only its own session its input.
+                    s.input_queued.fetch_add(1, Ordering::AcqRel);
+                    match s.input.try_send(rest.to_vec()) {
+                        Ok(()) => {
+                            s.refusing = false;
+                            Vec::new()
+                        }
+                        Err(e) => {
+                            s.input_queued.fetch_sub(1, Ordering::AcqRel);
+                            // A closed queue: the writer task ended on a failed write, and the
+                            // reader reports the shell's end.
+                            if e.is_closed() || std::mem::replace(&mut s.refusing, true) {
+                                return Vec::new();
+                            }
+                            log::warn!("session {sid}: shell input dropped: the terminal does not take input");
+                            reply(typ, sid, Err(ERR_INPUT_DROPPED))
+                        }
+                    }
+                }
+                None => reply(typ, sid, Err(ERR_SESSION_NOT_FOUND)),
+            },
+            proto::ShellMessage::Resize(size) => {
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    s.heard_on = self.link;
+                }
+                match (self.sessions.get(sid), size) {
+                    (Some(s), Some(size)) => {
+                        if let Err(e) = s.shell.resize(size.height, size.width) {
+                            log::debug!("session {sid}: resize failed: {e}");
+                        }
+                    }
+                    (None, _) => log::error!("{ERR_SESSION_NOT_FOUND}: {sid}"),
+                    _ => {}
+                }
+                Vec::new()
+            }
+            proto::ShellMessage::Pong => {
+                match self.sessions.get_mut(sid) {
+                    Some(s) => {
+                        s.last_pong = now;
+                        s.heard_on = self.link;
+                    }
+                    None => log::error!("{ERR_SESSION_NOT_FOUND}: {sid}"),
+                }
+                Vec::new()
+            }
+            // `ping` from the server and unknown types: the reference's fallback answer.
+            _ => {
+                let text = format!("unknown message protocol and type: 1/{typ}");
+                reply(typ, sid, Err(&text))
+            }
+        }
+    }
+
+    fn start(&mut self, sid: &str, user_id: &str, size: Option<TermSize>, now: Instant) -> Vec<Action> {
+        // Refusals are logged on the device too: mender-cli 1.9 shows the user none of them.
+        if self.sessions.len() >= MAX_SHELLS {
+            log::warn!("session {sid}: shell refused for user {user_id:?}: {ERR_TOO_MANY_SHELLS} (at most {MAX_SHELLS})");
+            return reply(proto::NEW, sid, Err(ERR_TOO_MANY_SHELLS));
+        }
+        if self.sessions.contains_key(sid) {
+            log::warn!("session {sid}: shell refused: shell is already running");
+            return reply(proto::NEW, sid, Err("failed to start shell: shell is already running"));
+        }
+        let max_per_user = self.settings.max_per_user.max(1);
+        let mut actions = self.free_slot_of_stale_shells(user_id, max_per_user);
+        let per_user = self.sessions.values().filter(|s| s.user_id == user_id).count();
+        if per_user >= max_per_user {
+            log::warn!(
+                "session {sid}: shell refused for user {user_id:?}: {ERR_TOO_MANY_FOR_USER} \
+                 ({per_user} open, Sessions.MaxPerUser is {max_per_user})"
+            );
+            return reply(proto::NEW, sid, Err(ERR_TOO_MANY_FOR_USER));
+        }
+        let size = size.unwrap_or(self.settings.size);
+        actions.extend(match self.spawn(sid, user_id, size, now) {
+            Ok(()) => {
+                log::info!("session {sid}: shell started for user {user_id:?}");
+                reply(proto::NEW, sid, Ok(b"Shell started"))
+            }
+            Err(e) => {
+                log::error!("session {sid}: failed to start shell: {e}");
+                reply(proto::NEW, sid, Err(&format!("failed to start shell: {e}")))
+            }
+        });
+        actions
+    }
+
+    /// Makes room for one more shell of `user_id` under `max_per_user` by stopping that user's
+    /// shells the server has not spoken for since the websocket came back, oldest input first;
+    /// returns their `stop` frames. A dropped device websocket ends the user's terminal on the
+    /// server (and mender-cli with it), but the shell outlives the drop for the disconnect grace;
+    /// without this, the user's next terminal would be refused with "user has too many open
+    /// sessions" until the orphan's health check fails a minute later (the symptom of upstream
+    /// integration PR #2953). A shell whose terminal is still attached answers health checks and
+    /// sends input, so it is heard on the new link and kept. Nothing is stopped unless that makes
+    /// room.
+    fn free_slot_of_stale_shells(&mut self, user_id: &str, max_per_user: usize) -> Vec<Action> {
+        let mine = self.sessions.values().filter(|s| s.user_id == user_id).count();
+        if mine < max_per_user {
+            return Vec::new();
+        }
+        let mut stale: Vec<(Instant, String)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.user_id == user_id && s.heard_on != self.link)
+            .map(|(sid, s)| (s.active, sid.clone()))
+            .collect();
+        let excess = mine + 1 - max_per_user;
+        if stale.len() < excess {
+            return Vec::new();
+        }
+        stale.sort();
+        let mut actions = Vec::new();
+        for (_, old) in stale.into_iter().take(excess) {
+            log::info!(
+                "session {old}: not heard of since the websocket came back; stopping its shell for the user's new terminal"
+            );
+            self.stop(&old);
+            actions.extend(frame(proto::STOP, &old, Status::Error, STOPPED_SHELL_TEXT.as_bytes()).map(Action::Reply));
+        }
+        actions
+    }
+
+    fn spawn(&mut self, sid: &str, user_id: &str, size: TermSize, now: Instant) -> io::Result<()> {
+        if self.account.is_none() {
+            self.account = pty::resolve_account(&self.settings.user)?;
+        }
+        let spec = pty::ShellSpec {
+            command: self.settings.command.clone().into(),
+            args: self.settings.args.clone(),
+            user: self.settings.user.clone(),
+            rows: size.height,
+            cols: size.width,
+            env: Vec::new(),
+            account: self.account.clone(),
+        };
+        let shell = pty::spawn_shell(&spec)?;
+        let master = match shell.master.try_clone().and_then(|fd| Async::new(File::from(fd))) {
+            Ok(m) => Arc::new(m),
+            Err(e) => {
+                self.reap(shell);
+                return Err(e);
+            }
+        };
+        self.serial += 1;
+        let (input, input_rx) = async_channel::bounded(INPUT_QUEUE);
+        let bytes_out = Arc::new(AtomicU64::new(0));
+        let reader = crate::os::runtime::spawn(pump_output(
+            Arc::clone(&master),
+            sid.to_owned(),
+            self.serial,
+            self.data.clone(),
+            self.exited.clone(),
+            Arc::clone(&bytes_out),
+        ));
+        let input_queued = Arc::new(AtomicUsize::new(0));
+        let writer = crate::os::runtime::spawn(pump_input(Arc::clone(&master), input_rx, Arc::clone(&input_queued)));
+        self.sessions.insert(
+            sid.to_owned(),
+            Session {
+                serial: self.serial,
+                heard_on: self.link,
+                user_id: user_id.to_owned(),
+                started: now,
+                active: now,
+                shell,
+                input,
+                input_queued,
+                refusing: false,
+                master,
+                last_pong: now,
+                next_ping: now + self.settings.health_interval,
+                bytes_in: 0,
+                bytes_out,
+                _reader: reader,
+                _writer: writer,
+            },
+        );
+        Ok(())
+    }
+
+    fn stop_request(&mut self, sid: &str, user_id: &str) -> Vec<Action> {
+        if sid.is_empty() {
+            if user_id.is_empty() {
+                return reply(proto::STOP, sid, Err("StopShellMessage: sessionId not given and userId empty"));
+            }
+            let sids: Vec<String> =
+                self.sessions.iter().filter(|(_, s)| s.user_id == user_id).map(|(k, _)| k.clone()).collect();
+            if sids.is_empty() {
+                return reply(proto::STOP, sid, Err(ERR_SESSION_NOT_FOUND));
+            }
+            for sid in &sids {
+                self.stop(sid);
+            }
+            return reply(proto::STOP, "", Ok(b""));
+        }
+        if self.stop(sid) {
+            reply(proto::STOP, sid, Ok(b""))
+        } else {
+            let text = format!("routeMessage: StopShellMessage: session not found for id {sid}");
+            reply(proto::STOP, sid, Err(&text))
+        }
+    }
+
+    /// Stops a session's shell (SIGHUP now, SIGKILL after [`KILL_GRACE`]) without telling the
+    /// server. Returns whether the session existed.
+    pub fn stop(&mut self, sid: &str) -> bool {
+        match self.sessions.remove(sid) {
+            Some(s) => {
+                log::info!("session {sid}: stopping shell");
+                // Dropping the tasks cancels them, so no "stop" frame follows.
+                drop(s._reader);
+                drop(s._writer);
+                let _ = s.shell.hangup();
+                self.reap(s.shell);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A shell ended by itself: forget the session and reap the process.
+    pub fn exited(&mut self, e: &Exited) {
+        if self.sessions.get(&e.sid).is_some_and(|s| s.serial == e.serial) {
+            self.stop(&e.sid);
+        }
+    }
+
+    fn reap(&mut self, mut shell: pty::Shell) {
+        self.reaping.retain(|t| !t.is_finished());
+        self.reaping.push(crate::os::runtime::spawn(async move {
+            let deadline = Instant::now() + KILL_GRACE;
+            let mut killed = false;
+            loop {
+                match shell.try_wait() {
+                    Ok(Some(_)) | Err(_) => return,
+                    Ok(None) => {}
+                }
+                if !killed && Instant::now() >= deadline {
+                    let _ = shell.kill();
+                    killed = true;
+                }
+                Timer::after(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+
+    /// Periodic work: expiry, health checks, sessions orphaned by a dropped websocket.
+    /// Returns frames to send: health-check pings, and a `stop` for each session expired or
+    /// failing its health check. Orphaned sessions get none: the server forgot them with the
+    /// websocket that carried them (it drops device messages for unknown sessions).
+    pub fn tick(&mut self, now: Instant, orphaned_since: Option<Instant>, grace: Duration) -> TickFrames {
+        let mut doomed = Vec::new();
+        let mut out = TickFrames::default();
+        let orphaned = orphaned_since.is_some_and(|t| now.duration_since(t) >= grace);
+        let (interval, timeout) = (self.settings.health_interval, self.settings.health_timeout());
+        for (sid, s) in &mut self.sessions {
+            let expired = match self.settings.expiry {
+                Expiry::Never => false,
+                Expiry::Idle(d) => now.duration_since(s.active) > d,
+                Expiry::After(d) => now.duration_since(s.started) > d,
+            };
+            if expired {
+                log::info!("session {sid}: expired");
+                doomed.push((sid.clone(), true));
+            } else if orphaned {
+                log::info!("session {sid}: websocket gone for {}, stopping the shell", crate::ops::logging::Secs(grace));
+                doomed.push((sid.clone(), false));
+            } else if now.duration_since(s.last_pong) > timeout && orphaned_since.is_none() {
+                log::error!("session {sid}: health check failed, connection with the client lost");
+                doomed.push((sid.clone(), true));
+            } else if now >= s.next_ping && orphaned_since.is_none() {
+                s.next_ping = now + interval;
+                let mut buf = vec![0u8; 256 + sid.len()];
+                let secs = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
+                if let Ok(n) = proto::encode_ping(&mut buf, sid, secs) {
+                    buf.truncate(n);
+                    out.pings.push(buf);
+                }
+            }
+        }
+        for (sid, tell) in doomed {
+            self.stop(&sid);
+            if tell {
+                out.stops.extend(frame(proto::STOP, &sid, Status::Error, STOPPED_SHELL_TEXT.as_bytes()));
+            }
+        }
+        out
+    }
+
+    /// After a reconnect the health-check clock restarts, so a pong that could not arrive
+    /// while the websocket was down does not count against the session.
+    pub fn reconnected(&mut self, now: Instant) {
+        self.link = self.link.wrapping_add(1);
+        for s in self.sessions.values_mut() {
+            s.last_pong = now;
+            s.next_ping = now + self.settings.health_interval;
+        }
+    }
+
+    /// Stops every shell (websocket unauthorized, shutdown).
+    pub fn stop_all(&mut self) -> usize {
+        let sids: Vec<String> = self.sessions.keys().cloned().collect();
+        for sid in &sids {
+            self.stop(sid);
+        }
+        sids.len()
+    }
+
+    /// Waits until every stopped shell has been reaped.
+    pub async fn reaped(&mut self) {
+        for t in self.reaping.drain(..) {
+            t.await;
+        }
+    }
+
+    /// The sessions, for the status CLI (taken only when asked).
+    pub fn info(&self) -> Vec<ShellInfo> {
+        let mut v: Vec<ShellInfo> = self
+            .sessions
+            .iter()
+            .map(|(sid, s)| ShellInfo {
+                id: sid.clone(),
+                user: s.user_id.clone(),
+                pid: s.shell.pid,
+                started: s.started,
+                active: s.active,
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out.load(Ordering::Relaxed),
+            })
+            .collect();
+        v.sort_by(|a, b| a.started.cmp(&b.started).then_with(|| a.id.cmp(&b.id)));
+        v
+    }
+
+    /// Whether no shell session is open (nothing for [`Shells::tick`] to do).
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// The configured shell command (status dump).
+    pub fn command(&self) -> &str {
+        &self.settings.command
+    }
+
+    /// Lines for the SIGUSR1 status dump.
+    pub fn status_lines(&self, now: Instant) -> Vec<String> {
+        let mut lines = vec![format!("  shells: {}/{MAX_SHELLS}", self.sessions.len())];
+        for (sid, s) in &self.sessions {
+            lines.push(format!(
+                "   id:{sid} user:{} pid:{} started:{}s ago active:{}s ago shell:{}",
+                s.user_id,
+                s.shell.pid,
+                now.duration_since(s.started).as_secs(),
+                now.duration_since(s.active).as_secs(),
+                self.settings.command
+            ));
+        }
+        lines
+    }
+}
+
+/// Largest pty chunk per frame: the frame (header, sid, status prop, bin header) must stay
+/// within [`MAX_FRAME_LEN`]. Bigger output frames were measured (32 KiB: +7% throughput within
+/// noise, but the slow-reader peak went over 2 MiB with the queue's 16 frames), so they stay at
+/// the size the device itself accepts.
+fn chunk_len(sid: &str) -> usize {
+    MAX_FRAME_LEN.saturating_sub(128 + sid.len()).max(256)
+}
+
+/// pty → outbound queue. Reads coalesce until the buffer is full or the pty has been quiet for
+/// [`COALESCE_IDLE`]; `send().await` on the bounded queue is the backpressure.
+async fn pump_output(
+    master: Arc<Async<File>>,
+    sid: String,
+    serial: u64,
+    data: async_channel::Sender<Vec<u8>>,
+    exited: async_channel::Sender<Exited>,
+    bytes_out: Arc<AtomicU64>,
+) {
+    let chunk = chunk_len(&sid);
+    let mut buf = vec![0u8; chunk];
+    let mut end: Option<io::Error> = None;
+    while end.is_none() {
+        let mut len = match (&*master).read(&mut buf).await {
+            Ok(0) => {
+                end = Some(io::ErrorKind::UnexpectedEof.into());
+                0
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                end = Some(e);
+                0
+            }
+        };
+        while end.is_none() && len < chunk {
+            let mut pty = &*master;
+            let mut read = pty.read(&mut buf[len..]);
+            // Output already in the pty is taken without a timer. Otherwise small output (an
+            // echo, a prompt) goes out at once, and only bulk output waits briefly for more.
+            let mut more = future::poll_once(&mut read).await;
+            if more.is_none() && len >= BULK_OUTPUT {
+                // Bulk output: let the other tasks run (the writer sends the previous frame
+                // meanwhile, the shell refills the pty) and look again, before a timer. Arming
+                // a timer per frame wakes the reactor thread per frame.
+                for _ in 0..COALESCE_YIELDS {
+                    future::yield_now().await;
+                    more = future::poll_once(&mut read).await;
+                    if more.is_some() {
+                        break;
+                    }
+                }
+                if more.is_none() {
+                    more = async { Some(read.await) }
+                        .or(async {
+                            Timer::after(COALESCE_IDLE).await;
+                            None
+                        })
+                        .await;
+                }
+            }
+            match more {
+                None => break,
+                Some(Ok(0)) => end = Some(io::ErrorKind::UnexpectedEof.into()),
+                Some(Ok(n)) => len += n,
+                Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Some(Err(e)) => end = Some(e),
+            }
+        }
+        if len > 0 {
+            let Some(f) = frame(proto::SHELL, &sid, Status::Normal, &buf[..len]) else { break };
+            // Counted before it leaves, so a status taken after the server saw it includes it.
+            bytes_out.fetch_add(len as u64, Ordering::Relaxed);
+            if data.send(f).await.is_err() {
+                return;
+            }
+        }
+    }
+    // The reference reports the pty read error (EIO once the shell has exited).
+    let text = match end {
+        Some(e) if e.raw_os_error() == Some(5) => "read /dev/ptmx: input/output error".to_owned(),
+        Some(e) => format!("read /dev/ptmx: {e}"),
+        None => "read /dev/ptmx: EOF".to_owned(),
+    };
+    log::info!("session {sid}: shell ended ({text})");
+    if let Some(f) = frame(proto::STOP, &sid, Status::Error, text.as_bytes()) {
+        let _ = data.send(f).await;
+    }
+    let _ = exited.send(Exited { sid, serial }).await;
+}
+
+/// Writes what the pty takes without blocking; returns how many bytes that was (0 when it is
+/// full or failed: the queued path then retries and reports the error).
+fn write_now(master: &Async<File>, bytes: &[u8]) -> usize {
+    use std::io::Write as _;
+    let mut written = 0;
+    while written < bytes.len() {
+        match master.get_ref().write(&bytes[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    written
+}
+
+/// Queued session input → pty.
+async fn pump_input(
+    master: Arc<Async<File>>,
+    input: async_channel::Receiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+) {
+    while let Ok(bytes) = input.recv().await {
+        let result = (&*master).write_all(&bytes).await;
+        queued.fetch_sub(1, Ordering::AcqRel);
+        if let Err(e) = result {
+            log::debug!("pty write failed: {e}");
+            return;
+        }
+    }
+}
