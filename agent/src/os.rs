@@ -2,6 +2,7 @@
 //! configuration: user and group lookups, pseudo-terminals, path confinement, the executor.
 
 pub mod chroot;
+pub mod clock;
 pub mod pty;
 pub mod runtime;
 pub mod users;

@@ -511,14 +511,12 @@ impl Shells {
         }));
     }
 
-    /// Periodic work: expiry, health checks, sessions orphaned by a dropped websocket.
-    /// Returns frames to send: health-check pings, and a `stop` for each session expired or
-    /// failing its health check. Orphaned sessions get none: the server forgot them with the
-    /// websocket that carried them (it drops device messages for unknown sessions).
-    pub fn tick(&mut self, now: Instant, orphaned_since: Option<Instant>, grace: Duration) -> TickFrames {
+    /// Periodic work: expiry and health checks (none while `orphaned`: the websocket that
+    /// carried the sessions dropped and no new one is up). Returns frames to send: health-check
+    /// pings, and a `stop` for each session expired or failing its health check.
+    pub fn tick(&mut self, now: Instant, orphaned: bool) -> TickFrames {
         let mut doomed = Vec::new();
         let mut out = TickFrames::default();
-        let orphaned = orphaned_since.is_some_and(|t| now.duration_since(t) >= grace);
         let (interval, timeout) = (self.settings.health_interval, self.settings.health_timeout());
         for (sid, s) in &mut self.sessions {
             let expired = match self.settings.expiry {
@@ -529,13 +527,10 @@ impl Shells {
             if expired {
                 log::info!("session {sid}: expired");
                 doomed.push((sid.clone(), true));
-            } else if orphaned {
-                log::info!("session {sid}: websocket gone for {}, stopping the shell", crate::ops::logging::Secs(grace));
-                doomed.push((sid.clone(), false));
-            } else if now.duration_since(s.last_pong) > timeout && orphaned_since.is_none() {
+            } else if now.duration_since(s.last_pong) > timeout && !orphaned {
                 log::error!("session {sid}: health check failed, connection with the client lost");
                 doomed.push((sid.clone(), true));
-            } else if now >= s.next_ping && orphaned_since.is_none() {
+            } else if now >= s.next_ping && !orphaned {
                 s.next_ping = now + interval;
                 let mut buf = vec![0u8; 256 + sid.len()];
                 let secs = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
@@ -552,6 +547,17 @@ impl Shells {
             }
         }
         out
+    }
+
+    /// The disconnect grace passed (the link engine says when): the sessions orphaned by the
+    /// dropped websocket stop. The server forgot them with the websocket that carried them (it
+    /// drops device messages for unknown sessions), so it is not told.
+    pub fn reap_orphans(&mut self, grace: Duration) {
+        let sids: Vec<String> = self.sessions.keys().cloned().collect();
+        for sid in sids {
+            log::info!("session {sid}: websocket gone for {}, stopping the shell", crate::ops::logging::Secs(grace));
+            self.stop(&sid);
+        }
     }
 
     /// After a reconnect the health-check clock restarts, so a pong that could not arrive
