@@ -322,20 +322,67 @@ fn encode_error_about(
     .ok()
 }
 
-/// The table of control sessions, at most `N`.
+/// Where the session table lives. A fixed array ([`FixedStore`]) is all a device needs; a
+/// caller with an allocator may grow its storage on demand instead, so that memory follows use
+/// (the agent's cap of [`MAX_SESSIONS`] sessions of up to [`MAX_ID_LEN`]-byte ids would
+/// otherwise be 320 KB held from the start).
+pub trait SessionStore {
+    /// The sessions.
+    fn as_slice(&self) -> &[Session];
+    /// The sessions, mutably.
+    fn as_mut_slice(&mut self) -> &mut [Session];
+    /// Adds a session; false when there is no room.
+    fn push(&mut self, s: Session) -> bool;
+    /// Removes session `i` (`i` < the length), moving the last one into its place.
+    fn swap_remove(&mut self, i: usize) -> Session;
+    /// Removes every session.
+    fn clear(&mut self);
+}
+
+/// A session table of at most `N` sessions, inline.
+pub type FixedStore<const N: usize> = Vec<Session, N>;
+
+impl<const N: usize> SessionStore for Vec<Session, N> {
+    fn as_slice(&self) -> &[Session] {
+        self
+    }
+    fn as_mut_slice(&mut self) -> &mut [Session] {
+        self
+    }
+    fn push(&mut self, s: Session) -> bool {
+        Vec::push(self, s).is_ok()
+    }
+    fn swap_remove(&mut self, i: usize) -> Session {
+        Vec::swap_remove(self, i)
+    }
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+}
+
+/// The table of control sessions, at most `cap`, kept in `S`.
 #[derive(Clone, Debug)]
-pub struct ControlSessions<const N: usize> {
+pub struct ControlSessions<S> {
     idle: IdleConfig,
     protocols: Vec<u16, MAX_PROTOCOLS>,
-    sessions: Vec<Session, N>,
+    sessions: S,
+    cap: usize,
     /// Some session has a frame to send or an end to report.
     pending: bool,
 }
 
-impl<const N: usize> ControlSessions<N> {
-    /// An empty table. `protocols` are listed in `accept`, sorted (the shell's included when
-    /// enabled); messages of those other than the shell are delivered, others refused.
+impl<const N: usize> ControlSessions<FixedStore<N>> {
+    /// An empty table of at most `N` sessions. `protocols` are listed in `accept`, sorted (the
+    /// shell's included when enabled); messages of those other than the shell are delivered,
+    /// others refused.
     pub fn new(idle: IdleConfig, protocols: &[u16]) -> Self {
+        Self::with_store(idle, protocols, Vec::new(), N)
+    }
+}
+
+impl<S: SessionStore> ControlSessions<S> {
+    /// An empty table in `store`, of at most `cap` sessions (and what `store` can hold).
+    pub fn with_store(idle: IdleConfig, protocols: &[u16], mut store: S, cap: usize) -> Self {
         let mut p: Vec<u16, MAX_PROTOCOLS> = Vec::new();
         for x in protocols {
             if !p.contains(x) {
@@ -343,7 +390,8 @@ impl<const N: usize> ControlSessions<N> {
             }
         }
         p.sort_unstable();
-        Self { idle, protocols: p, sessions: Vec::new(), pending: false }
+        store.clear();
+        Self { idle, protocols: p, sessions: store, cap, pending: false }
     }
 
     /// Protocols listed in `accept`.
@@ -365,7 +413,7 @@ impl<const N: usize> ControlSessions<N> {
 
     /// Open sessions.
     pub fn len(&self) -> usize {
-        self.sessions.iter().filter(|s| s.ended.is_none()).count()
+        self.sessions.as_slice().iter().filter(|s| s.ended.is_none()).count()
     }
 
     /// Whether no session is open.
@@ -375,17 +423,17 @@ impl<const N: usize> ControlSessions<N> {
 
     /// The open sessions, in table order.
     pub fn iter(&self) -> impl Iterator<Item = &Session> {
-        self.sessions.iter().filter(|s| s.ended.is_none())
+        self.sessions.as_slice().iter().filter(|s| s.ended.is_none())
     }
 
     fn find(&self, sid: &str) -> Option<usize> {
-        self.sessions.iter().position(|s| s.ended.is_none() && s.sid == sid)
+        self.sessions.as_slice().iter().position(|s| s.ended.is_none() && s.sid == sid)
     }
 
     /// Adds `n` bytes sent for `sid` by its handler (status only).
     pub fn count_sent(&mut self, sid: &str, n: usize) {
         if let Some(i) = self.find(sid) {
-            let s = &mut self.sessions[i];
+            let s = &mut self.sessions.as_mut_slice()[i];
             s.bytes_out = s.bytes_out.saturating_add(n as u64);
         }
     }
@@ -396,8 +444,8 @@ impl<const N: usize> ControlSessions<N> {
             Some(Refusal::SidTooLong(frame.header.sid.len()))
         } else if user.len() > MAX_ID_LEN {
             Some(Refusal::UserTooLong(user.len()))
-        } else if self.sessions.len() >= N {
-            Some(Refusal::TooMany(N))
+        } else if self.sessions.as_slice().len() >= self.cap {
+            Some(Refusal::TooMany(self.cap))
         } else {
             None
         }
@@ -431,16 +479,16 @@ impl<const N: usize> ControlSessions<N> {
                     bytes_in: 0,
                     bytes_out: 0,
                 };
-                if self.sessions.push(s).is_err() {
-                    let r = Refusal::TooMany(N);
+                if !self.sessions.push(s) {
+                    let r = Refusal::TooMany(self.cap);
                     let reply = encode_error_about(reply, sid, &frame, true, &r);
                     return Routed::Handled { reply, note: Note::Refused(r) };
                 }
-                self.sessions.len() - 1
+                self.sessions.as_slice().len() - 1
             }
         };
         let proto = frame.header.proto;
-        let s = &mut self.sessions[i];
+        let s = &mut self.sessions.as_mut_slice()[i];
         s.last_rx = now;
         s.pinged = false;
         s.due = Due::Nothing;
@@ -458,14 +506,14 @@ impl<const N: usize> ControlSessions<N> {
             Routed::Deliver(frame)
         };
         if let Routed::Handled { reply: Some(n), .. } = routed {
-            let s = &mut self.sessions[i];
+            let s = &mut self.sessions.as_mut_slice()[i];
             s.bytes_out = s.bytes_out.saturating_add(n as u64);
         }
         routed
     }
 
     fn end(&mut self, i: usize, why: EndReason) {
-        self.sessions[i].ended = Some(why);
+        self.sessions.as_mut_slice()[i].ended = Some(why);
         self.pending = true;
     }
 
@@ -531,7 +579,7 @@ impl<const N: usize> ControlSessions<N> {
     /// [`ControlSessions::poll_send`]).
     pub fn handle_timeout(&mut self, now: Instant) {
         let idle = self.idle;
-        for s in self.sessions.iter_mut().filter(|s| s.ended.is_none()) {
+        for s in self.sessions.as_mut_slice().iter_mut().filter(|s| s.ended.is_none()) {
             let quiet = now.millis_since(s.last_rx);
             if s.pinged && quiet >= idle.timeout_ms {
                 s.due = Due::Timeout;
@@ -549,7 +597,7 @@ impl<const N: usize> ControlSessions<N> {
         if !self.pending {
             return None;
         }
-        for s in self.sessions.iter_mut().filter(|s| s.ended.is_none()) {
+        for s in self.sessions.as_mut_slice().iter_mut().filter(|s| s.ended.is_none()) {
             let due = core::mem::replace(&mut s.due, Due::Nothing);
             let sent = match due {
                 Due::Nothing => continue,
@@ -574,13 +622,13 @@ impl<const N: usize> ControlSessions<N> {
         if !self.pending {
             return None;
         }
-        match self.sessions.iter().position(|s| s.ended.is_some()) {
+        match self.sessions.as_slice().iter().position(|s| s.ended.is_some()) {
             Some(i) => {
                 let s = self.sessions.swap_remove(i);
                 s.ended.map(|why| (s.sid, s.proto, why))
             }
             None => {
-                self.pending = self.sessions.iter().any(|s| s.due != Due::Nothing);
+                self.pending = self.sessions.as_slice().iter().any(|s| s.due != Due::Nothing);
                 None
             }
         }

@@ -32,7 +32,7 @@
 
 use core::time::Duration;
 
-use crate::control_sessions::{self, ControlSessions, EndReason, Id, IdleConfig, Note, SendKind, Session};
+use crate::control_sessions::{self, ControlSessions, EndReason, FixedStore, Id, IdleConfig, Note, SendKind, Session, SessionStore};
 use crate::frame::{Frame, Proto, MAX_FRAME_LEN};
 use crate::link::{CredentialsUpdate, LinkAction, LinkConfig, LinkState, Supervisor};
 use crate::time::Instant;
@@ -81,17 +81,29 @@ pub enum Action {
     },
 }
 
-/// The device side of the protocol, with at most `N` control sessions.
+/// The device side of the protocol, its control sessions kept in `S`.
 #[derive(Clone, Debug)]
-pub struct Engine<const N: usize> {
+pub struct Engine<S> {
     link: Supervisor,
-    sessions: ControlSessions<N>,
+    sessions: ControlSessions<S>,
     terminal: bool,
 }
 
-impl<const N: usize> Engine<N> {
-    /// A new engine, without credentials. `seed`: a random number for the backoff's jitter.
+/// An engine with a fixed table of at most `N` control sessions, inline: what a device needs.
+pub type FixedEngine<const N: usize> = Engine<FixedStore<N>>;
+
+impl<const N: usize> Engine<FixedStore<N>> {
+    /// A new engine with at most `N` control sessions, without credentials. `seed`: a random
+    /// number for the backoff's jitter.
     pub fn new(cfg: &Config<'_>, seed: u64) -> Self {
+        Self::with_store(cfg, seed, heapless::Vec::new(), N)
+    }
+}
+
+impl<S: SessionStore> Engine<S> {
+    /// A new engine keeping at most `cap` control sessions in `store`, without credentials.
+    /// `seed`: a random number for the backoff's jitter.
+    pub fn with_store(cfg: &Config<'_>, seed: u64, store: S, cap: usize) -> Self {
         let mut protocols: heapless::Vec<u16, { control_sessions::MAX_PROTOCOLS }> = heapless::Vec::new();
         for p in cfg.served {
             let _ = protocols.push(p.0);
@@ -99,7 +111,11 @@ impl<const N: usize> Engine<N> {
         if cfg.terminal {
             let _ = protocols.push(Proto::SHELL.0);
         }
-        Self { link: Supervisor::new(cfg.link, seed), sessions: ControlSessions::new(cfg.idle, &protocols), terminal: cfg.terminal }
+        Self {
+            link: Supervisor::new(cfg.link, seed),
+            sessions: ControlSessions::with_store(cfg.idle, &protocols, store, cap),
+            terminal: cfg.terminal,
+        }
     }
 
     /// Protocols listed in `accept`, sorted.
@@ -268,7 +284,7 @@ pub mod selftests {
         Instant::from_millis(ms)
     }
 
-    fn engine() -> Engine<CAP> {
+    fn engine() -> FixedEngine<CAP> {
         let cfg = Config {
             link: LinkConfig {
                 backoff: BackoffConfig { base_ms: 1_000, cap_ms: 60_000, stable_after_ms: 60_000 },
@@ -481,7 +497,7 @@ pub mod selftests {
             terminal: false,
             served: &[],
         };
-        let mut e: Engine<2> = Engine::new(&cfg, 1);
+        let mut e: FixedEngine<2> = Engine::new(&cfg, 1);
         assert_eq!(e.protocols(), &[] as &[u16]);
         assert!(e.serve(Proto::MENDER_CLIENT));
         assert!(!e.serve(Proto::SHELL));

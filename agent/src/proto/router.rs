@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use mender_connect_core::control_sessions::Note;
+use mender_connect_core::control_sessions::{Note, Session, SessionStore};
 use mender_connect_core::engine::{self, Engine, Routed};
 use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig};
 use mender_connect_core::shell::ShellMessage;
@@ -88,9 +88,36 @@ pub enum Output {
     Send(Vec<u8>),
 }
 
+/// The control sessions' table, grown on demand (up to the engine's cap of [`MAX_SESSIONS`]):
+/// a fixed table of 1,024 sessions with 128-byte ids would hold 320 KB from the start.
+#[derive(Debug, Default)]
+pub struct SessionTable(Vec<Session>);
+
+impl SessionStore for SessionTable {
+    fn as_slice(&self) -> &[Session] {
+        &self.0
+    }
+    fn as_mut_slice(&mut self) -> &mut [Session] {
+        &mut self.0
+    }
+    fn push(&mut self, s: Session) -> bool {
+        self.0.push(s);
+        true
+    }
+    fn swap_remove(&mut self, i: usize) -> Session {
+        self.0.swap_remove(i)
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// The agent's protocol engine.
+pub type AgentEngine = Engine<SessionTable>;
+
 /// The message router: the protocol engine and the session handlers.
 pub struct Router {
-    engine: Box<Engine<MAX_SESSIONS>>,
+    engine: AgentEngine,
     factories: Vec<(Proto, HandlerFactory)>,
     handlers: HashMap<String, HashMap<Proto, Box<dyn SessionHandler>>>,
     /// Where the engine encodes replies ([`engine::REPLY_BUF_LEN`]).
@@ -139,7 +166,7 @@ impl Router {
     pub fn with_link(terminal: bool, link: LinkConfig, seed: u64) -> Self {
         let cfg = engine::Config { link, idle: Default::default(), terminal, served: &[] };
         Self {
-            engine: Box::new(Engine::new(&cfg, seed)),
+            engine: Engine::with_store(&cfg, seed, SessionTable::default(), MAX_SESSIONS),
             factories: Vec::new(),
             handlers: HashMap::new(),
             reply: vec![0; engine::REPLY_BUF_LEN],
@@ -148,12 +175,12 @@ impl Router {
     }
 
     /// The protocol engine (link state, sessions, timers).
-    pub fn engine(&self) -> &Engine<MAX_SESSIONS> {
+    pub fn engine(&self) -> &AgentEngine {
         &self.engine
     }
 
     /// The protocol engine, to feed it the link's events; drain [`Router::poll`] after.
-    pub fn engine_mut(&mut self) -> &mut Engine<MAX_SESSIONS> {
+    pub fn engine_mut(&mut self) -> &mut AgentEngine {
         &mut self.engine
     }
 

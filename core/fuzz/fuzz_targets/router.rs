@@ -20,14 +20,14 @@ use libfuzzer_sys::fuzz_target;
 use mender_connect_core::backoff::BackoffConfig;
 use mender_connect_core::control::{self, ControlMessage};
 use mender_connect_core::control_sessions::{IdleConfig, POLL_BUF_LEN};
-use mender_connect_core::engine::{Action, Config, Engine, REPLY_BUF_LEN, Routed};
+use mender_connect_core::engine::{Action, Config, Engine, FixedEngine, REPLY_BUF_LEN, Routed};
 use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig, LinkState};
 use mender_connect_core::time::Instant;
 use mender_connect_core::{Frame, MAX_FRAME_LEN, Proto};
 
 const CAP: usize = 16;
 
-fn open_sids(e: &Engine<CAP>) -> HashSet<String> {
+fn open_sids(e: &FixedEngine<CAP>) -> HashSet<String> {
     e.sessions().map(|s| s.sid().to_owned()).collect()
 }
 
@@ -44,7 +44,7 @@ fn check_reply(reply: &[u8], sid: &str) {
 /// Drains the actions, checking each against the model of open sessions.
 /// `fresh`: the sid of the message just handled, which may have opened and ended a session at
 /// once (a `close` or a rejected `open` as its first message).
-fn drain(e: &mut Engine<CAP>, open: &mut HashSet<String>, buf: &mut [u8], fresh: Option<&str>) {
+fn drain(e: &mut FixedEngine<CAP>, open: &mut HashSet<String>, buf: &mut [u8], fresh: Option<&str>) {
     let mut fresh_seen = false;
     while let Some(a) = e.poll_action(buf) {
         match a {
@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
         terminal: true,
         served: &[Proto::FILE_TRANSFER, Proto::PORT_FORWARD],
     };
-    let mut e: Box<Engine<CAP>> = Box::new(Engine::new(&cfg, 0x5eed));
+    let mut e: Box<FixedEngine<CAP>> = Box::new(Engine::new(&cfg, 0x5eed));
     let mut reply = vec![0u8; REPLY_BUF_LEN];
     let mut buf = [0u8; POLL_BUF_LEN];
     let mut open = HashSet::new();

@@ -14,7 +14,7 @@ fn t(ms: u64) -> Instant {
     Instant::from_millis(ms)
 }
 
-fn agent_engine() -> std::boxed::Box<Engine<MAX_SESSIONS>> {
+fn agent_engine() -> std::boxed::Box<FixedEngine<MAX_SESSIONS>> {
     let cfg = Config {
         link: LinkConfig::new(1_000, 60_000, 60_000, true),
         idle: IdleConfig::default(),
@@ -118,7 +118,7 @@ fn reconnect_storm_over_a_day() {
         terminal: true,
         served: &[],
     };
-    let mut e: Engine<4> = Engine::new(&cfg, 1234);
+    let mut e: FixedEngine<4> = Engine::new(&cfg, 1234);
     let mut buf = [0u8; POLL_BUF_LEN];
     let mut now = t(0);
     e.handle_credentials(CredentialsUpdate::Changed, now);
@@ -158,4 +158,53 @@ fn reconnect_storm_over_a_day() {
     let d = e.handle_link_closed(now.add_millis(60_000)).unwrap();
     assert!(d.as_millis() <= 1_000);
     assert_eq!(e.link().attempt(), 1);
+}
+
+/// A store that grows on demand, as the agent's: the cap is the engine's, not the store's.
+struct Grow(Vec<crate::control_sessions::Session>);
+
+impl crate::control_sessions::SessionStore for Grow {
+    fn as_slice(&self) -> &[crate::control_sessions::Session] {
+        &self.0
+    }
+    fn as_mut_slice(&mut self) -> &mut [crate::control_sessions::Session] {
+        &mut self.0
+    }
+    fn push(&mut self, s: crate::control_sessions::Session) -> bool {
+        self.0.push(s);
+        true
+    }
+    fn swap_remove(&mut self, i: usize) -> crate::control_sessions::Session {
+        self.0.swap_remove(i)
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+#[test]
+fn a_growing_store_keeps_the_engine_s_cap_and_holds_nothing_idle() {
+    let cfg = Config {
+        link: LinkConfig::new(1_000, 60_000, 60_000, false),
+        idle: IdleConfig::default(),
+        terminal: false,
+        served: &[],
+    };
+    let mut e = Engine::with_store(&cfg, 1, Grow(Vec::new()), 3);
+    assert!(core::mem::size_of_val(&e) < 1_024, "{}", core::mem::size_of_val(&e));
+    e.handle_credentials(CredentialsUpdate::Changed, t(0));
+    e.handle_connected(t(0));
+    let mut reply = vec![0u8; REPLY_BUF_LEN];
+    for (i, sid) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        let f = frame(Proto::CONTROL, control::PING, sid, &[], &[]);
+        let r = e.handle_frame(&f, t(1), &mut reply);
+        if i < 3 {
+            assert!(matches!(r, Routed::Handled { note: Note::None, reply: Some(_) }), "{r:?}");
+        } else {
+            assert_eq!(error_text(&reply, &r), ("too many open sessions on this device (at most 3)".into(), true));
+        }
+    }
+    assert_eq!(e.session_count(), 3);
+    e.handle_link_closed(t(2));
+    assert_eq!(e.session_count(), 0);
 }
