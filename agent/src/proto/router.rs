@@ -120,7 +120,8 @@ pub struct Router {
     engine: AgentEngine,
     factories: Vec<(Proto, HandlerFactory)>,
     handlers: HashMap<String, HashMap<Proto, Box<dyn SessionHandler>>>,
-    /// Where the engine encodes replies ([`engine::REPLY_BUF_LEN`]).
+    /// Where the engine encodes replies ([`engine::REPLY_BUF_LEN`]), allocated on the first
+    /// message: an idle connected daemon holds none of it.
     reply: Vec<u8>,
     /// Outputs met while draining session ends after a message, for the next [`Router::poll`].
     pending: std::collections::VecDeque<Output>,
@@ -169,7 +170,7 @@ impl Router {
             engine: Engine::with_store(&cfg, seed, SessionTable::default(), MAX_SESSIONS),
             factories: Vec::new(),
             handlers: HashMap::new(),
-            reply: vec![0; engine::REPLY_BUF_LEN],
+            reply: Vec::new(),
             pending: std::collections::VecDeque::new(),
         }
     }
@@ -204,6 +205,9 @@ impl Router {
     /// Routes one websocket message.
     pub fn route(&mut self, bytes: &[u8], shells: &mut Shells, now: Instant) -> Vec<Action> {
         let mut reply = std::mem::take(&mut self.reply);
+        if reply.is_empty() {
+            reply = vec![0; engine::REPLY_BUF_LEN];
+        }
         let out = match self.engine.handle_frame(bytes, clock::to_core(now), &mut reply) {
             Routed::Shell(frame) => match ShellMessage::from_frame(&frame) {
                 Ok(msg) => shells.handle(msg, frame.header.typ, frame.header.sid, now),
