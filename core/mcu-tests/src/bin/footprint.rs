@@ -1,8 +1,10 @@
 //! The smallest useful device build of the protocol core, for its flash and RAM figures
-//! (footprint.sh): every protocol (control, shell, file transfer, port forward, mender client),
-//! the shell session and port-forward connection tables at their default capacities (driven as
-//! an executor drives them), the transfer window, backoff, keep-alive and rate counters, and one
-//! receive and one transmit buffer of `MAX_FRAME_LEN`.
+//! (footprint.sh): the engine (link supervision with backoff, control sessions: handshake,
+//! idle ping and timeout, routing) for 16 control sessions, every protocol (shell, file
+//! transfer, port forward, mender client), the shell session and port-forward connection tables
+//! at their default capacities (driven as an executor drives them), the transfer window,
+//! keep-alive and rate counters, a receive buffer of `MAX_FRAME_LEN` and the engine's reply
+//! buffer (`REPLY_BUF_LEN`).
 //!
 //! It plays one scripted session: each request is copied into the receive buffer, hidden from
 //! the optimiser (`black_box`, as if it came from the network), decoded and answered; the
@@ -11,13 +13,14 @@
 #![no_main]
 
 use core::hint::black_box;
-use mender_connect_core::backoff::{Backoff, BackoffConfig};
-use mender_connect_core::control::{self, Accept, ControlError, ControlMessage};
+use mender_connect_core::control_sessions::IdleConfig;
+use mender_connect_core::engine::{Action as EngineAction, Config as EngineConfig, FixedEngine, Routed, REPLY_BUF_LEN};
 use mender_connect_core::filetransfer::{self as ft, FileInfo, FileTransferMessage};
 use mender_connect_core::forwards::{
     Action as ForwardAction, ForwardConfig, ForwardTable, DEFAULT_MAX_CONNECTIONS, queue_len,
 };
-use mender_connect_core::frame::{Frame, Proto, MAX_FRAME_LEN};
+use mender_connect_core::frame::{Proto, MAX_FRAME_LEN};
+use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig, DEFAULT_DISCONNECT_GRACE_MS};
 use mender_connect_core::keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
 use mender_connect_core::menderclient::{self as mc, MenderClientMessage};
 use mender_connect_core::portforward::{self as pf, PortForwardMessage};
@@ -31,17 +34,24 @@ use mender_connect_mcu_tests::{exit, stack_used, write_str, write_usize};
 /// The port-forward table at its default capacity (`PortForward.MaxConnections`).
 type Forwards = ForwardTable<DEFAULT_MAX_CONNECTIONS, { queue_len(DEFAULT_MAX_CONNECTIONS) }>;
 
+/// Control sessions the device keeps at once (the agent on Linux allows 1024).
+const CONTROL_SESSIONS: usize = 16;
+/// Protocols served inside control sessions.
+const SERVED: &[Proto] = &[Proto::FILE_TRANSFER, Proto::PORT_FORWARD, Proto::MENDER_CLIENT];
+type Engine = FixedEngine<CONTROL_SESSIONS>;
+
 /// Everything the device keeps between frames.
 struct Device {
     shells: DefaultShellTable,
     forwards: Forwards,
     download: DownloadWindow,
     upload: UploadState,
-    backoff: Backoff,
+    engine: Engine,
     keepalive: Keepalive,
     rate: RateCounters,
     rx: [u8; MAX_FRAME_LEN],
-    tx: [u8; MAX_FRAME_LEN],
+    /// The engine's reply buffer: every reply fits (an error echoes an incoming frame's ids).
+    tx: [u8; REPLY_BUF_LEN],
     sent: usize,
 }
 
@@ -52,11 +62,19 @@ impl Device {
             forwards: Forwards::new(ForwardConfig::default()),
             download: DownloadWindow::new(),
             upload: UploadState::new(),
-            backoff: Backoff::new(BackoffConfig::default()),
+            engine: Engine::new(
+                &EngineConfig {
+                    link: LinkConfig::new(1_000, 60_000, DEFAULT_DISCONNECT_GRACE_MS, false),
+                    idle: IdleConfig::default(),
+                    terminal: true,
+                    served: SERVED,
+                },
+                black_box(0x1234_5678),
+            ),
             keepalive: Keepalive::new(KeepaliveConfig::default(), now),
             rate: RateCounters::new(now),
             rx: [0; MAX_FRAME_LEN],
-            tx: [0; MAX_FRAME_LEN],
+            tx: [0; REPLY_BUF_LEN],
             sent: 0,
         }
     }
@@ -70,26 +88,41 @@ impl Device {
         }
     }
 
+    /// Carries out the engine's actions (the "websocket" always connects at once).
+    fn engine_actions(&mut self, now: Instant) {
+        while let Some(a) = self.engine.poll_action(&mut self.tx) {
+            match a {
+                EngineAction::Send { len, .. } => self.send(Ok(len)),
+                EngineAction::Link(LinkAction::Dial) => self.engine.handle_connected(now),
+                EngineAction::SessionEnded { sid, .. } => {
+                    self.forwards.handle_session_closed(&sid);
+                    self.forward_actions(now);
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// One received websocket message of `len` bytes in `rx`.
     fn on_message(&mut self, len: usize, now: Instant) {
         self.keepalive.on_data(now);
         self.rate.rx.add(len as u64);
+        self.route(len, now);
+        self.engine_actions(now);
+    }
+
+    /// The engine handles control and session bookkeeping; each protocol's messages come out
+    /// for its table or handler.
+    fn route(&mut self, len: usize, now: Instant) {
         let rx = black_box(&self.rx[..len]);
-        let Ok(f) = Frame::decode(rx) else { return };
+        let f = match self.engine.handle_frame(rx, now, &mut self.tx) {
+            Routed::Handled { reply: Some(n), .. } => return self.send(Ok(n)),
+            Routed::Handled { reply: None, .. } => return,
+            Routed::Shell(f) | Routed::Deliver(f) => f,
+            _ => return,
+        };
         let tx = &mut self.tx;
         let n = match f.header.proto {
-            Proto::CONTROL => match ControlMessage::from_frame(&f) {
-                Ok(ControlMessage::Open(o)) if o.supports(control::PROTOCOL_VERSION) => {
-                    let accept = Accept::new(control::PROTOCOL_VERSION, &[1, 2, 3, 4]).unwrap_or_default();
-                    control::encode_accept_frame(tx, f.header.sid, &accept)
-                }
-                Ok(ControlMessage::Ping) => control::bare(control::PONG, f.header.sid).encode(tx),
-                Ok(ControlMessage::Close) => return,
-                _ => {
-                    let e = ControlError { err: "session: control type message not understood", ..Default::default() };
-                    control::encode_error_frame(tx, f.header.sid, &e)
-                }
-            },
             Proto::SHELL => match ShellMessage::from_frame(&f) {
                 Ok(ShellMessage::New { user_id, size }) => {
                     let _ = self.shells.handle_new(f.header.sid, user_id, size, now);
@@ -191,8 +224,13 @@ impl Device {
     /// Timers: keep-alive, rate ticks, session expiry.
     fn on_timer(&mut self, now: Instant) {
         if self.keepalive.poll(now) == KeepaliveAction::TimedOut {
-            black_box(self.backoff.next_delay_ms(black_box(0x1234_5678)));
+            black_box(self.engine.handle_link_closed(now));
+            self.keepalive = Keepalive::new(KeepaliveConfig::default(), now);
         }
+        if self.engine.poll_timeout().is_some_and(|at| at <= now) {
+            self.engine.handle_timeout(now);
+        }
+        self.engine_actions(now);
         self.rate.poll(now);
         if self.shells.poll_timeout().is_some_and(|at| at <= now) {
             self.shells.handle_timeout(now);
@@ -297,6 +335,8 @@ const EXPECTED_REPLIES: usize = 16;
 extern "C" fn mcu_main() -> ! {
     let mut now = Instant::from_millis(0);
     let mut dev = Device::new(now);
+    dev.engine.handle_credentials(CredentialsUpdate::Changed, now);
+    dev.engine_actions(now);
     for req in black_box(&REQUESTS) {
         // As a websocket read would: the message lands in the receive buffer.
         dev.rx[..req.len()].copy_from_slice(req);
@@ -309,8 +349,12 @@ extern "C" fn mcu_main() -> ! {
     write_str("footprint: device state ");
     write_usize(core::mem::size_of::<Device>());
     write_str(" bytes (of which rx+tx buffers ");
-    write_usize(2 * MAX_FRAME_LEN);
-    write_str("; shell table ");
+    write_usize(MAX_FRAME_LEN + REPLY_BUF_LEN);
+    write_str("; engine ");
+    write_usize(core::mem::size_of::<Engine>());
+    write_str(" for ");
+    write_usize(CONTROL_SESSIONS);
+    write_str(" control sessions; shell table ");
     write_usize(core::mem::size_of::<DefaultShellTable>());
     write_str(", port-forward table ");
     write_usize(core::mem::size_of::<Forwards>());
