@@ -13,6 +13,7 @@
 //! gets smol's global executor from [`spawn`], so nothing waits for an executor nobody runs.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use smol::{Executor, Task};
@@ -21,7 +22,15 @@ static EXECUTOR: Executor<'static> = Executor::new();
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
 /// Spawns `future` on the daemon's executor (or, when no [`block_on`] runs, on smol's).
+///
+/// The future is boxed first so that the executor's task machinery (its raw task's waker,
+/// schedule and drop functions, the spawn path of both executors) is instantiated once per
+/// output type rather than once per future type (docs/binary-size.md).
 pub fn spawn<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> Task<T> {
+    spawn_boxed(Box::pin(future))
+}
+
+fn spawn_boxed<T: Send + 'static>(future: Pin<Box<dyn Future<Output = T> + Send + 'static>>) -> Task<T> {
     if RUNNING.load(Ordering::Acquire) {
         EXECUTOR.spawn(future)
     } else {
