@@ -10,7 +10,10 @@
 //! of the idle wake-ups.
 //!
 //! Code that runs outside the daemon (unit tests, tools driving a router with `smol::block_on`)
-//! gets smol's global executor from [`spawn`], so nothing waits for an executor nobody runs.
+//! gets a fallback executor from [`spawn`], run by a thread of its own like smol's global one,
+//! so nothing waits for an executor nobody runs. It is not smol's global executor because that
+//! one also starts async-process's child reaper, which links ~12 KB into the daemon for code
+//! the daemon never runs (docs/binary-size.md).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +24,7 @@ use smol::{Executor, Task};
 static EXECUTOR: Executor<'static> = Executor::new();
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
-/// Spawns `future` on the daemon's executor (or, when no [`block_on`] runs, on smol's).
+/// Spawns `future` on the daemon's executor (or, when no [`block_on`] runs, on the fallback).
 ///
 /// The future is boxed first so that the executor's task machinery (its raw task's waker,
 /// schedule and drop functions, the spawn path of both executors) is instantiated once per
@@ -34,8 +37,22 @@ fn spawn_boxed<T: Send + 'static>(future: Pin<Box<dyn Future<Output = T> + Send 
     if RUNNING.load(Ordering::Acquire) {
         EXECUTOR.spawn(future)
     } else {
-        smol::spawn(future)
+        fallback().spawn(future)
     }
+}
+
+/// The executor for code that runs outside [`block_on`]; its thread is started on first use
+/// and runs for the rest of the process.
+fn fallback() -> &'static Executor<'static> {
+    static FALLBACK: Executor<'static> = Executor::new();
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        std::thread::Builder::new()
+            .name("executor".into())
+            .spawn(|| futures_lite::future::block_on(FALLBACK.run(std::future::pending::<()>())))
+            .expect("cannot start the executor thread");
+    });
+    &FALLBACK
 }
 
 /// Sends every later [`spawn`] to the daemon's executor, before [`block_on`] starts driving
