@@ -66,12 +66,10 @@ pub const INTERFACE: &str = "io.mender.Authentication1";
 pub const SIGNAL_TOKEN_CHANGED: &str = "JwtTokenStateChange";
 
 #[cfg(feature = "dbus-auth")]
-#[allow(unused_imports)]
-// `AuthHandle` is part of the contract even where callers only infer it.
-pub use imp::{AuthHandle, spawn};
+pub use imp::spawn;
 
 #[cfg(not(feature = "dbus-auth"))]
-pub use disabled::{AuthHandle, spawn};
+pub use disabled::spawn;
 
 #[cfg(not(feature = "dbus-auth"))]
 mod disabled {

@@ -4,7 +4,7 @@
 //! integration tests compare them).
 //!
 //! Safer than the reference:
-//! - paths are opened through [`crate::os::chroot::Jail`] (`openat2` `RESOLVE_BENEATH`), so no `..`,
+//! - paths are opened through `crate::os::chroot::Jail` (`openat2` `RESOLVE_BENEATH`), so no `..`,
 //!   symlink or symlink swapped in mid-transfer leaves the chroot;
 //! - uploads go to an anonymous `O_TMPFILE` in the target directory (a named temp file where the
 //!   filesystem has none) that is linked and renamed over the target only once complete and with

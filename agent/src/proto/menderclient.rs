@@ -146,6 +146,7 @@ impl InFlight {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    #[cfg(test)]
     /// Client processes running now.
     pub fn running(&self) -> usize {
         self.waiters().len()
@@ -160,6 +161,7 @@ pub struct MenderClient {
 }
 
 impl MenderClient {
+    #[cfg(test)]
     /// A handler replying through `out` once the command finished, coalescing only its own
     /// requests.
     pub fn new(settings: Arc<Settings>, out: async_channel::Sender<Vec<u8>>) -> Self {

@@ -139,7 +139,6 @@ impl Router {
     }
 
     /// Registers the handler of an enabled protocol (2, 3 or 4); it is then listed in `accept`.
-    #[allow(dead_code)] // the extension point; file transfer, port forward, mender-client come later
     pub fn register(&mut self, proto: Proto, factory: HandlerFactory) {
         self.factories.retain(|(p, _)| *p != proto);
         self.factories.push((proto, factory));

@@ -94,7 +94,7 @@ fuzz_target!(|data: &[u8]| {
         max_per_user: 2,
         expiry: None,
         health_interval: mender_connect::proto::shell::HEALTH_INTERVAL,
-        disconnect_grace: mender_connect::daemon::DEFAULT_DISCONNECT_GRACE,
+        disconnect_grace: mender_connect::proto::shell::DEFAULT_DISCONNECT_GRACE,
     };
     let (data_tx, _data_rx) = async_channel::bounded(16);
     let (exited_tx, _exited_rx) = async_channel::unbounded();
