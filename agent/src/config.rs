@@ -19,7 +19,6 @@
 //! reference quietly drops `ExpireAfter`; without `StopExpired` in the file, a warning, as 3.0);
 //! a malformed `Limits.FileTransfer.Umask` or relative `Chroot` is an error when limits are enabled.
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -248,12 +247,14 @@ pub struct Loaded {
 }
 
 /// Why a configuration cannot be used.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file exists but cannot be read.
+    #[error("cannot read configuration file {}: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
     /// Not JSON; `line` and `column` are 1-based.
+    #[error("{}invalid JSON: {message}", at_line(path.as_deref(), *line, *column))]
     Syntax {
         path: Option<PathBuf>,
         line: usize,
@@ -261,6 +262,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A key has a wrong type or a value the daemon cannot work with.
+    #[error("{}{key}: {reason}", in_file(path.as_deref()))]
     Invalid {
         path: Option<PathBuf>,
         key: String,
@@ -268,46 +270,17 @@ pub enum ConfigError {
     },
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Read { path, source } => {
-                write!(
-                    f,
-                    "cannot read configuration file {}: {source}",
-                    path.display()
-                )
-            }
-            ConfigError::Syntax {
-                path,
-                line,
-                column,
-                message,
-            } => {
-                if let Some(p) = path {
-                    write!(f, "{}:{line}:{column}: ", p.display())?;
-                } else {
-                    write!(f, "line {line}, column {column}: ")?;
-                }
-                write!(f, "invalid JSON: {message}")
-            }
-            ConfigError::Invalid { path, key, reason } => {
-                if let Some(p) = path {
-                    write!(f, "{}: ", p.display())?;
-                }
-                write!(f, "{key}: {reason}")
-            }
-        }
+/// `FILE:LINE:COLUMN: `, or `line LINE, column COLUMN: ` for a text of no file.
+fn at_line(path: Option<&Path>, line: usize, column: usize) -> String {
+    match path {
+        Some(p) => format!("{}:{line}:{column}: ", p.display()),
+        None => format!("line {line}, column {column}: "),
     }
 }
 
-impl std::error::Error for ConfigError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ConfigError::Read { source, .. } => Some(source),
-            _ => None,
-        }
-    }
+/// `FILE: `, or nothing for a text of no file.
+fn in_file(path: Option<&Path>) -> String {
+    path.map(|p| format!("{}: ", p.display())).unwrap_or_default()
 }
 
 impl Config {

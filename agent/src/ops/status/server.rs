@@ -151,19 +151,20 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
     Response::Error { kind, message: message.into() }
 }
 
+/// Why a peer may not use the socket; `Display` is the answer it gets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+enum PeerError {
+    #[error("user {0} may not use the control socket (root only)")]
+    NotAllowed(u32),
+    #[error("cannot identify the peer: {0}")]
+    Unknown(rustix::io::Errno),
+}
+
 /// Only root and the daemon's own user may use the socket, whatever its mode was changed to.
-fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
-    match rustix::net::sockopt::socket_peercred(stream) {
-        Ok(cred) => {
-            let uid = cred.uid.as_raw();
-            if uid == 0 || uid == rustix::process::geteuid().as_raw() {
-                Ok(())
-            } else {
-                Err(format!("user {uid} may not use the control socket (root only)"))
-            }
-        }
-        Err(e) => Err(format!("cannot identify the peer: {e}")),
-    }
+fn peer_allowed(stream: &UnixStream) -> Result<(), PeerError> {
+    let uid = rustix::net::sockopt::socket_peercred(stream).map_err(PeerError::Unknown)?.uid.as_raw();
+    if uid == 0 || uid == rustix::process::geteuid().as_raw() { Ok(()) } else { Err(PeerError::NotAllowed(uid)) }
 }
 
 async fn write_response(s: &mut UnixStream, response: &Response) -> std::io::Result<()> {
@@ -186,7 +187,7 @@ async fn write_response(s: &mut UnixStream, response: &Response) -> std::io::Res
 async fn serve_client(mut s: UnixStream, asks: async_channel::Sender<Ask>, _slot: Slot) {
     if let Err(why) = peer_allowed(&s) {
         log::warn!("control socket: {why}");
-        let _ = write_response(&mut s, &error(ErrorKind::Forbidden, why)).await;
+        let _ = write_response(&mut s, &error(ErrorKind::Forbidden, why.to_string())).await;
         return;
     }
     loop {
