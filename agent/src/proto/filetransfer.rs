@@ -251,6 +251,84 @@ fn os_text(op: &str, path: &str, e: Errno) -> String {
     format!("{op} {path}: {}", errno_text(e))
 }
 
+/// An OS error of operation `op` on `path`, shown as Go's `*PathError`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", os_text(op, path, *errno))]
+struct PathError {
+    op: &'static str,
+    path: String,
+    errno: Errno,
+}
+
+impl PathError {
+    fn new(op: &'static str, path: &str, errno: Errno) -> Self {
+        Self { op, path: path.to_owned(), errno }
+    }
+}
+
+/// Why an upload is refused or failed. `Display` is the reference's text, the error message the
+/// user gets (the server and its integration tests compare them).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+enum UploadError {
+    /// The chroot refuses the path.
+    #[error("access denied: {0}")]
+    Jail(JailError),
+    /// A limit of `Limits.FileTransfer` refuses the upload.
+    #[error("access denied: {0}")]
+    Policy(&'static str),
+    /// The target is a directory or not a regular file.
+    #[error("conflicting file path: cannot overwrite {0}")]
+    Conflict(&'static str),
+    #[error("{}", ERR_TX_LIMIT)]
+    RxLimit,
+    #[error("{}", ERR_IN_PROGRESS)]
+    InProgress,
+    #[error("error checking file location: {0}")]
+    Locate(PathError),
+    #[error("failed to create target file: failed to create file: {0}")]
+    Create(TempError),
+    /// The peer broke the chunk sequence.
+    #[error("{0}")]
+    Chunk(mender_connect_core::transfer::TransferError),
+    #[error("failed to write file chunk: {0}")]
+    Write(PathError),
+    #[error("failed to write file chunk: {}", ERR_TX_LIMIT)]
+    WriteLimit,
+    #[error("failed to set file permissions: {0}")]
+    Chmod(PathError),
+    #[error("failed to set file owner: {0}")]
+    Chown(PathError),
+    #[error("failed to preserve file owner/group {uid}/{gid}: {why}")]
+    PreserveOwner { uid: u32, gid: u32, why: OwnerProblem },
+    #[error("failed to preserve file mode ({mode:o}): {why}")]
+    PreserveMode { mode: u32, why: PathError },
+    #[error("failed to commit uploaded file: {0}")]
+    Commit(PathError),
+}
+
+/// Why `OwnerPut`/`GroupPut` could not be applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+enum OwnerProblem {
+    #[error("user: unknown user {0}")]
+    UnknownUser(String),
+    #[error("group: unknown group {0}")]
+    UnknownGroup(String),
+    #[error("{0}")]
+    Chown(PathError),
+}
+
+/// Why no temporary file could be created for an upload.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+enum TempError {
+    #[error("{0}")]
+    Os(PathError),
+    #[error("{0}")]
+    Jail(JailError),
+}
+
 fn uid_of(name: &str) -> Option<u32> {
     crate::os::users::lookup_user(name).ok().flatten().map(|u| u.uid)
 }
@@ -401,14 +479,14 @@ impl FileTransfer {
                 log::info!("file transfer: receiving {:?}", up.path);
                 self.active = Active::Upload(Box::new(up));
             }
-            Err(text) => {
-                log::warn!("file upload to {path:?} refused: {text}");
-                out.extend(error_reply(frame, &text));
+            Err(e) => {
+                log::warn!("file upload to {path:?} refused: {e}");
+                out.extend(error_reply(frame, &e.to_string()));
             }
         }
     }
 
-    fn prepare_upload(&mut self, frame: &Frame<'_>, req: &UploadRequest<'_>, path: &str) -> Result<Upload, String> {
+    fn prepare_upload(&mut self, frame: &Frame<'_>, req: &UploadRequest<'_>, path: &str) -> Result<Upload, UploadError> {
         let s = Arc::clone(&self.settings);
         let mode = req.mode.unwrap_or(0o644);
         let uid = req.uid.unwrap_or_else(|| rustix::process::getuid().as_raw());
@@ -420,11 +498,11 @@ impl FileTransfer {
             if s.enforce {
                 if let (Some(max), Some(size)) = (s.limits.max_file_size, req.size) {
                     if u64::try_from(size).unwrap_or(0) > max {
-                        return Err(access_denied_text("the file size is over the limit"));
+                        return Err(UploadError::Policy("the file size is over the limit"));
                     }
                 }
             }
-            let loc = s.jail.locate(&path).map_err(|e| access_denied(&e))?;
+            let loc = s.jail.locate(&path).map_err(UploadError::Jail)?;
             let Some((parent, name)) = loc.split_last() else {
                 // The root (of the chroot) itself: a directory.
                 match src_path.take() {
@@ -433,43 +511,41 @@ impl FileTransfer {
                         path = format!("{}/{base}", path.trim_end_matches('/'));
                         continue;
                     }
-                    None => return Err("conflicting file path: cannot overwrite directory".into()),
+                    None => return Err(UploadError::Conflict("directory")),
                 }
             };
             let name = name.to_owned();
             let dir = match s.jail.open_located(&loc, &parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()) {
                 Ok(d) => d,
-                Err(JailError::Os(e)) => {
-                    return Err(format!("failed to create target file: failed to create file: {}", os_text("open", &path, e)));
-                }
-                Err(e) => return Err(access_denied(&e)),
+                Err(JailError::Os(e)) => return Err(UploadError::Create(TempError::Os(PathError::new("open", &path, e)))),
+                Err(e) => return Err(UploadError::Jail(e)),
             };
             let existing = match rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => Some(st),
                 Err(Errno::NOENT) => None,
-                Err(e) => return Err(format!("error checking file location: {}", os_text("lstat", &path, e))),
+                Err(e) => return Err(UploadError::Locate(PathError::new("lstat", &path, e))),
             };
             let is_dir = existing.is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
             if s.enforce {
                 let l = &s.limits;
                 if existing.is_some() && !l.allow_overwrite {
-                    return Err(access_denied_text("forbidden to overwrite the file"));
+                    return Err(UploadError::Policy("forbidden to overwrite the file"));
                 }
                 if let Some(st) = existing.filter(|_| l.allow_overwrite) {
                     if l.owner_put.is_some() && s.ids.owner_put != Some(st.st_uid) {
-                        return Err(access_denied_text("the file owner does not match"));
+                        return Err(UploadError::Policy("the file owner does not match"));
                     }
                     if l.group_put.is_some() && s.ids.group_put != Some(st.st_gid) {
-                        return Err(access_denied_text("the file group does not match"));
+                        return Err(UploadError::Policy("the file group does not match"));
                     }
                 }
                 let special = mode & (go_file_mode::SETUID | go_file_mode::SETGID | 0o6000) != 0;
                 if special && !l.allow_suid {
-                    return Err(access_denied_text("the set uid mode is forbidden"));
+                    return Err(UploadError::Policy("the set uid mode is forbidden"));
                 }
             }
             if !s.rx_ok(0) {
-                return Err(ERR_TX_LIMIT.into());
+                return Err(UploadError::RxLimit);
             }
             if is_dir {
                 match src_path.take() {
@@ -478,36 +554,35 @@ impl FileTransfer {
                         path = format!("{}/{base}", path.trim_end_matches('/'));
                         continue;
                     }
-                    None => return Err("conflicting file path: cannot overwrite directory".into()),
+                    None => return Err(UploadError::Conflict("directory")),
                 }
             }
             if existing.is_some_and(|st| FileType::from_raw_mode(st.st_mode) != FileType::RegularFile) {
-                return Err("conflicting file path: cannot overwrite irregular file".into());
+                return Err(UploadError::Conflict("irregular file"));
             }
             if self.busy() {
-                return Err(ERR_IN_PROGRESS.into());
+                return Err(UploadError::InProgress);
             }
-            let (file, temp) = create_temp(&s.jail, &dir, &path)
-                .map_err(|t| format!("failed to create target file: failed to create file: {t}"))?;
+            let (file, temp) = create_temp(&s.jail, &dir, &path).map_err(UploadError::Create)?;
             let request = copy_frame(frame).unwrap_or_default();
             return Ok(Upload { state: UploadState::new(), file, dir, name, path, temp, request, uid, gid, mode });
         }
-        Err("conflicting file path: cannot overwrite directory".into())
+        Err(UploadError::Conflict("directory"))
     }
 
     fn chunk(&mut self, frame: &Frame<'_>, offset: Option<Int>, data: &[u8], out: &mut Vec<Vec<u8>>) {
         let Active::Upload(up) = &mut self.active else { return };
         let result = match up.state.on_chunk(offset, data.len()) {
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(UploadError::Chunk(e)),
             Ok(ChunkOutcome::Data { end }) => write_all(&up.file, data)
-                .map_err(|e| format!("failed to write file chunk: {}", os_text("write", &up.path, e)))
+                .map_err(|e| UploadError::Write(PathError::new("write", &up.path, e)))
                 .and_then(|()| {
                     let n = u64::try_from(data.len()).unwrap_or(u64::MAX);
                     if self.settings.rx_ok(n) && self.settings.below_max_size(end) {
                         Ok(false)
                     } else {
                         log::warn!("file upload rx bytes limit reached");
-                        Err(format!("failed to write file chunk: {ERR_TX_LIMIT}"))
+                        Err(UploadError::WriteLimit)
                     }
                 }),
             Ok(_) => commit(&self.settings, up).map(|()| true),
@@ -527,9 +602,9 @@ impl FileTransfer {
                     self.active = Active::Idle;
                 }
             }
-            Err(text) => {
-                log::error!("file upload to {:?} failed: {text}", up.path);
-                let reply = Frame::decode(&up.request).ok().and_then(|req| error_reply(&req, &text));
+            Err(e) => {
+                log::error!("file upload to {:?} failed: {e}", up.path);
+                let reply = Frame::decode(&up.request).ok().and_then(|req| error_reply(&req, &e.to_string()));
                 out.extend(reply);
                 self.active = Active::Idle;
             }
@@ -554,13 +629,13 @@ fn write_all(fd: &OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
 }
 
 /// An anonymous temp file in `dir` (`O_TMPFILE`), else a named one ([`create_named_temp`]).
-fn create_temp(jail: &Jail, dir: &OwnedFd, path: &str) -> Result<(OwnedFd, Option<String>), String> {
+fn create_temp(jail: &Jail, dir: &OwnedFd, path: &str) -> Result<(OwnedFd, Option<String>), TempError> {
     match jail.open_at(dir, ".", OFlags::TMPFILE | OFlags::WRONLY, Mode::from_raw_mode(0o600)) {
         Ok(fd) => Ok((fd, None)),
         // Filesystems without O_TMPFILE answer EOPNOTSUPP or EISDIR.
         Err(JailError::Os(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL)) => create_named_temp(jail, dir, path),
-        Err(JailError::Os(e)) => Err(os_text("open", path, e)),
-        Err(e) => Err(e.to_string()),
+        Err(JailError::Os(e)) => Err(TempError::Os(PathError::new("open", path, e))),
+        Err(e) => Err(TempError::Jail(e)),
     }
 }
 
@@ -582,7 +657,7 @@ fn temp_name() -> String {
 }
 
 /// A named temp file in `dir`, created exclusively, write-only, mode 0200.
-fn create_named_temp(jail: &Jail, dir: &OwnedFd, path: &str) -> Result<(OwnedFd, Option<String>), String> {
+fn create_named_temp(jail: &Jail, dir: &OwnedFd, path: &str) -> Result<(OwnedFd, Option<String>), TempError> {
     let mut last = Errno::EXIST;
     for _ in 0..TEMP_TRIES {
         let temp = temp_name();
@@ -590,18 +665,18 @@ fn create_named_temp(jail: &Jail, dir: &OwnedFd, path: &str) -> Result<(OwnedFd,
         match jail.open_at(dir, &temp, flags, Mode::from_raw_mode(0o200)) {
             Ok(fd) => return Ok((fd, Some(temp))),
             Err(JailError::Os(Errno::EXIST)) => last = Errno::EXIST,
-            Err(JailError::Os(e)) => return Err(os_text("open", path, e)),
-            Err(e) => return Err(e.to_string()),
+            Err(JailError::Os(e)) => return Err(TempError::Os(PathError::new("open", path, e))),
+            Err(e) => return Err(TempError::Jail(e)),
         }
     }
-    Err(os_text("open", path, last))
+    Err(TempError::Os(PathError::new("open", path, last)))
 }
 
 /// Gives the finished upload its owner and mode and puts it in place atomically.
-fn commit(s: &Settings, up: &mut Upload) -> Result<(), String> {
+fn commit(s: &Settings, up: &mut Upload) -> Result<(), UploadError> {
     let path = up.path.clone();
     rustix::fs::fchmod(&up.file, Mode::from_raw_mode(up.mode & 0o777))
-        .map_err(|e| format!("failed to set file permissions: {}", os_text("chmod", &path, e)))?;
+        .map_err(|e| UploadError::Chmod(PathError::new("chmod", &path, e)))?;
     let own = |uid: u32, gid: u32| {
         // SAFETY-free: plain ids; rustix checks nothing about them.
         rustix::fs::fchown(
@@ -610,18 +685,18 @@ fn commit(s: &Settings, up: &mut Upload) -> Result<(), String> {
             Some(rustix::fs::Gid::from_raw(gid)),
         )
     };
-    own(up.uid, up.gid).map_err(|e| format!("failed to set file owner: {}", os_text("chown", &path, e)))?;
+    own(up.uid, up.gid).map_err(|e| UploadError::Chown(PathError::new("chown", &path, e)))?;
     if s.enforce {
         let l = &s.limits;
         let (mut uid, mut gid) = (up.uid, up.gid);
-        let preserve_err = |detail: String| format!("failed to preserve file owner/group {}/{}: {detail}", up.uid, up.gid);
+        let preserve_err = |why| UploadError::PreserveOwner { uid: up.uid, gid: up.gid, why };
         if let Some(n) = &l.owner_put {
-            uid = s.ids.owner_put.ok_or_else(|| preserve_err(format!("user: unknown user {n}")))?;
+            uid = s.ids.owner_put.ok_or_else(|| preserve_err(OwnerProblem::UnknownUser(n.clone())))?;
         }
         if let Some(n) = &l.group_put {
-            gid = s.ids.group_put.ok_or_else(|| preserve_err(format!("group: unknown group {n}")))?;
+            gid = s.ids.group_put.ok_or_else(|| preserve_err(OwnerProblem::UnknownGroup(n.clone())))?;
         }
-        own(uid, gid).map_err(|e| preserve_err(os_text("chown", &path, e)))?;
+        own(uid, gid).map_err(|e| preserve_err(OwnerProblem::Chown(PathError::new("chown", &path, e))))?;
         let requested = up.mode;
         let mut mode = match l.umask {
             Some(umask) => 0o777 ^ (0o777 & umask),
@@ -637,9 +712,9 @@ fn commit(s: &Settings, up: &mut Upload) -> Result<(), String> {
         }
         // fchmod after fchown: chown clears set-id bits.
         rustix::fs::fchmod(&up.file, Mode::from_raw_mode(mode))
-            .map_err(|e| format!("failed to preserve file mode ({mode:o}): {}", os_text("chmod", &path, e)))?;
+            .map_err(|e| UploadError::PreserveMode { mode, why: PathError::new("chmod", &path, e) })?;
     }
-    let commit_err = |e: Errno| format!("failed to commit uploaded file: {}", os_text("rename", &path, e));
+    let commit_err = |e: Errno| UploadError::Commit(PathError::new("rename", &path, e));
     let temp = match up.temp.clone() {
         Some(t) => t,
         None => {
@@ -672,7 +747,7 @@ fn commit(s: &Settings, up: &mut Upload) -> Result<(), String> {
             up.temp = None;
             Ok(())
         }
-        Err(Errno::EXIST) if no_replace => Err(access_denied_text("forbidden to overwrite the file")),
+        Err(Errno::EXIST) if no_replace => Err(UploadError::Policy("forbidden to overwrite the file")),
         Err(e) => Err(commit_err(e)),
     }
 }
