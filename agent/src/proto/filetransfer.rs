@@ -226,16 +226,49 @@ const STAT_REFUSED_CODE: u16 = 500;
 /// sends no code and users get 500 "internal error".
 const GET_REFUSED_CODE: u16 = 403;
 
-/// Why a download cannot start: the reference's text, and whether a limit (not the OS) refused.
-struct DownloadRefusal {
-    text: String,
-    by_policy: bool,
+/// Why a download cannot start or stopped. `Display` is the reference's text, the error message
+/// the user gets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+enum DownloadError {
+    /// The chroot refuses the path.
+    #[error("access denied: {0}")]
+    Jail(JailError),
+    /// A limit of `Limits.FileTransfer` refuses the download.
+    #[error("access denied: {0}")]
+    Policy(&'static str),
+    #[error("failed to open file for reading: {0}")]
+    Open(PathError),
+    /// Every reader thread is taken.
+    #[error("failed to open file for reading: too many file reads in progress")]
+    Busy,
+    /// No reader thread could be started.
+    #[error("failed to open file for reading: {0}")]
+    Thread(std::io::Error),
+    /// The open did not finish in time (a file on a hung network file system, say).
+    #[error("failed to open file for reading: open {0}: {timeout}", timeout = reader::TIMEOUT_TEXT)]
+    OpenTimeout(String),
+    #[error("failed to copy file chunk to session: read {path}: {}", io_text(error))]
+    Read { path: String, error: std::io::Error },
+    #[error("{}", ERR_TX_LIMIT)]
+    TxLimit,
+    /// The peer's ack does not fit the window.
+    #[error("{0}")]
+    Ack(mender_connect_core::transfer::TransferError),
+    #[error("received unexpected message type '{0}'; expected 'ack'")]
+    Unexpected(String),
 }
 
-impl DownloadRefusal {
-    fn policy(text: String) -> Self {
-        Self { text, by_policy: true }
+impl DownloadError {
+    /// A limit or the chroot refused it, not the OS: answered with [`GET_REFUSED_CODE`].
+    fn by_policy(&self) -> bool {
+        matches!(self, DownloadError::Jail(_) | DownloadError::Policy(_))
     }
+}
+
+/// An I/O error as Go prints it: the errno's text where there is one.
+fn io_text(e: &std::io::Error) -> String {
+    e.raw_os_error().map_or_else(|| e.to_string(), |n| errno_text(Errno::from_raw_os_error(n)))
 }
 
 fn copy_frame(frame: &Frame<'_>) -> Option<Vec<u8>> {
@@ -612,10 +645,6 @@ impl FileTransfer {
     }
 }
 
-fn access_denied_text(reason: &str) -> String {
-    format!("access denied: {reason}")
-}
-
 fn write_all(fd: &OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
     while !data.is_empty() {
         match rustix::io::write(fd, data) {
@@ -773,15 +802,16 @@ enum Stop {
     /// The peer or the session ended it; nothing more to send.
     Quiet,
     /// Answer `last` with this error.
-    Error(String),
+    Error(DownloadError),
 }
 
 impl Download {
     async fn run(mut self) {
         let source = match reader::open(Arc::clone(&self.settings), self.path.clone()).await {
             Ok((source, _)) => source,
-            Err(DownloadRefusal { text, by_policy }) => {
-                log::warn!("file download of {:?} refused: {text}", self.path);
+            Err(e) => {
+                log::warn!("file download of {:?} refused: {e}", self.path);
+                let (text, by_policy) = (e.to_string(), e.by_policy());
                 // Over before the reply leaves: the session may ask again as soon as it has it.
                 self.eof.store(DOWNLOAD_COMPLETE, Ordering::Release);
                 let reply = Frame::decode(&self.last).ok().and_then(|f| {
@@ -803,9 +833,9 @@ impl Download {
         }
         log::info!("file transfer: sending {:?}", self.path);
         let result = self.send(source).await;
-        if let Err(Stop::Error(text)) = result {
-            log::error!("file download of {:?} failed: {text}", self.path);
-            let reply = Frame::decode(&self.last).ok().and_then(|f| error_reply(&f, &text));
+        if let Err(Stop::Error(e)) = result {
+            log::error!("file download of {:?} failed: {e}", self.path);
+            let reply = Frame::decode(&self.last).ok().and_then(|f| error_reply(&f, &e.to_string()));
             if let Some(r) = reply {
                 let _ = self.out.send(r).await;
             }
@@ -828,10 +858,7 @@ impl Download {
                 match reader.read(&mut buf[..room]).await {
                     Ok(n) => break n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let errno = e.raw_os_error().map_or_else(|| e.to_string(), |n| errno_text(Errno::from_raw_os_error(n)));
-                        return Err(Stop::Error(format!("failed to copy file chunk to session: read {}: {errno}", self.path)));
-                    }
+                    Err(error) => return Err(Stop::Error(DownloadError::Read { path: self.path.clone(), error })),
                 }
             };
             if n == 0 {
@@ -847,7 +874,7 @@ impl Download {
             self.out.send(chunk).await.map_err(|_| Stop::Quiet)?;
             if !self.settings.tx_ok(u64::try_from(n).unwrap_or(u64::MAX)) {
                 log::warn!("file download tx bytes limit reached");
-                return Err(Stop::Error(ERR_TX_LIMIT.into()));
+                return Err(Stop::Error(DownloadError::TxLimit));
             }
         }
         let total = window.on_eof();
@@ -867,12 +894,12 @@ impl Download {
         let Ok(frame) = Frame::decode(&bytes) else { return Err(Stop::Quiet) };
         let msg = FileTransferMessage::from_frame(&frame);
         let outcome = match msg {
-            Ok(FileTransferMessage::Ack { offset }) => window.on_ack(offset).map_err(|e| Stop::Error(e.to_string())),
+            Ok(FileTransferMessage::Ack { offset }) => window.on_ack(offset).map_err(|e| Stop::Error(DownloadError::Ack(e))),
             Ok(FileTransferMessage::Error(e)) => {
                 log::error!("received error message from client: {}", e.err.unwrap_or("(malformed)"));
                 Err(Stop::Quiet)
             }
-            _ => Err(Stop::Error(format!("received unexpected message type '{}'; expected 'ack'", frame.header.typ))),
+            _ => Err(Stop::Error(DownloadError::Unexpected(frame.header.typ.to_string()))),
         };
         self.last = bytes;
         outcome
@@ -988,15 +1015,12 @@ impl FileTransfer {
 /// (`/proc/self/fd/N`), so what is opened is the inode that was checked, whatever is renamed
 /// over the path meanwhile; the reopen is non-blocking and the inode is compared once more.
 /// Blocking: runs on a download's thread (`reader`). The error texts are the reference's.
-fn open_checked(s: &Settings, path: &str) -> Result<(std::fs::File, i64), DownloadRefusal> {
-    let os_refusal = |op: &str, e: Errno| DownloadRefusal {
-        text: format!("failed to open file for reading: {}", os_text(op, path, e)),
-        by_policy: false,
-    };
+fn open_checked(s: &Settings, path: &str) -> Result<(std::fs::File, i64), DownloadError> {
+    let os_refusal = |op: &'static str, e: Errno| DownloadError::Open(PathError::new(op, path, e));
     let handle = match s.jail.open(path, OFlags::PATH, Mode::empty()) {
         Ok(fd) => fd,
         Err(JailError::Os(e)) => return Err(os_refusal("open", e)),
-        Err(e) => return Err(DownloadRefusal::policy(access_denied(&e))),
+        Err(e) => return Err(DownloadError::Jail(e)),
     };
     let st = rustix::fs::fstat(&handle).map_err(|e| os_refusal("stat", e))?;
     let kind = FileType::from_raw_mode(st.st_mode);
@@ -1006,19 +1030,19 @@ fn open_checked(s: &Settings, path: &str) -> Result<(std::fs::File, i64), Downlo
     let special_forbidden = matches!(kind, FileType::Fifo | FileType::Socket)
         || (s.enforce && s.limits.chroot.is_some() && matches!(kind, FileType::CharacterDevice | FileType::BlockDevice));
     if special_forbidden || (s.enforce && s.limits.regular_files_only && !regular) {
-        return Err(DownloadRefusal::policy(access_denied_text("only regular files are allowed")));
+        return Err(DownloadError::Policy("only regular files are allowed"));
     }
     if s.enforce {
         let l = &s.limits;
         if !l.owner_get.is_empty() && !s.ids.owner_get.contains(&st.st_uid) {
-            return Err(DownloadRefusal::policy(access_denied_text("the file owner does not match")));
+            return Err(DownloadError::Policy("the file owner does not match"));
         }
         if !l.group_get.is_empty() && !s.ids.group_get.contains(&st.st_gid) {
-            return Err(DownloadRefusal::policy(access_denied_text("the file group does not match")));
+            return Err(DownloadError::Policy("the file group does not match"));
         }
         if let Some(max) = l.max_file_size {
             if st.st_size > 0 && u64::try_from(st.st_size).unwrap_or(0) > max {
-                return Err(DownloadRefusal::policy(access_denied_text("the file size is over the limit")));
+                return Err(DownloadError::Policy("the file size is over the limit"));
             }
         }
     }
@@ -1030,13 +1054,13 @@ fn open_checked(s: &Settings, path: &str) -> Result<(std::fs::File, i64), Downlo
         Err(Errno::NOENT) => match s.jail.open(path, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(JailError::Os(e)) => return Err(os_refusal("open", e)),
-            Err(e) => return Err(DownloadRefusal::policy(access_denied(&e))),
+            Err(e) => return Err(DownloadError::Jail(e)),
         },
         Err(e) => return Err(os_refusal("open", e)),
     };
     let now = rustix::fs::fstat(&fd).map_err(|e| os_refusal("stat", e))?;
     if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
-        return Err(DownloadRefusal::policy(access_denied_text("the file was replaced while it was checked")));
+        return Err(DownloadError::Policy("the file was replaced while it was checked"));
     }
     // Blocking reads: the download's thread reads whatever may block.
     let _ = rustix::fs::fcntl_setfl(&fd, OFlags::empty());

@@ -704,3 +704,46 @@ fn upload_error_texts_are_the_references() {
         assert_eq!(e.to_string(), text);
     }
 }
+
+/// As above for downloads: the texts written before the error was typed, and which of them a
+/// limit gives (answered with code 403) rather than the OS.
+#[test]
+fn download_error_texts_are_the_references() {
+    use super::{DownloadError, PathError};
+    use crate::os::chroot::JailError;
+    use rustix::io::Errno;
+    let cases: Vec<(DownloadError, &str, bool)> = vec![
+        (DownloadError::Jail(JailError::OutsideChroot), "access denied: the target file path is outside chroot", true),
+        (DownloadError::Policy("the file owner does not match"), "access denied: the file owner does not match", true),
+        (
+            DownloadError::Open(PathError::new("stat", "/data/f", Errno::ACCESS)),
+            "failed to open file for reading: stat /data/f: permission denied",
+            false,
+        ),
+        (DownloadError::Busy, "failed to open file for reading: too many file reads in progress", false),
+        (
+            DownloadError::Thread(std::io::Error::other("no threads")),
+            "failed to open file for reading: no threads",
+            false,
+        ),
+        (DownloadError::OpenTimeout("/data/f".into()), "failed to open file for reading: open /data/f: i/o timeout", false),
+        (
+            DownloadError::Read { path: "/data/f".into(), error: std::io::Error::from_raw_os_error(libc::EIO) },
+            "failed to copy file chunk to session: read /data/f: input/output error",
+            false,
+        ),
+        (
+            DownloadError::Read {
+                path: "/data/f".into(),
+                error: std::io::Error::new(std::io::ErrorKind::TimedOut, "i/o timeout"),
+            },
+            "failed to copy file chunk to session: read /data/f: i/o timeout",
+            false,
+        ),
+        (DownloadError::TxLimit, "transmitted bytes limit exhausted", false),
+        (DownloadError::Unexpected("put_file".into()), "received unexpected message type 'put_file'; expected 'ack'", false),
+    ];
+    for (e, text, by_policy) in cases {
+        assert_eq!((e.to_string().as_str(), e.by_policy()), (text, by_policy));
+    }
+}
