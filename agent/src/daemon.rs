@@ -28,7 +28,9 @@ use crate::link::connection::{self, ConnectError, Ended, Reader, Socket};
 use crate::ops::status::protocol::{ErrorKind, LinkState, Response, SessionKind};
 use crate::ops::status::server::Query;
 use snapshot::LinkStats;
-use crate::proto::router::Router;
+use crate::os::clock;
+use crate::proto::router::{Output, Router};
+use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig, LinkState as EngineLink};
 use crate::proto::shell::{Action, Exited, Expiry, ShellSettings, Shells};
 
 pub mod resident;
@@ -38,8 +40,6 @@ pub mod snapshot;
 const DATA_QUEUE: usize = 16;
 /// Outbound reply frames buffered at most.
 const REPLY_QUEUE: usize = 64;
-/// A connection that lived this long resets the reconnect backoff.
-const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// How long shutdown waits for shells to die (SIGKILL comes after [`crate::proto::shell::KILL_GRACE`]).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// Connected with nothing open for this long, the daemon releases the code pages that start-up,
@@ -108,6 +108,13 @@ impl Settings {
             .map_or(crate::proto::shell::HEALTH_INTERVAL, |s| Duration::from_secs(s.max(1)))
     }
 
+    /// The link supervisor's configuration (`reread`: the credentials source can confirm its
+    /// token, see [`Auth::reread`]).
+    pub fn link_config(&self, reread: bool) -> LinkConfig {
+        let ms = crate::os::clock::millis;
+        LinkConfig::new(ms(self.reconnect_base), ms(self.reconnect_max), ms(self.shell.disconnect_grace), reread)
+    }
+
     /// The disconnect grace, from [`DISCONNECT_GRACE_ENV`] if set.
     pub fn disconnect_grace_from_env() -> Duration {
         std::env::var(DISCONNECT_GRACE_ENV)
@@ -117,59 +124,11 @@ impl Settings {
     }
 }
 
-/// Reconnect delays: core's full-jitter backoff fed with the agent's clock and randomness.
-struct Backoff {
-    inner: mender_connect_core::backoff::Backoff,
-    origin: Instant,
-    rng: fastrand::Rng,
-}
-
-impl Backoff {
-    fn new(base: Duration, cap: Duration) -> Self {
-        let mut seed = [0u8; 8];
-        // Without OS randomness all devices would retry in lockstep; the clock still differs.
-        if getrandom::fill(&mut seed).is_err() {
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            seed = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
-        }
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let cfg = mender_connect_core::backoff::BackoffConfig {
-            base_ms: ms(base).max(100),
-            cap_ms: ms(cap),
-            stable_after_ms: ms(STABLE_AFTER),
-        };
-        Self {
-            inner: mender_connect_core::backoff::Backoff::new(cfg),
-            origin: Instant::now(),
-            rng: fastrand::Rng::with_seed(u64::from_le_bytes(seed)),
-        }
-    }
-
-    fn at(&self, now: Instant) -> mender_connect_core::time::Instant {
-        let ms = u64::try_from(now.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX);
-        mender_connect_core::time::Instant::from_millis(ms)
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        Duration::from_millis(self.inner.next_delay_ms(self.rng.u64(..)))
-    }
-
-    fn connected(&mut self, now: Instant) {
-        let t = self.at(now);
-        self.inner.on_connected(t);
-    }
-
-    fn disconnected(&mut self, now: Instant) {
-        let t = self.at(now);
-        self.inner.on_disconnected(t);
-    }
-}
-
+/// The link's I/O; where it stands (waiting, held, backing off) is the engine's
+/// ([`mender_connect_core::link`]).
 enum Link {
-    /// No usable credentials.
+    /// No socket and no dial.
     Idle,
-    /// Waiting before the next dial.
-    Waiting(Instant),
     Dialing(Task<Result<Box<Socket>, ConnectError>>),
     Up {
         reader: Reader,
@@ -183,7 +142,8 @@ enum Event {
     Credentials(Option<Update>),
     Exited(Exited),
     Tick,
-    Retry,
+    /// The engine's timer: a redial, the end of the disconnect grace, control-session pings.
+    Timer,
     /// Connected and nothing open for [`RELEASE_AFTER`].
     Release,
     Dialed(Result<Box<Socket>, ConnectError>),
@@ -262,15 +222,12 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     let q = Queues { data_tx, data_rx, reply_tx, reply_rx };
     let (exited_tx, exited_rx) = async_channel::unbounded();
     let mut shells = Shells::new(settings.shell.clone(), q.data_tx.clone(), exited_tx);
-    let mut router = Router::new(settings.terminal);
+    let reread = auth.reread.is_some();
+    let mut router = Router::with_link(settings.terminal, settings.link_config(reread), crate::os::clock::seed());
     crate::proto::features::register(&mut router, &settings.features, &q.data_tx);
-    let mut backoff = Backoff::new(settings.reconnect_base, settings.reconnect_max);
     let mut creds = Credentials { token: String::new(), server_url: String::new() };
     let mut auth_open = true;
     let mut link = Link::Idle;
-    // A redial waits for the auth service's answer to a re-read (see `Auth::reread`).
-    let mut awaiting_reread = false;
-    let mut orphaned_since: Option<Instant> = None;
     let mut next_tick = Instant::now() + Duration::from_secs(1);
     let started = Instant::now();
     let mut link_stats = LinkStats::new(started);
@@ -278,25 +235,6 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     // When the code pages are released (see `resident`); `None` once done, until the next
     // session or link.
     let mut release_at: Option<Instant> = None;
-
-    // One snapshot builder for SIGUSR1 and the status socket; a macro because it borrows half
-    // of the loop's state, which the other event arms mutate.
-    macro_rules! status_snapshot {
-        ($now:expr) => {
-            snapshot::build(
-                &snapshot::Sources {
-                    started,
-                    link: &link_stats,
-                    server_url: &creds.server_url,
-                    shells: &shells,
-                    router: &router,
-                    features: &settings.features,
-                    max_per_user: settings.shell.max_per_user,
-                },
-                $now,
-            )
-        };
-    }
 
     let protocols: Vec<&str> = router
         .protocols()
@@ -312,11 +250,13 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     log::info!("mender-connect daemon starting; protocols: {}", protocols.join(", "));
     loop {
         let turn = Instant::now();
-        link_stats.observe(link_state(&link), turn);
-        // Nothing to expire, ping or reap: no tick. A session opened while idle finds `next_tick`
-        // in the past on the next turn, so it ticks at once and re-arms every second.
+        link_stats.observe(link_state(router.engine().link_state()), turn);
+        // No shell to expire or health-check: no tick. A shell opened while idle finds
+        // `next_tick` in the past on the next turn, so it ticks at once and re-arms every second.
+        // Control sessions, redials and the disconnect grace run on the engine's timer.
         let busy = !shells.is_empty() || router.has_sessions();
-        let ticking = busy || orphaned_since.is_some();
+        let ticking = !shells.is_empty();
+        let timer_at = router.engine().poll_timeout().map(crate::os::clock::to_std);
         if busy {
             release_at = Some(turn + RELEASE_AFTER);
         }
@@ -352,13 +292,18 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 Timer::at(next_tick).await;
                 Event::Tick
             };
+            let timer = async {
+                match timer_at {
+                    Some(at) => {
+                        Timer::at(at).await;
+                        Event::Timer
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             let link_ev = async {
                 match &mut link {
                     Link::Idle => std::future::pending().await,
-                    Link::Waiting(at) => {
-                        Timer::at(*at).await;
-                        Event::Retry
-                    }
                     Link::Dialing(task) => Event::Dialed(task.await),
                     Link::Up { reader, writer, .. } => {
                         async { Event::Received(reader.next().await) }
@@ -376,18 +321,18 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     None => std::future::pending().await,
                 }
             };
-            sig.or(cred).or(exited).or(link_ev).or(control).or(tick).or(release).await
+            sig.or(cred).or(exited).or(link_ev).or(control).or(timer).or(tick).or(release).await
         };
         let now = Instant::now();
         match ev {
             Event::Signal(Some(Signal::Usr1)) => {
-                let status = status_snapshot!(now);
+                let status = status(&settings, started, &link_stats, &creds, &shells, &router, now);
                 snapshot::log_dump(&status, settings.shell.expiry, shells.command());
             }
             Event::Control(ask) => {
                 let response = match ask.query {
                     Query::Status => {
-                        Response::Status(Box::new(status_snapshot!(now)))
+                        Response::Status(Box::new(status(&settings, started, &link_stats, &creds, &shells, &router, now)))
                     }
                     Query::Kill(id) => {
                         let (response, frame) = kill_session(&id, &mut shells, &mut router);
@@ -416,35 +361,31 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 log::warn!(
                     "the auth service left the bus: dropping its token and closing the connection until it hands out a new one"
                 );
-                disconnect(&mut link, &mut router, &mut orphaned_since, &mut backoff, now).await;
-                link = Link::Idle;
-                awaiting_reread = false;
                 creds = Credentials { token: String::new(), server_url: String::new() };
+                router.engine_mut().handle_revoked(clock::to_core(now));
             }
             Event::Credentials(Some(Update::Credentials(c))) => {
-                awaiting_reread = false;
-                if !c.is_authorized() {
+                let update = if !c.is_authorized() {
                     log::info!("not authorized; disconnecting and stopping all sessions");
-                    let n = shells.stop_all();
-                    if n > 0 {
-                        log::info!("stopped {n} shells");
-                    }
-                    disconnect(&mut link, &mut router, &mut orphaned_since, &mut backoff, now).await;
-                    link = Link::Idle;
-                    creds = c;
-                } else if c != creds || matches!(link, Link::Idle) {
+                    CredentialsUpdate::Unauthorized
+                } else if c != creds {
+                    CredentialsUpdate::Changed
+                } else {
+                    CredentialsUpdate::Unchanged
+                };
+                let idle = matches!(router.engine().link_state(), EngineLink::NoCredentials | EngineLink::Held);
+                if update == CredentialsUpdate::Changed || (update == CredentialsUpdate::Unchanged && idle) {
                     log::info!("new token or server URL ({}); connecting", c.server_url);
-                    disconnect(&mut link, &mut router, &mut orphaned_since, &mut backoff, now).await;
-                    creds = c;
-                    link = dial(&creds, &tls);
                 }
+                creds = c;
+                router.engine_mut().handle_credentials(update, clock::to_core(now));
             }
             Event::Exited(e) => shells.exited(&e),
+            Event::Timer => router.engine_mut().handle_timeout(clock::to_core(now)),
             Event::Tick => {
                 next_tick = now + Duration::from_secs(1);
-                let mut frames = shells.tick(now, orphaned_since);
+                let frames = shells.tick(now, router.engine().link().orphaned_since().is_some());
                 if matches!(link, Link::Up { .. }) {
-                    frames.pings.extend(router.tick(now));
                     for f in frames.pings {
                         // Periodic pings are worth nothing late; drop them when the queue is full.
                         let _ = q.reply_tx.try_send(f);
@@ -458,12 +399,6 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     }
                 }
             }
-            Event::Retry if awaiting_reread => {
-                // The auth service has not confirmed the token yet: dial once it does.
-                log::debug!("waiting for the auth service to confirm the token before redialling");
-                link = Link::Idle;
-            }
-            Event::Retry => link = dial(&creds, &tls),
             Event::Release => {
                 release_at = None;
                 let bytes = resident::release_code();
@@ -477,19 +412,15 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 let writer = crate::os::runtime::spawn(writer_task(writer, q.reply_rx.clone(), q.data_rx.clone(), stop_rx));
                 link = Link::Up { reader, writer, stop_writer };
                 release_at = Some(now + RELEASE_AFTER);
-                backoff.connected(now);
-                orphaned_since = None;
+                router.engine_mut().handle_connected(clock::to_core(now));
                 shells.reconnected(now);
             }
             Event::Dialed(Err(e)) => {
-                if matches!(e, ConnectError::Unauthorized) {
-                    (auth.refresh)();
-                }
-                awaiting_reread = request_reread(&auth);
-                let delay = backoff.next_delay();
+                link = Link::Idle;
+                let unauthorized = matches!(e, ConnectError::Unauthorized);
+                let delay = router.engine_mut().handle_dial_failed(unauthorized, clock::to_core(now)).unwrap_or_default();
                 link_stats.dial_failed(format!("failed to connect to {}: {e}", creds.server_url));
                 log::error!("failed to connect to {}: {e}; reconnecting in {}", creds.server_url, crate::ops::logging::Secs(delay));
-                link = Link::Waiting(now + delay);
             }
             Event::Received(Ok(bytes)) => {
                 for action in router.route(&bytes, &mut shells, now) {
@@ -503,21 +434,18 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
             Event::Received(Err(e)) | Event::WriterEnded(Err(e)) => {
                 log::error!("websocket ended: {e}; reconnecting");
                 link_stats.error(format!("websocket ended: {e}"));
-                disconnect(&mut link, &mut router, &mut orphaned_since, &mut backoff, now).await;
-                let delay = backoff.next_delay();
-                link = Link::Waiting(now + delay);
-                awaiting_reread = request_reread(&auth);
+                router.engine_mut().handle_link_closed(clock::to_core(now));
             }
             Event::WriterEnded(Ok(())) => {
-                disconnect(&mut link, &mut router, &mut orphaned_since, &mut backoff, now).await;
-                link = Link::Waiting(now + backoff.next_delay());
-                awaiting_reread = request_reread(&auth);
+                router.engine_mut().handle_link_closed(clock::to_core(now));
             }
         }
+        execute(&mut router, &mut link, &mut shells, &auth, &creds, &tls, &q).await;
     }
 
     let now = Instant::now();
-    disconnect(&mut link, &mut router, &mut orphaned_since, &mut backoff, now).await;
+    router.engine_mut().handle_shutdown(clock::to_core(now));
+    execute(&mut router, &mut link, &mut shells, &auth, &creds, &tls, &q).await;
     let n = shells.stop_all();
     log::info!("stopping {n} shells");
     let done = async {
@@ -535,18 +463,78 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     0
 }
 
-/// Asks the auth source to confirm its token before the next dial; true if the dial must wait.
-fn request_reread(auth: &Auth) -> bool {
-    auth.reread.as_ref().map(|reread| reread()).is_some()
+/// One snapshot for SIGUSR1 and the status socket.
+fn status(
+    settings: &Settings,
+    started: Instant,
+    link: &LinkStats,
+    creds: &Credentials,
+    shells: &Shells,
+    router: &Router,
+    now: Instant,
+) -> crate::ops::status::protocol::Status {
+    let sources = snapshot::Sources {
+        started,
+        link,
+        server_url: &creds.server_url,
+        shells,
+        router,
+        features: &settings.features,
+        max_per_user: settings.shell.max_per_user,
+    };
+    snapshot::build(&sources, now)
+}
+
+/// Carries out what the engine asks for, until it asks for nothing.
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    router: &mut Router,
+    link: &mut Link,
+    shells: &mut Shells,
+    auth: &Auth,
+    creds: &Credentials,
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+    q: &Queues,
+) {
+    while let Some(out) = router.poll() {
+        match out {
+            Output::Link(LinkAction::Dial) => *link = dial(creds, tls),
+            Output::Link(LinkAction::CancelDial) => *link = Link::Idle,
+            Output::Link(LinkAction::CloseLink) => close_link(link).await,
+            Output::Link(LinkAction::RequestReread) => {
+                if let Some(reread) = &auth.reread {
+                    reread();
+                }
+            }
+            Output::Link(LinkAction::RefreshToken) => (auth.refresh)(),
+            Output::Link(LinkAction::StopAllSessions) => {
+                let n = shells.stop_all();
+                if n > 0 {
+                    log::info!("stopped {n} shells");
+                }
+            }
+            Output::Link(LinkAction::ReapOrphans) => shells.reap_orphans(),
+            Output::Link(LinkAction::AwaitReread) => {
+                log::debug!("waiting for the auth service to confirm the token before redialling");
+            }
+            Output::Link(_) => {}
+            // Periodic pings are worth nothing late; drop them when the queue is full.
+            Output::Send(f) => {
+                if matches!(link, Link::Up { .. }) {
+                    let _ = q.reply_tx.try_send(f);
+                }
+            }
+        }
+    }
 }
 
 /// The link's state as the status CLI names it.
-fn link_state(link: &Link) -> LinkState {
-    match link {
-        Link::Idle => LinkState::NoCredentials,
-        Link::Waiting(_) => LinkState::WaitingToReconnect,
-        Link::Dialing(_) => LinkState::Connecting,
-        Link::Up { .. } => LinkState::Connected,
+fn link_state(state: EngineLink) -> LinkState {
+    match state {
+        EngineLink::NoCredentials | EngineLink::Held => LinkState::NoCredentials,
+        EngineLink::Waiting { .. } => LinkState::WaitingToReconnect,
+        EngineLink::Dialing => LinkState::Connecting,
+        EngineLink::Up { .. } => LinkState::Connected,
     }
 }
 
@@ -596,16 +584,10 @@ fn dial(creds: &Credentials, tls: &std::sync::Arc<rustls::ClientConfig>) -> Link
     Link::Dialing(crate::os::runtime::spawn(async move { connection::dial(&url, &token, &tls).await.map(Box::new) }))
 }
 
-/// Ends the current connection (close frame if up) and marks sessions as orphaned.
-async fn disconnect(
-    link: &mut Link,
-    router: &mut Router,
-    orphaned_since: &mut Option<Instant>,
-    backoff: &mut Backoff,
-    now: Instant,
-) {
+/// Ends the current connection (close frame if up); the engine has already dropped the control
+/// sessions and their handlers, and keeps the shells as orphans for the grace.
+async fn close_link(link: &mut Link) {
     if let Link::Up { writer, stop_writer, reader, .. } = std::mem::replace(link, Link::Idle) {
-        backoff.disconnected(now);
         let _ = stop_writer.try_send(());
         // The event loop may already have taken the writer's result (`WriterEnded`): a task
         // polled again after that panics. Otherwise bounded by the writer's own write deadline.
@@ -618,8 +600,6 @@ async fn disconnect(
                 .await;
         }
         drop(reader);
-        router.disconnected();
-        orphaned_since.get_or_insert(now);
     }
 }
 

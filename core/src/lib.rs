@@ -13,6 +13,9 @@
 //! +--------------------------------------------------------------------------+
 //! | core (this crate): no_std, no alloc, no unsafe, no I/O                   |
 //! |                                                                          |
+//! | engine     the device side as one object: link + control sessions        |
+//! | link       link supervision: dial, backoff, token re-read, orphan grace   |
+//! | control_sessions  session table, handshake, idle ping/timeout, caps      |
 //! | frame      ProtoMsg decode (borrowed views) / encode (caller buffers)    |
 //! | msgpack    bounded zero-copy reader, Go-width writer (on rmp)            |
 //! | control, shell, filetransfer, portforward, menderclient: typed messages  |
@@ -39,11 +42,14 @@
 
 pub mod backoff;
 pub mod control;
+pub mod control_sessions;
+pub mod engine;
 pub mod error;
 pub mod filetransfer;
 pub mod forwards;
 pub mod frame;
 pub mod keepalive;
+pub mod link;
 pub mod menderclient;
 pub mod msgpack;
 pub mod rate;

@@ -70,4 +70,6 @@ pub const ALL: &[&[SelfTest]] = &[
     crate::transfer::selftests::SELFTESTS,
     crate::rate::selftests::SELFTESTS,
     crate::keepalive::selftests::SELFTESTS,
+    crate::link::selftests::SELFTESTS,
+    crate::engine::selftests::SELFTESTS,
 ];

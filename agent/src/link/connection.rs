@@ -21,8 +21,12 @@ use futures_lite::{FutureExt, StreamExt, future};
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
 use mender_connect_core::MAX_FRAME_LEN;
+use mender_connect_core::keepalive::KeepaliveConfig;
+use mender_connect_core::time::Instant as CoreInstant;
 use smol::Timer;
 use smol::net::TcpStream;
+
+use crate::os::clock;
 
 use crate::config::endpoint::{Endpoint, InvalidUrl};
 
@@ -100,20 +104,17 @@ impl Endpoint {
     }
 }
 
-/// Keep-alive timing of one link.
+/// Keep-alive timing of one link: core's scheme in which any frame received extends the read
+/// deadline and defers the next ping ([`KeepaliveConfig::any_frame`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Keepalive {
-    /// Ping after this long without a received frame or a sent ping.
-    pub(crate) ping_period: Duration,
-    /// The link is dead when nothing arrived for this long.
-    pub(crate) read_deadline: Duration,
-}
+pub(crate) struct Keepalive(pub(crate) KeepaliveConfig);
 
 impl Keepalive {
     /// The reference's timing, for a server reached over the network.
-    pub(crate) const REMOTE: Self = Self { ping_period: PING_PERIOD, read_deadline: READ_DEADLINE };
+    pub(crate) const REMOTE: Self = Self(KeepaliveConfig::any_frame(READ_DEADLINE.as_secs() * 1000, PING_PERIOD.as_secs() * 1000));
     /// For the Mender client's local proxy (see [`LOOPBACK_READ_DEADLINE`]).
-    pub(crate) const LOOPBACK: Self = Self { ping_period: LOOPBACK_PING_PERIOD, read_deadline: LOOPBACK_READ_DEADLINE };
+    pub(crate) const LOOPBACK: Self =
+        Self(KeepaliveConfig::any_frame(LOOPBACK_READ_DEADLINE.as_secs() * 1000, LOOPBACK_PING_PERIOD.as_secs() * 1000));
 
     /// The timing for the link to `server_url` (remote when the URL does not parse: the
     /// cautious choice; such a URL never dials anyway).
@@ -349,26 +350,22 @@ pub(crate) enum Ended {
     Error(tungstenite::Error),
 }
 
-/// When something last arrived, shared by both halves: the reader's deadline and the writer's
-/// keep-alive both count from it, so neither needs a timer per message.
+/// When something last arrived (on the core's clock), shared by both halves: the reader's
+/// deadline and the writer's keep-alive both count from it, so neither needs a timer per message.
 #[derive(Clone)]
-struct LastReceived {
-    epoch: Instant,
-    millis: Arc<AtomicU64>,
-}
+struct LastReceived(Arc<AtomicU64>);
 
 impl LastReceived {
-    fn new(now: Instant) -> Self {
-        Self { epoch: now, millis: Arc::new(AtomicU64::new(0)) }
+    fn new(now: CoreInstant) -> Self {
+        Self(Arc::new(AtomicU64::new(now.as_millis())))
     }
 
-    fn mark(&self, now: Instant) {
-        let ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
-        self.millis.store(ms, Ordering::Relaxed);
+    fn mark(&self, now: CoreInstant) {
+        self.0.store(now.as_millis(), Ordering::Relaxed);
     }
 
-    fn get(&self) -> Instant {
-        self.epoch + Duration::from_millis(self.millis.load(Ordering::Relaxed))
+    fn get(&self) -> CoreInstant {
+        CoreInstant::from_millis(self.0.load(Ordering::Relaxed))
     }
 }
 
@@ -379,7 +376,7 @@ pub(crate) struct Reader {
     // One timer for the whole link, moved forward only when it fires: arming a timer per
     // message would wake the reactor thread once per frame.
     deadline: Timer,
-    read_deadline: Duration,
+    keepalive: KeepaliveConfig,
 }
 
 impl Reader {
@@ -401,14 +398,14 @@ impl Reader {
                 .await;
             let now = Instant::now();
             let Some(item) = item else {
-                let due = self.last_received.get() + self.read_deadline;
-                if now >= due {
-                    return Err(Ended::ReadTimeout(self.read_deadline));
+                let due = self.keepalive.read_deadline(self.last_received.get());
+                if clock::to_core(now) >= due {
+                    return Err(Ended::ReadTimeout(Duration::from_millis(self.keepalive.ping_wait_ms)));
                 }
-                self.deadline.set_at(due);
+                self.deadline.set_at(clock::to_std(due));
                 continue;
             };
-            self.last_received.mark(now);
+            self.last_received.mark(clock::to_core(now));
             match item {
                 None => return Err(Ended::Closed),
                 Some(Ok(Message::Binary(b))) => return Ok(b),
@@ -416,7 +413,9 @@ impl Reader {
                 Some(Ok(Message::Close(_))) => return Err(Ended::Closed),
                 // A keep-alive answer comes while the link is otherwise idle, when the deadline
                 // would be the next thing to wake the daemon: move it now, while awake anyway.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => self.deadline.set_at(now + self.read_deadline),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                    self.deadline.set_at(clock::to_std(self.keepalive.read_deadline(clock::to_core(now))));
+                }
                 Some(Ok(_)) => {}
                 Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => {
                     return Err(Ended::Closed);
@@ -431,9 +430,9 @@ impl Reader {
 pub(crate) struct Writer {
     inner: WebSocketSender<Transport>,
     last_received: LastReceived,
-    last_ping: Instant,
+    last_ping: CoreInstant,
     ping: Timer,
-    keepalive: Keepalive,
+    keepalive: KeepaliveConfig,
 }
 
 impl Writer {
@@ -474,17 +473,18 @@ impl Writer {
                 Some(Ok(frame)) => self.send(Message::binary(frame)).await?,
                 Some(Err(_)) => return Ok(()),
                 None => {
-                    let now = Instant::now();
-                    let Keepalive { ping_period, read_deadline } = self.keepalive;
-                    let due = self.last_received.get().max(self.last_ping) + ping_period;
+                    let now = clock::now();
+                    let due = self.keepalive.ping_due(self.last_received.get(), self.last_ping);
                     if now < due {
-                        self.ping.set_at(due);
+                        self.ping.set_at(clock::to_std(due));
                         continue;
                     }
                     self.last_ping = now;
-                    self.ping.set_at(now + ping_period);
+                    self.ping.set_at(clock::to_std(self.keepalive.ping_due(now, now)));
                     // Payload as the reference: the read deadline in seconds.
-                    self.send(Message::Ping(read_deadline.as_secs().to_string().into_bytes().into())).await?;
+                    let mut buf = [0u8; 20];
+                    let payload = self.keepalive.ping_payload(&mut buf).to_vec();
+                    self.send(Message::Ping(payload.into())).await?;
                 }
             }
         }
@@ -499,16 +499,17 @@ impl Writer {
 /// Splits an open socket into its reader and writer halves, with the given keep-alive timing.
 pub(crate) fn split(socket: Socket, keepalive: Keepalive) -> (Reader, Writer) {
     let (tx, rx) = socket.split();
-    let now = Instant::now();
+    let Keepalive(keepalive) = keepalive;
+    let now = clock::now();
     let last_received = LastReceived::new(now);
     let reader = Reader {
         inner: rx,
         last_received: last_received.clone(),
-        deadline: Timer::at(now + keepalive.read_deadline),
-        read_deadline: keepalive.read_deadline,
+        deadline: Timer::at(clock::to_std(keepalive.read_deadline(now))),
+        keepalive,
     };
-    let writer =
-        Writer { inner: tx, last_received, last_ping: now, ping: Timer::at(now + keepalive.ping_period), keepalive };
+    let ping = Timer::at(clock::to_std(keepalive.ping_due(now, now)));
+    let writer = Writer { inner: tx, last_received, last_ping: now, ping, keepalive };
     (reader, writer)
 }
 
@@ -539,8 +540,8 @@ mod tests {
         for url in ["https://hosted.mender.io", "http://10.0.2.2:8080", "http://[fe80::1]:80", "http://localhost.example.com", "nonsense"] {
             assert_eq!(Keepalive::for_url(url), Keepalive::REMOTE, "{url}");
         }
-        assert!(Keepalive::LOOPBACK.ping_period < Keepalive::LOOPBACK.read_deadline);
-        assert_eq!(Keepalive::REMOTE, Keepalive { ping_period: Duration::from_secs(54), read_deadline: Duration::from_secs(60) });
+        assert_eq!(Keepalive::LOOPBACK.0, KeepaliveConfig::any_frame(300_000, 270_000));
+        assert_eq!(Keepalive::REMOTE.0, KeepaliveConfig::any_frame(60_000, 54_000));
     }
 
     #[test]

@@ -207,13 +207,11 @@ pub(crate) fn spawn(cfg: &Standalone, retry_base: Duration, retry_max: Duration)
     })
 }
 
+/// The websocket's reconnect rule; an authentication that succeeds resets the counter itself,
+/// so no connection counts as stable.
 fn new_backoff(base: Duration, cap: Duration) -> mender_connect_core::backoff::Backoff {
-    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    mender_connect_core::backoff::Backoff::new(mender_connect_core::backoff::BackoffConfig {
-        base_ms: ms(base).max(100),
-        cap_ms: ms(cap),
-        stable_after_ms: u64::MAX,
-    })
+    let ms = crate::os::clock::millis;
+    mender_connect_core::backoff::Backoff::new(mender_connect_core::link::backoff_config(ms(base), ms(cap), u64::MAX))
 }
 
 async fn run(

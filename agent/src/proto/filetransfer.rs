@@ -22,7 +22,6 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use mender_connect_core::filetransfer::{
     self as ft, FileInfo, FileTransferMessage, GetFile, StatFile, Timestamp, UploadRequest, go_file_mode,
@@ -55,7 +54,8 @@ const ERR_BLANK_PATH: &str = "invalid request parameters: path: cannot be blank.
 #[derive(Debug)]
 pub struct Rates {
     inner: Mutex<RateCounters>,
-    origin: Instant,
+    /// Added to the clock (tests move it forward).
+    skew_ms: u64,
     tx_limit: u64,
     rx_limit: u64,
 }
@@ -63,26 +63,25 @@ pub struct Rates {
 impl Rates {
     /// Counters with the given limits (0 = unlimited).
     pub fn new(tx_limit: u64, rx_limit: u64) -> Self {
-        let origin = Instant::now();
         Self {
-            inner: Mutex::new(RateCounters::new(mender_connect_core::time::Instant::from_millis(0))),
-            origin,
+            inner: Mutex::new(RateCounters::new(crate::os::clock::now())),
+            skew_ms: 0,
             tx_limit,
             rx_limit,
         }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut RateCounters) -> R) -> R {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now = crate::os::clock::now().add_millis(self.skew_ms);
         let mut g = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        g.poll(mender_connect_core::time::Instant::from_millis(ms));
+        g.poll(now);
         f(&mut g)
     }
 
     /// Moves the counters' clock `d` forward (tests cannot wait for the 5 s ticks).
     #[cfg(test)]
     pub fn advance(&mut self, d: std::time::Duration) {
-        self.origin = self.origin.checked_sub(d).unwrap_or(self.origin);
+        self.skew_ms = self.skew_ms.saturating_add(crate::os::clock::millis(d));
     }
 
     /// Totals and moving averages `(tx, rx, tx_avg, rx_avg)` (reference `GetCounters`), for

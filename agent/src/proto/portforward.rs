@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use mender_connect_core::portforward::{self as pf, PortForwardMessage, Protocol};
@@ -194,8 +194,7 @@ impl PortForward {
             settings: self.settings,
             inbound: inbound_rx,
             acks: acks_rx,
-            last_activity: AtomicU64::new(0),
-            origin: Instant::now(),
+            last_activity: AtomicU64::new(crate::os::clock::now().as_millis()),
             sent: Arc::clone(&self.sent),
             _slot: slot,
         };
@@ -348,9 +347,8 @@ struct Link {
     settings: Settings,
     inbound: async_channel::Receiver<Vec<u8>>,
     acks: async_channel::Receiver<()>,
-    /// Milliseconds since `origin` of the last traffic.
+    /// The last traffic, on the core's clock (milliseconds).
     last_activity: AtomicU64,
-    origin: Instant,
     /// The session's sent-bytes counter.
     sent: Arc<AtomicU64>,
     /// Given back when the task ends or is dropped.
@@ -368,8 +366,7 @@ enum End {
 
 impl Link {
     fn touch(&self) {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_activity.store(ms, Ordering::Relaxed);
+        self.last_activity.store(crate::os::clock::now().as_millis(), Ordering::Relaxed);
     }
 
     async fn send(&self, frame: Option<Vec<u8>>) -> Result<(), End> {
@@ -460,10 +457,10 @@ impl Link {
     }
 
     async fn watchdog(&self) -> End {
-        let idle_ms = u64::try_from(self.settings.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let idle_ms = crate::os::clock::millis(self.settings.idle_timeout);
         loop {
             let last = self.last_activity.load(Ordering::Relaxed);
-            let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let now = crate::os::clock::now().as_millis();
             let due = last.saturating_add(idle_ms);
             if now >= due {
                 log::info!("port-forward[{}/{}] idle for {:?}: closing", self.sid, self.id, self.settings.idle_timeout);

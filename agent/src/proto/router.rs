@@ -1,38 +1,31 @@
-//! Dispatch of every websocket message by `proto`, as mender-connect 2.1.0 does it
-//! (`app/daemon.go` `routeMessage`, `session/router.go`, `session/session.go`):
+//! Dispatch of every websocket message, executing the core's protocol engine
+//! ([`mender_connect_core::engine::Engine`]), which decides, as mender-connect 2.1.0 does
+//! (`app/daemon.go` `routeMessage`, `session/router.go`, `session/session.go`; the reference's
+//! behaviour is written down in `mender_connect_core::control_sessions`):
 //!
 //! - shell (1): the legacy path, no handshake, handled by [`crate::proto::shell::Shells`];
-//! - control (0xFFFF) and every other proto: per-sid control sessions. `ping` → `pong`,
-//!   `open` → `accept` listing the routes, `close`/`error{close}` end the session, idle
-//!   sessions get a control `ping` after 48 s and a closing "session timeout" error 12 s later;
+//! - control (0xFFFF) and every other proto: per-sid control sessions, their handshake, idle
+//!   pings and timeout, and the caps on what a peer can open ([`MAX_SESSIONS`], [`MAX_ID_LEN`]);
 //! - file transfer (2), port forward (3), mender-client (4): served by a [`SessionHandler`]
 //!   registered for the proto; without one the reference's "no handler registered" error.
 //!
-//! A message that does not decode gets a control error and the websocket stays up (the
-//! reference drops the connection instead).
+//! The router owns the engine (the daemon feeds it the link's events too) and the handlers, the
+//! part that needs the OS: it creates a handler on a session's first message of its proto and
+//! closes it when the engine ends the session.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use mender_connect_core::control::{self, Accept, ControlError, ControlMessage, PROTOCOL_VERSION};
+use mender_connect_core::control_sessions::{Note, Session, SessionStore};
+use mender_connect_core::engine::{self, Engine, Routed};
+use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig};
 use mender_connect_core::shell::ShellMessage;
-use mender_connect_core::{Frame, Proto};
+use mender_connect_core::{EncodeError, Frame, MAX_FRAME_LEN, Proto};
 
+use crate::os::clock;
 use crate::proto::shell::{Action, Shells};
 
-/// Control-session idle timeout (reference `connectionmanager.DefaultPingWait`).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Ping after 4/5 of the idle timeout without messages.
-const IDLE_PING: Duration = Duration::from_secs(48);
-/// Control sessions open at once. The server opens one per user websocket (a user in the UI, a
-/// mender-cli port forward), so this is far above real use; it bounds what a peer can make the
-/// daemon hold (20,000 sessions used to take 120 MiB; 1,024 with the longest ids take under
-/// 1 MiB). Idle sessions end after 60 s, so a burst of short-lived ones (the malformed-input
-/// test sends 720) stays well under it.
-pub const MAX_SESSIONS: usize = 1024;
-/// Longest session id and `user_id` kept. The server makes session ids UUIDv4 (36 bytes) and
-/// forces them on every user message; user ids are the JWT's `sub`, a UUID too.
-pub const MAX_ID_LEN: usize = 128;
+pub use mender_connect_core::control_sessions::{MAX_ID_LEN, MAX_SESSIONS};
 
 /// One protocol's state inside a control session (file transfer, port forward, ...).
 ///
@@ -85,292 +78,234 @@ pub struct SessionInfo {
 /// Makes a handler for a new session.
 pub type HandlerFactory = Box<dyn Fn() -> Box<dyn SessionHandler>>;
 
-struct ControlSession {
-    last_rx: Instant,
-    pinged: bool,
-    handlers: HashMap<Proto, Box<dyn SessionHandler>>,
-    started: Instant,
-    user: String,
-    proto: Option<Proto>,
-    bytes_in: u64,
-    bytes_out: u64,
+/// What the engine asks of the daemon.
+#[derive(Debug)]
+pub enum Output {
+    /// Link supervision: dial, close, ask the auth service, stop or reap shells.
+    Link(LinkAction),
+    /// A keep-alive ping or "session timeout" of a control session: worth nothing late, so it
+    /// may be dropped when the reply queue is full.
+    Send(Vec<u8>),
 }
 
-impl ControlSession {
-    fn close(&mut self) {
-        for h in self.handlers.values_mut() {
-            h.close();
-        }
+/// The control sessions' table, grown on demand (up to the engine's cap of [`MAX_SESSIONS`]):
+/// a fixed table of 1,024 sessions with 128-byte ids would hold 320 KB from the start.
+#[derive(Debug, Default)]
+pub struct SessionTable(Vec<Session>);
+
+impl SessionStore for SessionTable {
+    fn as_slice(&self) -> &[Session] {
+        &self.0
+    }
+    fn as_mut_slice(&mut self) -> &mut [Session] {
+        &mut self.0
+    }
+    fn push(&mut self, s: Session) -> bool {
+        self.0.push(s);
+        true
+    }
+    fn swap_remove(&mut self, i: usize) -> Session {
+        self.0.swap_remove(i)
+    }
+    fn clear(&mut self) {
+        self.0.clear();
     }
 }
 
-/// The message router.
+/// The agent's protocol engine.
+pub type AgentEngine = Engine<SessionTable>;
+
+/// The message router: the protocol engine and the session handlers.
 pub struct Router {
-    terminal: bool,
+    engine: AgentEngine,
     factories: Vec<(Proto, HandlerFactory)>,
-    sessions: HashMap<String, ControlSession>,
+    handlers: HashMap<String, HashMap<Proto, Box<dyn SessionHandler>>>,
+    /// Where the engine encodes replies ([`engine::REPLY_BUF_LEN`]), allocated on the first
+    /// message: an idle connected daemon holds none of it.
+    reply: Vec<u8>,
+    /// Outputs met while draining session ends after a message, for the next [`Router::poll`].
+    pending: std::collections::VecDeque<Output>,
 }
 
-fn encode(f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>) -> Option<Vec<u8>> {
-    crate::proto::outframe::encode(&"reply", f)
+/// A reply of the engine as a frame of its own size. A reply over [`MAX_FRAME_LEN`] (an error
+/// echoing a near-limit `typ`) is dropped, as the agent always did.
+fn reply_frame(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.len() > MAX_FRAME_LEN {
+        log::warn!("reply: cannot encode frame: {}", EncodeError::BufferTooSmall);
+        return None;
+    }
+    Some(bytes.to_vec())
 }
 
-fn error_frame(sid: &str, err: &ControlError<'_>) -> Option<Vec<u8>> {
-    encode(|b| control::encode_error_frame(b, sid, err))
-}
-
-/// The error the reference sends about message `frame`.
-fn error_about(sid: &str, frame: &Frame<'_>, close: bool, text: &str) -> Option<Vec<u8>> {
-    let err = ControlError {
-        err: text,
-        close,
-        msgproto: frame.header.proto,
-        msgtype: frame.header.typ,
-        msgid: frame.header.props.get_str("msgid").unwrap_or(""),
-        ..ControlError::default()
-    };
-    error_frame(sid, &err)
+/// The log line of what the engine did with a message, as the reference logs it.
+fn log_note(note: &Note<'_>, len: usize) {
+    match note {
+        Note::Undecodable(e) => log::warn!("dropping undecodable message ({len} bytes): {e}"),
+        Note::Refused(r) => log::warn!("session: refusing a new session: {r}"),
+        Note::Accepted(sid) => log::info!("session: accepting new session with ID: {sid}"),
+        Note::Closed(sid) => log::info!("session: closed {sid}"),
+        Note::PeerError(err) => log::error!("session: received error from client: {err}"),
+        Note::MalformedPeerError(e) => log::error!("session: received malformed error from client: {e}"),
+        _ => {}
+    }
 }
 
 impl Router {
-    /// `terminal`: the shell protocol is enabled (`Terminal.Disable` off).
+    /// A router on a link that is already up, for tests and tools that feed it messages
+    /// directly. `terminal`: the shell protocol is enabled (`Terminal.Disable` off).
     pub fn new(terminal: bool) -> Self {
-        Self { terminal, factories: Vec::new(), sessions: HashMap::new() }
+        let mut r = Self::with_link(terminal, LinkConfig::new(1_000, 60_000, 60_000, false), 0);
+        let now = clock::now();
+        r.engine.handle_credentials(CredentialsUpdate::Changed, now);
+        while r.poll().is_some() {}
+        r.engine.handle_connected(now);
+        r
+    }
+
+    /// The daemon's router: no link until the engine dials one. `seed`: random, for the
+    /// reconnect jitter.
+    pub fn with_link(terminal: bool, link: LinkConfig, seed: u64) -> Self {
+        let cfg = engine::Config { link, idle: Default::default(), terminal, served: &[] };
+        Self {
+            engine: Engine::with_store(&cfg, seed, SessionTable::default(), MAX_SESSIONS),
+            factories: Vec::new(),
+            handlers: HashMap::new(),
+            reply: Vec::new(),
+            pending: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// The protocol engine (link state, sessions, timers).
+    pub fn engine(&self) -> &AgentEngine {
+        &self.engine
+    }
+
+    /// The protocol engine, to feed it the link's events; drain [`Router::poll`] after.
+    pub fn engine_mut(&mut self) -> &mut AgentEngine {
+        &mut self.engine
     }
 
     /// Registers the handler of an enabled protocol (2, 3 or 4); it is then listed in `accept`.
     pub fn register(&mut self, proto: Proto, factory: HandlerFactory) {
         self.factories.retain(|(p, _)| *p != proto);
         self.factories.push((proto, factory));
+        self.engine.serve(proto);
     }
 
     /// Protocols listed in `accept`.
     pub fn protocols(&self) -> Vec<u16> {
-        let mut v: Vec<u16> = self.factories.iter().map(|(p, _)| p.0).collect();
-        if self.terminal {
-            v.push(Proto::SHELL.0);
-        }
-        v.sort_unstable();
-        v
+        self.engine.protocols().to_vec()
     }
 
     /// Number of open control sessions.
     pub fn sessions(&self) -> usize {
-        self.sessions.len()
+        self.engine.session_count()
     }
 
     /// Routes one websocket message.
     pub fn route(&mut self, bytes: &[u8], shells: &mut Shells, now: Instant) -> Vec<Action> {
-        let frame = match Frame::decode(bytes) {
-            Ok(f) => f,
-            Err(e) => {
-                log::warn!("dropping undecodable message ({} bytes): {e}", bytes.len());
-                let text = format!("failed to decode message: {e}");
-                let err = ControlError { err: &text, ..ControlError::default() };
-                return error_frame("", &err).map(Action::Reply).into_iter().collect();
-            }
-        };
-        let sid = frame.header.sid;
-        if frame.header.proto == Proto::SHELL {
-            if !self.terminal {
-                let text = format!("unknown message protocol and type: 1/{}", frame.header.typ);
-                return crate::proto::shell::frame(frame.header.typ, sid, mender_connect_core::shell::Status::Error, text.as_bytes())
-                    .map(Action::Reply)
-                    .into_iter()
-                    .collect();
-            }
-            return match ShellMessage::from_frame(&frame) {
-                Ok(msg) => shells.handle(msg, frame.header.typ, sid, now),
+        let mut reply = std::mem::take(&mut self.reply);
+        if reply.is_empty() {
+            reply = vec![0; engine::REPLY_BUF_LEN];
+        }
+        let out = match self.engine.handle_frame(bytes, clock::to_core(now), &mut reply) {
+            Routed::Shell(frame) => match ShellMessage::from_frame(&frame) {
+                Ok(msg) => shells.handle(msg, frame.header.typ, frame.header.sid, now),
                 Err(_) => Vec::new(),
-            };
-        }
-        self.route_session(&frame, now).into_iter().map(Action::Reply).collect()
-    }
-
-    fn route_session(&mut self, frame: &Frame<'_>, now: Instant) -> Vec<Vec<u8>> {
-        let sid = frame.header.sid;
-        if !self.sessions.contains_key(sid) {
-            if let Some(text) = self.refusal(frame) {
-                log::warn!("session: refusing a new session: {text}");
-                return error_about(sid, frame, true, &text).into_iter().collect();
+            },
+            Routed::Deliver(frame) => {
+                let out = self.serve(&frame);
+                let n: usize = out.iter().map(Vec::len).sum();
+                self.engine.count_sent(frame.header.sid, n);
+                out.into_iter().map(Action::Reply).collect()
             }
-        }
-        let session = self.sessions.entry(sid.to_owned()).or_insert_with(|| ControlSession {
-            last_rx: now,
-            pinged: false,
-            handlers: HashMap::new(),
-            started: now,
-            user: frame.header.props.get_str("user_id").unwrap_or("").to_owned(),
-            proto: None,
-            bytes_in: 0,
-            bytes_out: 0,
-        });
-        session.last_rx = now;
-        session.pinged = false;
-        session.bytes_in = session.bytes_in.saturating_add(frame.body.len() as u64);
-        if session.proto.is_none() && frame.header.proto != Proto::CONTROL {
-            session.proto = Some(frame.header.proto);
-        }
-        let out = self.route_in_session(frame, now);
-        if let Some(s) = self.sessions.get_mut(sid) {
-            let n: usize = out.iter().map(Vec::len).sum();
-            s.bytes_out = s.bytes_out.saturating_add(n as u64);
+            Routed::Handled { reply: n, note } => {
+                log_note(&note, bytes.len());
+                n.and_then(|n| reply.get(..n)).and_then(reply_frame).map(Action::Reply).into_iter().collect()
+            }
+            _ => Vec::new(),
+        };
+        self.reply = reply;
+        // A session the message ended (close, a rejected handshake): its handlers go now.
+        while let Some(o) = self.poll_engine() {
+            self.pending.push_back(o);
         }
         out
     }
 
-    fn route_in_session(&mut self, frame: &Frame<'_>, _now: Instant) -> Vec<Vec<u8>> {
-        let sid = frame.header.sid;
+    /// A message for a served protocol inside an open session.
+    fn serve(&mut self, frame: &Frame<'_>) -> Vec<Vec<u8>> {
+        let (sid, proto) = (frame.header.sid, frame.header.proto);
         let mut out = Vec::new();
-        if frame.header.proto == Proto::CONTROL {
-            let close = self.control(frame, &mut out);
-            if close {
-                if let Some(mut s) = self.sessions.remove(sid) {
-                    s.close();
+        let handlers = self.handlers.entry(sid.to_owned()).or_default();
+        let handler = match handlers.entry(proto) {
+            std::collections::hash_map::Entry::Occupied(h) => h.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                match self.factories.iter().find(|(p, _)| *p == proto) {
+                    Some((_, make)) => slot.insert(make()),
+                    // The engine delivers only registered protocols.
+                    None => return out,
                 }
-            }
-            return out;
-        }
-        let proto = frame.header.proto;
-        let Some(session) = self.sessions.get_mut(sid) else { return out };
-        if let std::collections::hash_map::Entry::Vacant(slot) = session.handlers.entry(proto) {
-            match self.factories.iter().find(|(p, _)| *p == proto) {
-                Some((_, make)) => {
-                    slot.insert(make());
-                }
-                None => {
-                    let text = format!("no handler registered for protocol: 0x{:04X}", proto.0);
-                    out.extend(error_about(sid, frame, false, &text));
-                    return out;
-                }
-            }
-        }
-        if let Some(h) = session.handlers.get_mut(&proto) {
-            h.serve(sid, frame, &mut out);
-        }
-        out
-    }
-
-    /// Why a message for an unknown `sid` may not open a session, if it may not.
-    fn refusal(&self, frame: &Frame<'_>) -> Option<String> {
-        let user = frame.header.props.get_str("user_id").unwrap_or("");
-        if frame.header.sid.len() > MAX_ID_LEN {
-            Some(format!("session id too long: {} bytes, at most {MAX_ID_LEN}", frame.header.sid.len()))
-        } else if user.len() > MAX_ID_LEN {
-            Some(format!("user_id too long: {} bytes, at most {MAX_ID_LEN}", user.len()))
-        } else if self.sessions.len() >= MAX_SESSIONS {
-            Some(format!("too many open sessions on this device (at most {MAX_SESSIONS})"))
-        } else {
-            None
-        }
-    }
-
-    /// Handles a control message; returns whether the session ends.
-    fn control(&self, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>) -> bool {
-        let sid = frame.header.sid;
-        let msg = match ControlMessage::from_frame(frame) {
-            Ok(m) => m,
-            Err(e) => {
-                let (close, text) = match frame.header.typ {
-                    control::OPEN => (true, format!("failed to decode handshake request: {e}")),
-                    control::ACCEPT => (true, format!("malformed handshake response: {e}")),
-                    // The reference ignores the decode error of a peer's `error` (session.go
-                    // `HandleControl`): it only logs, answers nothing and keeps the session.
-                    control::ERROR => {
-                        log::error!("session: received malformed error from client: {e}");
-                        return false;
-                    }
-                    _ => (false, format!("failed to decode control message: {e}")),
-                };
-                out.extend(error_about(sid, frame, close, &text));
-                return close;
             }
         };
-        match msg {
-            ControlMessage::Ping => {
-                out.extend(encode(|b| control::bare(control::PONG, sid).encode(b)));
-                false
-            }
-            ControlMessage::Pong => false,
-            ControlMessage::Open(open) => {
-                if open.supports(PROTOCOL_VERSION) {
-                    let protocols = self.protocols();
-                    if let Some(accept) = Accept::new(PROTOCOL_VERSION, &protocols) {
-                        out.extend(encode(|b| control::encode_accept_frame(b, sid, &accept)));
-                        log::info!("session: accepting new session with ID: {sid}");
-                    }
-                    false
-                } else {
-                    let text = format!("handshake rejected: require version {PROTOCOL_VERSION}");
-                    out.extend(error_about(sid, frame, true, &text));
-                    true
-                }
-            }
-            ControlMessage::Accept(a) if a.version != PROTOCOL_VERSION => {
-                let text = format!("unsupported protocol version {}: require version {PROTOCOL_VERSION}", a.version);
-                out.extend(error_about(sid, frame, true, &text));
-                true
-            }
-            ControlMessage::Accept(_) => false,
-            ControlMessage::Close => {
-                log::info!("session: closed {sid}");
-                true
-            }
-            ControlMessage::Error(e) => {
-                log::error!("session: received error from client: {}", e.err);
-                e.close
-            }
-            ControlMessage::Unknown(typ) => {
-                let text = format!("session: control type message not understood: '{typ}'");
-                out.extend(error_about(sid, frame, false, &text));
-                false
-            }
-            _ => false,
-        }
-    }
-
-    /// Idle control sessions: ping after 48 s, end with "session timeout" after 60 s.
-    pub fn tick(&mut self, now: Instant) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut ended = Vec::new();
-        for (sid, s) in &mut self.sessions {
-            let idle = now.duration_since(s.last_rx);
-            if s.pinged && idle >= IDLE_TIMEOUT {
-                let err = ControlError { err: "session timeout", close: true, ..ControlError::default() };
-                out.extend(error_frame(sid, &err));
-                ended.push(sid.clone());
-            } else if !s.pinged && idle >= IDLE_PING {
-                s.pinged = true;
-                out.extend(encode(|b| control::bare(control::PING, sid).encode(b)));
-            }
-        }
-        for sid in ended {
-            if let Some(mut s) = self.sessions.remove(&sid) {
-                s.close();
-            }
-        }
+        handler.serve(sid, frame, &mut out);
         out
     }
 
-    /// Whether any session is open: the daemon's 1 s tick only runs while there is one, so an
-    /// idle connected device does not wake up every second.
+    /// The next thing the engine asks of the daemon; session ends are handled here (their
+    /// handlers are closed). Drain after every call into the engine.
+    pub fn poll(&mut self) -> Option<Output> {
+        self.pending.pop_front().or_else(|| self.poll_engine())
+    }
+
+    fn poll_engine(&mut self) -> Option<Output> {
+        let mut buf = [0u8; mender_connect_core::control_sessions::POLL_BUF_LEN];
+        loop {
+            match self.engine.poll_action(&mut buf)? {
+                engine::Action::Link(a) => {
+                    if a == LinkAction::CloseLink {
+                        self.disconnected();
+                    }
+                    return Some(Output::Link(a));
+                }
+                engine::Action::Send { len, .. } => return Some(Output::Send(buf[..len].to_vec())),
+                engine::Action::SessionEnded { sid, .. } => self.close(&sid),
+                _ => {}
+            }
+        }
+    }
+
+    fn close(&mut self, sid: &str) {
+        if let Some(handlers) = self.handlers.remove(sid) {
+            for (_, mut h) in handlers {
+                h.close();
+            }
+        }
+    }
+
+    /// Whether any session is open.
     pub fn has_sessions(&self) -> bool {
-        !self.sessions.is_empty()
+        self.engine.session_count() > 0
     }
 
     /// The control sessions, for the status CLI (taken only when asked).
     pub fn sessions_info(&self) -> Vec<SessionInfo> {
         let mut v: Vec<SessionInfo> = self
-            .sessions
-            .iter()
-            .map(|(sid, s)| SessionInfo {
-                id: sid.clone(),
-                user: s.user.clone(),
-                proto: s.proto,
-                started: s.started,
-                last_rx: s.last_rx,
-                bytes_in: s.bytes_in,
-                bytes_out: s.handlers.values().fold(s.bytes_out, |n, h| n.saturating_add(h.bulk_bytes_out())),
+            .engine
+            .sessions()
+            .map(|s| {
+                let bulk = self.handlers.get(s.sid()).map_or(0, |hs| {
+                    hs.values().fold(0u64, |n, h| n.saturating_add(h.bulk_bytes_out()))
+                });
+                SessionInfo {
+                    id: s.sid().to_owned(),
+                    user: s.user().to_owned(),
+                    proto: s.proto(),
+                    started: clock::to_std(s.started()),
+                    last_rx: clock::to_std(s.last_rx()),
+                    bytes_in: s.bytes_in(),
+                    bytes_out: s.bytes_out().saturating_add(bulk),
+                }
             })
             .collect();
         v.sort_by(|a, b| a.started.cmp(&b.started).then_with(|| a.id.cmp(&b.id)));
@@ -380,8 +315,8 @@ impl Router {
     /// Transfers and forwarded connections of every session.
     pub fn activity(&self) -> Vec<Activity> {
         let mut out = Vec::new();
-        for (sid, s) in &self.sessions {
-            for h in s.handlers.values() {
+        for (sid, hs) in &self.handlers {
+            for h in hs.values() {
                 h.activity(sid, &mut out);
             }
         }
@@ -392,16 +327,20 @@ impl Router {
     /// its handlers are closed and the returned `close` frame tells the server; also returns
     /// the session's first protocol. `None` when there is no such session.
     pub fn kill(&mut self, sid: &str) -> Option<(Option<Vec<u8>>, Option<Proto>)> {
-        let mut s = self.sessions.remove(sid)?;
-        s.close();
+        let mut buf = [0u8; mender_connect_core::control_sessions::POLL_BUF_LEN];
+        let (n, proto) = self.engine.kill_session(sid, &mut buf)?;
+        self.close(sid);
         log::info!("session: closed {sid} on local request");
-        Some((encode(|b| control::bare(control::CLOSE, sid).encode(b)), s.proto))
+        Some((n.map(|n| buf[..n].to_vec()), proto))
     }
 
-    /// The websocket dropped: control sessions do not survive it (the server's side is gone).
-    pub fn disconnected(&mut self) {
-        for (_, mut s) in self.sessions.drain() {
-            s.close();
+    /// The websocket dropped: control sessions do not survive it (the server's side is gone);
+    /// every handler is closed.
+    fn disconnected(&mut self) {
+        for (_, handlers) in self.handlers.drain() {
+            for (_, mut h) in handlers {
+                h.close();
+            }
         }
     }
 }
@@ -410,6 +349,7 @@ impl Router {
 mod tests {
     use super::*;
     use mender_connect_core::FrameOut;
+    use mender_connect_core::control::{self, ControlMessage};
     use mender_connect_core::frame::Prop;
 
     fn frame(typ: &str, sid: &str, user: &str) -> Vec<u8> {
@@ -420,13 +360,29 @@ mod tests {
         buf
     }
 
+    fn shells() -> Shells {
+        let settings = crate::proto::shell::ShellSettings {
+            command: "/bin/sh".into(),
+            args: Vec::new(),
+            user: "mender-connect-test-no-such-user".into(),
+            size: mender_connect_core::shell::TermSize { width: 80, height: 24 },
+            max_per_user: 1,
+            expiry: None,
+            health_interval: crate::proto::shell::HEALTH_INTERVAL,
+            disconnect_grace: std::time::Duration::from_secs(60),
+        };
+        let (data_tx, _) = async_channel::bounded(1);
+        let (exited_tx, _) = async_channel::unbounded();
+        Shells::new(settings, data_tx, exited_tx)
+    }
+
     /// The replies as (type, error text).
     fn route(r: &mut Router, typ: &str, sid: &str, user: &str) -> Vec<(String, String)> {
         let bytes = frame(typ, sid, user);
-        let f = Frame::decode(&bytes).unwrap();
-        r.route_session(&f, Instant::now())
+        r.route(&bytes, &mut shells(), Instant::now())
             .iter()
-            .map(|b| {
+            .map(|a| {
+                let Action::Reply(b) = a;
                 let f = Frame::decode_any_size(b).unwrap();
                 let text = match ControlMessage::from_frame(&f).unwrap() {
                     ControlMessage::Error(e) => format!("error close={} {}", e.close, e.err),
@@ -464,5 +420,55 @@ mod tests {
         assert_eq!(r.sessions(), 0);
         let uuid = "0b7d1a52-3c1e-4f5e-9d0a-2f4c5e6b7a8c";
         assert_eq!(route(&mut r, control::PING, uuid, uuid)[0].0, control::PONG);
+    }
+
+    /// Handlers are created on their protocol's first message in a session and closed with it
+    /// (peer close, device kill, dropped link), each exactly once.
+    #[test]
+    fn handlers_follow_the_engine_s_sessions() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        struct H(Rc<RefCell<(usize, usize)>>);
+        impl SessionHandler for H {
+            fn serve(&mut self, _: &str, _: &Frame<'_>, _: &mut Vec<Vec<u8>>) {}
+            fn close(&mut self) {
+                self.0.borrow_mut().1 += 1;
+            }
+        }
+        let tally = Rc::new(RefCell::new((0, 0)));
+        let mut r = Router::new(false);
+        let t = Rc::clone(&tally);
+        r.register(
+            Proto::PORT_FORWARD,
+            Box::new(move || {
+                t.borrow_mut().0 += 1;
+                Box::new(H(Rc::clone(&t)))
+            }),
+        );
+        assert_eq!(r.protocols(), vec![3]);
+        let msg = |sid: &str| {
+            let mut buf = vec![0u8; 256];
+            let n = FrameOut { proto: Proto::PORT_FORWARD, typ: "new", sid, ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+            buf.truncate(n);
+            buf
+        };
+        let mut sh = shells();
+        for sid in ["a", "a", "b", "c"] {
+            r.route(&msg(sid), &mut sh, Instant::now());
+        }
+        assert_eq!(*tally.borrow(), (3, 0));
+        route(&mut r, control::CLOSE, "a", "");
+        assert_eq!(*tally.borrow(), (3, 1));
+        let (close, proto) = r.kill("b").unwrap();
+        assert_eq!(Frame::decode(&close.unwrap()).unwrap().header.typ, control::CLOSE);
+        assert_eq!((proto, tally.borrow().1), (Some(Proto::PORT_FORWARD), 2));
+        r.engine_mut().handle_link_closed(clock::now());
+        let mut outputs = Vec::new();
+        while let Some(o) = r.poll() {
+            outputs.push(o);
+        }
+        assert!(matches!(outputs[0], Output::Link(LinkAction::CloseLink)), "{outputs:?}");
+        assert_eq!(*tally.borrow(), (3, 3));
+        assert_eq!(r.sessions(), 0);
     }
 }

@@ -112,7 +112,8 @@ impl ShellSettings {
             max_per_user: self.max_per_user,
             expiry: self.expiry,
             health_interval_ms: clock::millis(self.health_interval),
-            disconnect_grace_ms: Some(clock::millis(self.disconnect_grace)),
+            // The link engine owns the grace (`reap_orphans`).
+            disconnect_grace_ms: None,
         }
     }
 }
@@ -195,8 +196,6 @@ struct Outbox {
 pub struct Shells {
     settings: ShellSettings,
     table: Table,
-    /// The table's time origin ([`clock::now_core`]).
-    origin: Instant,
     procs: HashMap<String, Proc>,
     /// Shells being stopped; the daemon waits for them on shutdown.
     reaping: Vec<Task<()>>,
@@ -238,7 +237,6 @@ impl Shells {
         Self {
             table: Table::new(settings.table_config()),
             settings,
-            origin: Instant::now(),
             procs: HashMap::new(),
             reaping: Vec::new(),
             data,
@@ -248,7 +246,7 @@ impl Shells {
     }
 
     fn at(&self, now: Instant) -> mender_connect_core::time::Instant {
-        clock::now_core(self.origin, now)
+        clock::to_core(now)
     }
 
     /// Handles one shell-protocol frame from the server.
@@ -509,15 +507,12 @@ impl Shells {
         }));
     }
 
-    /// Periodic work: expiry, health checks, sessions orphaned by a dropped websocket
-    /// (`orphaned_since`: when it dropped, `None` while it is up). Returns frames to send:
-    /// health-check pings, and a `stop` for each session expired or failing its health check.
-    /// Orphaned sessions get none: the server forgot them with the websocket that carried them
-    /// (it drops device messages for unknown sessions).
-    pub fn tick(&mut self, now: Instant, orphaned_since: Option<Instant>) -> TickFrames {
-        if let Some(t) = orphaned_since {
-            let t = self.at(t);
-            self.table.handle_disconnected(t);
+    /// Periodic work: expiry and health checks (none while `orphaned`: the websocket that
+    /// carried the sessions dropped and no new one is up). Returns frames to send: health-check
+    /// pings, and a `stop` for each session expired or failing its health check.
+    pub fn tick(&mut self, now: Instant, orphaned: bool) -> TickFrames {
+        if orphaned {
+            self.table.handle_disconnected(clock::to_core(now));
         }
         let at = self.at(now);
         let mut frames = TickFrames::default();
@@ -533,6 +528,15 @@ impl Shells {
             frames.stops.extend(out.frames);
         }
         frames
+    }
+
+    /// The disconnect grace passed (the link engine owns it and says when): the sessions
+    /// orphaned by the dropped websocket stop. The server forgot them with the websocket that
+    /// carried them (it drops device messages for unknown sessions), so it is not told.
+    pub fn reap_orphans(&mut self) {
+        if self.table.handle_reap_orphans() > 0 {
+            self.execute(Instant::now());
+        }
     }
 
     /// After a reconnect the health-check clock restarts, so a pong that could not arrive
@@ -568,7 +572,7 @@ impl Shells {
                     user: s.user.to_string(),
                     pid: p.shell.pid,
                     started: p.started,
-                    active: clock::to_std(self.origin, s.active),
+                    active: clock::to_std(s.active),
                     bytes_in: p.bytes_in,
                     bytes_out: p.bytes_out.load(Ordering::Relaxed),
                 })

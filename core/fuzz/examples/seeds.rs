@@ -196,6 +196,7 @@ fn seq(parts: &[Step<'_>]) -> Vec<u8> {
                 v.extend_from_slice(f);
             }
             Step::Wait(s) => v.extend_from_slice(&[0, *s]),
+            Step::Link(k) => v.extend_from_slice(&[0xff, *k]),
         }
     }
     v
@@ -204,6 +205,9 @@ fn seq(parts: &[Step<'_>]) -> Vec<u8> {
 enum Step<'a> {
     Msg(&'a [u8]),
     Wait(u8),
+    /// A link event of the router target (`k % 7`: 0 credentials changed, 1 unchanged,
+    /// 2 unauthorized, 3 revoked, 4 connected, 5 dial failed, 6 link closed).
+    Link(u8),
 }
 
 fn router_seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -211,8 +215,10 @@ fn router_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let (c, s, f, p, m) = (control_seeds(), shell_seeds(), ft_seeds(), pf_seeds(), mc_seeds());
     let open = find(&c, "open_v1");
     let close = find(&c, "close");
-    use Step::{Msg, Wait};
+    use Step::{Link, Msg, Wait};
     let mut out = vec![
+        ("link_drop_redial", seq(&[Msg(&open), Msg(&find(&f, "stat")), Link(6), Wait(60), Link(5), Link(1), Wait(60), Link(4), Msg(&open)])),
+        ("revoke_while_up", seq(&[Msg(&open), Link(3), Msg(&find(&c, "ping")), Link(0), Link(4), Msg(&find(&c, "ping")), Link(2)])),
         ("handshake_stat_close", seq(&[Msg(&open), Msg(&find(&f, "stat")), Msg(&close)])),
         ("handshake_upload", seq(&[Msg(&open), Msg(&find(&f, "put_file")), Msg(&find(&f, "chunk0")), Msg(&find(&f, "chunk_eof"))])),
         ("download_acks", seq(&[Msg(&open), Msg(&find(&f, "get_file")), Msg(&find(&f, "ack")), Msg(&find(&f, "ack_small_int"))])),
@@ -278,5 +284,6 @@ fn main() {
     write(&root.join("portforward_msg"), pf_seeds());
     write(&root.join("menderclient_msg"), mc_seeds());
     write(&root.join("router"), router_seeds());
-    write(&root.join("filetransfer_handler"), ft_handler_seeds());
+    // The handler target drives the agent's code, so its corpus is in agent/fuzz.
+    write(&root.join("../../../agent/fuzz/corpus/filetransfer_handler"), ft_handler_seeds());
 }

@@ -1,140 +1,183 @@
-//! Fuzzes the agent's message router with arbitrary frame sequences, as the daemon's event loop
-//! feeds it (`Router::route` per websocket message, `Router::tick` every second).
+//! Fuzzes the protocol engine (`mender_connect_core::engine::Engine`) with arbitrary sequences of
+//! websocket messages, clock steps and link events, on a virtual clock.
 //!
-//! Input: a sequence of records. `0x00 n` advances the clock by `n` seconds and runs the idle
-//! tick; any other first byte is followed by a little-endian `u16` length and that many bytes,
-//! routed as one websocket message.
+//! Input: a sequence of records. `0x00 n` advances the clock by `n` seconds and runs the due
+//! timers; `0xFF k` feeds link event `k % 7` (credentials changed / unchanged / unauthorized,
+//! revoked, dial succeeded, dial failed, link closed); any other first byte is followed by a
+//! little-endian `u16` length and that many bytes, handled as one websocket message.
 //!
-//! The shell protocol is enabled with a user that does not exist, so `new` fails before any
-//! process is started; file transfer and port forward get recording handlers (their parsers have
-//! their own targets), mender-client stays unregistered (the "no handler" path). Checked: every
-//! reply is a decodable frame for the message's sid, an undecodable message gets exactly one
-//! control error, handlers only see their own proto and sid, are never served after close nor
-//! closed twice, and a disconnect closes every handler.
+//! File transfer (2) and port forward (3) are served, mender-client (4) is not (the "no handler"
+//! path); the shell protocol is on. Checked: every reply is a decodable frame for the message's
+//! sid, an undecodable message gets exactly one control error, messages are delivered only for
+//! served protocols and open sessions, every session that leaves the table is reported once
+//! (or dropped with the link), the table never exceeds its capacity, timers never lie in the
+//! past after they ran, and link actions fit the link's state.
 #![no_main]
 
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
-use mender_connect::proto::router::{Router, SessionHandler};
-use mender_connect::proto::shell::{Action, ShellSettings, Shells};
+use mender_connect_core::backoff::BackoffConfig;
 use mender_connect_core::control::{self, ControlMessage};
-use mender_connect_core::shell::TermSize;
+use mender_connect_core::control_sessions::{IdleConfig, POLL_BUF_LEN};
+use mender_connect_core::engine::{Action, Config, Engine, FixedEngine, REPLY_BUF_LEN, Routed};
+use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig, LinkState};
+use mender_connect_core::time::Instant;
 use mender_connect_core::{Frame, MAX_FRAME_LEN, Proto};
 
-#[derive(Default)]
-struct Tally {
-    created: usize,
-    closed: usize,
+const CAP: usize = 16;
+
+fn open_sids(e: &FixedEngine<CAP>) -> HashSet<String> {
+    e.sessions().map(|s| s.sid().to_owned()).collect()
 }
 
-struct Recorder {
-    proto: Proto,
-    sid: Option<String>,
-    closed: bool,
-    tally: Rc<RefCell<Tally>>,
-}
-
-impl SessionHandler for Recorder {
-    fn serve(&mut self, sid: &str, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>) {
-        assert!(!self.closed, "handler served after close");
-        assert_eq!(frame.header.proto, self.proto, "handler got another protocol's frame");
-        assert_eq!(frame.header.sid, sid);
-        match &self.sid {
-            Some(s) => assert_eq!(s, sid, "handler got another session's frame"),
-            None => self.sid = Some(sid.to_owned()),
-        }
-        // Answer like a handler would: an echo of the request's header.
-        let mut buf = vec![0u8; MAX_FRAME_LEN];
-        if let Ok(n) = frame.encode(&mut buf) {
-            buf.truncate(n);
-            out.push(buf);
-        }
-    }
-
-    fn close(&mut self) {
-        assert!(!self.closed, "handler closed twice");
-        self.closed = true;
-        self.tally.borrow_mut().closed += 1;
-    }
-}
-
-fn check_reply(reply: &[u8], sid: Option<&str>) {
+fn check_reply(reply: &[u8], sid: &str) {
     if reply.len() > MAX_FRAME_LEN {
         // Replies echo the offending typ and sid, so a near-limit request can give a larger
-        // answer; the server has no 8 KiB read limit.
+        // answer (the agent drops those, as it always did).
         return;
     }
     let f = Frame::decode(reply).expect("every reply decodes");
-    if let Some(sid) = sid {
-        assert_eq!(f.header.sid, sid, "reply for another session");
+    assert_eq!(f.header.sid, sid, "reply for another session");
+}
+
+/// Drains the actions, checking each against the model of open sessions.
+/// `fresh`: the sid of the message just handled, which may have opened and ended a session at
+/// once (a `close` or a rejected `open` as its first message).
+fn drain(e: &mut FixedEngine<CAP>, open: &mut HashSet<String>, buf: &mut [u8], fresh: Option<&str>) {
+    let mut fresh_seen = false;
+    while let Some(a) = e.poll_action(buf) {
+        match a {
+            Action::Link(LinkAction::Dial) => assert_eq!(e.link_state(), LinkState::Dialing),
+            Action::Link(LinkAction::CloseLink) => {
+                assert!(!e.link().is_up());
+                assert_eq!(e.session_count(), 0, "control sessions outlive the link");
+                open.clear();
+            }
+            Action::Link(_) => {}
+            Action::Send { len, .. } => {
+                let f = Frame::decode(&buf[..len]).expect("timer frames decode");
+                assert_eq!(f.header.proto, Proto::CONTROL);
+                assert!(open.contains(f.header.sid), "a frame for a session that is not open");
+            }
+            Action::SessionEnded { sid, .. } => {
+                let known = open.remove(sid.as_str());
+                assert!(known || fresh == Some(sid.as_str()), "ended twice or never open: {sid:?}");
+                if !known {
+                    // Once per message.
+                    assert!(!fresh_seen, "two ends for one message");
+                    fresh_seen = true;
+                }
+                assert!(!open_sids(e).contains(sid.as_str()));
+            }
+            _ => {}
+        }
     }
+    assert!(e.session_count() <= CAP);
 }
 
 fuzz_target!(|data: &[u8]| {
-    let tally = Rc::new(RefCell::new(Tally::default()));
-    let mut router = Router::new(true);
-    for proto in [Proto::FILE_TRANSFER, Proto::PORT_FORWARD] {
-        let t = Rc::clone(&tally);
-        router.register(
-            proto,
-            Box::new(move || {
-                t.borrow_mut().created += 1;
-                Box::new(Recorder { proto, sid: None, closed: false, tally: Rc::clone(&t) }) as Box<dyn SessionHandler>
-            }),
-        );
-    }
-    let settings = ShellSettings {
-        command: "/bin/sh".into(),
-        args: Vec::new(),
-        user: "mender-connect-fuzz-no-such-user".into(),
-        size: TermSize { width: 80, height: 24 },
-        max_per_user: 2,
-        expiry: None,
-        health_interval: mender_connect::proto::shell::HEALTH_INTERVAL,
-        disconnect_grace: mender_connect::proto::shell::DEFAULT_DISCONNECT_GRACE,
+    let cfg = Config {
+        link: LinkConfig {
+            backoff: BackoffConfig { base_ms: 1_000, cap_ms: 60_000, stable_after_ms: 60_000 },
+            disconnect_grace_ms: 60_000,
+            reread: true,
+        },
+        idle: IdleConfig::default(),
+        terminal: true,
+        served: &[Proto::FILE_TRANSFER, Proto::PORT_FORWARD],
     };
-    let (data_tx, _data_rx) = async_channel::bounded(16);
-    let (exited_tx, _exited_rx) = async_channel::unbounded();
-    let mut shells = Shells::new(settings, data_tx, exited_tx);
-    let mut now = Instant::now();
+    let mut e: Box<FixedEngine<CAP>> = Box::new(Engine::new(&cfg, 0x5eed));
+    let mut reply = vec![0u8; REPLY_BUF_LEN];
+    let mut buf = [0u8; POLL_BUF_LEN];
+    let mut open = HashSet::new();
+    let mut now = Instant::ZERO;
+    e.handle_credentials(CredentialsUpdate::Changed, now);
+    drain(&mut e, &mut open, &mut buf, None);
+    e.handle_connected(now);
 
     let mut rest = data;
     while let [op, tail @ ..] = rest {
-        if *op == 0 {
-            let [secs, tail @ ..] = tail else { break };
-            now += Duration::from_secs(u64::from(*secs));
-            for reply in router.tick(now) {
-                check_reply(&reply, None);
-                let f = Frame::decode(&reply).expect("tick output decodes");
-                assert_eq!(f.header.proto, Proto::CONTROL);
+        match *op {
+            0x00 => {
+                let [secs, tail @ ..] = tail else { break };
+                now = now.add_millis(u64::from(*secs) * 1_000);
+                // Run every timer due by now, as the agent's timer would.
+                let mut rounds = 0;
+                while let Some(at) = e.poll_timeout().filter(|at| *at <= now) {
+                    e.handle_timeout(at);
+                    drain(&mut e, &mut open, &mut buf, None);
+                    rounds += 1;
+                    assert!(rounds < 4 * CAP + 16, "timer at {at:?} does not advance");
+                }
+                rest = tail;
             }
-            rest = tail;
-            continue;
-        }
-        let [lo, hi, tail @ ..] = tail else { break };
-        let len = usize::from(u16::from_le_bytes([*lo, *hi])).min(tail.len());
-        let (msg, tail) = tail.split_at(len);
-        rest = tail;
-        let decoded = Frame::decode(msg).ok();
-        let actions = router.route(msg, &mut shells, now);
-        if decoded.is_none() {
-            assert_eq!(actions.len(), 1, "an undecodable message gets one error");
-        }
-        for action in actions {
-            let Action::Reply(reply) = action else { panic!("input for a shell that cannot exist") };
-            check_reply(&reply, Some(decoded.map_or("", |f| f.header.sid)));
-            if decoded.is_none() {
-                let f = Frame::decode(&reply).expect("error reply decodes");
-                assert!(matches!(ControlMessage::from_frame(&f), Ok(ControlMessage::Error(_))));
-                assert_eq!(f.header.typ, control::ERROR);
+            0xFF => {
+                let [k, tail @ ..] = tail else { break };
+                let was_up = e.link().is_up();
+                match k % 7 {
+                    0 => e.handle_credentials(CredentialsUpdate::Changed, now),
+                    1 => e.handle_credentials(CredentialsUpdate::Unchanged, now),
+                    2 => e.handle_credentials(CredentialsUpdate::Unauthorized, now),
+                    3 => e.handle_revoked(now),
+                    4 => e.handle_connected(now),
+                    5 => {
+                        let dialing = e.link_state() == LinkState::Dialing;
+                        assert_eq!(e.handle_dial_failed(k & 0x80 != 0, now).is_some(), dialing);
+                    }
+                    _ => assert_eq!(e.handle_link_closed(now).is_some(), was_up),
+                }
+                drain(&mut e, &mut open, &mut buf, None);
+                if !e.link().is_up() {
+                    assert_eq!(e.session_count(), 0);
+                }
+                rest = tail;
+            }
+            _ => {
+                let [lo, hi, tail @ ..] = tail else { break };
+                let len = usize::from(u16::from_le_bytes([*lo, *hi])).min(tail.len());
+                let (msg, tail) = tail.split_at(len);
+                rest = tail;
+                let decoded = Frame::decode(msg).ok();
+                let sid = decoded.map_or("", |f| f.header.sid);
+                let before = open_sids(&e);
+                let up = e.link().is_up();
+                match e.handle_frame(msg, now, &mut reply) {
+                    Routed::Handled { reply: n, .. } => {
+                        if !up {
+                            assert_eq!(n, None, "a reply without a link");
+                        } else if decoded.is_none() {
+                            let n = n.expect("an undecodable message gets one error");
+                            let f = Frame::decode(&reply[..n]).expect("error reply decodes");
+                            assert!(matches!(ControlMessage::from_frame(&f), Ok(ControlMessage::Error(_))));
+                            assert_eq!(f.header.typ, control::ERROR);
+                        }
+                        if let Some(n) = n {
+                            check_reply(&reply[..n], sid);
+                        }
+                    }
+                    Routed::Deliver(f) => {
+                        assert!(up);
+                        assert!(matches!(f.header.proto, Proto::FILE_TRANSFER | Proto::PORT_FORWARD));
+                        assert!(open_sids(&e).contains(f.header.sid), "delivered outside a session");
+                    }
+                    Routed::Shell(f) => {
+                        assert_eq!(f.header.proto, Proto::SHELL);
+                        assert_eq!(open_sids(&e), before, "a shell message changed the control sessions");
+                    }
+                    _ => {}
+                }
+                // New sessions join the model; ended ones are reported by the drain.
+                for s in open_sids(&e) {
+                    open.insert(s);
+                }
+                let fresh = (!before.contains(sid)).then_some(sid);
+                drain(&mut e, &mut open, &mut buf, fresh);
+                assert_eq!(open, open_sids(&e), "the model and the table disagree");
             }
         }
     }
-    router.disconnected();
-    assert_eq!(router.sessions(), 0);
-    let t = tally.borrow();
-    assert_eq!(t.created, t.closed, "a disconnect leaves handlers open");
+    e.handle_shutdown(now);
+    drain(&mut e, &mut open, &mut buf, None);
+    assert_eq!(e.session_count(), 0);
 });

@@ -99,14 +99,14 @@ fn idle_expiry_on_a_virtual_clock() {
     started(&mut fx, "b", "u2", 0);
     let (pa, pb) = (fx.pid("a"), fx.pid("b"));
     assert!(fx.send(ShellMessage::Data(b""), proto::SHELL, "b", 5_000).is_empty());
-    let f = fx.shells.tick(fx.at(10_000), None);
+    let f = fx.shells.tick(fx.at(10_000), false);
     assert!(f.stops.is_empty() && f.pings.is_empty());
-    let f = fx.shells.tick(fx.at(10_001), None);
+    let f = fx.shells.tick(fx.at(10_001), false);
     let stops: Vec<_> = f.stops.iter().map(|f| stop_of(f)).collect();
     assert_eq!(stops, vec![("a".into(), (STOP.0.into(), STOP.1, STOP.2.into()))]);
     assert!(gone(pa), "expired shell still running");
     assert_eq!(fx.shells.info().len(), 1);
-    let f = fx.shells.tick(fx.at(15_001), None);
+    let f = fx.shells.tick(fx.at(15_001), false);
     assert_eq!(f.stops.len(), 1);
     assert!(fx.shells.is_empty());
     assert!(gone(pb));
@@ -122,38 +122,37 @@ fn health_check_and_reconnect_on_a_virtual_clock() {
     let mut fx = Fx::new(None, Duration::from_secs(60), Duration::from_secs(60));
     started(&mut fx, "a", "u1", 0);
     let pid = fx.pid("a");
-    let f = fx.shells.tick(fx.at(60_000), None);
+    let f = fx.shells.tick(fx.at(60_000), false);
     assert_eq!(f.pings.len(), 1);
     let ping = Frame::decode(&f.pings[0]).unwrap();
     assert_eq!((ping.header.typ, ping.header.sid), (proto::PING, "a"));
     assert_eq!(ping.header.props.get_i64(proto::PROP_TIMEOUT), Some(65));
     assert_eq!(proto::status(&ping), Some(Status::Control));
     // The websocket drops at 61 s and is back at 100 s: no failure at 65 s.
-    assert!(fx.shells.tick(fx.at(90_000), Some(fx.at(61_000))).stops.is_empty());
+    assert!(fx.shells.tick(fx.at(90_000), true).stops.is_empty());
     fx.shells.reconnected(fx.at(100_000));
-    assert!(fx.shells.tick(fx.at(160_000), None).stops.is_empty());
+    assert!(fx.shells.tick(fx.at(160_000), false).stops.is_empty());
     assert!(fx.send(ShellMessage::Pong, proto::PONG, "a", 160_000).is_empty());
-    assert!(fx.shells.tick(fx.at(225_000), None).stops.is_empty());
-    let f = fx.shells.tick(fx.at(225_001), None);
+    assert!(fx.shells.tick(fx.at(225_000), false).stops.is_empty());
+    let f = fx.shells.tick(fx.at(225_001), false);
     let stops: Vec<_> = f.stops.iter().map(|f| stop_of(f)).collect();
     assert_eq!(stops, vec![("a".into(), (STOP.0.into(), STOP.1, STOP.2.into()))]);
     assert!(gone(pid));
     assert!(fx.shells.is_empty());
 }
 
-/// Shells outlive a dropped websocket for the grace, counted from the drop, then are stopped
-/// without a frame (the server forgot them).
+/// Shells outlive a dropped websocket: no pings or health-check failures while it is down,
+/// and when the link engine's grace ends (`reap_orphans`) they are stopped without a frame
+/// (the server forgot them). The grace's timing is the engine's (core::link's tests).
 #[test]
-fn orphans_are_reaped_after_the_grace() {
-    let mut fx = Fx::new(None, Duration::from_secs(60), Duration::from_secs(2));
+fn orphans_are_reaped_when_the_grace_ends() {
+    let mut fx = Fx::new(None, Duration::from_secs(1), Duration::from_secs(2));
     started(&mut fx, "a", "u1", 0);
     let pid = fx.pid("a");
-    let dropped = Some(fx.at(1_000));
-    let f = fx.shells.tick(fx.at(2_999), dropped);
+    let f = fx.shells.tick(fx.at(30_000), true);
     assert!(f.stops.is_empty() && f.pings.is_empty());
     assert_eq!(fx.shells.info().len(), 1);
-    let f = fx.shells.tick(fx.at(3_000), dropped);
-    assert!(f.stops.is_empty() && f.pings.is_empty());
+    fx.shells.reap_orphans();
     assert!(fx.shells.is_empty());
     assert!(gone(pid));
 }
