@@ -1,7 +1,10 @@
 //! The smallest useful device build of the protocol core, for its flash and RAM figures
-//! (footprint.sh): every protocol (control, shell, file transfer, port forward, mender client),
-//! the shell session table at its default capacity (driven as an executor drives it), the
-//! transfer window, backoff, keep-alive and rate counters, and one receive and one transmit buffer of `MAX_FRAME_LEN`.
+//! (footprint.sh): the engine (link supervision with backoff, control sessions: handshake,
+//! idle ping and timeout, routing) for 16 control sessions, every protocol (shell, file
+//! transfer, port forward, mender client), the shell session and port-forward connection tables
+//! at their default capacities (driven as an executor drives them), the transfer window,
+//! keep-alive and rate counters, a receive buffer of `MAX_FRAME_LEN` and the engine's reply
+//! buffer (`REPLY_BUF_LEN`).
 //!
 //! It plays one scripted session: each request is copied into the receive buffer, hidden from
 //! the optimiser (`black_box`, as if it came from the network), decoded and answered; the
@@ -10,10 +13,14 @@
 #![no_main]
 
 use core::hint::black_box;
-use mender_connect_core::backoff::{Backoff, BackoffConfig};
-use mender_connect_core::control::{self, Accept, ControlError, ControlMessage};
+use mender_connect_core::control_sessions::IdleConfig;
+use mender_connect_core::engine::{Action as EngineAction, Config as EngineConfig, FixedEngine, Routed, REPLY_BUF_LEN};
 use mender_connect_core::filetransfer::{self as ft, FileInfo, FileTransferMessage};
-use mender_connect_core::frame::{Frame, Proto, MAX_FRAME_LEN};
+use mender_connect_core::forwards::{
+    Action as ForwardAction, ForwardConfig, ForwardTable, DEFAULT_MAX_CONNECTIONS, queue_len,
+};
+use mender_connect_core::frame::{Proto, MAX_FRAME_LEN};
+use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig, DEFAULT_DISCONNECT_GRACE_MS};
 use mender_connect_core::keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
 use mender_connect_core::menderclient::{self as mc, MenderClientMessage};
 use mender_connect_core::portforward::{self as pf, PortForwardMessage};
@@ -24,16 +31,27 @@ use mender_connect_core::time::Instant;
 use mender_connect_core::transfer::{ChunkOutcome, DownloadWindow, UploadState};
 use mender_connect_mcu_tests::{exit, stack_used, write_str, write_usize};
 
+/// The port-forward table at its default capacity (`PortForward.MaxConnections`).
+type Forwards = ForwardTable<DEFAULT_MAX_CONNECTIONS, { queue_len(DEFAULT_MAX_CONNECTIONS) }>;
+
+/// Control sessions the device keeps at once (the agent on Linux allows 1024).
+const CONTROL_SESSIONS: usize = 16;
+/// Protocols served inside control sessions.
+const SERVED: &[Proto] = &[Proto::FILE_TRANSFER, Proto::PORT_FORWARD, Proto::MENDER_CLIENT];
+type Engine = FixedEngine<CONTROL_SESSIONS>;
+
 /// Everything the device keeps between frames.
 struct Device {
     shells: DefaultShellTable,
+    forwards: Forwards,
     download: DownloadWindow,
     upload: UploadState,
-    backoff: Backoff,
+    engine: Engine,
     keepalive: Keepalive,
     rate: RateCounters,
     rx: [u8; MAX_FRAME_LEN],
-    tx: [u8; MAX_FRAME_LEN],
+    /// The engine's reply buffer: every reply fits (an error echoes an incoming frame's ids).
+    tx: [u8; REPLY_BUF_LEN],
     sent: usize,
 }
 
@@ -41,13 +59,22 @@ impl Device {
     fn new(now: Instant) -> Self {
         Self {
             shells: DefaultShellTable::new(ShellConfig::default()),
+            forwards: Forwards::new(ForwardConfig::default()),
             download: DownloadWindow::new(),
             upload: UploadState::new(),
-            backoff: Backoff::new(BackoffConfig::default()),
+            engine: Engine::new(
+                &EngineConfig {
+                    link: LinkConfig::new(1_000, 60_000, DEFAULT_DISCONNECT_GRACE_MS, false),
+                    idle: IdleConfig::default(),
+                    terminal: true,
+                    served: SERVED,
+                },
+                black_box(0x1234_5678),
+            ),
             keepalive: Keepalive::new(KeepaliveConfig::default(), now),
             rate: RateCounters::new(now),
             rx: [0; MAX_FRAME_LEN],
-            tx: [0; MAX_FRAME_LEN],
+            tx: [0; REPLY_BUF_LEN],
             sent: 0,
         }
     }
@@ -61,26 +88,41 @@ impl Device {
         }
     }
 
+    /// Carries out the engine's actions (the "websocket" always connects at once).
+    fn engine_actions(&mut self, now: Instant) {
+        while let Some(a) = self.engine.poll_action(&mut self.tx) {
+            match a {
+                EngineAction::Send { len, .. } => self.send(Ok(len)),
+                EngineAction::Link(LinkAction::Dial) => self.engine.handle_connected(now),
+                EngineAction::SessionEnded { sid, .. } => {
+                    self.forwards.handle_session_closed(&sid);
+                    self.forward_actions(now);
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// One received websocket message of `len` bytes in `rx`.
     fn on_message(&mut self, len: usize, now: Instant) {
         self.keepalive.on_data(now);
         self.rate.rx.add(len as u64);
+        self.route(len, now);
+        self.engine_actions(now);
+    }
+
+    /// The engine handles control and session bookkeeping; each protocol's messages come out
+    /// for its table or handler.
+    fn route(&mut self, len: usize, now: Instant) {
         let rx = black_box(&self.rx[..len]);
-        let Ok(f) = Frame::decode(rx) else { return };
+        let f = match self.engine.handle_frame(rx, now, &mut self.tx) {
+            Routed::Handled { reply: Some(n), .. } => return self.send(Ok(n)),
+            Routed::Handled { reply: None, .. } => return,
+            Routed::Shell(f) | Routed::Deliver(f) => f,
+            _ => return,
+        };
         let tx = &mut self.tx;
         let n = match f.header.proto {
-            Proto::CONTROL => match ControlMessage::from_frame(&f) {
-                Ok(ControlMessage::Open(o)) if o.supports(control::PROTOCOL_VERSION) => {
-                    let accept = Accept::new(control::PROTOCOL_VERSION, &[1, 2, 3, 4]).unwrap_or_default();
-                    control::encode_accept_frame(tx, f.header.sid, &accept)
-                }
-                Ok(ControlMessage::Ping) => control::bare(control::PONG, f.header.sid).encode(tx),
-                Ok(ControlMessage::Close) => return,
-                _ => {
-                    let e = ControlError { err: "session: control type message not understood", ..Default::default() };
-                    control::encode_error_frame(tx, f.header.sid, &e)
-                }
-            },
             Proto::SHELL => match ShellMessage::from_frame(&f) {
                 Ok(ShellMessage::New { user_id, size }) => {
                     let _ = self.shells.handle_new(f.header.sid, user_id, size, now);
@@ -133,17 +175,43 @@ impl Device {
                 },
                 _ => ft::encode_error_reply(tx, &f, "not supported"),
             },
-            Proto::PORT_FORWARD => match PortForwardMessage::from_frame(&f) {
-                Ok(PortForwardMessage::New { connection_id, request }) => match request.target() {
-                    Some(_) => pf::encode(tx, pf::ACK, f.header.sid, connection_id, b""),
-                    None => pf::encode_error(tx, f.header.sid, pf::NEW, "invalid target"),
-                },
-                Ok(PortForwardMessage::Forward { connection_id, data }) => {
-                    pf::encode(tx, pf::FORWARD, f.header.sid, connection_id, data)
+            Proto::PORT_FORWARD => {
+                let sid = f.header.sid;
+                let n = match PortForwardMessage::from_frame(&f) {
+                    // The executor checks the target, then the table admits the connection.
+                    Ok(PortForwardMessage::New { connection_id, request }) => match request.target() {
+                        Some(_) => {
+                            let _ = self.forwards.handle_new(sid, connection_id, now);
+                            None
+                        }
+                        None => Some(pf::encode_error(tx, sid, pf::NEW, "invalid port-forward message")),
+                    },
+                    Ok(PortForwardMessage::Forward { connection_id, data }) => {
+                        let mut echo = None;
+                        if self.forwards.handle_forward(sid, connection_id, now) {
+                            // Written to the target, which answers with the same bytes at once.
+                            self.forwards.handle_written(sid, connection_id, now);
+                            if self.forwards.handle_read(sid, connection_id, now) {
+                                echo = Some(pf::encode(tx, pf::FORWARD, sid, connection_id, data));
+                            }
+                        }
+                        echo
+                    }
+                    Ok(PortForwardMessage::Ack { connection_id }) => {
+                        self.forwards.handle_ack(sid, connection_id, now);
+                        None
+                    }
+                    Ok(PortForwardMessage::Stop { connection_id }) => {
+                        let _ = self.forwards.handle_stop(sid, connection_id);
+                        None
+                    }
+                    _ => Some(pf::encode_error(tx, sid, f.header.typ, "unknown message")),
+                };
+                if let Some(n) = n {
+                    self.send(n);
                 }
-                Ok(PortForwardMessage::Ack { .. } | PortForwardMessage::Stop { .. }) => return,
-                _ => pf::encode_error(tx, f.header.sid, f.header.typ, "unknown message"),
-            },
+                return self.forward_actions(now);
+            }
             Proto::MENDER_CLIENT => match MenderClientMessage::from_frame(&f) {
                 Ok(m) if m.command().is_some() => mc::encode_reply(tx, &f, None),
                 _ => mc::encode_reply(tx, &f, Some(mc::UNKNOWN_TYPE_ERROR)),
@@ -156,12 +224,38 @@ impl Device {
     /// Timers: keep-alive, rate ticks, session expiry.
     fn on_timer(&mut self, now: Instant) {
         if self.keepalive.poll(now) == KeepaliveAction::TimedOut {
-            black_box(self.backoff.next_delay_ms(black_box(0x1234_5678)));
+            black_box(self.engine.handle_link_closed(now));
+            self.keepalive = Keepalive::new(KeepaliveConfig::default(), now);
         }
+        if self.engine.poll_timeout().is_some_and(|at| at <= now) {
+            self.engine.handle_timeout(now);
+        }
+        self.engine_actions(now);
         self.rate.poll(now);
         if self.shells.poll_timeout().is_some_and(|at| at <= now) {
             self.shells.handle_timeout(now);
             self.shell_actions();
+        }
+        if self.forwards.poll_timeout().is_some_and(|at| at <= now) {
+            self.forwards.handle_timeout(now);
+            self.forward_actions(now);
+        }
+    }
+
+    /// Carries out the port-forward table's actions (the "target" accepts every dial; sockets
+    /// are the executor's, so closing and reading more are nothing here).
+    fn forward_actions(&mut self, now: Instant) {
+        while let Some(a) = self.forwards.poll_action() {
+            let n = match a {
+                ForwardAction::Dial { sid, cid } => {
+                    self.forwards.handle_dialed(&sid, &cid, true, now);
+                    continue;
+                }
+                ForwardAction::Send { msg, sid, cid } => pf::encode(&mut self.tx, msg.typ(), &sid, &cid, b""),
+                ForwardAction::SendError { about, sid, .. } => pf::encode_error(&mut self.tx, &sid, about.typ(), "refused"),
+                _ => continue,
+            };
+            self.send(n);
         }
     }
 
@@ -233,13 +327,16 @@ const REQUESTS: [&[u8]; 17] = [
     b"\x81\xa3hdr\x83\xa5proto\xcd\xff\xff\xa3typ\xa5close\xa3sid\xd9$0c9ba6e1-4d2b-4c56-9b0c-6fd1d2a4e3f1",
 ];
 
-/// Replies the script must produce: every request but resize, port-forward stop and close.
-const EXPECTED_REPLIES: usize = 14;
+/// Replies the script must produce: one per request but resize (none) and close (none) and the
+/// port-forward `forward` (the table's `ack` and the target's echo).
+const EXPECTED_REPLIES: usize = 16;
 
 #[unsafe(no_mangle)]
 extern "C" fn mcu_main() -> ! {
     let mut now = Instant::from_millis(0);
     let mut dev = Device::new(now);
+    dev.engine.handle_credentials(CredentialsUpdate::Changed, now);
+    dev.engine_actions(now);
     for req in black_box(&REQUESTS) {
         // As a websocket read would: the message lands in the receive buffer.
         dev.rx[..req.len()].copy_from_slice(req);
@@ -252,7 +349,15 @@ extern "C" fn mcu_main() -> ! {
     write_str("footprint: device state ");
     write_usize(core::mem::size_of::<Device>());
     write_str(" bytes (of which rx+tx buffers ");
-    write_usize(2 * MAX_FRAME_LEN);
+    write_usize(MAX_FRAME_LEN + REPLY_BUF_LEN);
+    write_str("; engine ");
+    write_usize(core::mem::size_of::<Engine>());
+    write_str(" for ");
+    write_usize(CONTROL_SESSIONS);
+    write_str(" control sessions; shell table ");
+    write_usize(core::mem::size_of::<DefaultShellTable>());
+    write_str(", port-forward table ");
+    write_usize(core::mem::size_of::<Forwards>());
     write_str("), replies ");
     write_usize(dev.sent);
     write_str(", stack high-water ");
