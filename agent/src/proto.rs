@@ -1,5 +1,5 @@
 //! The protocols on the websocket: the [`router`] dispatches every frame by `proto` to its
-//! executor ([`shell`], [`filetransfer`], `portforward`, `menderclient`); `features` says
+//! executor (`shell`, [`filetransfer`], `portforward`, `menderclient`); `features` says
 //! which are on; `outframe` encodes what they send.
 
 pub(crate) mod features;
@@ -8,4 +8,4 @@ pub(crate) mod menderclient;
 pub(crate) mod outframe;
 pub(crate) mod portforward;
 pub mod router;
-pub mod shell;
+pub(crate) mod shell;

@@ -52,7 +52,7 @@ const ERR_BLANK_PATH: &str = "invalid request parameters: path: cannot be blank.
 /// Device-wide transfer byte counters (`Counters.MaxBytes{Tx,Rx}PerMinute`), shared by all
 /// sessions as the reference's package-level counters are.
 #[derive(Debug)]
-pub struct Rates {
+pub(crate) struct Rates {
     inner: Mutex<RateCounters>,
     /// Added to the clock (tests move it forward).
     skew_ms: u64,
@@ -62,7 +62,7 @@ pub struct Rates {
 
 impl Rates {
     /// Counters with the given limits (0 = unlimited).
-    pub fn new(tx_limit: u64, rx_limit: u64) -> Self {
+    pub(crate) fn new(tx_limit: u64, rx_limit: u64) -> Self {
         Self {
             inner: Mutex::new(RateCounters::new(crate::os::clock::now())),
             skew_ms: 0,
@@ -80,18 +80,18 @@ impl Rates {
 
     /// Moves the counters' clock `d` forward (tests cannot wait for the 5 s ticks).
     #[cfg(test)]
-    pub fn advance(&mut self, d: std::time::Duration) {
+    pub(crate) fn advance(&mut self, d: std::time::Duration) {
         self.skew_ms = self.skew_ms.saturating_add(crate::os::clock::millis(d));
     }
 
     /// Totals and moving averages `(tx, rx, tx_avg, rx_avg)` (reference `GetCounters`), for
     /// the status CLI and the SIGUSR1 dump.
-    pub fn snapshot(&self) -> (u64, u64, f64, f64) {
+    pub(crate) fn snapshot(&self) -> (u64, u64, f64, f64) {
         self.with(|c| (c.tx.total(), c.rx.total(), c.tx.average(), c.rx.average()))
     }
 
     /// Counts `n` sent bytes; false once the per-minute average reached the limit.
-    pub fn sent(&self, n: u64) -> bool {
+    pub(crate) fn sent(&self, n: u64) -> bool {
         self.with(|c| {
             c.tx.add(n);
             c.tx.below(self.tx_limit)
@@ -99,7 +99,7 @@ impl Rates {
     }
 
     /// Counts `n` received bytes; false once the per-minute average reached the limit.
-    pub fn received(&self, n: u64) -> bool {
+    pub(crate) fn received(&self, n: u64) -> bool {
         self.with(|c| {
             c.rx.add(n);
             c.rx.below(self.rx_limit)
@@ -111,15 +111,15 @@ impl Rates {
 #[derive(Debug)]
 pub struct Settings {
     /// Path confinement.
-    pub jail: Jail,
+    pub(crate) jail: Jail,
     /// `Limits.Enabled`: every limit below applies only then, as in the reference.
-    pub enforce: bool,
+    pub(crate) enforce: bool,
     /// `Limits.FileTransfer`.
-    pub limits: FileTransferLimits,
+    pub(crate) limits: FileTransferLimits,
     /// Download chunks in flight beyond the last ack.
-    pub window_chunks: u32,
+    pub(crate) window_chunks: u32,
     /// Device-wide rate counters.
-    pub rates: Rates,
+    pub(crate) rates: Rates,
     /// The owner and group names of `limits`, resolved once (see [`Ids`]).
     ids: Ids,
 }
@@ -190,7 +190,7 @@ const FRAME_OVERHEAD: usize = 256;
 /// it, checks its `offset` and acks every 10 chunks; its device read limit is 8 MiB) and the
 /// proxy has no limit. The window stays [`Settings::window_chunks`] chunks (of this size), so
 /// the server's ack after 10 chunks always falls inside it.
-pub const DOWNLOAD_CHUNK: usize = 4 * CHUNK_SIZE;
+pub(crate) const DOWNLOAD_CHUNK: usize = 4 * CHUNK_SIZE;
 
 /// [`encode`] into a buffer of `cap` bytes: a download chunk's frame is sized to its data.
 fn encode_within(

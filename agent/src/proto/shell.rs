@@ -70,7 +70,7 @@ const INPUT_QUEUE: usize = 16;
 /// the reference has no such limit (its per-session goroutine blocks in the pty write).
 pub const ERR_INPUT_DROPPED: &str = "shell input dropped: the terminal does not take input";
 
-/// When sessions expire: core's rule ([`mender_connect_core::sessions::Expiry::from_reference`]);
+/// When sessions expire: core's rule (`mender_connect_core::sessions::Expiry::from_reference`);
 /// `None`: never.
 pub use mender_connect_core::sessions::Expiry;
 
