@@ -18,15 +18,15 @@ const TOOLCHAIN: &str = env!("MENDER_CONNECT_TOOLCHAIN");
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invocation {
-    pub config: PathBuf,
-    pub fallback_config: PathBuf,
-    pub verbosity: Verbosity,
-    pub command: Command,
+pub(crate) struct Invocation {
+    pub(crate) config: PathBuf,
+    pub(crate) fallback_config: PathBuf,
+    pub(crate) verbosity: Verbosity,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     Daemon,
     Version,
     /// `--version`/`-v`: urfave's own format.
@@ -43,16 +43,16 @@ pub enum Command {
 
 /// Options of the commands that talk to the running daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ControlArgs {
+pub(crate) struct ControlArgs {
     /// `--socket PATH`; otherwise `ControlSocket` from the configuration.
-    pub socket: Option<PathBuf>,
+    pub(crate) socket: Option<PathBuf>,
     /// `--json`.
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// What `sessions` does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SessionsAction {
+pub(crate) enum SessionsAction {
     /// List the sessions.
     List,
     /// End one.
@@ -61,11 +61,11 @@ pub enum SessionsAction {
 
 /// A command line the parser rejects, with the exit code of the reference for that case.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageError {
-    pub message: String,
-    pub code: i32,
+pub(crate) struct UsageError {
+    pub(crate) message: String,
+    pub(crate) code: i32,
     /// Print the app help after the message (as urfave does).
-    pub show_help: bool,
+    pub(crate) show_help: bool,
 }
 
 fn usage(message: String) -> UsageError {
@@ -77,7 +77,7 @@ fn usage(message: String) -> UsageError {
 }
 
 /// Parses the arguments after the program name.
-pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, UsageError> {
+pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, UsageError> {
     let mut inv = Invocation {
         config: PathBuf::from(DEFAULT_CONFIG_FILE),
         fallback_config: PathBuf::from(DEFAULT_FALLBACK_CONFIG_FILE),

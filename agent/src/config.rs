@@ -19,7 +19,6 @@
 //! reference quietly drops `ExpireAfter`; without `StopExpired` in the file, a warning, as 3.0);
 //! a malformed `Limits.FileTransfer.Umask` or relative `Chroot` is an error when limits are enabled.
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,34 +26,35 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 /// Primary configuration file of the reference daemon.
-pub const DEFAULT_CONFIG_FILE: &str = "/etc/mender/mender-connect.conf";
+pub(crate) const DEFAULT_CONFIG_FILE: &str = "/etc/mender/mender-connect.conf";
 /// Fallback configuration file of the reference daemon (read first, overridden by the primary).
-pub const DEFAULT_FALLBACK_CONFIG_FILE: &str = "/var/lib/mender/mender-connect.conf";
+pub(crate) const DEFAULT_FALLBACK_CONFIG_FILE: &str = "/var/lib/mender/mender-connect.conf";
 
-pub const DEFAULT_SHELL_COMMAND: &str = "/bin/sh";
-pub const DEFAULT_SHELL_ARGUMENTS: &[&str] = &["--login"];
-pub const DEFAULT_TERMINAL_HEIGHT: u16 = 40;
-pub const DEFAULT_TERMINAL_WIDTH: u16 = 80;
-pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_SHELL_COMMAND: &str = "/bin/sh";
+pub(crate) const DEFAULT_SHELL_ARGUMENTS: &[&str] = &["--login"];
+pub(crate) const DEFAULT_TERMINAL_HEIGHT: u16 = 40;
+pub(crate) const DEFAULT_TERMINAL_WIDTH: u16 = 80;
+pub(crate) const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_secs(5);
 /// Default of `ReconnectMaxIntervalSeconds` (extension): the longest reconnect delay.
-pub const DEFAULT_RECONNECT_MAX_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_RECONNECT_MAX_INTERVAL: Duration = Duration::from_secs(60);
 /// Largest `ReconnectMaxIntervalSeconds`.
 const MAX_RECONNECT_MAX_INTERVAL_SECS: u64 = 3600;
 /// `Sessions.MaxPerUser` when unset or 0 (reference: `session.MaxUserSessions`).
-pub const DEFAULT_MAX_SESSIONS_PER_USER: u32 = 1;
+pub(crate) const DEFAULT_MAX_SESSIONS_PER_USER: u32 = 1;
 /// `Sessions.StopExpired` when unset (mender-connect 3.0 `DefaultStopExpired`; 2.x: false).
-pub const DEFAULT_STOP_EXPIRED: bool = true;
+pub(crate) const DEFAULT_STOP_EXPIRED: bool = true;
 /// `Sessions.ExpireAfterIdle` when `StopExpired` is on and neither expiry is set (mender-connect
 /// 3.0 `DefaultExpireAfterIdle`; 2.x: no expiry).
-pub const DEFAULT_EXPIRE_AFTER_IDLE: Duration =
+pub(crate) const DEFAULT_EXPIRE_AFTER_IDLE: Duration =
     Duration::from_secs(mender_connect_core::sessions::DEFAULT_EXPIRE_AFTER_IDLE_S as u64);
 
 /// Checks of a loaded configuration against this machine that [`Config::load`] and `check-config`
 /// run after their own; errors and warnings as theirs.
-pub type MoreChecks = fn(&Config, &mut Vec<String>) -> Result<(), ConfigError>;
+pub(crate) type MoreChecks = fn(&Config, &mut Vec<String>) -> Result<(), ConfigError>;
 
 /// [`MoreChecks`] that check nothing more.
-pub fn no_more_checks(_: &Config, _: &mut Vec<String>) -> Result<(), ConfigError> {
+#[cfg(test)]
+pub(crate) fn no_more_checks(_: &Config, _: &mut Vec<String>) -> Result<(), ConfigError> {
     Ok(())
 }
 
@@ -62,60 +62,60 @@ pub fn no_more_checks(_: &Config, _: &mut Vec<String>) -> Result<(), ConfigError
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Absolute path of the shell (`ShellCommand`, default `/bin/sh`).
-    pub shell_command: PathBuf,
+    pub(crate) shell_command: PathBuf,
     /// `ShellArguments`, default `["--login"]`; an explicit `[]` means no arguments.
-    pub shell_arguments: Vec<String>,
+    pub(crate) shell_arguments: Vec<String>,
     /// `User` the shells run as (required).
-    pub user: String,
-    pub terminal: Terminal,
-    pub sessions: Sessions,
+    pub(crate) user: String,
+    pub(crate) terminal: Terminal,
+    pub(crate) sessions: Sessions,
     /// `ReconnectIntervalSeconds`, default 5 s.
-    pub reconnect_interval: Duration,
+    pub(crate) reconnect_interval: Duration,
     /// `ReconnectMaxIntervalSeconds` (extension; the reference always waits
     /// `ReconnectIntervalSeconds`): cap of the growing reconnect delay, default 60 s and never
     /// below `ReconnectIntervalSeconds`.
-    pub reconnect_max_interval: Duration,
+    pub(crate) reconnect_max_interval: Duration,
     /// `FileTransfer.Disable`.
-    pub file_transfer: Feature,
+    pub(crate) file_transfer: Feature,
     /// `PortForward.Disable`.
-    pub port_forward: Feature,
+    pub(crate) port_forward: Feature,
     /// `MenderClient.Disable`.
-    pub mender_client: Feature,
-    pub limits: Limits,
+    pub(crate) mender_client: Feature,
+    pub(crate) limits: Limits,
     /// `FileTransfer.AckWindowChunks` (extension; the reference hard-codes 20): download chunks
     /// in flight beyond the last ack.
-    pub file_transfer_ack_window: u32,
+    pub(crate) file_transfer_ack_window: u32,
     /// `PortForward.ConnectTimeoutSeconds` / `IdleTimeoutSeconds` (extensions; the reference has
     /// no dial timeout and a hard-coded 600 s idle timeout).
-    pub port_forward_timeouts: PortForwardTimeouts,
+    pub(crate) port_forward_timeouts: PortForwardTimeouts,
     /// `PortForward.MaxConnectionsPerSession` / `MaxConnections` (extensions; the reference has
     /// no bound).
-    pub port_forward_limits: PortForwardLimits,
+    pub(crate) port_forward_limits: PortForwardLimits,
     /// `ControlSocket` (extension): path of the daemon's root-only status/control socket,
     /// default [`DEFAULT_CONTROL_SOCKET`].
     pub control_socket: PathBuf,
     /// `Standalone` (extension): self-authentication as a Mender device, without D-Bus.
-    pub standalone: Option<standalone::Standalone>,
+    pub(crate) standalone: Option<standalone::Standalone>,
 }
 
 /// Default of `FileTransfer.AckWindowChunks`: the reference's download window in chunks
 /// (`ACKSlidingWindowRecv`).
-pub const DEFAULT_ACK_WINDOW_CHUNKS: u32 = 20;
+pub(crate) const DEFAULT_ACK_WINDOW_CHUNKS: u32 = 20;
 /// Largest `FileTransfer.AckWindowChunks`: the server only acks, so any window works; this bounds
 /// memory.
-pub const MAX_ACK_WINDOW_CHUNKS: u32 = 256;
+pub(crate) const MAX_ACK_WINDOW_CHUNKS: u32 = 256;
 /// Default of `PortForward.ConnectTimeoutSeconds`: time allowed to resolve and connect (the
 /// reference has none: the OS's ~2 min).
-pub const DEFAULT_PORT_FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_PORT_FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default of `PortForward.IdleTimeoutSeconds`: the reference's `portForwardConnectionTimeout`,
 /// the idle timeout of a forwarded connection.
-pub const DEFAULT_PORT_FORWARD_IDLE_TIMEOUT: Duration =
+pub(crate) const DEFAULT_PORT_FORWARD_IDLE_TIMEOUT: Duration =
     Duration::from_millis(mender_connect_core::portforward::CONNECTION_TIMEOUT_MS);
 /// Default of `PortForward.MaxConnectionsPerSession`: a browser opens about 6 per host.
-pub const DEFAULT_PORT_FORWARD_MAX_PER_SESSION: usize = 16;
+pub(crate) const DEFAULT_PORT_FORWARD_MAX_PER_SESSION: usize = 16;
 /// Default of `PortForward.MaxConnections`, over all sessions: each holds a socket, a task and
 /// its queue.
-pub const DEFAULT_PORT_FORWARD_MAX_CONNECTIONS: usize = 64;
+pub(crate) const DEFAULT_PORT_FORWARD_MAX_CONNECTIONS: usize = 64;
 /// Default of `ControlSocket`.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/mender-connect/control.sock";
 /// Largest port-forward timeout accepted: one day.
@@ -127,58 +127,58 @@ const MAX_PORT_FORWARD_CONNECTIONS: u64 = 4096;
 
 /// Port-forward connection bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortForwardLimits {
+pub(crate) struct PortForwardLimits {
     /// Connections of one session.
-    pub per_session: usize,
+    pub(crate) per_session: usize,
     /// Connections of all sessions.
-    pub total: usize,
+    pub(crate) total: usize,
 }
 
 /// Port-forward timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortForwardTimeouts {
+pub(crate) struct PortForwardTimeouts {
     /// How long dialing the target may take.
-    pub connect: Duration,
+    pub(crate) connect: Duration,
     /// A forwarded connection without traffic for this long is closed.
-    pub idle: Duration,
+    pub(crate) idle: Duration,
 }
 
 /// `Terminal` block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Terminal {
+pub(crate) struct Terminal {
     /// Remote terminal turned off (`Terminal.Disable`).
-    pub disable: bool,
+    pub(crate) disable: bool,
     /// Initial rows (`Terminal.Height`, default 40).
-    pub height: u16,
+    pub(crate) height: u16,
     /// Initial columns (`Terminal.Width`, default 80).
-    pub width: u16,
+    pub(crate) width: u16,
 }
 
 /// `Sessions` block, already reduced to what takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     /// `Sessions.StopExpired` (default true, as 3.0); when false both expiries below are `None`,
     /// when true at least one is set (`ExpireAfterIdle` 600 s by default).
-    pub stop_expired: bool,
+    pub(crate) stop_expired: bool,
     /// Absolute lifetime of a shell session (`Sessions.ExpireAfter` seconds; 0 = none).
-    pub expire_after: Option<Duration>,
+    pub(crate) expire_after: Option<Duration>,
     /// Lifetime without user input (`Sessions.ExpireAfterIdle` seconds; 0 = none).
-    pub expire_after_idle: Option<Duration>,
+    pub(crate) expire_after_idle: Option<Duration>,
     /// Shell sessions per Mender user (`Sessions.MaxPerUser`, default 1).
-    pub max_per_user: u32,
+    pub(crate) max_per_user: u32,
 }
 
 /// A feature that the configuration can turn off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Feature {
-    pub disable: bool,
+pub(crate) struct Feature {
+    pub(crate) disable: bool,
 }
 
 /// `Limits` block. The file transfer limits only apply when `enabled` is true (as the reference).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Limits {
-    pub enabled: bool,
-    pub file_transfer: FileTransferLimits,
+pub(crate) struct Limits {
+    pub(crate) enabled: bool,
+    pub(crate) file_transfer: FileTransferLimits,
 }
 
 /// `Limits.FileTransfer` block.
@@ -243,16 +243,18 @@ pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<String>,
     /// The files that existed and were read, fallback first.
-    pub files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
 }
 
 /// Why a configuration cannot be used.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file exists but cannot be read.
+    #[error("cannot read configuration file {}: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
     /// Not JSON; `line` and `column` are 1-based.
+    #[error("{}invalid JSON: {message}", at_line(path.as_deref(), *line, *column))]
     Syntax {
         path: Option<PathBuf>,
         line: usize,
@@ -260,6 +262,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A key has a wrong type or a value the daemon cannot work with.
+    #[error("{}{key}: {reason}", in_file(path.as_deref()))]
     Invalid {
         path: Option<PathBuf>,
         key: String,
@@ -267,46 +270,17 @@ pub enum ConfigError {
     },
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Read { path, source } => {
-                write!(
-                    f,
-                    "cannot read configuration file {}: {source}",
-                    path.display()
-                )
-            }
-            ConfigError::Syntax {
-                path,
-                line,
-                column,
-                message,
-            } => {
-                if let Some(p) = path {
-                    write!(f, "{}:{line}:{column}: ", p.display())?;
-                } else {
-                    write!(f, "line {line}, column {column}: ")?;
-                }
-                write!(f, "invalid JSON: {message}")
-            }
-            ConfigError::Invalid { path, key, reason } => {
-                if let Some(p) = path {
-                    write!(f, "{}: ", p.display())?;
-                }
-                write!(f, "{key}: {reason}")
-            }
-        }
+/// `FILE:LINE:COLUMN: `, or `line LINE, column COLUMN: ` for a text of no file.
+fn at_line(path: Option<&Path>, line: usize, column: usize) -> String {
+    match path {
+        Some(p) => format!("{}:{line}:{column}: ", p.display()),
+        None => format!("line {line}, column {column}: "),
     }
 }
 
-impl std::error::Error for ConfigError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ConfigError::Read { source, .. } => Some(source),
-            _ => None,
-        }
-    }
+/// `FILE: `, or nothing for a text of no file.
+fn in_file(path: Option<&Path>) -> String {
+    path.map(|p| format!("{}: ", p.display())).unwrap_or_default()
 }
 
 impl Config {
@@ -314,7 +288,7 @@ impl Config {
     /// configuration against this system (shell executable and listed in `/etc/shells`, user exists).
     /// `more` runs last: the checks that need a higher layer (standalone mode's key and
     /// certificate), passed in so that this module stays a leaf.
-    pub fn load(primary: &Path, fallback: &Path, more: MoreChecks) -> Result<Loaded, ConfigError> {
+    pub(crate) fn load(primary: &Path, fallback: &Path, more: MoreChecks) -> Result<Loaded, ConfigError> {
         let mut docs = Vec::new();
         for path in [fallback, primary] {
             match std::fs::read_to_string(path) {
@@ -357,7 +331,7 @@ impl Config {
     /// A problem of this machine that does not stop the daemon but makes a feature fail: a
     /// `Limits.FileTransfer.Chroot` that is not a directory (every transfer would fail until it
     /// is). The daemon warns; `check-config` fails.
-    pub fn chroot_problem(&self) -> Option<String> {
+    pub(crate) fn chroot_problem(&self) -> Option<String> {
         let chroot = self.limits.file_transfer.chroot.as_ref().filter(|_| self.limits.enabled)?;
         let problem = match std::fs::metadata(chroot) {
             Ok(m) if m.is_dir() => return None,
@@ -372,8 +346,7 @@ impl Config {
     }
 
     /// Parses one configuration document and applies the defaults, without the checks that depend
-    /// on this system (those are part of [`Config::load`]).
-    #[cfg_attr(not(test), allow(dead_code))] // used by unit tests and daemon tests
+    /// on this system (those are part of `Config::load`).
     pub fn from_json_str(text: &str) -> Result<Loaded, ConfigError> {
         let mut raw = Raw::default();
         let mut warnings = Vec::new();
@@ -1527,9 +1500,9 @@ mod system {
     }
 }
 
-pub mod check;
-pub mod endpoint;
-pub mod standalone;
+pub(crate) mod check;
+pub(crate) mod endpoint;
+pub(crate) mod standalone;
 
 #[cfg(test)]
 mod tests;

@@ -47,8 +47,6 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// (writer, reaping, closing) have run, so that only what an idle turn of the loop runs maps
 /// back in.
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
-/// Default time sessions survive a dropped websocket.
-pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_secs(60);
 /// Environment override of the disconnect grace, in seconds (tests shorten it).
 pub const DISCONNECT_GRACE_ENV: &str = "MENDER_CONNECT_DISCONNECT_GRACE_SECS";
 /// Environment override of the shell health-check ping period, in seconds (tests shorten it;
@@ -122,7 +120,7 @@ impl Settings {
         std::env::var(DISCONNECT_GRACE_ENV)
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(DEFAULT_DISCONNECT_GRACE, Duration::from_secs)
+            .map_or(crate::proto::shell::DEFAULT_DISCONNECT_GRACE, Duration::from_secs)
     }
 }
 

@@ -14,8 +14,8 @@
 //! ```
 pub mod cli;
 pub mod config;
-pub mod daemon;
+pub(crate) mod daemon;
 pub mod link;
 pub mod ops;
-pub mod os;
+pub(crate) mod os;
 pub mod proto;

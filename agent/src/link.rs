@@ -1,9 +1,9 @@
 //! The link to the Mender Server: the websocket ([`connection`]) and where its credentials come
-//! from (the auth service on D-Bus, [`auth`], or the device itself, [`standalone`]).
+//! from (the auth service on D-Bus, `auth`, or the device itself, [`standalone`]).
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod connection;
-pub mod credentials;
+pub(crate) mod credentials;
 #[cfg(feature = "standalone")]
 pub mod standalone;
 
@@ -13,7 +13,7 @@ use credentials::Auth;
 
 /// The credentials source the configuration asks for: standalone mode when the `Standalone`
 /// block is present, else the auth service on D-Bus (`bus`, else the system bus).
-pub fn select(config: &Config, bus: Option<String>) -> Result<Auth, AuthError> {
+pub(crate) fn select(config: &Config, bus: Option<String>) -> Result<Auth, AuthError> {
     #[cfg(feature = "standalone")]
     if let Some(cfg) = &config.standalone {
         return standalone::spawn(cfg, config.reconnect_interval, config.reconnect_max_interval)
@@ -35,7 +35,7 @@ pub fn select(config: &Config, bus: Option<String>) -> Result<Auth, AuthError> {
 
 /// TLS trust for the websocket: standalone mode's `ServerCertificate`/`SkipVerify`, else the
 /// built-in roots.
-pub fn tls_options(config: &Config) -> connection::TlsOptions {
+pub(crate) fn tls_options(config: &Config) -> connection::TlsOptions {
     config.standalone.as_ref().map_or_else(Default::default, |s| connection::TlsOptions {
         ca_file: s.server_certificate.clone(),
         skip_verify: s.skip_verify,
@@ -44,7 +44,7 @@ pub fn tls_options(config: &Config) -> connection::TlsOptions {
 
 /// The checks of a loaded configuration that need this layer (standalone mode: key, identity and
 /// certificate file must be usable), for [`Config::load`] and `check-config`.
-pub fn check(config: &Config, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+pub(crate) fn check(config: &Config, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
     #[cfg(feature = "standalone")]
     standalone::check(config, warnings)?;
     #[cfg(not(feature = "standalone"))]

@@ -1,7 +1,7 @@
 //! What the device's operator sees and runs locally: the status socket ([`status`]; not the
-//! protocol's control messages, which are core's `control`) and the log ([`logging`]).
+//! protocol's control messages, which are core's `control`) and the log (`logging`).
 
-pub mod logging;
+pub(crate) mod logging;
 pub mod status;
 
 /// The version a user matches to a release: the crate version plus the git commit it was built

@@ -1,11 +1,11 @@
 //! The protocols on the websocket: the [`router`] dispatches every frame by `proto` to its
-//! executor ([`shell`], [`filetransfer`], [`portforward`], [`menderclient`]); [`features`] says
-//! which are on; [`outframe`] encodes what they send.
+//! executor (`shell`, [`filetransfer`], `portforward`, `menderclient`); `features` says
+//! which are on; `outframe` encodes what they send.
 
-pub mod features;
+pub(crate) mod features;
 pub mod filetransfer;
-pub mod menderclient;
-pub mod outframe;
-pub mod portforward;
+pub(crate) mod menderclient;
+pub(crate) mod outframe;
+pub(crate) mod portforward;
 pub mod router;
-pub mod shell;
+pub(crate) mod shell;

@@ -286,7 +286,7 @@ mod tests {
             max_per_user: 1,
             expiry: None,
             health_interval: crate::proto::shell::HEALTH_INTERVAL,
-            disconnect_grace: crate::daemon::DEFAULT_DISCONNECT_GRACE,
+            disconnect_grace: crate::proto::shell::DEFAULT_DISCONNECT_GRACE,
         };
         let mut shells = Shells::new(settings, data, exited);
         let mut router = Router::new(true);

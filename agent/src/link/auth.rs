@@ -25,39 +25,26 @@
 // Without D-Bus support only the types remain, for the daemon to compile against.
 #![cfg_attr(not(feature = "dbus-auth"), allow(dead_code, unused_imports))]
 
-use std::fmt;
-
 use super::credentials::{Credentials, Update};
 
 /// Why the auth client could not start.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
     /// The bus could not be reached or refused the connection.
+    #[error("mender-connect dbus failed to connect, error: {0}")]
     Bus(String),
     /// The thread could not be started.
+    #[error("cannot start the D-Bus thread: {0}")]
     Thread(std::io::Error),
     /// Built without the `dbus-auth` feature.
     #[cfg_attr(feature = "dbus-auth", allow(dead_code))]
+    #[error("built without D-Bus support (feature dbus-auth)")]
     Unsupported,
     /// Standalone mode (`Standalone` block) cannot start: key, identity or certificates.
+    #[error("standalone mode: {0}")]
     Standalone(String),
 }
-
-impl fmt::Display for AuthError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AuthError::Bus(e) => write!(f, "mender-connect dbus failed to connect, error: {e}"),
-            AuthError::Thread(e) => write!(f, "cannot start the D-Bus thread: {e}"),
-            AuthError::Unsupported => {
-                f.write_str("built without D-Bus support (feature dbus-auth)")
-            }
-            AuthError::Standalone(e) => write!(f, "standalone mode: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for AuthError {}
 
 /// D-Bus names of the Mender authentication service.
 pub const SERVICE_NAME: &str = "io.mender.AuthenticationManager";
@@ -66,12 +53,10 @@ pub const INTERFACE: &str = "io.mender.Authentication1";
 pub const SIGNAL_TOKEN_CHANGED: &str = "JwtTokenStateChange";
 
 #[cfg(feature = "dbus-auth")]
-#[allow(unused_imports)]
-// `AuthHandle` is part of the contract even where callers only infer it.
-pub use imp::{AuthHandle, spawn};
+pub use imp::spawn;
 
 #[cfg(not(feature = "dbus-auth"))]
-pub use disabled::{AuthHandle, spawn};
+pub use disabled::spawn;
 
 #[cfg(not(feature = "dbus-auth"))]
 mod disabled {

@@ -32,27 +32,27 @@ use crate::config::endpoint::{Endpoint, InvalidUrl};
 
 pub mod b64;
 pub mod handshake;
-pub mod proxy;
-pub mod provider;
-pub mod roots;
+pub(crate) mod proxy;
+pub(crate) mod provider;
+pub(crate) mod roots;
 
 /// Path of the device endpoint (reference `config.DefaultDeviceConnectPath`).
-pub const CONNECT_PATH: &str = "/api/devices/v1/deviceconnect/connect";
+pub(crate) const CONNECT_PATH: &str = "/api/devices/v1/deviceconnect/connect";
 /// Read deadline: the link is dead when nothing arrives for this long (`DefaultPingWait`).
-pub const READ_DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const READ_DEADLINE: Duration = Duration::from_secs(60);
 /// Websocket ping period: 0.9 × the read deadline, as the reference; unlike it, counted from the
 /// last frame received or ping sent, so a busy or server-pinged link sends no pings of its own.
-pub const PING_PERIOD: Duration = Duration::from_secs(54);
+pub(crate) const PING_PERIOD: Duration = Duration::from_secs(54);
 /// Keep-alive towards the Mender client's local proxy (a loopback server URL). The proxy answers
 /// pings itself and the hop to the server is kept alive by the server's own pings, which the
 /// client answers (docs/design.md §12), so our pings only prove the loopback hop:
 /// a closed or restarted proxy is seen at once as EOF, only a hung one waits for this deadline.
 /// Pinging that hop every 54 s as the reference does cost four thread wake-ups a minute idle.
-pub const LOOPBACK_READ_DEADLINE: Duration = Duration::from_secs(300);
+pub(crate) const LOOPBACK_READ_DEADLINE: Duration = Duration::from_secs(300);
 /// Ping period for [`LOOPBACK_READ_DEADLINE`], 0.9 × as for remote links.
-pub const LOOPBACK_PING_PERIOD: Duration = Duration::from_secs(270);
+pub(crate) const LOOPBACK_PING_PERIOD: Duration = Duration::from_secs(270);
 /// Time allowed for one message write (`writeWait`).
-pub const WRITE_WAIT: Duration = Duration::from_secs(4);
+pub(crate) const WRITE_WAIT: Duration = Duration::from_secs(4);
 impl From<InvalidUrl> for ConnectError {
     fn from(e: InvalidUrl) -> Self {
         ConnectError::InvalidUrl(e.0)
@@ -81,9 +81,6 @@ pub enum ConnectError {
     /// Any other HTTP status on the upgrade request.
     #[error("websocket upgrade refused with HTTP {0}")]
     Http(u16),
-    /// Websocket protocol error.
-    #[error("websocket error: {0}")]
-    Ws(tungstenite::Error),
     /// The server's answer to the websocket upgrade is not a valid one.
     #[error("websocket handshake failed: {0}")]
     Handshake(&'static str),
@@ -100,7 +97,8 @@ pub enum ConnectError {
 
 impl Endpoint {
     /// The websocket URL of the device endpoint.
-    pub fn ws_url(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn ws_url(&self) -> String {
         let scheme = if self.tls { "wss" } else { "ws" };
         format!("{scheme}://{}{CONNECT_PATH}", self.authority())
     }
@@ -109,18 +107,18 @@ impl Endpoint {
 /// Keep-alive timing of one link: core's scheme in which any frame received extends the read
 /// deadline and defers the next ping ([`KeepaliveConfig::any_frame`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Keepalive(pub KeepaliveConfig);
+pub(crate) struct Keepalive(pub(crate) KeepaliveConfig);
 
 impl Keepalive {
     /// The reference's timing, for a server reached over the network.
-    pub const REMOTE: Self = Self(KeepaliveConfig::any_frame(READ_DEADLINE.as_secs() * 1000, PING_PERIOD.as_secs() * 1000));
+    pub(crate) const REMOTE: Self = Self(KeepaliveConfig::any_frame(READ_DEADLINE.as_secs() * 1000, PING_PERIOD.as_secs() * 1000));
     /// For the Mender client's local proxy (see [`LOOPBACK_READ_DEADLINE`]).
-    pub const LOOPBACK: Self =
+    pub(crate) const LOOPBACK: Self =
         Self(KeepaliveConfig::any_frame(LOOPBACK_READ_DEADLINE.as_secs() * 1000, LOOPBACK_PING_PERIOD.as_secs() * 1000));
 
     /// The timing for the link to `server_url` (remote when the URL does not parse: the
     /// cautious choice; such a URL never dials anyway).
-    pub fn for_url(server_url: &str) -> Self {
+    pub(crate) fn for_url(server_url: &str) -> Self {
         match Endpoint::parse(server_url) {
             Ok(e) if e.is_loopback() => Self::LOOPBACK,
             _ => Self::REMOTE,
@@ -129,7 +127,7 @@ impl Keepalive {
 }
 
 /// TCP, or TLS over TCP.
-pub enum Transport {
+pub(crate) enum Transport {
     /// ws://
     Plain(TcpStream),
     /// wss://
@@ -169,21 +167,21 @@ impl AsyncWrite for Transport {
 }
 
 /// An open device websocket.
-pub type Socket = WebSocketStream<Transport>;
+pub(crate) type Socket = WebSocketStream<Transport>;
 
 /// Which servers TLS trusts (the Mender client's `ServerCertificate` and `SkipVerify`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsOptions {
+pub(crate) struct TlsOptions {
     /// PEM file with CA or server certificates trusted in addition to the system's CA bundle.
-    pub ca_file: Option<std::path::PathBuf>,
+    pub(crate) ca_file: Option<std::path::PathBuf>,
     /// Accept any certificate (insecure; for bring-up only).
-    pub skip_verify: bool,
+    pub(crate) skip_verify: bool,
 }
 
 /// Why the TLS settings cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum TlsError {
+pub(crate) enum TlsError {
     /// The certificate file cannot be read or holds no usable certificate.
     #[error("server certificate file {path}: {reason}")]
     CaFile { path: String, reason: String },
@@ -194,7 +192,7 @@ pub enum TlsError {
 
 /// TLS client settings: the system's CA bundle (see [`roots`], read on the first handshake) plus
 /// `ca_file`, ring provider; verification on unless `skip_verify`.
-pub fn client_config(options: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+pub(crate) fn client_config(options: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     // `ServerCertificate` only; the system roots join on the first handshake (see `roots`).
@@ -225,7 +223,7 @@ pub fn client_config(options: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, 
 
 /// Opens TCP to `endpoint` (through the environment's proxy, see [`proxy`]) and TLS on top when
 /// the endpoint wants it.
-pub async fn open_transport(endpoint: &Endpoint, tls: &Arc<rustls::ClientConfig>) -> Result<Transport, ConnectError> {
+pub(crate) async fn open_transport(endpoint: &Endpoint, tls: &Arc<rustls::ClientConfig>) -> Result<Transport, ConnectError> {
     let proxy = proxy::from_env(endpoint.tls, &endpoint.host, endpoint.port)
         .map_err(|e| ConnectError::Proxy(e.to_string()))?;
     let tcp = match &proxy {
@@ -320,7 +318,7 @@ fn ws_config() -> WebSocketConfig {
 }
 
 /// Opens the device websocket with `Authorization: Bearer <token>`.
-pub async fn dial(server_url: &str, token: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, ConnectError> {
+pub(crate) async fn dial(server_url: &str, token: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, ConnectError> {
     let endpoint = Endpoint::parse(server_url)?;
     async {
         let mut transport = open_transport(&endpoint, tls).await?;
@@ -337,7 +335,7 @@ pub async fn dial(server_url: &str, token: &str, tls: &Arc<rustls::ClientConfig>
 /// Why a connected websocket ended.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Ended {
+pub(crate) enum Ended {
     /// The server closed it (close frame or EOF).
     #[error("closed by the server")]
     Closed,
@@ -372,7 +370,7 @@ impl LastReceived {
 }
 
 /// Reader half: yields message payloads, refreshing the read deadline on every arrival.
-pub struct Reader {
+pub(crate) struct Reader {
     inner: WebSocketReceiver<Transport>,
     last_received: LastReceived,
     // One timer for the whole link, moved forward only when it fires: arming a timer per
@@ -389,7 +387,7 @@ impl Reader {
     /// (before the next read), the buffer is reused in place, so a message costs no allocation.
     /// Copying it into a `Vec` cost an allocation and free per message, which musl's allocator
     /// answered with `mmap`/`munmap` churn on the upload path.
-    pub async fn next(&mut self) -> Result<Bytes, Ended> {
+    pub(crate) async fn next(&mut self) -> Result<Bytes, Ended> {
         loop {
             let (inner, deadline) = (&mut self.inner, &mut self.deadline);
             let item = async { Some(inner.next().await) }
@@ -429,7 +427,7 @@ impl Reader {
 }
 
 /// Writer half: sends frames from the outbound queue and the keep-alive pings.
-pub struct Writer {
+pub(crate) struct Writer {
     inner: WebSocketSender<Transport>,
     last_received: LastReceived,
     last_ping: CoreInstant,
@@ -456,7 +454,7 @@ impl Writer {
     /// when nothing has arrived and no ping went out for the ping period (any frame from the
     /// server, its own pings included, proves the link as well as a pong; an idle link costs
     /// one ping and one pong per period). Returns `Ok` when a queue is closed (shutdown).
-    pub async fn pump(
+    pub(crate) async fn pump(
         &mut self,
         replies: &async_channel::Receiver<Vec<u8>>,
         data: &async_channel::Receiver<Vec<u8>>,
@@ -493,13 +491,13 @@ impl Writer {
     }
 
     /// Sends a close frame (best effort, bounded by [`WRITE_WAIT`]).
-    pub async fn close(&mut self) {
+    pub(crate) async fn close(&mut self) {
         let _ = self.send(Message::Close(None)).await;
     }
 }
 
 /// Splits an open socket into its reader and writer halves, with the given keep-alive timing.
-pub fn split(socket: Socket, keepalive: Keepalive) -> (Reader, Writer) {
+pub(crate) fn split(socket: Socket, keepalive: Keepalive) -> (Reader, Writer) {
     let (tx, rx) = socket.split();
     let Keepalive(keepalive) = keepalive;
     let now = clock::now();

@@ -29,16 +29,16 @@ use crate::config::endpoint::Endpoint;
 use crate::link::connection::{ConnectError, TlsError, TlsOptions, b64};
 
 pub mod http;
-pub mod identity;
+pub(crate) mod identity;
 pub mod key;
 
 /// The device authentication endpoint.
-pub const AUTH_PATH: &str = "/api/devices/v1/authentication/auth_requests";
+pub(crate) const AUTH_PATH: &str = "/api/devices/v1/authentication/auth_requests";
 
 /// Why standalone mode cannot start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum StandaloneError {
+pub(crate) enum StandaloneError {
     #[error("Standalone.PrivateKey: {0}")]
     Key(#[from] key::KeyError),
     #[error("Standalone identity: {0}")]
@@ -52,7 +52,7 @@ pub enum StandaloneError {
 /// The answer to one auth request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// HTTP 200: the device token.
     Token(String),
     /// Any other status (401: pending, rejected or bad signature), with the server's message.
@@ -61,7 +61,7 @@ pub enum Outcome {
 
 /// Everything one auth request needs.
 #[derive(Debug)]
-pub struct Device {
+pub(crate) struct Device {
     endpoint: Endpoint,
     server_url: String,
     key: key::DeviceKey,
@@ -79,7 +79,7 @@ struct AuthRequest<'a> {
 
 /// Go's `encoding/json` escapes these (HTML safety) where serde_json writes them as they are; only
 /// string contents can hold them, so replacing them keeps the JSON valid and byte-equal to Go's.
-pub fn go_json_escape(json: &str) -> String {
+pub(crate) fn go_json_escape(json: &str) -> String {
     json.replace('<', "\\u003c")
         .replace('>', "\\u003e")
         .replace('&', "\\u0026")
@@ -89,7 +89,7 @@ pub fn go_json_escape(json: &str) -> String {
 
 impl Device {
     /// Loads key and identity (runs the identity script).
-    pub fn load(cfg: &Standalone) -> Result<Self, StandaloneError> {
+    pub(crate) fn load(cfg: &Standalone) -> Result<Self, StandaloneError> {
         let endpoint = Endpoint::parse(&cfg.server_url).map_err(|e| StandaloneError::Url(e.into()))?;
         let key = key::DeviceKey::load(&cfg.private_key)?;
         let attrs = match &cfg.identity {
@@ -105,13 +105,8 @@ impl Device {
         })
     }
 
-    /// The identity JSON sent as `id_data`.
-    pub fn id_data(&self) -> &str {
-        &self.id_data
-    }
-
     /// The exact body that is signed and sent.
-    pub fn request_body(&self) -> String {
+    pub(crate) fn request_body(&self) -> String {
         let request = AuthRequest {
             id_data: &self.id_data,
             pubkey: self.key.public_pem(),
@@ -122,7 +117,7 @@ impl Device {
     }
 
     /// Sends one signed auth request.
-    pub async fn authorize(&self, tls: &Arc<rustls::ClientConfig>) -> Result<Outcome, http::HttpError> {
+    pub(crate) async fn authorize(&self, tls: &Arc<rustls::ClientConfig>) -> Result<Outcome, http::HttpError> {
         let body = self.request_body();
         let signature = self.key.sign_base64(body.as_bytes()).map_err(|_| http::HttpError::Malformed("signing failed"))?;
         let bearer = format!("Bearer {}", self.tenant_token);
@@ -149,12 +144,12 @@ impl Device {
 }
 
 /// The TLS settings of standalone mode.
-pub fn tls_options(cfg: &Standalone) -> TlsOptions {
+pub(crate) fn tls_options(cfg: &Standalone) -> TlsOptions {
     TlsOptions { ca_file: cfg.server_certificate.clone(), skip_verify: cfg.skip_verify }
 }
 
 /// `check-config` and start-up: key, identity and certificate file must be usable.
-pub fn check(config: &Config, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+pub(crate) fn check(config: &Config, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
     let Some(cfg) = &config.standalone else { return Ok(()) };
     let invalid = |key: &str, e: &dyn std::fmt::Display| ConfigError::Invalid {
         path: None,
@@ -182,7 +177,7 @@ pub fn check(config: &Config, warnings: &mut Vec<String>) -> Result<(), ConfigEr
 }
 
 /// The device id (`sub` claim) of a token, for the log; the token is otherwise opaque.
-pub fn token_subject(token: &str) -> Option<String> {
+pub(crate) fn token_subject(token: &str) -> Option<String> {
     let payload = b64::decode(token.split('.').nth(1)?)?;
     // from_str, not from_slice: the config reader already instantiates serde_json's str reader.
     let claims: serde_json::Value = serde_json::from_str(std::str::from_utf8(&payload).ok()?).ok()?;
@@ -190,7 +185,7 @@ pub fn token_subject(token: &str) -> Option<String> {
 }
 
 /// Starts the auth task; the daemon gets its credentials as from D-Bus.
-pub fn spawn(cfg: &Standalone, retry_base: Duration, retry_max: Duration) -> Result<Auth, StandaloneError> {
+pub(crate) fn spawn(cfg: &Standalone, retry_base: Duration, retry_max: Duration) -> Result<Auth, StandaloneError> {
     let device = Device::load(cfg)?;
     let tls = crate::link::connection::client_config(&tls_options(cfg))?;
     log::info!(

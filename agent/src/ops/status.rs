@@ -9,10 +9,10 @@
 //!
 //! - [`protocol`]: the wire types and framing (also the `--json` shape);
 //! - [`server`]: the listener in the daemon (the daemon builds the answer: `daemon::snapshot`);
-//! - [`text`]: times, durations and rates as people read them (here and in the SIGUSR1 dump);
-//! - [`client`]: the command-line side and its text output.
+//! - `text`: times, durations and rates as people read them (here and in the SIGUSR1 dump);
+//! - `client`: the command-line side and its text output.
 
-pub mod client;
+pub(crate) mod client;
 pub mod protocol;
 pub mod server;
-pub mod text;
+pub(crate) mod text;

@@ -97,7 +97,7 @@ impl Shell {
     }
 
     /// Blocks until the shell ends.
-    #[cfg_attr(not(test), allow(dead_code))] // the daemon polls with try_wait; tests block
+    #[cfg(test)] // the daemon polls with try_wait; tests block
     pub fn wait(&mut self) -> io::Result<ExitStatus> {
         if let Some(status) = self.exited {
             return Ok(status);

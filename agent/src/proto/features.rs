@@ -39,7 +39,7 @@ impl Features {
     }
 
     /// Everything off.
-    #[allow(dead_code)] // for tests that build daemon settings by hand
+    #[cfg(test)]
     pub fn disabled() -> Self {
         Self { file_transfer: None, port_forward: None, mender_client: None }
     }

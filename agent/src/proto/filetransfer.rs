@@ -4,7 +4,7 @@
 //! integration tests compare them).
 //!
 //! Safer than the reference:
-//! - paths are opened through [`crate::os::chroot::Jail`] (`openat2` `RESOLVE_BENEATH`), so no `..`,
+//! - paths are opened through `crate::os::chroot::Jail` (`openat2` `RESOLVE_BENEATH`), so no `..`,
 //!   symlink or symlink swapped in mid-transfer leaves the chroot;
 //! - uploads go to an anonymous `O_TMPFILE` in the target directory (a named temp file where the
 //!   filesystem has none) that is linked and renamed over the target only once complete and with
@@ -52,7 +52,7 @@ const ERR_BLANK_PATH: &str = "invalid request parameters: path: cannot be blank.
 /// Device-wide transfer byte counters (`Counters.MaxBytes{Tx,Rx}PerMinute`), shared by all
 /// sessions as the reference's package-level counters are.
 #[derive(Debug)]
-pub struct Rates {
+pub(crate) struct Rates {
     inner: Mutex<RateCounters>,
     /// Added to the clock (tests move it forward).
     skew_ms: u64,
@@ -62,7 +62,7 @@ pub struct Rates {
 
 impl Rates {
     /// Counters with the given limits (0 = unlimited).
-    pub fn new(tx_limit: u64, rx_limit: u64) -> Self {
+    pub(crate) fn new(tx_limit: u64, rx_limit: u64) -> Self {
         Self {
             inner: Mutex::new(RateCounters::new(crate::os::clock::now())),
             skew_ms: 0,
@@ -80,18 +80,18 @@ impl Rates {
 
     /// Moves the counters' clock `d` forward (tests cannot wait for the 5 s ticks).
     #[cfg(test)]
-    pub fn advance(&mut self, d: std::time::Duration) {
+    pub(crate) fn advance(&mut self, d: std::time::Duration) {
         self.skew_ms = self.skew_ms.saturating_add(crate::os::clock::millis(d));
     }
 
     /// Totals and moving averages `(tx, rx, tx_avg, rx_avg)` (reference `GetCounters`), for
     /// the status CLI and the SIGUSR1 dump.
-    pub fn snapshot(&self) -> (u64, u64, f64, f64) {
+    pub(crate) fn snapshot(&self) -> (u64, u64, f64, f64) {
         self.with(|c| (c.tx.total(), c.rx.total(), c.tx.average(), c.rx.average()))
     }
 
     /// Counts `n` sent bytes; false once the per-minute average reached the limit.
-    pub fn sent(&self, n: u64) -> bool {
+    pub(crate) fn sent(&self, n: u64) -> bool {
         self.with(|c| {
             c.tx.add(n);
             c.tx.below(self.tx_limit)
@@ -99,7 +99,7 @@ impl Rates {
     }
 
     /// Counts `n` received bytes; false once the per-minute average reached the limit.
-    pub fn received(&self, n: u64) -> bool {
+    pub(crate) fn received(&self, n: u64) -> bool {
         self.with(|c| {
             c.rx.add(n);
             c.rx.below(self.rx_limit)
@@ -111,15 +111,15 @@ impl Rates {
 #[derive(Debug)]
 pub struct Settings {
     /// Path confinement.
-    pub jail: Jail,
+    pub(crate) jail: Jail,
     /// `Limits.Enabled`: every limit below applies only then, as in the reference.
-    pub enforce: bool,
+    pub(crate) enforce: bool,
     /// `Limits.FileTransfer`.
-    pub limits: FileTransferLimits,
+    pub(crate) limits: FileTransferLimits,
     /// Download chunks in flight beyond the last ack.
-    pub window_chunks: u32,
+    pub(crate) window_chunks: u32,
     /// Device-wide rate counters.
-    pub rates: Rates,
+    pub(crate) rates: Rates,
     /// The owner and group names of `limits`, resolved once (see [`Ids`]).
     ids: Ids,
 }
@@ -190,7 +190,7 @@ const FRAME_OVERHEAD: usize = 256;
 /// it, checks its `offset` and acks every 10 chunks; its device read limit is 8 MiB) and the
 /// proxy has no limit. The window stays [`Settings::window_chunks`] chunks (of this size), so
 /// the server's ack after 10 chunks always falls inside it.
-pub const DOWNLOAD_CHUNK: usize = 4 * CHUNK_SIZE;
+pub(crate) const DOWNLOAD_CHUNK: usize = 4 * CHUNK_SIZE;
 
 /// [`encode`] into a buffer of `cap` bytes: a download chunk's frame is sized to its data.
 fn encode_within(
@@ -225,16 +225,49 @@ const STAT_REFUSED_CODE: u16 = 500;
 /// sends no code and users get 500 "internal error".
 const GET_REFUSED_CODE: u16 = 403;
 
-/// Why a download cannot start: the reference's text, and whether a limit (not the OS) refused.
-struct DownloadRefusal {
-    text: String,
-    by_policy: bool,
+/// Why a download cannot start or stopped. `Display` is the reference's text, the error message
+/// the user gets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+enum DownloadError {
+    /// The chroot refuses the path.
+    #[error("access denied: {0}")]
+    Jail(JailError),
+    /// A limit of `Limits.FileTransfer` refuses the download.
+    #[error("access denied: {0}")]
+    Policy(&'static str),
+    #[error("failed to open file for reading: {0}")]
+    Open(PathError),
+    /// Every reader thread is taken.
+    #[error("failed to open file for reading: too many file reads in progress")]
+    Busy,
+    /// No reader thread could be started.
+    #[error("failed to open file for reading: {0}")]
+    Thread(std::io::Error),
+    /// The open did not finish in time (a file on a hung network file system, say).
+    #[error("failed to open file for reading: open {0}: {timeout}", timeout = reader::TIMEOUT_TEXT)]
+    OpenTimeout(String),
+    #[error("failed to copy file chunk to session: read {path}: {}", io_text(error))]
+    Read { path: String, error: std::io::Error },
+    #[error("{}", ERR_TX_LIMIT)]
+    TxLimit,
+    /// The peer's ack does not fit the window.
+    #[error("{0}")]
+    Ack(mender_connect_core::transfer::TransferError),
+    #[error("received unexpected message type '{0}'; expected 'ack'")]
+    Unexpected(String),
 }
 
-impl DownloadRefusal {
-    fn policy(text: String) -> Self {
-        Self { text, by_policy: true }
+impl DownloadError {
+    /// A limit or the chroot refused it, not the OS: answered with [`GET_REFUSED_CODE`].
+    fn by_policy(&self) -> bool {
+        matches!(self, DownloadError::Jail(_) | DownloadError::Policy(_))
     }
+}
+
+/// An I/O error as Go prints it: the errno's text where there is one.
+fn io_text(e: &std::io::Error) -> String {
+    e.raw_os_error().map_or_else(|| e.to_string(), |n| errno_text(Errno::from_raw_os_error(n)))
 }
 
 fn copy_frame(frame: &Frame<'_>) -> Option<Vec<u8>> {
@@ -248,6 +281,84 @@ fn access_denied(e: &JailError) -> String {
 /// The reference's text for an OS error of operation `op` on `path` (Go's `*PathError`).
 fn os_text(op: &str, path: &str, e: Errno) -> String {
     format!("{op} {path}: {}", errno_text(e))
+}
+
+/// An OS error of operation `op` on `path`, shown as Go's `*PathError`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", os_text(op, path, *errno))]
+struct PathError {
+    op: &'static str,
+    path: String,
+    errno: Errno,
+}
+
+impl PathError {
+    fn new(op: &'static str, path: &str, errno: Errno) -> Self {
+        Self { op, path: path.to_owned(), errno }
+    }
+}
+
+/// Why an upload is refused or failed. `Display` is the reference's text, the error message the
+/// user gets (the server and its integration tests compare them).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+enum UploadError {
+    /// The chroot refuses the path.
+    #[error("access denied: {0}")]
+    Jail(JailError),
+    /// A limit of `Limits.FileTransfer` refuses the upload.
+    #[error("access denied: {0}")]
+    Policy(&'static str),
+    /// The target is a directory or not a regular file.
+    #[error("conflicting file path: cannot overwrite {0}")]
+    Conflict(&'static str),
+    #[error("{}", ERR_TX_LIMIT)]
+    RxLimit,
+    #[error("{}", ERR_IN_PROGRESS)]
+    InProgress,
+    #[error("error checking file location: {0}")]
+    Locate(PathError),
+    #[error("failed to create target file: failed to create file: {0}")]
+    Create(TempError),
+    /// The peer broke the chunk sequence.
+    #[error("{0}")]
+    Chunk(mender_connect_core::transfer::TransferError),
+    #[error("failed to write file chunk: {0}")]
+    Write(PathError),
+    #[error("failed to write file chunk: {}", ERR_TX_LIMIT)]
+    WriteLimit,
+    #[error("failed to set file permissions: {0}")]
+    Chmod(PathError),
+    #[error("failed to set file owner: {0}")]
+    Chown(PathError),
+    #[error("failed to preserve file owner/group {uid}/{gid}: {why}")]
+    PreserveOwner { uid: u32, gid: u32, why: OwnerProblem },
+    #[error("failed to preserve file mode ({mode:o}): {why}")]
+    PreserveMode { mode: u32, why: PathError },
+    #[error("failed to commit uploaded file: {0}")]
+    Commit(PathError),
+}
+
+/// Why `OwnerPut`/`GroupPut` could not be applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+enum OwnerProblem {
+    #[error("user: unknown user {0}")]
+    UnknownUser(String),
+    #[error("group: unknown group {0}")]
+    UnknownGroup(String),
+    #[error("{0}")]
+    Chown(PathError),
+}
+
+/// Why no temporary file could be created for an upload.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+enum TempError {
+    #[error("{0}")]
+    Os(PathError),
+    #[error("{0}")]
+    Jail(JailError),
 }
 
 fn uid_of(name: &str) -> Option<u32> {
@@ -400,14 +511,14 @@ impl FileTransfer {
                 log::info!("file transfer: receiving {:?}", up.path);
                 self.active = Active::Upload(Box::new(up));
             }
-            Err(text) => {
-                log::warn!("file upload to {path:?} refused: {text}");
-                out.extend(error_reply(frame, &text));
+            Err(e) => {
+                log::warn!("file upload to {path:?} refused: {e}");
+                out.extend(error_reply(frame, &e.to_string()));
             }
         }
     }
 
-    fn prepare_upload(&mut self, frame: &Frame<'_>, req: &UploadRequest<'_>, path: &str) -> Result<Upload, String> {
+    fn prepare_upload(&mut self, frame: &Frame<'_>, req: &UploadRequest<'_>, path: &str) -> Result<Upload, UploadError> {
         let s = Arc::clone(&self.settings);
         let mode = req.mode.unwrap_or(0o644);
         let uid = req.uid.unwrap_or_else(|| rustix::process::getuid().as_raw());
@@ -419,11 +530,11 @@ impl FileTransfer {
             if s.enforce {
                 if let (Some(max), Some(size)) = (s.limits.max_file_size, req.size) {
                     if u64::try_from(size).unwrap_or(0) > max {
-                        return Err(access_denied_text("the file size is over the limit"));
+                        return Err(UploadError::Policy("the file size is over the limit"));
                     }
                 }
             }
-            let loc = s.jail.locate(&path).map_err(|e| access_denied(&e))?;
+            let loc = s.jail.locate(&path).map_err(UploadError::Jail)?;
             let Some((parent, name)) = loc.split_last() else {
                 // The root (of the chroot) itself: a directory.
                 match src_path.take() {
@@ -432,43 +543,41 @@ impl FileTransfer {
                         path = format!("{}/{base}", path.trim_end_matches('/'));
                         continue;
                     }
-                    None => return Err("conflicting file path: cannot overwrite directory".into()),
+                    None => return Err(UploadError::Conflict("directory")),
                 }
             };
             let name = name.to_owned();
             let dir = match s.jail.open_located(&loc, &parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()) {
                 Ok(d) => d,
-                Err(JailError::Os(e)) => {
-                    return Err(format!("failed to create target file: failed to create file: {}", os_text("open", &path, e)));
-                }
-                Err(e) => return Err(access_denied(&e)),
+                Err(JailError::Os(e)) => return Err(UploadError::Create(TempError::Os(PathError::new("open", &path, e)))),
+                Err(e) => return Err(UploadError::Jail(e)),
             };
             let existing = match rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => Some(st),
                 Err(Errno::NOENT) => None,
-                Err(e) => return Err(format!("error checking file location: {}", os_text("lstat", &path, e))),
+                Err(e) => return Err(UploadError::Locate(PathError::new("lstat", &path, e))),
             };
             let is_dir = existing.is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
             if s.enforce {
                 let l = &s.limits;
                 if existing.is_some() && !l.allow_overwrite {
-                    return Err(access_denied_text("forbidden to overwrite the file"));
+                    return Err(UploadError::Policy("forbidden to overwrite the file"));
                 }
                 if let Some(st) = existing.filter(|_| l.allow_overwrite) {
                     if l.owner_put.is_some() && s.ids.owner_put != Some(st.st_uid) {
-                        return Err(access_denied_text("the file owner does not match"));
+                        return Err(UploadError::Policy("the file owner does not match"));
                     }
                     if l.group_put.is_some() && s.ids.group_put != Some(st.st_gid) {
-                        return Err(access_denied_text("the file group does not match"));
+                        return Err(UploadError::Policy("the file group does not match"));
                     }
                 }
                 let special = mode & (go_file_mode::SETUID | go_file_mode::SETGID | 0o6000) != 0;
                 if special && !l.allow_suid {
-                    return Err(access_denied_text("the set uid mode is forbidden"));
+                    return Err(UploadError::Policy("the set uid mode is forbidden"));
                 }
             }
             if !s.rx_ok(0) {
-                return Err(ERR_TX_LIMIT.into());
+                return Err(UploadError::RxLimit);
             }
             if is_dir {
                 match src_path.take() {
@@ -477,36 +586,35 @@ impl FileTransfer {
                         path = format!("{}/{base}", path.trim_end_matches('/'));
                         continue;
                     }
-                    None => return Err("conflicting file path: cannot overwrite directory".into()),
+                    None => return Err(UploadError::Conflict("directory")),
                 }
             }
             if existing.is_some_and(|st| FileType::from_raw_mode(st.st_mode) != FileType::RegularFile) {
-                return Err("conflicting file path: cannot overwrite irregular file".into());
+                return Err(UploadError::Conflict("irregular file"));
             }
             if self.busy() {
-                return Err(ERR_IN_PROGRESS.into());
+                return Err(UploadError::InProgress);
             }
-            let (file, temp) = create_temp(&s.jail, &dir, &path)
-                .map_err(|t| format!("failed to create target file: failed to create file: {t}"))?;
+            let (file, temp) = create_temp(&s.jail, &dir, &path).map_err(UploadError::Create)?;
             let request = copy_frame(frame).unwrap_or_default();
             return Ok(Upload { state: UploadState::new(), file, dir, name, path, temp, request, uid, gid, mode });
         }
-        Err("conflicting file path: cannot overwrite directory".into())
+        Err(UploadError::Conflict("directory"))
     }
 
     fn chunk(&mut self, frame: &Frame<'_>, offset: Option<Int>, data: &[u8], out: &mut Vec<Vec<u8>>) {
         let Active::Upload(up) = &mut self.active else { return };
         let result = match up.state.on_chunk(offset, data.len()) {
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(UploadError::Chunk(e)),
             Ok(ChunkOutcome::Data { end }) => write_all(&up.file, data)
-                .map_err(|e| format!("failed to write file chunk: {}", os_text("write", &up.path, e)))
+                .map_err(|e| UploadError::Write(PathError::new("write", &up.path, e)))
                 .and_then(|()| {
                     let n = u64::try_from(data.len()).unwrap_or(u64::MAX);
                     if self.settings.rx_ok(n) && self.settings.below_max_size(end) {
                         Ok(false)
                     } else {
                         log::warn!("file upload rx bytes limit reached");
-                        Err(format!("failed to write file chunk: {ERR_TX_LIMIT}"))
+                        Err(UploadError::WriteLimit)
                     }
                 }),
             Ok(_) => commit(&self.settings, up).map(|()| true),
@@ -526,18 +634,14 @@ impl FileTransfer {
                     self.active = Active::Idle;
                 }
             }
-            Err(text) => {
-                log::error!("file upload to {:?} failed: {text}", up.path);
-                let reply = Frame::decode(&up.request).ok().and_then(|req| error_reply(&req, &text));
+            Err(e) => {
+                log::error!("file upload to {:?} failed: {e}", up.path);
+                let reply = Frame::decode(&up.request).ok().and_then(|req| error_reply(&req, &e.to_string()));
                 out.extend(reply);
                 self.active = Active::Idle;
             }
         }
     }
-}
-
-fn access_denied_text(reason: &str) -> String {
-    format!("access denied: {reason}")
 }
 
 fn write_all(fd: &OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
@@ -553,13 +657,13 @@ fn write_all(fd: &OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
 }
 
 /// An anonymous temp file in `dir` (`O_TMPFILE`), else a named one ([`create_named_temp`]).
-fn create_temp(jail: &Jail, dir: &OwnedFd, path: &str) -> Result<(OwnedFd, Option<String>), String> {
+fn create_temp(jail: &Jail, dir: &OwnedFd, path: &str) -> Result<(OwnedFd, Option<String>), TempError> {
     match jail.open_at(dir, ".", OFlags::TMPFILE | OFlags::WRONLY, Mode::from_raw_mode(0o600)) {
         Ok(fd) => Ok((fd, None)),
         // Filesystems without O_TMPFILE answer EOPNOTSUPP or EISDIR.
         Err(JailError::Os(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL)) => create_named_temp(jail, dir, path),
-        Err(JailError::Os(e)) => Err(os_text("open", path, e)),
-        Err(e) => Err(e.to_string()),
+        Err(JailError::Os(e)) => Err(TempError::Os(PathError::new("open", path, e))),
+        Err(e) => Err(TempError::Jail(e)),
     }
 }
 
@@ -581,7 +685,7 @@ fn temp_name() -> String {
 }
 
 /// A named temp file in `dir`, created exclusively, write-only, mode 0200.
-fn create_named_temp(jail: &Jail, dir: &OwnedFd, path: &str) -> Result<(OwnedFd, Option<String>), String> {
+fn create_named_temp(jail: &Jail, dir: &OwnedFd, path: &str) -> Result<(OwnedFd, Option<String>), TempError> {
     let mut last = Errno::EXIST;
     for _ in 0..TEMP_TRIES {
         let temp = temp_name();
@@ -589,18 +693,18 @@ fn create_named_temp(jail: &Jail, dir: &OwnedFd, path: &str) -> Result<(OwnedFd,
         match jail.open_at(dir, &temp, flags, Mode::from_raw_mode(0o200)) {
             Ok(fd) => return Ok((fd, Some(temp))),
             Err(JailError::Os(Errno::EXIST)) => last = Errno::EXIST,
-            Err(JailError::Os(e)) => return Err(os_text("open", path, e)),
-            Err(e) => return Err(e.to_string()),
+            Err(JailError::Os(e)) => return Err(TempError::Os(PathError::new("open", path, e))),
+            Err(e) => return Err(TempError::Jail(e)),
         }
     }
-    Err(os_text("open", path, last))
+    Err(TempError::Os(PathError::new("open", path, last)))
 }
 
 /// Gives the finished upload its owner and mode and puts it in place atomically.
-fn commit(s: &Settings, up: &mut Upload) -> Result<(), String> {
+fn commit(s: &Settings, up: &mut Upload) -> Result<(), UploadError> {
     let path = up.path.clone();
     rustix::fs::fchmod(&up.file, Mode::from_raw_mode(up.mode & 0o777))
-        .map_err(|e| format!("failed to set file permissions: {}", os_text("chmod", &path, e)))?;
+        .map_err(|e| UploadError::Chmod(PathError::new("chmod", &path, e)))?;
     let own = |uid: u32, gid: u32| {
         // SAFETY-free: plain ids; rustix checks nothing about them.
         rustix::fs::fchown(
@@ -609,18 +713,18 @@ fn commit(s: &Settings, up: &mut Upload) -> Result<(), String> {
             Some(rustix::fs::Gid::from_raw(gid)),
         )
     };
-    own(up.uid, up.gid).map_err(|e| format!("failed to set file owner: {}", os_text("chown", &path, e)))?;
+    own(up.uid, up.gid).map_err(|e| UploadError::Chown(PathError::new("chown", &path, e)))?;
     if s.enforce {
         let l = &s.limits;
         let (mut uid, mut gid) = (up.uid, up.gid);
-        let preserve_err = |detail: String| format!("failed to preserve file owner/group {}/{}: {detail}", up.uid, up.gid);
+        let preserve_err = |why| UploadError::PreserveOwner { uid: up.uid, gid: up.gid, why };
         if let Some(n) = &l.owner_put {
-            uid = s.ids.owner_put.ok_or_else(|| preserve_err(format!("user: unknown user {n}")))?;
+            uid = s.ids.owner_put.ok_or_else(|| preserve_err(OwnerProblem::UnknownUser(n.clone())))?;
         }
         if let Some(n) = &l.group_put {
-            gid = s.ids.group_put.ok_or_else(|| preserve_err(format!("group: unknown group {n}")))?;
+            gid = s.ids.group_put.ok_or_else(|| preserve_err(OwnerProblem::UnknownGroup(n.clone())))?;
         }
-        own(uid, gid).map_err(|e| preserve_err(os_text("chown", &path, e)))?;
+        own(uid, gid).map_err(|e| preserve_err(OwnerProblem::Chown(PathError::new("chown", &path, e))))?;
         let requested = up.mode;
         let mut mode = match l.umask {
             Some(umask) => 0o777 ^ (0o777 & umask),
@@ -636,9 +740,9 @@ fn commit(s: &Settings, up: &mut Upload) -> Result<(), String> {
         }
         // fchmod after fchown: chown clears set-id bits.
         rustix::fs::fchmod(&up.file, Mode::from_raw_mode(mode))
-            .map_err(|e| format!("failed to preserve file mode ({mode:o}): {}", os_text("chmod", &path, e)))?;
+            .map_err(|e| UploadError::PreserveMode { mode, why: PathError::new("chmod", &path, e) })?;
     }
-    let commit_err = |e: Errno| format!("failed to commit uploaded file: {}", os_text("rename", &path, e));
+    let commit_err = |e: Errno| UploadError::Commit(PathError::new("rename", &path, e));
     let temp = match up.temp.clone() {
         Some(t) => t,
         None => {
@@ -671,7 +775,7 @@ fn commit(s: &Settings, up: &mut Upload) -> Result<(), String> {
             up.temp = None;
             Ok(())
         }
-        Err(Errno::EXIST) if no_replace => Err(access_denied_text("forbidden to overwrite the file")),
+        Err(Errno::EXIST) if no_replace => Err(UploadError::Policy("forbidden to overwrite the file")),
         Err(e) => Err(commit_err(e)),
     }
 }
@@ -697,15 +801,16 @@ enum Stop {
     /// The peer or the session ended it; nothing more to send.
     Quiet,
     /// Answer `last` with this error.
-    Error(String),
+    Error(DownloadError),
 }
 
 impl Download {
     async fn run(mut self) {
         let source = match reader::open(Arc::clone(&self.settings), self.path.clone()).await {
             Ok((source, _)) => source,
-            Err(DownloadRefusal { text, by_policy }) => {
-                log::warn!("file download of {:?} refused: {text}", self.path);
+            Err(e) => {
+                log::warn!("file download of {:?} refused: {e}", self.path);
+                let (text, by_policy) = (e.to_string(), e.by_policy());
                 // Over before the reply leaves: the session may ask again as soon as it has it.
                 self.eof.store(DOWNLOAD_COMPLETE, Ordering::Release);
                 let reply = Frame::decode(&self.last).ok().and_then(|f| {
@@ -727,9 +832,9 @@ impl Download {
         }
         log::info!("file transfer: sending {:?}", self.path);
         let result = self.send(source).await;
-        if let Err(Stop::Error(text)) = result {
-            log::error!("file download of {:?} failed: {text}", self.path);
-            let reply = Frame::decode(&self.last).ok().and_then(|f| error_reply(&f, &text));
+        if let Err(Stop::Error(e)) = result {
+            log::error!("file download of {:?} failed: {e}", self.path);
+            let reply = Frame::decode(&self.last).ok().and_then(|f| error_reply(&f, &e.to_string()));
             if let Some(r) = reply {
                 let _ = self.out.send(r).await;
             }
@@ -752,10 +857,7 @@ impl Download {
                 match reader.read(&mut buf[..room]).await {
                     Ok(n) => break n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let errno = e.raw_os_error().map_or_else(|| e.to_string(), |n| errno_text(Errno::from_raw_os_error(n)));
-                        return Err(Stop::Error(format!("failed to copy file chunk to session: read {}: {errno}", self.path)));
-                    }
+                    Err(error) => return Err(Stop::Error(DownloadError::Read { path: self.path.clone(), error })),
                 }
             };
             if n == 0 {
@@ -771,7 +873,7 @@ impl Download {
             self.out.send(chunk).await.map_err(|_| Stop::Quiet)?;
             if !self.settings.tx_ok(u64::try_from(n).unwrap_or(u64::MAX)) {
                 log::warn!("file download tx bytes limit reached");
-                return Err(Stop::Error(ERR_TX_LIMIT.into()));
+                return Err(Stop::Error(DownloadError::TxLimit));
             }
         }
         let total = window.on_eof();
@@ -791,12 +893,12 @@ impl Download {
         let Ok(frame) = Frame::decode(&bytes) else { return Err(Stop::Quiet) };
         let msg = FileTransferMessage::from_frame(&frame);
         let outcome = match msg {
-            Ok(FileTransferMessage::Ack { offset }) => window.on_ack(offset).map_err(|e| Stop::Error(e.to_string())),
+            Ok(FileTransferMessage::Ack { offset }) => window.on_ack(offset).map_err(|e| Stop::Error(DownloadError::Ack(e))),
             Ok(FileTransferMessage::Error(e)) => {
                 log::error!("received error message from client: {}", e.err.unwrap_or("(malformed)"));
                 Err(Stop::Quiet)
             }
-            _ => Err(Stop::Error(format!("received unexpected message type '{}'; expected 'ack'", frame.header.typ))),
+            _ => Err(Stop::Error(DownloadError::Unexpected(frame.header.typ.to_string()))),
         };
         self.last = bytes;
         outcome
@@ -912,15 +1014,12 @@ impl FileTransfer {
 /// (`/proc/self/fd/N`), so what is opened is the inode that was checked, whatever is renamed
 /// over the path meanwhile; the reopen is non-blocking and the inode is compared once more.
 /// Blocking: runs on a download's thread (`reader`). The error texts are the reference's.
-fn open_checked(s: &Settings, path: &str) -> Result<(std::fs::File, i64), DownloadRefusal> {
-    let os_refusal = |op: &str, e: Errno| DownloadRefusal {
-        text: format!("failed to open file for reading: {}", os_text(op, path, e)),
-        by_policy: false,
-    };
+fn open_checked(s: &Settings, path: &str) -> Result<(std::fs::File, i64), DownloadError> {
+    let os_refusal = |op: &'static str, e: Errno| DownloadError::Open(PathError::new(op, path, e));
     let handle = match s.jail.open(path, OFlags::PATH, Mode::empty()) {
         Ok(fd) => fd,
         Err(JailError::Os(e)) => return Err(os_refusal("open", e)),
-        Err(e) => return Err(DownloadRefusal::policy(access_denied(&e))),
+        Err(e) => return Err(DownloadError::Jail(e)),
     };
     let st = rustix::fs::fstat(&handle).map_err(|e| os_refusal("stat", e))?;
     let kind = FileType::from_raw_mode(st.st_mode);
@@ -930,19 +1029,19 @@ fn open_checked(s: &Settings, path: &str) -> Result<(std::fs::File, i64), Downlo
     let special_forbidden = matches!(kind, FileType::Fifo | FileType::Socket)
         || (s.enforce && s.limits.chroot.is_some() && matches!(kind, FileType::CharacterDevice | FileType::BlockDevice));
     if special_forbidden || (s.enforce && s.limits.regular_files_only && !regular) {
-        return Err(DownloadRefusal::policy(access_denied_text("only regular files are allowed")));
+        return Err(DownloadError::Policy("only regular files are allowed"));
     }
     if s.enforce {
         let l = &s.limits;
         if !l.owner_get.is_empty() && !s.ids.owner_get.contains(&st.st_uid) {
-            return Err(DownloadRefusal::policy(access_denied_text("the file owner does not match")));
+            return Err(DownloadError::Policy("the file owner does not match"));
         }
         if !l.group_get.is_empty() && !s.ids.group_get.contains(&st.st_gid) {
-            return Err(DownloadRefusal::policy(access_denied_text("the file group does not match")));
+            return Err(DownloadError::Policy("the file group does not match"));
         }
         if let Some(max) = l.max_file_size {
             if st.st_size > 0 && u64::try_from(st.st_size).unwrap_or(0) > max {
-                return Err(DownloadRefusal::policy(access_denied_text("the file size is over the limit")));
+                return Err(DownloadError::Policy("the file size is over the limit"));
             }
         }
     }
@@ -954,13 +1053,13 @@ fn open_checked(s: &Settings, path: &str) -> Result<(std::fs::File, i64), Downlo
         Err(Errno::NOENT) => match s.jail.open(path, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(JailError::Os(e)) => return Err(os_refusal("open", e)),
-            Err(e) => return Err(DownloadRefusal::policy(access_denied(&e))),
+            Err(e) => return Err(DownloadError::Jail(e)),
         },
         Err(e) => return Err(os_refusal("open", e)),
     };
     let now = rustix::fs::fstat(&fd).map_err(|e| os_refusal("stat", e))?;
     if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
-        return Err(DownloadRefusal::policy(access_denied_text("the file was replaced while it was checked")));
+        return Err(DownloadError::Policy("the file was replaced while it was checked"));
     }
     // Blocking reads: the download's thread reads whatever may block.
     let _ = rustix::fs::fcntl_setfl(&fd, OFlags::empty());

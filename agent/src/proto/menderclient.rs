@@ -43,11 +43,36 @@ fn encode(request: &[u8], error: Option<&str>) -> Option<Vec<u8>> {
     crate::proto::outframe::encode(&"mender-client reply", |b| mc::encode_reply(b, &frame, error))
 }
 
-/// Runs `command` with the first existing candidate; the error text is the reference's.
-pub async fn run(settings: &Settings, command: &str) -> Result<(), String> {
+/// Why a client command failed; `Display` is the reference's text, sent in the reply.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum RunError {
+    /// None of the candidate binaries exists.
+    #[error("Cannot find Mender client binary, tried [{}]", tried.join(" "))]
+    NotFound { tried: Vec<String> },
+    /// The binary could not be started (Go's `fork/exec` text).
+    #[error("fork/exec {}: {reason}", binary.display())]
+    Spawn { binary: PathBuf, reason: String },
+    /// Its state could not be read.
+    #[error("{0}")]
+    Wait(String),
+    /// It ran longer than the settings allow.
+    #[error("{} {command}: timed out after {timeout:?}", binary.display())]
+    Timeout { binary: PathBuf, command: String, timeout: Duration },
+    /// It failed (Go's `*exec.ExitError` texts from here on).
+    #[error("exit status {0}")]
+    Exit(i32),
+    #[error("signal: {0}")]
+    Signal(i32),
+    #[error("exit status unknown")]
+    Unknown,
+}
+
+/// Runs `command` with the first existing candidate.
+pub(crate) async fn run(settings: &Settings, command: &str) -> Result<(), RunError> {
     let Some(binary) = settings.candidates.iter().find(|p| p.exists()) else {
-        let tried: Vec<String> = settings.candidates.iter().map(|p| p.display().to_string()).collect();
-        return Err(format!("Cannot find Mender client binary, tried [{}]", tried.join(" ")));
+        let tried = settings.candidates.iter().map(|p| p.display().to_string()).collect();
+        return Err(RunError::NotFound { tried });
     };
     log::info!("mender-client: running {} {command}", binary.display());
     let child = std::process::Command::new(binary)
@@ -56,24 +81,24 @@ pub async fn run(settings: &Settings, command: &str) -> Result<(), String> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| format!("fork/exec {}: {}", binary.display(), go_io_text(&e)))?;
+        .map_err(|e| RunError::Spawn { binary: binary.clone(), reason: go_io_text(&e) })?;
     let mut child = Running(Some(child));
     let deadline = Instant::now() + settings.timeout;
     let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| go_io_text(&e))? {
+        if let Some(status) = child.try_wait().map_err(|e| RunError::Wait(go_io_text(&e)))? {
             break status;
         }
         if Instant::now() >= deadline {
-            return Err(format!("{} {command}: timed out after {:?}", binary.display(), settings.timeout));
+            let (binary, command) = (binary.clone(), command.to_owned());
+            return Err(RunError::Timeout { binary, command, timeout: settings.timeout });
         }
         smol::Timer::after(POLL).await;
     };
     match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
         _ if status.success() => Ok(()),
-        // Go's *exec.ExitError texts.
-        (Some(c), _) => Err(format!("exit status {c}")),
-        (None, Some(sig)) => Err(format!("signal: {sig}")),
-        _ => Err("exit status unknown".into()),
+        (Some(c), _) => Err(RunError::Exit(c)),
+        (None, Some(sig)) => Err(RunError::Signal(sig)),
+        _ => Err(RunError::Unknown),
     }
 }
 
@@ -146,6 +171,7 @@ impl InFlight {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    #[cfg(test)]
     /// Client processes running now.
     pub fn running(&self) -> usize {
         self.waiters().len()
@@ -160,6 +186,7 @@ pub struct MenderClient {
 }
 
 impl MenderClient {
+    #[cfg(test)]
     /// A handler replying through `out` once the command finished, coalescing only its own
     /// requests.
     pub fn new(settings: Arc<Settings>, out: async_channel::Sender<Vec<u8>>) -> Self {
@@ -202,7 +229,7 @@ impl SessionHandler for MenderClient {
         let (settings, in_flight) = (Arc::clone(&self.settings), self.in_flight.clone());
         // Bounded by the settings' timeout; the replies go out whenever it is done.
         crate::os::runtime::spawn(async move {
-            let result = run(&settings, command).await;
+            let result = run(&settings, command).await.map_err(|e| e.to_string());
             if let Err(e) = &result {
                 log::error!("mender-client {command} failed: {e}");
             }

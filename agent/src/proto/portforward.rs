@@ -88,6 +88,7 @@ impl Budget {
             .map(|_| Slot(Arc::clone(&self.0)))
     }
 
+    #[cfg(test)]
     /// Connections open now.
     pub fn in_use(&self) -> usize {
         self.0.load(Ordering::Acquire)
@@ -138,6 +139,7 @@ pub struct PortForward {
 }
 
 impl PortForward {
+    #[cfg(test)]
     /// A handler sending connection traffic through `out`, with a budget of its own.
     pub fn new(settings: Settings, out: async_channel::Sender<Vec<u8>>) -> Self {
         Self::sharing(settings, out, Budget::default())

@@ -3,7 +3,7 @@
 //! (`app/daemon.go` `routeMessage`, `session/router.go`, `session/session.go`; the reference's
 //! behaviour is written down in `mender_connect_core::control_sessions`):
 //!
-//! - shell (1): the legacy path, no handshake, handled by [`crate::proto::shell::Shells`];
+//! - shell (1): the legacy path, no handshake, handled by `crate::proto::shell::Shells`;
 //! - control (0xFFFF) and every other proto: per-sid control sessions, their handshake, idle
 //!   pings and timeout, and the caps on what a peer can open ([`MAX_SESSIONS`], [`MAX_ID_LEN`]);
 //! - file transfer (2), port forward (3), mender-client (4): served by a [`SessionHandler`]
@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use mender_connect_core::control_sessions::{Note, Session, SessionStore};
 use mender_connect_core::engine::{self, Engine, Routed};
-use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig};
+use mender_connect_core::link::{LinkAction, LinkConfig};
 use mender_connect_core::shell::ShellMessage;
 use mender_connect_core::{EncodeError, Frame, MAX_FRAME_LEN, Proto};
 
@@ -31,7 +31,7 @@ pub use mender_connect_core::control_sessions::{MAX_ID_LEN, MAX_SESSIONS};
 ///
 /// Handlers are created on the first message of their proto in a session and closed when the
 /// session ends. Replies go into `out` as encoded frames; a handler that needs I/O keeps a
-/// clone of the outbound sender given to its [`HandlerFactory`] and spawns its own tasks.
+/// clone of the outbound sender given to its `HandlerFactory` and spawns its own tasks.
 pub trait SessionHandler {
     /// Serves one message of the handler's proto.
     fn serve(&mut self, sid: &str, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>);
@@ -58,29 +58,29 @@ pub enum Activity {
 
 /// One control session as the status CLI shows it.
 #[derive(Clone, Debug)]
-pub struct SessionInfo {
+pub(crate) struct SessionInfo {
     /// Session id.
-    pub id: String,
+    pub(crate) id: String,
     /// `user_id` of the first message, if the server sent one.
-    pub user: String,
+    pub(crate) user: String,
     /// The first protocol other than control used in the session.
-    pub proto: Option<Proto>,
+    pub(crate) proto: Option<Proto>,
     /// First message.
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// Last message.
-    pub last_rx: Instant,
+    pub(crate) last_rx: Instant,
     /// Bytes of the messages received for the session.
-    pub bytes_in: u64,
+    pub(crate) bytes_in: u64,
     /// Bytes of the messages sent for it: replies and the handlers' bulk frames.
-    pub bytes_out: u64,
+    pub(crate) bytes_out: u64,
 }
 
 /// Makes a handler for a new session.
-pub type HandlerFactory = Box<dyn Fn() -> Box<dyn SessionHandler>>;
+pub(crate) type HandlerFactory = Box<dyn Fn() -> Box<dyn SessionHandler>>;
 
 /// What the engine asks of the daemon.
 #[derive(Debug)]
-pub enum Output {
+pub(crate) enum Output {
     /// Link supervision: dial, close, ask the auth service, stop or reap shells.
     Link(LinkAction),
     /// A keep-alive ping or "session timeout" of a control session: worth nothing late, so it
@@ -91,7 +91,7 @@ pub enum Output {
 /// The control sessions' table, grown on demand (up to the engine's cap of [`MAX_SESSIONS`]):
 /// a fixed table of 1,024 sessions with 128-byte ids would hold 320 KB from the start.
 #[derive(Debug, Default)]
-pub struct SessionTable(Vec<Session>);
+pub(crate) struct SessionTable(Vec<Session>);
 
 impl SessionStore for SessionTable {
     fn as_slice(&self) -> &[Session] {
@@ -113,10 +113,10 @@ impl SessionStore for SessionTable {
 }
 
 /// The agent's protocol engine.
-pub type AgentEngine = Engine<SessionTable>;
+pub(crate) type AgentEngine = Engine<SessionTable>;
 
 /// The message router: the protocol engine and the session handlers.
-pub struct Router {
+pub(crate) struct Router {
     engine: AgentEngine,
     factories: Vec<(Proto, HandlerFactory)>,
     handlers: HashMap<String, HashMap<Proto, Box<dyn SessionHandler>>>,
@@ -151,12 +151,13 @@ fn log_note(note: &Note<'_>, len: usize) {
 }
 
 impl Router {
-    /// A router on a link that is already up, for tests and tools that feed it messages
-    /// directly. `terminal`: the shell protocol is enabled (`Terminal.Disable` off).
-    pub fn new(terminal: bool) -> Self {
+    /// A router on a link that is already up, for tests that feed it messages directly.
+    /// `terminal`: the shell protocol is enabled (`Terminal.Disable` off).
+    #[cfg(test)]
+    pub(crate) fn new(terminal: bool) -> Self {
         let mut r = Self::with_link(terminal, LinkConfig::new(1_000, 60_000, 60_000, false), 0);
         let now = clock::now();
-        r.engine.handle_credentials(CredentialsUpdate::Changed, now);
+        r.engine.handle_credentials(mender_connect_core::link::CredentialsUpdate::Changed, now);
         while r.poll().is_some() {}
         r.engine.handle_connected(now);
         r
@@ -164,7 +165,7 @@ impl Router {
 
     /// The daemon's router: no link until the engine dials one. `seed`: random, for the
     /// reconnect jitter.
-    pub fn with_link(terminal: bool, link: LinkConfig, seed: u64) -> Self {
+    pub(crate) fn with_link(terminal: bool, link: LinkConfig, seed: u64) -> Self {
         let cfg = engine::Config { link, idle: Default::default(), terminal, served: &[] };
         Self {
             engine: Engine::with_store(&cfg, seed, SessionTable::default(), MAX_SESSIONS),
@@ -176,34 +177,35 @@ impl Router {
     }
 
     /// The protocol engine (link state, sessions, timers).
-    pub fn engine(&self) -> &AgentEngine {
+    pub(crate) fn engine(&self) -> &AgentEngine {
         &self.engine
     }
 
     /// The protocol engine, to feed it the link's events; drain [`Router::poll`] after.
-    pub fn engine_mut(&mut self) -> &mut AgentEngine {
+    pub(crate) fn engine_mut(&mut self) -> &mut AgentEngine {
         &mut self.engine
     }
 
     /// Registers the handler of an enabled protocol (2, 3 or 4); it is then listed in `accept`.
-    pub fn register(&mut self, proto: Proto, factory: HandlerFactory) {
+    pub(crate) fn register(&mut self, proto: Proto, factory: HandlerFactory) {
         self.factories.retain(|(p, _)| *p != proto);
         self.factories.push((proto, factory));
         self.engine.serve(proto);
     }
 
     /// Protocols listed in `accept`.
-    pub fn protocols(&self) -> Vec<u16> {
+    pub(crate) fn protocols(&self) -> Vec<u16> {
         self.engine.protocols().to_vec()
     }
 
     /// Number of open control sessions.
-    pub fn sessions(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn sessions(&self) -> usize {
         self.engine.session_count()
     }
 
     /// Routes one websocket message.
-    pub fn route(&mut self, bytes: &[u8], shells: &mut Shells, now: Instant) -> Vec<Action> {
+    pub(crate) fn route(&mut self, bytes: &[u8], shells: &mut Shells, now: Instant) -> Vec<Action> {
         let mut reply = std::mem::take(&mut self.reply);
         if reply.is_empty() {
             reply = vec![0; engine::REPLY_BUF_LEN];
@@ -254,7 +256,7 @@ impl Router {
 
     /// The next thing the engine asks of the daemon; session ends are handled here (their
     /// handlers are closed). Drain after every call into the engine.
-    pub fn poll(&mut self) -> Option<Output> {
+    pub(crate) fn poll(&mut self) -> Option<Output> {
         self.pending.pop_front().or_else(|| self.poll_engine())
     }
 
@@ -284,12 +286,12 @@ impl Router {
     }
 
     /// Whether any session is open.
-    pub fn has_sessions(&self) -> bool {
+    pub(crate) fn has_sessions(&self) -> bool {
         self.engine.session_count() > 0
     }
 
     /// The control sessions, for the status CLI (taken only when asked).
-    pub fn sessions_info(&self) -> Vec<SessionInfo> {
+    pub(crate) fn sessions_info(&self) -> Vec<SessionInfo> {
         let mut v: Vec<SessionInfo> = self
             .engine
             .sessions()
@@ -313,7 +315,7 @@ impl Router {
     }
 
     /// Transfers and forwarded connections of every session.
-    pub fn activity(&self) -> Vec<Activity> {
+    pub(crate) fn activity(&self) -> Vec<Activity> {
         let mut out = Vec::new();
         for (sid, hs) in &self.handlers {
             for h in hs.values() {
@@ -326,7 +328,7 @@ impl Router {
     /// Ends a control session on the device's initiative (`mender-connect sessions kill`):
     /// its handlers are closed and the returned `close` frame tells the server; also returns
     /// the session's first protocol. `None` when there is no such session.
-    pub fn kill(&mut self, sid: &str) -> Option<(Option<Vec<u8>>, Option<Proto>)> {
+    pub(crate) fn kill(&mut self, sid: &str) -> Option<(Option<Vec<u8>>, Option<Proto>)> {
         let mut buf = [0u8; mender_connect_core::control_sessions::POLL_BUF_LEN];
         let (n, proto) = self.engine.kill_session(sid, &mut buf)?;
         self.close(sid);

@@ -56,6 +56,9 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 /// Health-check ping period (reference `healthcheckInterval`, 60 s); the check fails
 /// [`proto::HEALTHCHECK_TIMEOUT_SECS`] (5 s) after the next ping was due without a pong.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(proto::HEALTHCHECK_INTERVAL_SECS);
+/// Default time sessions survive a dropped websocket.
+pub const DEFAULT_DISCONNECT_GRACE: Duration =
+    Duration::from_millis(mender_connect_core::shells::DEFAULT_DISCONNECT_GRACE_MS);
 /// Body of the `stop` sent for a shell ended by the agent or locally: what the reference sends
 /// when its shell is stopped under it (the pty read fails on the closed file).
 pub const STOPPED_SHELL_TEXT: &str = table::STOPPED_SHELL_TEXT;
@@ -67,7 +70,7 @@ const INPUT_QUEUE: usize = 16;
 /// the reference has no such limit (its per-session goroutine blocks in the pty write).
 pub const ERR_INPUT_DROPPED: &str = "shell input dropped: the terminal does not take input";
 
-/// When sessions expire: core's rule ([`mender_connect_core::sessions::Expiry::from_reference`]);
+/// When sessions expire: core's rule (`mender_connect_core::sessions::Expiry::from_reference`);
 /// `None`: never.
 pub use mender_connect_core::sessions::Expiry;
 

@@ -14,7 +14,7 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Sends the upgrade request for `path` on `host` (`host[:port]`, as the Host header) with
 /// `Authorization: Bearer <token>` and checks the answer. Returns the bytes read past the
 /// response header: the first websocket frames, if the server sent them at once.
-pub async fn client<S>(stream: &mut S, host: &str, path: &str, token: &str) -> Result<Vec<u8>, ConnectError>
+pub(crate) async fn client<S>(stream: &mut S, host: &str, path: &str, token: &str) -> Result<Vec<u8>, ConnectError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

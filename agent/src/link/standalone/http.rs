@@ -32,7 +32,7 @@ pub struct Response {
 }
 
 /// `POST path` with `headers` and `body` to `endpoint`.
-pub async fn post(
+pub(crate) async fn post(
     endpoint: &Endpoint,
     tls: &Arc<rustls::ClientConfig>,
     path: &str,

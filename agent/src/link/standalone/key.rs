@@ -66,7 +66,7 @@ impl DeviceKey {
     }
 
     /// Loads a private key already decoded from PEM.
-    pub fn from_der(der: &PrivateKeyDer<'_>) -> Result<Self, String> {
+    pub(crate) fn from_der(der: &PrivateKeyDer<'_>) -> Result<Self, String> {
         let rng = SystemRandom::new();
         let inner = match der {
             PrivateKeyDer::Pkcs1(k) => {

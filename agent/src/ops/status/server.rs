@@ -1,5 +1,5 @@
 //! The daemon side of the control socket: a listener task and one task per client. Requests
-//! reach the daemon's event loop as [`Ask`]s on a channel; the event loop answers each with one
+//! reach the daemon's event loop as `Ask`s on a channel; the event loop answers each with one
 //! [`Response`], so the state is only looked at when a client asks.
 
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -27,7 +27,7 @@ const DIR_MODE: u32 = 0o700;
 
 /// What a client asked, for the event loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Query {
+pub(crate) enum Query {
     /// A status snapshot.
     Status,
     /// End a session.
@@ -36,17 +36,17 @@ pub enum Query {
 
 /// One request waiting for the event loop's answer.
 #[derive(Debug)]
-pub struct Ask {
+pub(crate) struct Ask {
     /// The request.
-    pub query: Query,
+    pub(crate) query: Query,
     /// Where the answer goes.
-    pub reply: async_channel::Sender<Response>,
+    pub(crate) reply: async_channel::Sender<Response>,
 }
 
 /// Why the control socket could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ServerError {
+pub(crate) enum ServerError {
     /// Another process answers on the path.
     #[error("control socket {0}: another mender-connect daemon is listening there")]
     InUse(PathBuf),
@@ -64,7 +64,7 @@ pub enum ServerError {
 }
 
 /// The listening control socket; the file is removed when this is dropped.
-pub struct Server {
+pub(crate) struct Server {
     path: PathBuf,
     /// Device and inode of the socket we created, so a successor's socket is never removed.
     identity: (u64, u64),
@@ -74,7 +74,7 @@ pub struct Server {
 impl Server {
     /// Binds `path` (creating missing directories with mode 0700, the socket with 0600) and
     /// starts accepting. Returns the server and the channel of requests for the event loop.
-    pub fn start(path: &Path) -> Result<(Self, async_channel::Receiver<Ask>), ServerError> {
+    pub(crate) fn start(path: &Path) -> Result<(Self, async_channel::Receiver<Ask>), ServerError> {
         let io = |source| ServerError::Io { path: path.to_owned(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.exists() {
@@ -99,11 +99,6 @@ impl Server {
         let accept = crate::os::runtime::spawn(accept_loop(listener, tx));
         log::info!("control socket listening on {}", path.display());
         Ok((Self { path: path.to_owned(), identity: (meta.dev(), meta.ino()), _accept: accept }, rx))
-    }
-
-    /// Where it listens.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -156,19 +151,20 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
     Response::Error { kind, message: message.into() }
 }
 
+/// Why a peer may not use the socket; `Display` is the answer it gets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+enum PeerError {
+    #[error("user {0} may not use the control socket (root only)")]
+    NotAllowed(u32),
+    #[error("cannot identify the peer: {0}")]
+    Unknown(rustix::io::Errno),
+}
+
 /// Only root and the daemon's own user may use the socket, whatever its mode was changed to.
-fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
-    match rustix::net::sockopt::socket_peercred(stream) {
-        Ok(cred) => {
-            let uid = cred.uid.as_raw();
-            if uid == 0 || uid == rustix::process::geteuid().as_raw() {
-                Ok(())
-            } else {
-                Err(format!("user {uid} may not use the control socket (root only)"))
-            }
-        }
-        Err(e) => Err(format!("cannot identify the peer: {e}")),
-    }
+fn peer_allowed(stream: &UnixStream) -> Result<(), PeerError> {
+    let uid = rustix::net::sockopt::socket_peercred(stream).map_err(PeerError::Unknown)?.uid.as_raw();
+    if uid == 0 || uid == rustix::process::geteuid().as_raw() { Ok(()) } else { Err(PeerError::NotAllowed(uid)) }
 }
 
 async fn write_response(s: &mut UnixStream, response: &Response) -> std::io::Result<()> {
@@ -191,7 +187,7 @@ async fn write_response(s: &mut UnixStream, response: &Response) -> std::io::Res
 async fn serve_client(mut s: UnixStream, asks: async_channel::Sender<Ask>, _slot: Slot) {
     if let Err(why) = peer_allowed(&s) {
         log::warn!("control socket: {why}");
-        let _ = write_response(&mut s, &error(ErrorKind::Forbidden, why)).await;
+        let _ = write_response(&mut s, &error(ErrorKind::Forbidden, why.to_string())).await;
         return;
     }
     loop {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures_lite::FutureExt;
 
-use super::{DOWNLOAD_CHUNK, DownloadRefusal, Settings};
+use super::{DOWNLOAD_CHUNK, DownloadError, Settings};
 
 /// How long a download's open and checks may take.
 pub(super) const OPEN_WAIT: Duration = Duration::from_secs(30);
@@ -41,7 +41,7 @@ const KICKS: u32 = 50;
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 
 /// Go's text for a deadline that passed (`os.ErrDeadlineExceeded`).
-const TIMEOUT_TEXT: &str = "i/o timeout";
+pub(super) const TIMEOUT_TEXT: &str = "i/o timeout";
 
 /// Where a download's bytes come from.
 pub(super) enum Source {
@@ -99,13 +99,10 @@ impl Reader {
 
 /// Opens and checks `path` for a download (`super::open_checked`) on a thread; reads it there
 /// too unless it is a regular file on a disk file system.
-pub(super) async fn open(settings: Arc<Settings>, path: String) -> Result<(Source, i64), DownloadRefusal> {
+pub(super) async fn open(settings: Arc<Settings>, path: String) -> Result<(Source, i64), DownloadError> {
     if THREADS.fetch_add(1, Ordering::AcqRel) >= MAX_THREADS {
         THREADS.fetch_sub(1, Ordering::AcqRel);
-        return Err(DownloadRefusal {
-            text: "failed to open file for reading: too many file reads in progress".into(),
-            by_policy: false,
-        });
+        return Err(DownloadError::Busy);
     }
     install_handler();
     let (opened_tx, opened_rx) = async_channel::bounded(1);
@@ -143,7 +140,7 @@ pub(super) async fn open(settings: Arc<Settings>, path: String) -> Result<(Sourc
         Ok(h) => h,
         Err(e) => {
             THREADS.fetch_sub(1, Ordering::AcqRel);
-            return Err(DownloadRefusal { text: format!("failed to open file for reading: {e}"), by_policy: false });
+            return Err(DownloadError::Thread(e));
         }
     };
     let thread = Interrupter { stop, handle: Some(handle) };
@@ -165,10 +162,7 @@ pub(super) async fn open(settings: Arc<Settings>, path: String) -> Result<(Sourc
             thread.detach();
             Err(refusal)
         }
-        None => Err(DownloadRefusal {
-            text: format!("failed to open file for reading: open {path}: {TIMEOUT_TEXT}"),
-            by_policy: false,
-        }),
+        None => Err(DownloadError::OpenTimeout(path)),
     }
 }
 

@@ -662,3 +662,88 @@ fn named_temporary_files_are_short_and_random() {
     let other = super::create_named_temp(&jail, &dir, &d.s(&name)).unwrap().1.unwrap();
     assert_ne!(temp, other, "temporary names must not be predictable");
 }
+
+/// The upload errors no other test reaches (they need a failing chmod, chown or rename) keep the
+/// reference's texts, as they were written before the error was typed.
+#[test]
+fn upload_error_texts_are_the_references() {
+    use super::{OwnerProblem, PathError, TempError, UploadError};
+    use rustix::io::Errno;
+    let p = |op| PathError::new(op, "/data/f", Errno::ACCESS);
+    let cases: Vec<(UploadError, &str)> = vec![
+        (UploadError::Chmod(p("chmod")), "failed to set file permissions: chmod /data/f: permission denied"),
+        (UploadError::Chown(p("chown")), "failed to set file owner: chown /data/f: permission denied"),
+        (
+            UploadError::PreserveOwner { uid: 7, gid: 8, why: OwnerProblem::UnknownUser("bob".into()) },
+            "failed to preserve file owner/group 7/8: user: unknown user bob",
+        ),
+        (
+            UploadError::PreserveOwner { uid: 7, gid: 8, why: OwnerProblem::UnknownGroup("staff".into()) },
+            "failed to preserve file owner/group 7/8: group: unknown group staff",
+        ),
+        (
+            UploadError::PreserveOwner { uid: 7, gid: 8, why: OwnerProblem::Chown(p("chown")) },
+            "failed to preserve file owner/group 7/8: chown /data/f: permission denied",
+        ),
+        (
+            UploadError::PreserveMode { mode: 0o4755, why: p("chmod") },
+            "failed to preserve file mode (4755): chmod /data/f: permission denied",
+        ),
+        (UploadError::Commit(p("rename")), "failed to commit uploaded file: rename /data/f: permission denied"),
+        (UploadError::Locate(p("lstat")), "error checking file location: lstat /data/f: permission denied"),
+        (
+            UploadError::Create(TempError::Os(p("open"))),
+            "failed to create target file: failed to create file: open /data/f: permission denied",
+        ),
+        (UploadError::Write(p("write")), "failed to write file chunk: write /data/f: permission denied"),
+        (UploadError::WriteLimit, "failed to write file chunk: transmitted bytes limit exhausted"),
+        (UploadError::RxLimit, "transmitted bytes limit exhausted"),
+        (UploadError::InProgress, "another file transfer is in progress"),
+    ];
+    for (e, text) in cases {
+        assert_eq!(e.to_string(), text);
+    }
+}
+
+/// As above for downloads: the texts written before the error was typed, and which of them a
+/// limit gives (answered with code 403) rather than the OS.
+#[test]
+fn download_error_texts_are_the_references() {
+    use super::{DownloadError, PathError};
+    use crate::os::chroot::JailError;
+    use rustix::io::Errno;
+    let cases: Vec<(DownloadError, &str, bool)> = vec![
+        (DownloadError::Jail(JailError::OutsideChroot), "access denied: the target file path is outside chroot", true),
+        (DownloadError::Policy("the file owner does not match"), "access denied: the file owner does not match", true),
+        (
+            DownloadError::Open(PathError::new("stat", "/data/f", Errno::ACCESS)),
+            "failed to open file for reading: stat /data/f: permission denied",
+            false,
+        ),
+        (DownloadError::Busy, "failed to open file for reading: too many file reads in progress", false),
+        (
+            DownloadError::Thread(std::io::Error::other("no threads")),
+            "failed to open file for reading: no threads",
+            false,
+        ),
+        (DownloadError::OpenTimeout("/data/f".into()), "failed to open file for reading: open /data/f: i/o timeout", false),
+        (
+            DownloadError::Read { path: "/data/f".into(), error: std::io::Error::from_raw_os_error(libc::EIO) },
+            "failed to copy file chunk to session: read /data/f: input/output error",
+            false,
+        ),
+        (
+            DownloadError::Read {
+                path: "/data/f".into(),
+                error: std::io::Error::new(std::io::ErrorKind::TimedOut, "i/o timeout"),
+            },
+            "failed to copy file chunk to session: read /data/f: i/o timeout",
+            false,
+        ),
+        (DownloadError::TxLimit, "transmitted bytes limit exhausted", false),
+        (DownloadError::Unexpected("put_file".into()), "received unexpected message type 'put_file'; expected 'ack'", false),
+    ];
+    for (e, text, by_policy) in cases {
+        assert_eq!((e.to_string().as_str(), e.by_policy()), (text, by_policy));
+    }
+}
