@@ -43,6 +43,7 @@
 pub mod backoff;
 pub mod control;
 pub mod control_sessions;
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod filetransfer;
