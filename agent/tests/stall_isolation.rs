@@ -68,9 +68,12 @@ fn a_pty_that_reads_nothing_stalls_no_other_session() {
         let worst = slowest_ping(&mut conn, "c1", Duration::from_secs(3), &mut seen).await;
         assert!(worst < ROUND_TRIP, "another session's ping took {worst:?} while a pty was stuck");
 
-        // The stuck session was told, on its own sid, once for the whole spell.
+        // The stuck session was told, on its own sid, once per spell of refused input, not once
+        // per refused message (about 20 of the 40 are refused). On a loaded machine the writer
+        // task may get to run between two messages and move one more chunk into the pty before
+        // it fills, which ends a spell and starts another: so a few, never one per message.
         let refusals: Vec<_> = seen.iter().filter(|m| m.proto == 1 && m.sid == "s1" && m.status == Some(2)).collect();
-        assert_eq!(refusals.len(), 1, "refusals on the stuck session: {refusals:?}");
+        assert!((1..=3).contains(&refusals.len()), "refusals on the stuck session: {refusals:?}");
         assert_eq!(refusals[0].body_str(), "shell input dropped: the terminal does not take input");
         // And the daemon still serves new shells.
         conn.new_shell("s2", "u2", None).await;

@@ -26,9 +26,10 @@
 //! - [`LinkAction::CloseLink`]: every control session is gone; [`LinkAction::ReapOrphans`]
 //!   and [`LinkAction::StopAllSessions`]: the shell sessions must go.
 //!
-//! A sub-machine in core (e.g. the shell table) plugs in by taking over one of these outputs
-//! inside `handle_frame`/`poll_action` and adding its own actions and deadline to
-//! [`Engine::poll_action`] and [`Engine::poll_timeout`]; until then the caller handles them.
+//! A sub-machine in core plugs in by taking over one of these outputs inside
+//! `handle_frame`/`poll_action` and adding its own actions and deadline to `poll_action` and
+//! `poll_timeout`: [`crate::device::Device`] does so for the shell table (protocol 1, orphan
+//! reaping, stop-all); the caller handles what no sub-machine has taken over.
 
 use core::time::Duration;
 

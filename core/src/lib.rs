@@ -13,8 +13,9 @@
 //! +--------------------------------------------------------------------------+
 //! | core (this crate): no_std, no alloc, no unsafe, no I/O                   |
 //! |                                                                          |
-//! | engine     the device side as one object: link + control sessions        |
-//! | link       link supervision: dial, backoff, token re-read, orphan grace   |
+//! | device     engine + shell table as one object (bare-metal builds)        |
+//! | engine     link + control sessions; other protocols at its seam          |
+//! | link       link supervision: dial, backoff, token re-read, grace         |
 //! | control_sessions  session table, handshake, idle ping/timeout, caps      |
 //! | frame      ProtoMsg decode (borrowed views) / encode (caller buffers)    |
 //! | msgpack    bounded zero-copy reader, Go-width writer (on rmp)            |
@@ -43,6 +44,7 @@
 pub mod backoff;
 pub mod control;
 pub mod control_sessions;
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod filetransfer;

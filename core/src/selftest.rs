@@ -72,4 +72,5 @@ pub const ALL: &[&[SelfTest]] = &[
     crate::keepalive::selftests::SELFTESTS,
     crate::link::selftests::SELFTESTS,
     crate::engine::selftests::SELFTESTS,
+    crate::device::selftests::SELFTESTS,
 ];

@@ -1,5 +1,6 @@
-//! Fuzzes the protocol engine (`mender_connect_core::engine::Engine`) with arbitrary sequences of
-//! websocket messages, clock steps and link events, on a virtual clock.
+//! Fuzzes the device side of the protocol (`mender_connect_core::device::Device`: the engine with
+//! the shell table composed in) with arbitrary sequences of websocket messages, clock steps and
+//! link events, on a virtual clock; every shell it asks for starts at once.
 //!
 //! Input: a sequence of records. `0x00 n` advances the clock by `n` seconds and runs the due
 //! timers; `0xFF k` feeds link event `k % 7` (credentials changed / unchanged / unauthorized,
@@ -11,7 +12,9 @@
 //! sid, an undecodable message gets exactly one control error, messages are delivered only for
 //! served protocols and open sessions, every session that leaves the table is reported once
 //! (or dropped with the link), the table never exceeds its capacity, timers never lie in the
-//! past after they ran, and link actions fit the link's state.
+//! past after they ran, and link actions fit the link's state; shell frames are decodable
+//! protocol-1 frames, shell input and resizes go only to open shells, the shell table never
+//! exceeds its capacity and is empty once the device is unauthorized or shut down.
 #![no_main]
 
 use std::collections::HashSet;
@@ -19,16 +22,20 @@ use std::collections::HashSet;
 use libfuzzer_sys::fuzz_target;
 use mender_connect_core::backoff::BackoffConfig;
 use mender_connect_core::control::{self, ControlMessage};
-use mender_connect_core::control_sessions::{IdleConfig, POLL_BUF_LEN};
-use mender_connect_core::engine::{Action, Config, Engine, FixedEngine, REPLY_BUF_LEN, Routed};
+use mender_connect_core::control_sessions::IdleConfig;
+use mender_connect_core::device::{Action, Delivered, FixedDevice, POLL_BUF_LEN as DEVICE_POLL_BUF_LEN};
+use mender_connect_core::engine::{Action as EngineAction, Config, REPLY_BUF_LEN, Routed};
+use mender_connect_core::shells::{self, ShellConfig};
 use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig, LinkState};
 use mender_connect_core::time::Instant;
 use mender_connect_core::{Frame, MAX_FRAME_LEN, Proto};
 
 const CAP: usize = 16;
+const SHELLS: usize = 16;
+type Dev = FixedDevice<CAP, SHELLS, { shells::queue_len(SHELLS) }>;
 
-fn open_sids(e: &FixedEngine<CAP>) -> HashSet<String> {
-    e.sessions().map(|s| s.sid().to_owned()).collect()
+fn open_sids(e: &Dev) -> HashSet<String> {
+    e.engine().sessions().map(|s| s.sid().to_owned()).collect()
 }
 
 fn check_reply(reply: &[u8], sid: &str) {
@@ -44,23 +51,42 @@ fn check_reply(reply: &[u8], sid: &str) {
 /// Drains the actions, checking each against the model of open sessions.
 /// `fresh`: the sid of the message just handled, which may have opened and ended a session at
 /// once (a `close` or a rejected `open` as its first message).
-fn drain(e: &mut FixedEngine<CAP>, open: &mut HashSet<String>, buf: &mut [u8], fresh: Option<&str>) {
+fn drain(e: &mut Dev, open: &mut HashSet<String>, buf: &mut [u8], fresh: Option<&str>) {
     let mut fresh_seen = false;
     while let Some(a) = e.poll_action(buf) {
+        let a = match a {
+            Action::Engine(a) => a,
+            Action::SendShell { len } => {
+                let f = Frame::decode(&buf[..len]).expect("shell frames decode");
+                assert_eq!(f.header.proto, Proto::SHELL);
+                continue;
+            }
+            Action::Shell(shells::Action::SpawnShell { sid, serial, .. }) => {
+                assert!(e.shells().get(&sid).is_some(), "a shell spawned for no session");
+                e.handle_shell_spawned(&sid, serial, true);
+                continue;
+            }
+            Action::Shell(shells::Action::StopShell { sid, .. }) => {
+                assert!(e.shells().get(&sid).is_none(), "a shell stopped whose session stays");
+                continue;
+            }
+            _ => continue,
+        };
         match a {
-            Action::Link(LinkAction::Dial) => assert_eq!(e.link_state(), LinkState::Dialing),
-            Action::Link(LinkAction::CloseLink) => {
-                assert!(!e.link().is_up());
-                assert_eq!(e.session_count(), 0, "control sessions outlive the link");
+            EngineAction::Link(LinkAction::Dial) => assert_eq!(e.engine().link_state(), LinkState::Dialing),
+            EngineAction::Link(LinkAction::CloseLink) => {
+                assert!(!e.engine().link().is_up());
+                assert_eq!(e.engine().session_count(), 0, "control sessions outlive the link");
                 open.clear();
             }
-            Action::Link(_) => {}
-            Action::Send { len, .. } => {
+            EngineAction::Link(LinkAction::StopAllSessions) => assert!(e.shells().is_empty()),
+            EngineAction::Link(_) => {}
+            EngineAction::Send { len, .. } => {
                 let f = Frame::decode(&buf[..len]).expect("timer frames decode");
                 assert_eq!(f.header.proto, Proto::CONTROL);
                 assert!(open.contains(f.header.sid), "a frame for a session that is not open");
             }
-            Action::SessionEnded { sid, .. } => {
+            EngineAction::SessionEnded { sid, .. } => {
                 let known = open.remove(sid.as_str());
                 assert!(known || fresh == Some(sid.as_str()), "ended twice or never open: {sid:?}");
                 if !known {
@@ -73,7 +99,8 @@ fn drain(e: &mut FixedEngine<CAP>, open: &mut HashSet<String>, buf: &mut [u8], f
             _ => {}
         }
     }
-    assert!(e.session_count() <= CAP);
+    assert!(e.engine().session_count() <= CAP);
+    assert!(e.shells().len() <= SHELLS);
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -87,9 +114,9 @@ fuzz_target!(|data: &[u8]| {
         terminal: true,
         served: &[Proto::FILE_TRANSFER, Proto::PORT_FORWARD],
     };
-    let mut e: Box<FixedEngine<CAP>> = Box::new(Engine::new(&cfg, 0x5eed));
+    let mut e: Box<Dev> = Box::new(Dev::new(&cfg, ShellConfig::default(), 0x5eed));
     let mut reply = vec![0u8; REPLY_BUF_LEN];
-    let mut buf = [0u8; POLL_BUF_LEN];
+    let mut buf = [0u8; DEVICE_POLL_BUF_LEN];
     let mut open = HashSet::new();
     let mut now = Instant::ZERO;
     e.handle_credentials(CredentialsUpdate::Changed, now);
@@ -114,7 +141,7 @@ fuzz_target!(|data: &[u8]| {
             }
             0xFF => {
                 let [k, tail @ ..] = tail else { break };
-                let was_up = e.link().is_up();
+                let was_up = e.engine().link().is_up();
                 match k % 7 {
                     0 => e.handle_credentials(CredentialsUpdate::Changed, now),
                     1 => e.handle_credentials(CredentialsUpdate::Unchanged, now),
@@ -122,14 +149,17 @@ fuzz_target!(|data: &[u8]| {
                     3 => e.handle_revoked(now),
                     4 => e.handle_connected(now),
                     5 => {
-                        let dialing = e.link_state() == LinkState::Dialing;
+                        let dialing = e.engine().link_state() == LinkState::Dialing;
                         assert_eq!(e.handle_dial_failed(k & 0x80 != 0, now).is_some(), dialing);
                     }
                     _ => assert_eq!(e.handle_link_closed(now).is_some(), was_up),
                 }
                 drain(&mut e, &mut open, &mut buf, None);
-                if !e.link().is_up() {
-                    assert_eq!(e.session_count(), 0);
+                if !e.engine().link().is_up() {
+                    assert_eq!(e.engine().session_count(), 0);
+                }
+                if k % 7 == 2 {
+                    assert!(e.shells().is_empty(), "shells outlive the device's authorization");
                 }
                 rest = tail;
             }
@@ -141,9 +171,22 @@ fuzz_target!(|data: &[u8]| {
                 let decoded = Frame::decode(msg).ok();
                 let sid = decoded.map_or("", |f| f.header.sid);
                 let before = open_sids(&e);
-                let up = e.link().is_up();
+                let up = e.engine().link().is_up();
                 match e.handle_frame(msg, now, &mut reply) {
-                    Routed::Handled { reply: n, .. } => {
+                    Delivered::Handled { reply: n } => {
+                        assert!(up, "a shell message handled without a link");
+                        if let Some(n) = n {
+                            let f = Frame::decode(&reply[..n]).expect("shell replies decode");
+                            assert_eq!((f.header.proto, f.header.sid), (Proto::SHELL, sid));
+                        }
+                        assert_eq!(open_sids(&e), before, "a shell message changed the control sessions");
+                    }
+                    Delivered::ShellInput { sid: s, .. } | Delivered::ShellResize { sid: s, .. } => {
+                        assert!(up);
+                        assert!(e.shells().get(s).is_some(), "shell input for no shell");
+                        assert_eq!(open_sids(&e), before, "a shell message changed the control sessions");
+                    }
+                    Delivered::Engine(Routed::Handled { reply: n, .. }) => {
                         if !up {
                             assert_eq!(n, None, "a reply without a link");
                         } else if decoded.is_none() {
@@ -156,15 +199,12 @@ fuzz_target!(|data: &[u8]| {
                             check_reply(&reply[..n], sid);
                         }
                     }
-                    Routed::Deliver(f) => {
+                    Delivered::Engine(Routed::Deliver(f)) => {
                         assert!(up);
                         assert!(matches!(f.header.proto, Proto::FILE_TRANSFER | Proto::PORT_FORWARD));
                         assert!(open_sids(&e).contains(f.header.sid), "delivered outside a session");
                     }
-                    Routed::Shell(f) => {
-                        assert_eq!(f.header.proto, Proto::SHELL);
-                        assert_eq!(open_sids(&e), before, "a shell message changed the control sessions");
-                    }
+                    Delivered::Engine(Routed::Shell(_)) => panic!("the device handles shell messages"),
                     _ => {}
                 }
                 // New sessions join the model; ended ones are reported by the drain.
@@ -179,5 +219,6 @@ fuzz_target!(|data: &[u8]| {
     }
     e.handle_shutdown(now);
     drain(&mut e, &mut open, &mut buf, None);
-    assert_eq!(e.session_count(), 0);
+    assert_eq!(e.engine().session_count(), 0);
+    assert!(e.shells().is_empty());
 });

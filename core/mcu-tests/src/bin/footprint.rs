@@ -1,8 +1,9 @@
 //! The smallest useful device build of the protocol core, for its flash and RAM figures
-//! (footprint.sh): the engine (link supervision with backoff, control sessions: handshake,
-//! idle ping and timeout, routing) for 16 control sessions, every protocol (shell, file
-//! transfer, port forward, mender client), the shell session and port-forward connection tables
-//! at their default capacities (driven as an executor drives them), the transfer window,
+//! (footprint.sh): the device engine (`core::device`: link supervision with backoff, control
+//! sessions: handshake, idle ping and timeout, routing; the shell session table composed in)
+//! for 16 control sessions and 16 shells, every protocol (shell, file transfer, port forward,
+//! mender client), the port-forward connection table at its default capacity (driven as an
+//! executor drives it), the transfer window,
 //! keep-alive and rate counters, a receive buffer of `MAX_FRAME_LEN` and the engine's reply
 //! buffer (`REPLY_BUF_LEN`).
 //!
@@ -14,6 +15,7 @@
 
 use core::hint::black_box;
 use mender_connect_core::control_sessions::IdleConfig;
+use mender_connect_core::device::{Action as DeviceAction, Delivered, FixedDevice};
 use mender_connect_core::engine::{Action as EngineAction, Config as EngineConfig, FixedEngine, Routed, REPLY_BUF_LEN};
 use mender_connect_core::filetransfer::{self as ft, FileInfo, FileTransferMessage};
 use mender_connect_core::forwards::{
@@ -25,8 +27,8 @@ use mender_connect_core::keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig
 use mender_connect_core::menderclient::{self as mc, MenderClientMessage};
 use mender_connect_core::portforward::{self as pf, PortForwardMessage};
 use mender_connect_core::rate::RateCounters;
-use mender_connect_core::shells::{Action as ShellAction, DefaultShellTable, Reply, ShellConfig};
-use mender_connect_core::shell::{self, ShellMessage, Status};
+use mender_connect_core::shells::{self as shells, Action as ShellAction, DefaultShellTable, ShellConfig};
+use mender_connect_core::shell::{self, Status};
 use mender_connect_core::time::Instant;
 use mender_connect_core::transfer::{ChunkOutcome, DownloadWindow, UploadState};
 use mender_connect_mcu_tests::{exit, stack_used, write_str, write_usize};
@@ -38,11 +40,12 @@ type Forwards = ForwardTable<DEFAULT_MAX_CONNECTIONS, { queue_len(DEFAULT_MAX_CO
 const CONTROL_SESSIONS: usize = 16;
 /// Protocols served inside control sessions.
 const SERVED: &[Proto] = &[Proto::FILE_TRANSFER, Proto::PORT_FORWARD, Proto::MENDER_CLIENT];
-type Engine = FixedEngine<CONTROL_SESSIONS>;
+/// Shells at once (the reference's `MaxShellsSpawned`).
+const SHELLS: usize = mender_connect_core::sessions::DEFAULT_CAPACITY;
+type Engine = FixedDevice<CONTROL_SESSIONS, SHELLS, { shells::queue_len(SHELLS) }>;
 
 /// Everything the device keeps between frames.
 struct Device {
-    shells: DefaultShellTable,
     forwards: Forwards,
     download: DownloadWindow,
     upload: UploadState,
@@ -58,7 +61,6 @@ struct Device {
 impl Device {
     fn new(now: Instant) -> Self {
         Self {
-            shells: DefaultShellTable::new(ShellConfig::default()),
             forwards: Forwards::new(ForwardConfig::default()),
             download: DownloadWindow::new(),
             upload: UploadState::new(),
@@ -69,6 +71,7 @@ impl Device {
                     terminal: true,
                     served: SERVED,
                 },
+                ShellConfig::default(),
                 black_box(0x1234_5678),
             ),
             keepalive: Keepalive::new(KeepaliveConfig::default(), now),
@@ -88,15 +91,21 @@ impl Device {
         }
     }
 
-    /// Carries out the engine's actions (the "websocket" always connects at once).
+    /// Carries out the engine's actions (the "websocket" always connects at once; a "shell"
+    /// here is only the engine's replies).
     fn engine_actions(&mut self, now: Instant) {
         while let Some(a) = self.engine.poll_action(&mut self.tx) {
             match a {
-                EngineAction::Send { len, .. } => self.send(Ok(len)),
-                EngineAction::Link(LinkAction::Dial) => self.engine.handle_connected(now),
-                EngineAction::SessionEnded { sid, .. } => {
+                DeviceAction::Engine(EngineAction::Send { len, .. }) | DeviceAction::SendShell { len } => {
+                    self.send(Ok(len))
+                }
+                DeviceAction::Engine(EngineAction::Link(LinkAction::Dial)) => self.engine.handle_connected(now),
+                DeviceAction::Engine(EngineAction::SessionEnded { sid, .. }) => {
                     self.forwards.handle_session_closed(&sid);
                     self.forward_actions(now);
+                }
+                DeviceAction::Shell(ShellAction::SpawnShell { sid, serial, .. }) => {
+                    self.engine.handle_shell_spawned(&sid, serial, true)
                 }
                 _ => {}
             }
@@ -116,39 +125,19 @@ impl Device {
     fn route(&mut self, len: usize, now: Instant) {
         let rx = black_box(&self.rx[..len]);
         let f = match self.engine.handle_frame(rx, now, &mut self.tx) {
-            Routed::Handled { reply: Some(n), .. } => return self.send(Ok(n)),
-            Routed::Handled { reply: None, .. } => return,
-            Routed::Shell(f) | Routed::Deliver(f) => f,
+            Delivered::Handled { reply: Some(n) } | Delivered::Engine(Routed::Handled { reply: Some(n), .. }) => {
+                return self.send(Ok(n));
+            }
+            // The device's "shell" echoes the input.
+            Delivered::ShellInput { sid, bytes } => {
+                let n = shell::encode_with_status(&mut self.tx, shell::SHELL, sid, Status::Normal, bytes);
+                return self.send(n);
+            }
+            Delivered::Engine(Routed::Deliver(f)) => f,
             _ => return,
         };
         let tx = &mut self.tx;
         let n = match f.header.proto {
-            Proto::SHELL => match ShellMessage::from_frame(&f) {
-                Ok(ShellMessage::New { user_id, size }) => {
-                    let _ = self.shells.handle_new(f.header.sid, user_id, size, now);
-                    return self.shell_actions();
-                }
-                Ok(ShellMessage::Data(d)) => {
-                    if !self.shells.handle_input(f.header.sid, now) {
-                        return self.shell_actions();
-                    }
-                    // The device's "shell" echoes the input.
-                    shell::encode_with_status(tx, shell::SHELL, f.header.sid, Status::Normal, d)
-                }
-                Ok(ShellMessage::Stop { user_id }) => {
-                    let _ = self.shells.handle_stop(f.header.sid, user_id);
-                    return self.shell_actions();
-                }
-                Ok(ShellMessage::Resize(_)) => {
-                    let _ = self.shells.handle_resize(f.header.sid);
-                    return;
-                }
-                Ok(ShellMessage::Pong) => {
-                    let _ = self.shells.handle_pong(f.header.sid, now);
-                    return;
-                }
-                _ => shell::encode_ping(tx, f.header.sid, 65),
-            },
             Proto::FILE_TRANSFER => match FileTransferMessage::from_frame(&f) {
                 Ok(FileTransferMessage::Stat(s)) => {
                     let info = FileInfo { path: s.path, size: Some(5), mode: Some(0o644), ..Default::default() };
@@ -232,10 +221,6 @@ impl Device {
         }
         self.engine_actions(now);
         self.rate.poll(now);
-        if self.shells.poll_timeout().is_some_and(|at| at <= now) {
-            self.shells.handle_timeout(now);
-            self.shell_actions();
-        }
         if self.forwards.poll_timeout().is_some_and(|at| at <= now) {
             self.forwards.handle_timeout(now);
             self.forward_actions(now);
@@ -253,35 +238,6 @@ impl Device {
                 }
                 ForwardAction::Send { msg, sid, cid } => pf::encode(&mut self.tx, msg.typ(), &sid, &cid, b""),
                 ForwardAction::SendError { about, sid, .. } => pf::encode_error(&mut self.tx, &sid, about.typ(), "refused"),
-                _ => continue,
-            };
-            self.send(n);
-        }
-    }
-
-    /// Carries out the shell table's actions (a "shell" here is only its replies).
-    fn shell_actions(&mut self) {
-        while let Some(a) = self.shells.poll_action() {
-            let n = match a {
-                ShellAction::SpawnShell { sid, serial, .. } => {
-                    self.shells.handle_spawned(&sid, serial, true);
-                    continue;
-                }
-                ShellAction::SendOk { reply, sid } => {
-                    let body: &[u8] = if reply == Reply::New { b"Shell started" } else { b"" };
-                    shell::encode_with_status(&mut self.tx, reply.typ(), &sid, Status::Normal, body)
-                }
-                ShellAction::SendError { reply, sid, .. } => {
-                    shell::encode_with_status(&mut self.tx, reply.typ(), &sid, Status::Error, b"refused")
-                }
-                ShellAction::SendStop { sid } => shell::encode_with_status(
-                    &mut self.tx,
-                    shell::STOP,
-                    &sid,
-                    Status::Error,
-                    mender_connect_core::shells::STOPPED_SHELL_TEXT.as_bytes(),
-                ),
-                ShellAction::HealthCheck { sid, timeout_s } => shell::encode_ping(&mut self.tx, &sid, timeout_s as i64),
                 _ => continue,
             };
             self.send(n);
@@ -354,7 +310,11 @@ extern "C" fn mcu_main() -> ! {
     write_usize(core::mem::size_of::<Engine>());
     write_str(" for ");
     write_usize(CONTROL_SESSIONS);
-    write_str(" control sessions; shell table ");
+    write_str(" control sessions and ");
+    write_usize(SHELLS);
+    write_str(" shells: link and control sessions ");
+    write_usize(core::mem::size_of::<FixedEngine<CONTROL_SESSIONS>>());
+    write_str(", shell table ");
     write_usize(core::mem::size_of::<DefaultShellTable>());
     write_str(", port-forward table ");
     write_usize(core::mem::size_of::<Forwards>());

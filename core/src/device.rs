@@ -1,0 +1,311 @@
+//! The device side of the protocol with the shell table composed in: an [`Engine`] (link
+//! supervision, control sessions) plus a [`ShellTable`], one sans-IO object driven from
+//! bytes and a clock.
+//!
+//! The engine's seam ([`crate::engine`]) is taken over here: protocol-1 frames
+//! ([`Routed::Shell`]) go to the table, the link's transitions become
+//! [`ShellTable::handle_disconnected`]/[`ShellTable::handle_reconnected`],
+//! [`LinkAction::ReapOrphans`] becomes [`ShellTable::handle_reap_orphans`] (the link supervisor
+//! owns the disconnect grace, so the table's own is off) and [`LinkAction::StopAllSessions`]
+//! [`ShellTable::handle_stop_all`]. The table's deadline joins the engine's in
+//! [`Device::poll_timeout`]; its frames come out of [`Device::poll_action`] encoded into the
+//! caller's buffer, the bytes the agent's executor sends today. What needs the OS (ptys,
+//! processes) comes out as [`Action::Shell`] and goes back in as
+//! [`Device::handle_shell_spawned`]/[`Device::handle_shell_exited`].
+//!
+//! Rules for the caller as for the engine: after every `handle_*`, drain
+//! [`Device::poll_action`] until `None`, then re-arm one timer at [`Device::poll_timeout`].
+
+use core::fmt::Write as _;
+
+use crate::control_sessions::{Note, SessionStore};
+use crate::engine::{self, Config, Engine};
+use crate::link::{CredentialsUpdate, LinkAction};
+use crate::shell::{self as proto, ShellMessage, Status, TermSize};
+use crate::shells::{self, Reply, ShellConfig, ShellTable, STOPPED_SHELL_TEXT, SHELL_STARTED};
+use crate::time::Instant;
+
+pub use crate::control_sessions::{FixedStore, Routed};
+
+/// Buffer size [`Device::poll_action`] needs: the engine's, or a shell reply on the longest
+/// sid with the longest refusal text.
+pub const POLL_BUF_LEN: usize = crate::control_sessions::POLL_BUF_LEN + 2 * crate::sessions::ID_CAP + 128;
+
+/// What the caller must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// An engine action (link, control-session frames, ended sessions). The link's
+    /// `ReapOrphans` and `StopAllSessions` are passed on after the shell table acted on them
+    /// (their shell stops follow as [`Action::Shell`]).
+    Engine(engine::Action),
+    /// Start or stop a shell: [`shells::Action::SpawnShell`] (answer with
+    /// [`Device::handle_shell_spawned`]) or [`shells::Action::StopShell`].
+    Shell(shells::Action),
+    /// Send the first `len` bytes of the buffer given to [`Device::poll_action`]: a shell
+    /// protocol frame (a reply, a `stop`, or a health-check `ping`).
+    SendShell {
+        /// Frame length.
+        len: usize,
+    },
+}
+
+/// Where a message went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivered<'a> {
+    /// Handled by the engine or the table; a reply, if any, is in the caller's buffer.
+    Handled {
+        /// Reply length.
+        reply: Option<usize>,
+    },
+    /// A served protocol's message, or the engine's note on a control frame.
+    Engine(Routed<'a>),
+    /// Keystrokes for shell `sid`: write them into its terminal.
+    ShellInput {
+        /// Session id.
+        sid: &'a str,
+        /// The bytes.
+        bytes: &'a [u8],
+    },
+    /// Resize shell `sid`'s terminal (`None`: the message gave no size).
+    ShellResize {
+        /// Session id.
+        sid: &'a str,
+        /// New size.
+        size: Option<TermSize>,
+    },
+}
+
+/// The engine and a table of at most `N` shells (`Q` ≥ [`shells::queue_len`]`(N)` queued
+/// actions), control sessions in `S`.
+#[derive(Clone, Debug)]
+pub struct Device<S, const N: usize, const Q: usize> {
+    engine: Engine<S>,
+    shells: ShellTable<N, Q>,
+    up: bool,
+    /// An engine action held back until the shell actions it caused are out.
+    held: Option<engine::Action>,
+}
+
+/// A device with `C` control sessions and `N` shells inline.
+pub type FixedDevice<const C: usize, const N: usize, const Q: usize> = Device<FixedStore<C>, N, Q>;
+
+impl<const C: usize, const N: usize, const Q: usize> Device<FixedStore<C>, N, Q> {
+    /// A new device (no credentials). The table's own disconnect grace is turned off: the
+    /// link supervisor's ([`crate::link::LinkConfig::disconnect_grace_ms`]) applies.
+    pub fn new(cfg: &Config<'_>, shells: ShellConfig, seed: u64) -> Self {
+        Self::with_engine(Engine::new(cfg, seed), shells)
+    }
+}
+
+impl<S: SessionStore, const N: usize, const Q: usize> Device<S, N, Q> {
+    /// Composes `engine` (no link up yet) with a shell table.
+    pub fn with_engine(engine: Engine<S>, shells: ShellConfig) -> Self {
+        let cfg = ShellConfig { disconnect_grace_ms: None, ..shells };
+        Self { up: engine.link().is_up(), engine, shells: ShellTable::new(cfg), held: None }
+    }
+
+    /// The engine (read-only).
+    pub fn engine(&self) -> &Engine<S> {
+        &self.engine
+    }
+
+    /// The engine, for what the device does not wrap (serving a protocol, `kill_session`, …).
+    pub fn engine_mut(&mut self) -> &mut Engine<S> {
+        &mut self.engine
+    }
+
+    /// The shell table (read-only).
+    pub fn shells(&self) -> &ShellTable<N, Q> {
+        &self.shells
+    }
+
+    /// Tells the table about a link that came up or went down.
+    fn sync_link(&mut self, now: Instant) {
+        let up = self.engine.link().is_up();
+        if up != self.up {
+            if up {
+                self.shells.handle_reconnected(now);
+            } else {
+                self.shells.handle_disconnected(now);
+            }
+            self.up = up;
+        }
+    }
+
+    /// See [`Engine::handle_credentials`].
+    pub fn handle_credentials(&mut self, update: CredentialsUpdate, now: Instant) {
+        self.engine.handle_credentials(update, now);
+        self.sync_link(now);
+    }
+
+    /// See [`Engine::handle_revoked`].
+    pub fn handle_revoked(&mut self, now: Instant) {
+        self.engine.handle_revoked(now);
+        self.sync_link(now);
+    }
+
+    /// See [`Engine::handle_connected`].
+    pub fn handle_connected(&mut self, now: Instant) {
+        self.engine.handle_connected(now);
+        self.sync_link(now);
+    }
+
+    /// See [`Engine::handle_dial_failed`].
+    pub fn handle_dial_failed(&mut self, unauthorized: bool, now: Instant) -> Option<core::time::Duration> {
+        let d = self.engine.handle_dial_failed(unauthorized, now);
+        self.sync_link(now);
+        d
+    }
+
+    /// See [`Engine::handle_link_closed`].
+    pub fn handle_link_closed(&mut self, now: Instant) -> Option<core::time::Duration> {
+        let d = self.engine.handle_link_closed(now);
+        self.sync_link(now);
+        d
+    }
+
+    /// See [`Engine::handle_shutdown`]; every shell stops too.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        self.engine.handle_shutdown(now);
+        self.sync_link(now);
+        self.shells.handle_stop_all();
+    }
+
+    /// The executor started (or failed to start) the shell of an [`shells::Action::SpawnShell`].
+    pub fn handle_shell_spawned(&mut self, sid: &str, serial: u64, started: bool) {
+        self.shells.handle_spawned(sid, serial, started);
+    }
+
+    /// Shell `sid` (`serial`) ended by itself.
+    pub fn handle_shell_exited(&mut self, sid: &str, serial: u64) -> bool {
+        self.shells.handle_exited(sid, serial)
+    }
+
+    /// A local request to stop shell `sid`.
+    pub fn handle_shell_kill(&mut self, sid: &str) -> bool {
+        self.shells.handle_kill(sid)
+    }
+
+    /// One websocket message; a reply, if any, goes into `reply` (at least
+    /// [`engine::REPLY_BUF_LEN`] bytes).
+    pub fn handle_frame<'a>(&mut self, bytes: &'a [u8], now: Instant, reply: &mut [u8]) -> Delivered<'a> {
+        let frame = match self.engine.handle_frame(bytes, now, reply) {
+            Routed::Shell(f) => f,
+            Routed::Handled { reply, note: Note::ShellDisabled } => return Delivered::Handled { reply },
+            other => return Delivered::Engine(other),
+        };
+        let (typ, sid) = (frame.header.typ, frame.header.sid);
+        let msg = match ShellMessage::from_frame(&frame) {
+            Ok(m) => m,
+            Err(_) => ShellMessage::Unknown(typ),
+        };
+        match msg {
+            ShellMessage::New { user_id, size } => {
+                let _ = self.shells.handle_new(sid, user_id, size, now);
+            }
+            ShellMessage::Stop { user_id } => {
+                let _ = self.shells.handle_stop(sid, user_id);
+            }
+            ShellMessage::Data(bytes) => {
+                if self.shells.handle_input(sid, now) {
+                    return Delivered::ShellInput { sid, bytes };
+                }
+            }
+            ShellMessage::Resize(size) => {
+                if self.shells.handle_resize(sid) {
+                    return Delivered::ShellResize { sid, size };
+                }
+            }
+            ShellMessage::Pong => {
+                let _ = self.shells.handle_pong(sid, now);
+            }
+            // `ping` from the server and unknown types: the reference's fallback answer.
+            _ => {
+                let n = crate::control_sessions::encode_with_text(
+                    reply,
+                    format_args!("unknown message protocol and type: 1/{typ}"),
+                    |b, text| proto::encode_with_status(b, typ, sid, Status::Error, text.as_bytes()),
+                )
+                .ok();
+                return Delivered::Handled { reply: n };
+            }
+        }
+        Delivered::Handled { reply: None }
+    }
+
+    /// When [`Device::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.engine.poll_timeout(), self.shells.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.engine.handle_timeout(now);
+        self.sync_link(now);
+        if self.shells.poll_timeout().is_some_and(|at| at <= now) {
+            self.shells.handle_timeout(now);
+        }
+    }
+
+    /// The next action; frames to send are encoded into `buf` (at least [`POLL_BUF_LEN`]
+    /// bytes).
+    pub fn poll_action(&mut self, buf: &mut [u8]) -> Option<Action> {
+        loop {
+            if let Some(a) = self.shells.poll_action() {
+                if let Some(a) = self.shell_action(a, buf) {
+                    return Some(a);
+                }
+                continue;
+            }
+            if let Some(a) = self.held.take() {
+                return Some(Action::Engine(a));
+            }
+            let a = self.engine.poll_action(buf)?;
+            match a {
+                engine::Action::Link(LinkAction::ReapOrphans) => {
+                    self.shells.handle_reap_orphans();
+                }
+                engine::Action::Link(LinkAction::StopAllSessions) => {
+                    self.shells.handle_stop_all();
+                }
+                _ => return Some(Action::Engine(a)),
+            }
+            // Its shell stops first, then the action itself (for the caller's log).
+            self.held = Some(a);
+        }
+    }
+
+    /// Encodes a table's frame into `buf`; spawns and stops go to the caller. A frame that does
+    /// not fit is dropped (`None`).
+    fn shell_action(&mut self, a: shells::Action, buf: &mut [u8]) -> Option<Action> {
+        let n = match &a {
+            shells::Action::SendStop { sid } => {
+                proto::encode_with_status(buf, proto::STOP, sid, Status::Error, STOPPED_SHELL_TEXT.as_bytes())
+            }
+            shells::Action::SendOk { reply, sid } => {
+                let body: &[u8] = if *reply == Reply::New { SHELL_STARTED.as_bytes() } else { b"" };
+                proto::encode_with_status(buf, reply.typ(), sid, Status::Normal, body)
+            }
+            shells::Action::SendError { reply, sid, refusal } => {
+                let mut text: heapless::String<{ 2 * crate::sessions::ID_CAP + 64 }> = heapless::String::new();
+                let _ = write!(text, "{}", refusal.body(sid));
+                proto::encode_with_status(buf, reply.typ(), sid, Status::Error, text.as_bytes())
+            }
+            shells::Action::HealthCheck { sid, timeout_s } => {
+                proto::encode_ping(buf, sid, i64::try_from(*timeout_s).unwrap_or(i64::MAX))
+            }
+            _ => return Some(Action::Shell(a)),
+        };
+        n.ok().map(|len| Action::SendShell { len })
+    }
+}
+
+/// Tests that need no std: run on the host and on the bare-metal runner.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod selftests;
