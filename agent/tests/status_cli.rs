@@ -279,7 +279,11 @@ fn socket_is_root_only_and_others_are_refused() {
         let bin_dir = TempDir::new("status-bin");
         std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let bin = bin_dir.path().join("mender-connect");
-        std::fs::copy(BIN, &bin).unwrap();
+        // Copied by `cp`, not in this process: a file this multi-threaded test process holds
+        // open for writing can be inherited by another test thread's fork, and exec'ing it
+        // then fails with ETXTBSY ("Text file busy", seen once under load).
+        let st = Command::new("cp").arg(BIN).arg(&bin).status().expect("cp");
+        assert!(st.success(), "cp {BIN}: {st:?}");
         let as_nobody = || {
             Command::new("setpriv")
                 .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
