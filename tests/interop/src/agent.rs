@@ -164,8 +164,18 @@ impl Agent {
             (Some(chroot), AgentKind::Go23) => chroot.command("/usr/bin/mender-connect", &args),
             (Some(chroot), _) => {
                 let copy = dir.join("mender-connect.bin");
-                std::fs::copy(&program, &copy)
+                // Copied by `cp`, not in this process: a write descriptor held here can be
+                // inherited by another test thread's fork, and exec'ing the copy then fails with
+                // ETXTBSY ("Text file busy").
+                let st = Command::new("cp")
+                    .arg(&program)
+                    .arg(&copy)
+                    .status()
                     .context(|| format!("copying {} into the test directory", program.display()))?;
+                if !st.success() {
+                    return Err(std::io::Error::other(format!("cp {} failed: {st}", program.display())))
+                        .context(|| format!("copying {} into the test directory", program.display()));
+                }
                 chroot.command(&copy.display().to_string(), &args)
             }
             (None, _) => {
