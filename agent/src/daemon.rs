@@ -141,8 +141,8 @@ enum Event {
     Signal(Option<Signal>),
     Credentials(Option<Update>),
     Exited(Exited),
-    Tick,
-    /// The engine's timer: a redial, the end of the disconnect grace, control-session pings.
+    /// The device's timer: a redial, the end of the disconnect grace, control-session pings,
+    /// shell expiry and health checks.
     Timer,
     /// Connected and nothing open for [`RELEASE_AFTER`].
     Release,
@@ -223,12 +223,12 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     let (exited_tx, exited_rx) = async_channel::unbounded();
     let mut shells = Shells::new(settings.shell.clone(), q.data_tx.clone(), exited_tx);
     let reread = auth.reread.is_some();
-    let mut router = Router::with_link(settings.terminal, settings.link_config(reread), crate::os::clock::seed());
+    let mut router =
+        Router::with_link(settings.terminal, settings.link_config(reread), settings.shell.table_config(), crate::os::clock::seed());
     crate::proto::features::register(&mut router, &settings.features, &q.data_tx);
     let mut creds = Credentials { token: String::new(), server_url: String::new() };
     let mut auth_open = true;
     let mut link = Link::Idle;
-    let mut next_tick = Instant::now() + Duration::from_secs(1);
     let started = Instant::now();
     let mut link_stats = LinkStats::new(started);
     let (_control, control_rx) = start_control(settings.control_socket.as_deref());
@@ -251,12 +251,10 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     loop {
         let turn = Instant::now();
         link_stats.observe(link_state(router.engine().link_state()), turn);
-        // No shell to expire or health-check: no tick. A shell opened while idle finds
-        // `next_tick` in the past on the next turn, so it ticks at once and re-arms every second.
-        // Control sessions, redials and the disconnect grace run on the engine's timer.
-        let busy = !shells.is_empty() || router.has_sessions();
-        let ticking = !shells.is_empty();
-        let timer_at = router.engine().poll_timeout().map(crate::os::clock::to_std);
+        // Shell expiry and health checks, control sessions, redials and the disconnect grace
+        // all run on the device's one timer.
+        let busy = !router.device().shells().is_empty() || router.has_sessions();
+        let timer_at = router.device().poll_timeout().map(crate::os::clock::to_std);
         if busy {
             release_at = Some(turn + RELEASE_AFTER);
         }
@@ -284,13 +282,6 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     }
                     None => std::future::pending().await,
                 }
-            };
-            let tick = async {
-                if !ticking {
-                    std::future::pending::<()>().await;
-                }
-                Timer::at(next_tick).await;
-                Event::Tick
             };
             let timer = async {
                 match timer_at {
@@ -321,7 +312,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     None => std::future::pending().await,
                 }
             };
-            sig.or(cred).or(exited).or(link_ev).or(control).or(timer).or(tick).or(release).await
+            sig.or(cred).or(exited).or(link_ev).or(control).or(timer).or(release).await
         };
         let now = Instant::now();
         match ev {
@@ -362,7 +353,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     "the auth service left the bus: dropping its token and closing the connection until it hands out a new one"
                 );
                 creds = Credentials { token: String::new(), server_url: String::new() };
-                router.engine_mut().handle_revoked(clock::to_core(now));
+                router.device_mut().handle_revoked(clock::to_core(now));
             }
             Event::Credentials(Some(Update::Credentials(c))) => {
                 let update = if !c.is_authorized() {
@@ -378,27 +369,12 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     log::info!("new token or server URL ({}); connecting", c.server_url);
                 }
                 creds = c;
-                router.engine_mut().handle_credentials(update, clock::to_core(now));
+                router.device_mut().handle_credentials(update, clock::to_core(now));
             }
-            Event::Exited(e) => shells.exited(&e),
-            Event::Timer => router.engine_mut().handle_timeout(clock::to_core(now)),
-            Event::Tick => {
-                next_tick = now + Duration::from_secs(1);
-                let frames = shells.tick(now, router.engine().link().orphaned_since().is_some());
-                if matches!(link, Link::Up { .. }) {
-                    for f in frames.pings {
-                        // Periodic pings are worth nothing late; drop them when the queue is full.
-                        let _ = q.reply_tx.try_send(f);
-                    }
-                    // A session the agent ended: the user's terminal must learn it. Not awaited:
-                    // a full reply queue (64) means a stalled link, which its write deadline ends.
-                    for f in frames.stops {
-                        if q.reply_tx.try_send(f).is_err() {
-                            log::warn!("reply queue full: the server is not told about an ended shell");
-                        }
-                    }
-                }
+            Event::Exited(e) => {
+                router.device_mut().handle_shell_exited(&e.sid, e.serial);
             }
+            Event::Timer => router.device_mut().handle_timeout(clock::to_core(now)),
             Event::Release => {
                 release_at = None;
                 let bytes = resident::release_code();
@@ -412,13 +388,12 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 let writer = crate::os::runtime::spawn(writer_task(writer, q.reply_rx.clone(), q.data_rx.clone(), stop_rx));
                 link = Link::Up { reader, writer, stop_writer };
                 release_at = Some(now + RELEASE_AFTER);
-                router.engine_mut().handle_connected(clock::to_core(now));
-                shells.reconnected(now);
+                router.device_mut().handle_connected(clock::to_core(now));
             }
             Event::Dialed(Err(e)) => {
                 link = Link::Idle;
                 let unauthorized = matches!(e, ConnectError::Unauthorized);
-                let delay = router.engine_mut().handle_dial_failed(unauthorized, clock::to_core(now)).unwrap_or_default();
+                let delay = router.device_mut().handle_dial_failed(unauthorized, clock::to_core(now)).unwrap_or_default();
                 link_stats.dial_failed(format!("failed to connect to {}: {e}", creds.server_url));
                 log::error!("failed to connect to {}: {e}; reconnecting in {}", creds.server_url, crate::ops::logging::Secs(delay));
             }
@@ -434,19 +409,20 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
             Event::Received(Err(e)) | Event::WriterEnded(Err(e)) => {
                 log::error!("websocket ended: {e}; reconnecting");
                 link_stats.error(format!("websocket ended: {e}"));
-                router.engine_mut().handle_link_closed(clock::to_core(now));
+                router.device_mut().handle_link_closed(clock::to_core(now));
             }
             Event::WriterEnded(Ok(())) => {
-                router.engine_mut().handle_link_closed(clock::to_core(now));
+                router.device_mut().handle_link_closed(clock::to_core(now));
             }
         }
         execute(&mut router, &mut link, &mut shells, &auth, &creds, &tls, &q).await;
     }
 
     let now = Instant::now();
-    router.engine_mut().handle_shutdown(clock::to_core(now));
+    router.device_mut().handle_shutdown(clock::to_core(now));
     execute(&mut router, &mut link, &mut shells, &auth, &creds, &tls, &q).await;
-    let n = shells.stop_all();
+    // The device stopped every shell with the link (`handle_shutdown`).
+    let n = shells.take_stopped_all();
     log::info!("stopping {n} shells");
     let done = async {
         shells.reaped().await;
@@ -496,7 +472,7 @@ async fn execute(
     tls: &std::sync::Arc<rustls::ClientConfig>,
     q: &Queues,
 ) {
-    while let Some(out) = router.poll() {
+    while let Some(out) = router.poll(shells) {
         match out {
             Output::Link(LinkAction::Dial) => *link = dial(creds, tls),
             Output::Link(LinkAction::CancelDial) => *link = Link::Idle,
@@ -507,13 +483,13 @@ async fn execute(
                 }
             }
             Output::Link(LinkAction::RefreshToken) => (auth.refresh)(),
+            // The device stopped the shells before it said so.
             Output::Link(LinkAction::StopAllSessions) => {
-                let n = shells.stop_all();
+                let n = shells.take_stopped_all();
                 if n > 0 {
                     log::info!("stopped {n} shells");
                 }
             }
-            Output::Link(LinkAction::ReapOrphans) => shells.reap_orphans(),
             Output::Link(LinkAction::AwaitReread) => {
                 log::debug!("waiting for the auth service to confirm the token before redialling");
             }
@@ -522,6 +498,13 @@ async fn execute(
             Output::Send(f) => {
                 if matches!(link, Link::Up { .. }) {
                     let _ = q.reply_tx.try_send(f);
+                }
+            }
+            // A session the agent ended: the user's terminal must learn it. Not awaited: a full
+            // reply queue (64) means a stalled link, which its write deadline ends.
+            Output::Shell(f) => {
+                if matches!(link, Link::Up { .. }) && q.reply_tx.try_send(f).is_err() {
+                    log::warn!("reply queue full: the server is not told about an ended shell");
                 }
             }
         }
@@ -555,7 +538,7 @@ fn start_control(
 /// `mender-connect sessions kill <id>`: a shell gets what a server `stop` does (SIGHUP, then
 /// SIGKILL) and the server a `stop`; a control session is closed with a `close`.
 fn kill_session(id: &str, shells: &mut Shells, router: &mut Router) -> (Response, Option<Vec<u8>>) {
-    if let Some(frame) = shells.kill(id) {
+    if let Some(frame) = router.kill_shell(id, shells) {
         log::info!("session {id}: ended on local request");
         // Control messages on the shell's sid (pings) belong to the same session; a `stop` is
         // what the server expects for a shell, so no `close` is added.

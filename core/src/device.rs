@@ -75,6 +75,22 @@ pub enum Delivered<'a> {
         /// New size.
         size: Option<TermSize>,
     },
+    /// A `new` for `sid` was refused; the status-2 reply is queued (a [`Action::SendShell`]).
+    /// Here so a device can log why: the user's client shows none of it.
+    ShellRefused {
+        /// Session id.
+        sid: &'a str,
+        /// The user the shell was asked for.
+        user_id: &'a str,
+        /// Why.
+        refusal: shells::Refusal,
+    },
+    /// A `resize` or `pong` for `sid`, which has no shell; nothing is sent back (as the
+    /// reference does), so this is the device's only word on it.
+    NoShell {
+        /// Session id.
+        sid: &'a str,
+    },
 }
 
 /// The engine and a table of at most `N` shells (`Q` ≥ [`shells::queue_len`]`(N)` queued
@@ -203,7 +219,9 @@ impl<S: SessionStore, const N: usize, const Q: usize> Device<S, N, Q> {
         };
         match msg {
             ShellMessage::New { user_id, size } => {
-                let _ = self.shells.handle_new(sid, user_id, size, now);
+                if let Err(refusal) = self.shells.handle_new(sid, user_id, size, now) {
+                    return Delivered::ShellRefused { sid, user_id, refusal };
+                }
             }
             ShellMessage::Stop { user_id } => {
                 let _ = self.shells.handle_stop(sid, user_id);
@@ -217,9 +235,12 @@ impl<S: SessionStore, const N: usize, const Q: usize> Device<S, N, Q> {
                 if self.shells.handle_resize(sid) {
                     return Delivered::ShellResize { sid, size };
                 }
+                return Delivered::NoShell { sid };
             }
             ShellMessage::Pong => {
-                let _ = self.shells.handle_pong(sid, now);
+                if !self.shells.handle_pong(sid, now) {
+                    return Delivered::NoShell { sid };
+                }
             }
             // `ping` from the server and unknown types: the reference's fallback answer.
             _ => {

@@ -124,7 +124,7 @@ pub fn build(src: &Sources<'_>, now: Instant) -> Status {
     let age = |t: Instant| now.saturating_duration_since(t).as_secs();
     let mut sessions: Vec<Session> = src
         .shells
-        .info()
+        .info(src.router.device().shells())
         .into_iter()
         .map(|s| Session {
             started_at: unix_of(s.started, now),

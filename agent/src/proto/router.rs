@@ -17,13 +17,14 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use mender_connect_core::control_sessions::{Note, Session, SessionStore};
+use mender_connect_core::device::{self, Delivered, Device};
 use mender_connect_core::engine::{self, Engine, Routed};
 use mender_connect_core::link::{LinkAction, LinkConfig};
-use mender_connect_core::shell::ShellMessage;
+use mender_connect_core::shells::ShellConfig;
 use mender_connect_core::{EncodeError, Frame, MAX_FRAME_LEN, Proto};
 
 use crate::os::clock;
-use crate::proto::shell::{Action, Shells};
+use crate::proto::shell::{self, Action, Shells};
 
 pub use mender_connect_core::control_sessions::{MAX_ID_LEN, MAX_SESSIONS};
 
@@ -78,14 +79,17 @@ pub(crate) struct SessionInfo {
 /// Makes a handler for a new session.
 pub(crate) type HandlerFactory = Box<dyn Fn() -> Box<dyn SessionHandler>>;
 
-/// What the engine asks of the daemon.
+/// What the device asks of the daemon.
 #[derive(Debug)]
 pub(crate) enum Output {
-    /// Link supervision: dial, close, ask the auth service, stop or reap shells.
+    /// Link supervision: dial, close, ask the auth service; shells stopped or reaped (the
+    /// device has done it already).
     Link(LinkAction),
-    /// A keep-alive ping or "session timeout" of a control session: worth nothing late, so it
-    /// may be dropped when the reply queue is full.
+    /// A keep-alive ping or "session timeout" of a control session, or a shell's health-check
+    /// ping: worth nothing late, so it may be dropped when the reply queue is full.
     Send(Vec<u8>),
+    /// A shell frame the server must get: the `stop` of a shell the agent ended, a reply.
+    Shell(Vec<u8>),
 }
 
 /// The control sessions' table, grown on demand (up to the engine's cap of [`MAX_SESSIONS`]):
@@ -114,10 +118,12 @@ impl SessionStore for SessionTable {
 
 /// The agent's protocol engine.
 pub(crate) type AgentEngine = Engine<SessionTable>;
+/// Core's device: the engine and the shell table, with the reference's capacity.
+pub(crate) type AgentDevice = Device<SessionTable, { shell::MAX_SHELLS }, { shell::QUEUE }>;
 
-/// The message router: the protocol engine and the session handlers.
+/// The message router: core's device and the session handlers.
 pub(crate) struct Router {
-    engine: AgentEngine,
+    device: AgentDevice,
     factories: Vec<(Proto, HandlerFactory)>,
     handlers: HashMap<String, HashMap<Proto, Box<dyn SessionHandler>>>,
     /// Where the engine encodes replies ([`engine::REPLY_BUF_LEN`]), allocated on the first
@@ -155,20 +161,27 @@ impl Router {
     /// `terminal`: the shell protocol is enabled (`Terminal.Disable` off).
     #[cfg(test)]
     pub(crate) fn new(terminal: bool) -> Self {
-        let mut r = Self::with_link(terminal, LinkConfig::new(1_000, 60_000, 60_000, false), 0);
-        let now = clock::now();
-        r.engine.handle_credentials(mender_connect_core::link::CredentialsUpdate::Changed, now);
-        while r.poll().is_some() {}
-        r.engine.handle_connected(now);
+        Self::connected(terminal, LinkConfig::new(1_000, 60_000, 60_000, false), ShellConfig::default(), clock::now())
+    }
+
+    /// A router whose link came up at `now` (tests).
+    #[cfg(test)]
+    pub(crate) fn connected(terminal: bool, link: LinkConfig, shells: ShellConfig, now: mender_connect_core::time::Instant) -> Self {
+        let mut r = Self::with_link(terminal, link, shells, 0);
+        r.device.handle_credentials(mender_connect_core::link::CredentialsUpdate::Changed, now);
+        let mut buf = [0u8; device::POLL_BUF_LEN];
+        while r.device.poll_action(&mut buf).is_some() {}
+        r.device.handle_connected(now);
         r
     }
 
     /// The daemon's router: no link until the engine dials one. `seed`: random, for the
     /// reconnect jitter.
-    pub(crate) fn with_link(terminal: bool, link: LinkConfig, seed: u64) -> Self {
+    pub(crate) fn with_link(terminal: bool, link: LinkConfig, shells: ShellConfig, seed: u64) -> Self {
         let cfg = engine::Config { link, idle: Default::default(), terminal, served: &[] };
+        let engine = Engine::with_store(&cfg, seed, SessionTable::default(), MAX_SESSIONS);
         Self {
-            engine: Engine::with_store(&cfg, seed, SessionTable::default(), MAX_SESSIONS),
+            device: Device::with_engine(engine, shells),
             factories: Vec::new(),
             handlers: HashMap::new(),
             reply: Vec::new(),
@@ -176,61 +189,83 @@ impl Router {
         }
     }
 
-    /// The protocol engine (link state, sessions, timers).
+    /// The protocol engine (link state, sessions).
     pub(crate) fn engine(&self) -> &AgentEngine {
-        &self.engine
+        self.device.engine()
     }
 
-    /// The protocol engine, to feed it the link's events; drain [`Router::poll`] after.
-    pub(crate) fn engine_mut(&mut self) -> &mut AgentEngine {
-        &mut self.engine
+    /// Core's device (engine, shell table, timers).
+    pub(crate) fn device(&self) -> &AgentDevice {
+        &self.device
+    }
+
+    /// Core's device, to feed it the link's events and the clock; drain [`Router::poll`] after.
+    pub(crate) fn device_mut(&mut self) -> &mut AgentDevice {
+        &mut self.device
     }
 
     /// Registers the handler of an enabled protocol (2, 3 or 4); it is then listed in `accept`.
     pub(crate) fn register(&mut self, proto: Proto, factory: HandlerFactory) {
         self.factories.retain(|(p, _)| *p != proto);
         self.factories.push((proto, factory));
-        self.engine.serve(proto);
+        self.device.engine_mut().serve(proto);
     }
 
     /// Protocols listed in `accept`.
     pub(crate) fn protocols(&self) -> Vec<u16> {
-        self.engine.protocols().to_vec()
+        self.device.engine().protocols().to_vec()
     }
 
     /// Number of open control sessions.
     #[cfg(test)]
     pub(crate) fn sessions(&self) -> usize {
-        self.engine.session_count()
+        self.device.engine().session_count()
     }
 
-    /// Routes one websocket message.
+    /// Routes one websocket message; the shell actions it leads to are carried out by
+    /// `shells` at once, and their frames come back with the replies, in order.
     pub(crate) fn route(&mut self, bytes: &[u8], shells: &mut Shells, now: Instant) -> Vec<Action> {
         let mut reply = std::mem::take(&mut self.reply);
         if reply.is_empty() {
             reply = vec![0; engine::REPLY_BUF_LEN];
         }
-        let out = match self.engine.handle_frame(bytes, clock::to_core(now), &mut reply) {
-            Routed::Shell(frame) => match ShellMessage::from_frame(&frame) {
-                Ok(msg) => shells.handle(msg, frame.header.typ, frame.header.sid, now),
-                Err(_) => Vec::new(),
-            },
-            Routed::Deliver(frame) => {
+        let mut out = match self.device.handle_frame(bytes, clock::to_core(now), &mut reply) {
+            Delivered::Handled { reply: n } => {
+                n.and_then(|n| reply.get(..n)).and_then(reply_frame).map(Action::Reply).into_iter().collect()
+            }
+            Delivered::ShellInput { sid, bytes } => shells.input(sid, bytes),
+            Delivered::ShellResize { sid, size } => {
+                shells.resize(sid, size);
+                Vec::new()
+            }
+            Delivered::ShellRefused { sid, user_id, refusal } => {
+                shells.log_refusal(sid, user_id, refusal, self.device.shells());
+                Vec::new()
+            }
+            Delivered::NoShell { sid } => {
+                Shells::log_no_shell(sid);
+                Vec::new()
+            }
+            Delivered::Engine(Routed::Deliver(frame)) => {
                 let out = self.serve(&frame);
                 let n: usize = out.iter().map(Vec::len).sum();
-                self.engine.count_sent(frame.header.sid, n);
+                self.device.engine_mut().count_sent(frame.header.sid, n);
                 out.into_iter().map(Action::Reply).collect()
             }
-            Routed::Handled { reply: n, note } => {
+            Delivered::Engine(Routed::Handled { reply: n, note }) => {
                 log_note(&note, bytes.len());
                 n.and_then(|n| reply.get(..n)).and_then(reply_frame).map(Action::Reply).into_iter().collect()
             }
             _ => Vec::new(),
         };
         self.reply = reply;
-        // A session the message ended (close, a rejected handshake): its handlers go now.
-        while let Some(o) = self.poll_engine() {
-            self.pending.push_back(o);
+        // What the message set off: shells to start or stop and their frames go out with the
+        // replies; the rest (a session the message ended, its handlers go now) waits for `poll`.
+        while let Some(o) = self.poll_device(shells, now) {
+            match o {
+                Output::Shell(f) => out.push(Action::Reply(f)),
+                o => self.pending.push_back(o),
+            }
         }
         out
     }
@@ -254,27 +289,56 @@ impl Router {
         out
     }
 
-    /// The next thing the engine asks of the daemon; session ends are handled here (their
-    /// handlers are closed). Drain after every call into the engine.
-    pub(crate) fn poll(&mut self) -> Option<Output> {
-        self.pending.pop_front().or_else(|| self.poll_engine())
+    /// The next thing the device asks of the daemon; session ends are handled here (their
+    /// handlers are closed), shells are started and stopped by `shells`. Drain after every call
+    /// into the device.
+    pub(crate) fn poll(&mut self, shells: &mut Shells) -> Option<Output> {
+        self.pending.pop_front().or_else(|| self.poll_device(shells, Instant::now()))
     }
 
-    fn poll_engine(&mut self) -> Option<Output> {
-        let mut buf = [0u8; mender_connect_core::control_sessions::POLL_BUF_LEN];
+    fn poll_device(&mut self, shells: &mut Shells, now: Instant) -> Option<Output> {
+        let mut buf = [0u8; device::POLL_BUF_LEN];
         loop {
-            match self.engine.poll_action(&mut buf)? {
-                engine::Action::Link(a) => {
+            match self.device.poll_action(&mut buf)? {
+                device::Action::Engine(engine::Action::Link(a)) => {
                     if a == LinkAction::CloseLink {
                         self.disconnected();
                     }
                     return Some(Output::Link(a));
                 }
-                engine::Action::Send { len, .. } => return Some(Output::Send(buf[..len].to_vec())),
-                engine::Action::SessionEnded { sid, .. } => self.close(&sid),
+                device::Action::Engine(engine::Action::Send { len, .. }) => return Some(Output::Send(buf[..len].to_vec())),
+                device::Action::Engine(engine::Action::SessionEnded { sid, .. }) => self.close(&sid),
+                device::Action::Shell(a) => {
+                    if let Some(f) = shells.execute(a, &mut self.device, now) {
+                        return Some(Output::Shell(f));
+                    }
+                }
+                device::Action::SendShell { len } => {
+                    let f = buf[..len].to_vec();
+                    let ping = Frame::decode(&f).is_ok_and(|f| f.header.typ == mender_connect_core::shell::PING);
+                    return Some(if ping { Output::Send(f) } else { Output::Shell(f) });
+                }
                 _ => {}
             }
         }
+    }
+
+    /// Ends a shell session on local request (`mender-connect sessions kill`): its shell is
+    /// stopped as for a server `stop`. `None` if there is no such shell; otherwise the `stop`
+    /// for the server (none while the websocket is down).
+    pub(crate) fn kill_shell(&mut self, sid: &str, shells: &mut Shells) -> Option<Option<Vec<u8>>> {
+        if !self.device.handle_shell_kill(sid) {
+            return None;
+        }
+        let mut stop = None;
+        while let Some(o) = self.poll_device(shells, Instant::now()) {
+            match o {
+                Output::Shell(f) if stop.is_none() => stop = Some(f),
+                Output::Shell(_) => {}
+                o => self.pending.push_back(o),
+            }
+        }
+        Some(stop)
     }
 
     fn close(&mut self, sid: &str) {
@@ -287,13 +351,14 @@ impl Router {
 
     /// Whether any session is open.
     pub(crate) fn has_sessions(&self) -> bool {
-        self.engine.session_count() > 0
+        self.device.engine().session_count() > 0
     }
 
     /// The control sessions, for the status CLI (taken only when asked).
     pub(crate) fn sessions_info(&self) -> Vec<SessionInfo> {
         let mut v: Vec<SessionInfo> = self
-            .engine
+            .device
+            .engine()
             .sessions()
             .map(|s| {
                 let bulk = self.handlers.get(s.sid()).map_or(0, |hs| {
@@ -330,7 +395,7 @@ impl Router {
     /// the session's first protocol. `None` when there is no such session.
     pub(crate) fn kill(&mut self, sid: &str) -> Option<(Option<Vec<u8>>, Option<Proto>)> {
         let mut buf = [0u8; mender_connect_core::control_sessions::POLL_BUF_LEN];
-        let (n, proto) = self.engine.kill_session(sid, &mut buf)?;
+        let (n, proto) = self.device.engine_mut().kill_session(sid, &mut buf)?;
         self.close(sid);
         log::info!("session: closed {sid} on local request");
         Some((n.map(|n| buf[..n].to_vec()), proto))
@@ -464,9 +529,9 @@ mod tests {
         let (close, proto) = r.kill("b").unwrap();
         assert_eq!(Frame::decode(&close.unwrap()).unwrap().header.typ, control::CLOSE);
         assert_eq!((proto, tally.borrow().1), (Some(Proto::PORT_FORWARD), 2));
-        r.engine_mut().handle_link_closed(clock::now());
+        r.device_mut().handle_link_closed(clock::now());
         let mut outputs = Vec::new();
-        while let Some(o) = r.poll() {
+        while let Some(o) = r.poll(&mut sh) {
             outputs.push(o);
         }
         assert!(matches!(outputs[0], Output::Link(LinkAction::CloseLink)), "{outputs:?}");

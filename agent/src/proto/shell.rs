@@ -8,9 +8,10 @@
 //! its session deleted (2.1.2/2.2.1+, MEN-6888; 2.1.0 only marked it expired).
 //!
 //! Which session is refused, replaced, expired, pinged or failed is decided by core's
-//! [`ShellTable`](mender_connect_core::shells::ShellTable) (a sans-IO state machine); this module is its
-//! executor: it feeds it the server's frames, the link's state and the clock, and carries out
-//! what it asks for with ptys, shell processes and reader/writer tasks.
+//! [`ShellTable`](mender_connect_core::shells::ShellTable) (a sans-IO state machine), which core's
+//! [`Device`](mender_connect_core::device::Device) feeds with the server's frames, the link's
+//! state and the clock; this module is its executor: it carries out what the device asks for
+//! with ptys, shell processes and reader/writer tasks, and reports back what became of them.
 //!
 //! A session the agent ends by itself (idle or absolute expiry, failed health check) is reported
 //! with the same `stop` `{"status":2}` the reference's pty reader sends when its shell is stopped
@@ -36,11 +37,12 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, future};
 use mender_connect_core::MAX_FRAME_LEN;
 use mender_connect_core::shell::{self as proto, Status, TermSize};
-use mender_connect_core::shells::{self as table, Refusal, Reply, ShellConfig, StopReason};
+use mender_connect_core::shells::{self as table, Refusal, ShellConfig, StopReason};
 use smol::{Async, Task, Timer};
 
 use crate::os::clock;
 use crate::os::pty;
+use crate::proto::router::AgentDevice;
 
 /// The reference's `MaxShellsSpawned`: shells running at once.
 pub const MAX_SHELLS: usize = mender_connect_core::sessions::DEFAULT_CAPACITY;
@@ -61,6 +63,7 @@ pub const DEFAULT_DISCONNECT_GRACE: Duration =
     Duration::from_millis(mender_connect_core::shells::DEFAULT_DISCONNECT_GRACE_MS);
 /// Body of the `stop` sent for a shell ended by the agent or locally: what the reference sends
 /// when its shell is stopped under it (the pty read fails on the closed file).
+#[cfg(test)]
 pub const STOPPED_SHELL_TEXT: &str = table::STOPPED_SHELL_TEXT;
 /// Keystroke messages buffered per session; more while the pty takes nothing are refused with
 /// [`ERR_INPUT_DROPPED`] on that session.
@@ -74,8 +77,10 @@ pub const ERR_INPUT_DROPPED: &str = "shell input dropped: the terminal does not 
 /// `None`: never.
 pub use mender_connect_core::sessions::Expiry;
 
-/// The table with the reference's capacity.
-type Table = table::ShellTable<MAX_SHELLS, { table::queue_len(MAX_SHELLS) }>;
+/// Actions core's table can queue with the reference's capacity.
+pub(crate) const QUEUE: usize = table::queue_len(MAX_SHELLS);
+/// The table with the reference's capacity (core's device holds it).
+pub(crate) type Table = table::ShellTable<MAX_SHELLS, QUEUE>;
 
 /// What every shell is started with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,7 +111,7 @@ impl ShellSettings {
         Duration::from_millis(self.table_config().health_timeout_ms())
     }
 
-    fn table_config(&self) -> ShellConfig {
+    pub(crate) fn table_config(&self) -> ShellConfig {
         ShellConfig {
             max_shells: MAX_SHELLS,
             max_per_user: self.max_per_user,
@@ -116,15 +121,6 @@ impl ShellSettings {
             disconnect_grace_ms: None,
         }
     }
-}
-
-/// What [`Shells::tick`] asks the daemon to send.
-#[derive(Debug, Default)]
-pub struct TickFrames {
-    /// Health-check pings: worth nothing late, dropped when the queue is full.
-    pub pings: Vec<Vec<u8>>,
-    /// `stop`s for sessions the agent ended: must reach the server.
-    pub stops: Vec<Vec<u8>>,
 }
 
 /// Why a session ended on its own; the daemon removes it and reaps the shell.
@@ -183,20 +179,13 @@ pub enum Action {
     Reply(Vec<u8>),
 }
 
-/// Frames produced while carrying out the table's actions.
-#[derive(Default)]
-struct Outbox {
-    /// Replies and `stop`s, in order.
-    frames: Vec<Vec<u8>>,
-    /// Health-check pings.
-    pings: Vec<Vec<u8>>,
-}
-
-/// All shell sessions: core's table and the processes it asked for.
+/// The processes of the shell sessions core's device keeps (its table decides; this is the
+/// executor of its `SpawnShell`/`StopShell`).
 pub struct Shells {
     settings: ShellSettings,
-    table: Table,
     procs: HashMap<String, Proc>,
+    /// Shells stopped because every session had to go, since [`Shells::take_stopped_all`].
+    stopped_all: usize,
     /// Shells being stopped; the daemon waits for them on shutdown.
     reaping: Vec<Task<()>>,
     data: async_channel::Sender<Vec<u8>>,
@@ -215,10 +204,6 @@ pub fn frame(typ: &str, sid: &str, status: Status, body: &[u8]) -> Option<Vec<u8
     })
 }
 
-fn replies(out: Outbox) -> Vec<Action> {
-    out.frames.into_iter().map(Action::Reply).collect()
-}
-
 impl Shells {
     /// `data` is the bounded outbound data queue (shell output), `exited` tells the daemon
     /// about shells that ended by themselves.
@@ -235,9 +220,9 @@ impl Shells {
             }
         };
         Self {
-            table: Table::new(settings.table_config()),
             settings,
             procs: HashMap::new(),
+            stopped_all: 0,
             reaping: Vec::new(),
             data,
             exited,
@@ -245,99 +230,71 @@ impl Shells {
         }
     }
 
-    fn at(&self, now: Instant) -> mender_connect_core::time::Instant {
-        clock::to_core(now)
-    }
-
-    /// Handles one shell-protocol frame from the server.
-    pub fn handle(&mut self, msg: proto::ShellMessage<'_>, typ: &str, sid: &str, now: Instant) -> Vec<Action> {
-        let at = self.at(now);
-        match msg {
-            proto::ShellMessage::New { user_id, size } => {
-                if let Err(refusal) = self.table.handle_new(sid, user_id, size, at) {
-                    self.log_refusal(sid, user_id, refusal);
-                }
-                replies(self.execute(now))
+    /// Keystrokes for a shell the device's table knows (`sid` is open); returns the frame
+    /// telling the user that input was dropped, if it was.
+    pub fn input(&mut self, sid: &str, bytes: &[u8]) -> Vec<Action> {
+        let Some(s) = self.procs.get_mut(sid) else { return Vec::new() };
+        s.bytes_in = s.bytes_in.saturating_add(bytes.len() as u64);
+        if bytes.is_empty() {
+            return Vec::new();
+        }
+        // Keystrokes go straight into the pty when nothing queued is ahead of them:
+        // no hop through the writer task, so the echo comes back sooner.
+        let mut rest = bytes;
+        if s.input_queued.load(Ordering::Acquire) == 0 {
+            let written = write_now(&s.master, rest);
+            rest = &rest[written..];
+            if rest.is_empty() {
+                return Vec::new();
             }
-            proto::ShellMessage::Stop { user_id } => {
-                let _ = self.table.handle_stop(sid, user_id);
-                replies(self.execute(now))
+        }
+        // Never waited for here: the router serves every session, so a pty that
+        // does not read must cost only its own session its input.
+        s.input_queued.fetch_add(1, Ordering::AcqRel);
+        match s.input.try_send(rest.to_vec()) {
+            Ok(()) => {
+                s.refusing = false;
+                Vec::new()
             }
-            proto::ShellMessage::Data(bytes) => {
-                if !self.table.handle_input(sid, at) {
-                    return replies(self.execute(now));
-                }
-                let Some(s) = self.procs.get_mut(sid) else { return Vec::new() };
-                s.bytes_in = s.bytes_in.saturating_add(bytes.len() as u64);
-                if bytes.is_empty() {
+            Err(e) => {
+                s.input_queued.fetch_sub(1, Ordering::AcqRel);
+                // A closed queue: the writer task ended on a failed write, and the
+                // reader reports the shell's end.
+                if e.is_closed() || std::mem::replace(&mut s.refusing, true) {
                     return Vec::new();
                 }
-                // Keystrokes go straight into the pty when nothing queued is ahead of them:
-                // no hop through the writer task, so the echo comes back sooner.
-                let mut rest = bytes;
-                if s.input_queued.load(Ordering::Acquire) == 0 {
-                    let written = write_now(&s.master, rest);
-                    rest = &rest[written..];
-                    if rest.is_empty() {
-                        return Vec::new();
-                    }
-                }
-                // Never waited for here: the router serves every session, so a pty that
-                // does not read must cost only its own session its input.
-                s.input_queued.fetch_add(1, Ordering::AcqRel);
-                match s.input.try_send(rest.to_vec()) {
-                    Ok(()) => {
-                        s.refusing = false;
-                        Vec::new()
-                    }
-                    Err(e) => {
-                        s.input_queued.fetch_sub(1, Ordering::AcqRel);
-                        // A closed queue: the writer task ended on a failed write, and the
-                        // reader reports the shell's end.
-                        if e.is_closed() || std::mem::replace(&mut s.refusing, true) {
-                            return Vec::new();
-                        }
-                        log::warn!("session {sid}: shell input dropped: the terminal does not take input");
-                        frame(typ, sid, Status::Error, ERR_INPUT_DROPPED.as_bytes()).map(Action::Reply).into_iter().collect()
-                    }
-                }
-            }
-            proto::ShellMessage::Resize(size) => {
-                if !self.table.handle_resize(sid) {
-                    log::error!("{}: {sid}", Refusal::SessionNotFound.body(sid));
-                } else if let (Some(s), Some(size)) = (self.procs.get(sid), size) {
-                    if let Err(e) = s.shell.resize(size.height, size.width) {
-                        log::debug!("session {sid}: resize failed: {e}");
-                    }
-                }
-                Vec::new()
-            }
-            proto::ShellMessage::Pong => {
-                if !self.table.handle_pong(sid, at) {
-                    log::error!("{}: {sid}", Refusal::SessionNotFound.body(sid));
-                }
-                Vec::new()
-            }
-            // `ping` from the server and unknown types: the reference's fallback answer.
-            _ => {
-                let text = format!("unknown message protocol and type: 1/{typ}");
-                frame(typ, sid, Status::Error, text.as_bytes()).map(Action::Reply).into_iter().collect()
+                log::warn!("session {sid}: shell input dropped: the terminal does not take input");
+                frame(proto::SHELL, sid, Status::Error, ERR_INPUT_DROPPED.as_bytes()).map(Action::Reply).into_iter().collect()
             }
         }
     }
 
+    /// Resizes an open shell's terminal (`None`: the message gave no size).
+    pub fn resize(&self, sid: &str, size: Option<TermSize>) {
+        if let (Some(s), Some(size)) = (self.procs.get(sid), size) {
+            if let Err(e) = s.shell.resize(size.height, size.width) {
+                log::debug!("session {sid}: resize failed: {e}");
+            }
+        }
+    }
+
+    /// A `resize` or `pong` for a session without a shell: nothing goes back, the log says so.
+    pub fn log_no_shell(sid: &str) {
+        log::error!("{}: {sid}", Refusal::SessionNotFound.body(sid));
+    }
+
     /// Refusals are logged on the device too: mender-cli 1.9 shows the user none of them.
-    fn log_refusal(&self, sid: &str, user_id: &str, refusal: Refusal) {
+    pub fn log_refusal(&self, sid: &str, user_id: &str, refusal: Refusal, table: &Table) {
         match refusal {
             Refusal::TooManyShells => log::warn!(
                 "session {sid}: shell refused for user {user_id:?}: {} (at most {})",
                 refusal.body(sid),
-                self.table.capacity()
+                table.capacity()
             ),
             Refusal::TooManyForUser => log::warn!(
                 "session {sid}: shell refused for user {user_id:?}: {} ({} open, Sessions.MaxPerUser is {})",
                 refusal.body(sid),
-                self.table.count_for_user(user_id),
+                table.count_for_user(user_id),
                 self.settings.max_per_user.max(1)
             ),
             Refusal::AlreadyRunning => log::warn!("session {sid}: shell refused: shell is already running"),
@@ -345,67 +302,47 @@ impl Shells {
         }
     }
 
-    /// Carries out what the table asks for, in order; returns the frames to send.
-    fn execute(&mut self, now: Instant) -> Outbox {
-        let mut out = Outbox::default();
-        while let Some(action) = self.table.poll_action() {
-            match action {
-                table::Action::SpawnShell { sid, size, serial } => {
-                    let size = size.unwrap_or(self.settings.size);
-                    match self.spawn(&sid, serial, size, now) {
-                        Ok(()) => {
-                            let user = self.table.get(&sid).map_or("", |s| s.user.as_str());
-                            log::info!("session {sid}: shell started for user {user:?}");
-                            self.table.handle_spawned(&sid, serial, true);
-                        }
-                        Err(e) => {
-                            log::error!("session {sid}: failed to start shell: {e}");
-                            self.table.handle_spawned(&sid, serial, false);
-                            let text = format!("failed to start shell: {e}");
-                            out.frames.extend(frame(proto::NEW, &sid, Status::Error, text.as_bytes()));
-                        }
+    /// Carries out one shell action of core's device (the frames it encodes itself); returns
+    /// the `new` error for a shell that could not start.
+    pub(crate) fn execute(&mut self, action: table::Action, device: &mut AgentDevice, now: Instant) -> Option<Vec<u8>> {
+        match action {
+            table::Action::SpawnShell { sid, size, serial } => {
+                let size = size.unwrap_or(self.settings.size);
+                match self.spawn(&sid, serial, size, now) {
+                    Ok(()) => {
+                        let user = device.shells().get(&sid).map_or("", |s| s.user.as_str());
+                        log::info!("session {sid}: shell started for user {user:?}");
+                        device.handle_shell_spawned(&sid, serial, true);
+                    }
+                    Err(e) => {
+                        log::error!("session {sid}: failed to start shell: {e}");
+                        device.handle_shell_spawned(&sid, serial, false);
+                        let text = format!("failed to start shell: {e}");
+                        return frame(proto::NEW, &sid, Status::Error, text.as_bytes());
                     }
                 }
-                table::Action::StopShell { sid, why } => {
-                    match why {
-                        StopReason::Expired => log::info!("session {sid}: expired"),
-                        StopReason::HealthCheck => {
-                            log::error!("session {sid}: health check failed, connection with the client lost")
-                        }
-                        StopReason::Orphaned => log::info!(
-                            "session {sid}: websocket gone for {}, stopping the shell",
-                            crate::ops::logging::Secs(self.settings.disconnect_grace)
-                        ),
-                        StopReason::Replaced => log::info!(
-                            "session {sid}: not heard of since the websocket came back; stopping its shell for the user's new terminal"
-                        ),
-                        _ => {}
-                    }
-                    self.stop_shell(&sid);
-                }
-                table::Action::SendStop { sid } => {
-                    out.frames.extend(frame(proto::STOP, &sid, Status::Error, STOPPED_SHELL_TEXT.as_bytes()));
-                }
-                table::Action::SendOk { reply, sid } => {
-                    let body: &[u8] = if reply == Reply::New { table::SHELL_STARTED.as_bytes() } else { b"" };
-                    out.frames.extend(frame(reply.typ(), &sid, Status::Normal, body));
-                }
-                table::Action::SendError { reply, sid, refusal } => {
-                    let text = refusal.body(&sid).to_string();
-                    out.frames.extend(frame(reply.typ(), &sid, Status::Error, text.as_bytes()));
-                }
-                table::Action::HealthCheck { sid, timeout_s } => {
-                    let mut buf = vec![0u8; 256 + sid.len()];
-                    let secs = i64::try_from(timeout_s).unwrap_or(i64::MAX);
-                    if let Ok(n) = proto::encode_ping(&mut buf, &sid, secs) {
-                        buf.truncate(n);
-                        out.pings.push(buf);
-                    }
-                }
-                _ => {}
             }
+            table::Action::StopShell { sid, why } => {
+                match why {
+                    StopReason::Expired => log::info!("session {sid}: expired"),
+                    StopReason::HealthCheck => {
+                        log::error!("session {sid}: health check failed, connection with the client lost")
+                    }
+                    StopReason::Orphaned => log::info!(
+                        "session {sid}: websocket gone for {}, stopping the shell",
+                        crate::ops::logging::Secs(self.settings.disconnect_grace)
+                    ),
+                    StopReason::Replaced => log::info!(
+                        "session {sid}: not heard of since the websocket came back; stopping its shell for the user's new terminal"
+                    ),
+                    StopReason::All => self.stopped_all += 1,
+                    _ => {}
+                }
+                self.stop_shell(&sid);
+            }
+            _ => {}
         }
-        out
+        None
     }
 
     fn spawn(&mut self, sid: &str, serial: u64, size: TermSize, now: Instant) -> io::Result<()> {
@@ -471,23 +408,6 @@ impl Shells {
         }
     }
 
-    /// Ends a session on local request (`mender-connect sessions kill`): its shell is stopped
-    /// as for a server `stop`. `None` if there is no such session; otherwise the `stop` for
-    /// the server (none while the websocket is down).
-    pub fn kill(&mut self, sid: &str) -> Option<Option<Vec<u8>>> {
-        if !self.table.handle_kill(sid) {
-            return None;
-        }
-        Some(self.execute(Instant::now()).frames.into_iter().next())
-    }
-
-    /// A shell ended by itself: forget the session and reap the process.
-    pub fn exited(&mut self, e: &Exited) {
-        if self.table.handle_exited(&e.sid, e.serial) {
-            self.execute(Instant::now());
-        }
-    }
-
     fn reap(&mut self, mut shell: pty::Shell) {
         self.reaping.retain(|t| !t.is_finished());
         self.reaping.push(crate::os::runtime::spawn(async move {
@@ -507,50 +427,10 @@ impl Shells {
         }));
     }
 
-    /// Periodic work: expiry and health checks (none while `orphaned`: the websocket that
-    /// carried the sessions dropped and no new one is up). Returns frames to send: health-check
-    /// pings, and a `stop` for each session expired or failing its health check.
-    pub fn tick(&mut self, now: Instant, orphaned: bool) -> TickFrames {
-        if orphaned {
-            self.table.handle_disconnected(clock::to_core(now));
-        }
-        let at = self.at(now);
-        let mut frames = TickFrames::default();
-        // Bounded: each round either empties the due work or stops sessions; a full table
-        // needs at most two.
-        for _ in 0..=MAX_SHELLS {
-            if self.table.poll_timeout().is_none_or(|due| due > at) {
-                break;
-            }
-            self.table.handle_timeout(at);
-            let out = self.execute(now);
-            frames.pings.extend(out.pings);
-            frames.stops.extend(out.frames);
-        }
-        frames
-    }
-
-    /// The disconnect grace passed (the link engine owns it and says when): the sessions
-    /// orphaned by the dropped websocket stop. The server forgot them with the websocket that
-    /// carried them (it drops device messages for unknown sessions), so it is not told.
-    pub fn reap_orphans(&mut self) {
-        if self.table.handle_reap_orphans() > 0 {
-            self.execute(Instant::now());
-        }
-    }
-
-    /// After a reconnect the health-check clock restarts, so a pong that could not arrive
-    /// while the websocket was down does not count against the session.
-    pub fn reconnected(&mut self, now: Instant) {
-        let at = self.at(now);
-        self.table.handle_reconnected(at);
-    }
-
-    /// Stops every shell (websocket unauthorized, shutdown).
-    pub fn stop_all(&mut self) -> usize {
-        let n = self.table.handle_stop_all();
-        self.execute(Instant::now());
-        n
+    /// How many shells were stopped since the last call because every session had to go
+    /// (websocket unauthorized, shutdown).
+    pub fn take_stopped_all(&mut self) -> usize {
+        std::mem::take(&mut self.stopped_all)
     }
 
     /// Waits until every stopped shell has been reaped.
@@ -561,9 +441,8 @@ impl Shells {
     }
 
     /// The sessions, for the status CLI (taken only when asked).
-    pub fn info(&self) -> Vec<ShellInfo> {
-        let mut v: Vec<ShellInfo> = self
-            .table
+    pub fn info(&self, table: &Table) -> Vec<ShellInfo> {
+        let mut v: Vec<ShellInfo> = table
             .iter()
             .filter_map(|s| {
                 let p = self.procs.get(s.sid.as_str())?;
@@ -580,11 +459,6 @@ impl Shells {
             .collect();
         v.sort_by(|a, b| a.started.cmp(&b.started).then_with(|| a.id.cmp(&b.id)));
         v
-    }
-
-    /// Whether no shell session is open (nothing for [`Shells::tick`] to do).
-    pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
     }
 
     /// The configured shell command (status dump).

@@ -5,7 +5,7 @@ use crate::backoff::BackoffConfig;
 use crate::control_sessions::IdleConfig;
 use crate::frame::{Frame, FrameOut, Prop, Proto};
 use crate::link::LinkConfig;
-use crate::shells::StopReason;
+use crate::shells::{Refusal, StopReason};
 use heapless::{String, Vec};
 
 type Dev = FixedDevice<2, 4, { shells::queue_len(4) }>;
@@ -133,6 +133,12 @@ fn shell_opened_through_the_device() {
     assert_eq!(r, Delivered::ShellInput { sid: "s1", bytes: b"ls\n" });
     let r = d.handle_frame(msg(&mut inb, proto::RESIZE, "s1", "u1", &[]), t(7), &mut reply);
     assert_eq!(r, Delivered::ShellResize { sid: "s1", size: None });
+    // Resize and pong for no shell: nothing sent, the device is told so it can log it.
+    let r = d.handle_frame(msg(&mut inb, proto::RESIZE, "nope", "u1", &[]), t(7), &mut reply);
+    assert_eq!(r, Delivered::NoShell { sid: "nope" });
+    let r = d.handle_frame(msg(&mut inb, proto::PONG, "nope", "u1", &[]), t(7), &mut reply);
+    assert_eq!(r, Delivered::NoShell { sid: "nope" });
+    assert!(drain(&mut d).is_empty());
     let r = d.handle_frame(msg(&mut inb, proto::SHELL, "nope", "u1", b"x"), t(8), &mut reply);
     assert_eq!(r, Delivered::Handled { reply: None });
     assert_eq!(drain(&mut d).as_slice(), &[frame(proto::SHELL, "nope", 2, "session not found")]);
@@ -215,7 +221,8 @@ fn reconnect_then_stale_shell_replaced() {
     assert_eq!(out[1], frame(proto::STOP, "s1", 2, STOPPED_SHELL_TEXT));
     assert!(matches!(&out[2], Out::Shell(shells::Action::SpawnShell { sid, .. }) if sid == "s2"));
     // A second user's `new` on the same sid is refused with the reference's text.
-    d.handle_frame(msg(&mut inb, proto::NEW, "s2", "u2", &[]), at.add_millis(6), &mut reply);
+    let r = d.handle_frame(msg(&mut inb, proto::NEW, "s2", "u2", &[]), at.add_millis(6), &mut reply);
+    assert_eq!(r, Delivered::ShellRefused { sid: "s2", user_id: "u2", refusal: Refusal::AlreadyRunning });
     let out = drain(&mut d);
     assert_eq!(out.as_slice(), &[frame(proto::NEW, "s2", 2, "failed to start shell: shell is already running")]);
 }
