@@ -37,8 +37,8 @@ fn git(args: &[&str]) -> Option<String> {
 /// rerun of this script whenever HEAD moves.
 fn git_describe() -> Option<String> {
     let describe = git(&["describe", "--tags", "--always"])?;
-    let dirs = git(&["rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir"])
-        .unwrap_or_default();
+    let dirs =
+        git(&["rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir"]).unwrap_or_default();
     let mut dirs = dirs.lines().map(PathBuf::from);
     let (Some(git_dir), Some(common)) = (dirs.next(), dirs.next()) else {
         return Some(clean(&describe));
@@ -55,7 +55,10 @@ fn git_describe() -> Option<String> {
 }
 
 fn clean(describe: &str) -> String {
-    describe.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect()
+    describe
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .collect()
 }
 
 /// `rust1.95.0` from `rustc 1.95.0 (59807616e 2026-04-14)`.

@@ -17,6 +17,10 @@ cargo build --locked -p mender-connect-core --target thumbv7em-none-eabihf --rel
 bash core/mcu-tests/run.sh
 bash core/mcu-tests/footprint.sh
 
+step "formatting: rustfmt.toml's one style, the workspace and the crates outside it"
+cargo fmt --all --check
+for m in core/fuzz agent/fuzz core/mcu-tests; do cargo fmt --all --check --manifest-path "$m/Cargo.toml"; done
+
 step "clippy, warnings are errors (default features, the bare-metal runner, and the agent with each auth source alone)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo clippy --locked --manifest-path core/mcu-tests/Cargo.toml --target thumbv7em-none-eabihf --target-dir target/mcu --bins -- -D warnings

@@ -61,6 +61,7 @@ for t in thumbv7em-none-eabihf x86_64-unknown-linux-musl aarch64-unknown-linux-g
     rustup target list --installed | grep -qx "$t" || rustup target add "$t"
 done
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 
 # The Debian trixie root with the current Mender peers (C++ client 5.0.0, Go mender-connect 2.3.0)
 # for the interop tests: built once (about 1.5-2.5 min, 170 MB), cached under tests/cache/.

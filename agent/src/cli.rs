@@ -69,11 +69,7 @@ pub(crate) struct UsageError {
 }
 
 fn usage(message: String) -> UsageError {
-    UsageError {
-        message,
-        code: 1,
-        show_help: true,
-    }
+    UsageError { message, code: 1, show_help: true }
 }
 
 /// Parses the arguments after the program name.
@@ -119,9 +115,7 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Invocatio
             match v.as_deref() {
                 None | Some("true" | "1" | "t" | "T" | "TRUE" | "True") => Ok(true),
                 Some("false" | "0" | "f" | "F" | "FALSE" | "False") => Ok(false),
-                Some(other) => Err(usage(format!(
-                    "invalid boolean value {other:?} for -{name}"
-                ))),
+                Some(other) => Err(usage(format!("invalid boolean value {other:?} for -{name}"))),
             }
         };
         match name {
@@ -221,18 +215,13 @@ GLOBAL OPTIONS:
 fn command_help(name: &str) -> Option<String> {
     let (usage, args) = match name {
         "daemon" => ("Start the client as a background service.", ""),
-        "version" => (
-            "Show the version and runtime information of the binary build",
-            "",
-        ),
-        "check-config" => (
-            "Check the configuration (or FILE alone) and print its warnings; exit 1 if invalid",
-            " [FILE]",
-        ),
-        "status" => (
-            "Show the running daemon's connection, sessions and counters",
-            " [--json] [--socket PATH]",
-        ),
+        "version" => ("Show the version and runtime information of the binary build", ""),
+        "check-config" => {
+            ("Check the configuration (or FILE alone) and print its warnings; exit 1 if invalid", " [FILE]")
+        }
+        "status" => {
+            ("Show the running daemon's connection, sessions and counters", " [--json] [--socket PATH]")
+        }
         "sessions" => (
             "List sessions, or end one (a shell is stopped as a server stop would)",
             " [list | kill ID] [--json] [--socket PATH]",
@@ -292,9 +281,7 @@ pub fn main() -> i32 {
             println!("mender-connect version {}", version_line());
             0
         }
-        Command::CheckConfig(file) => {
-            check_config(&inv.config, &inv.fallback_config, file.as_deref())
-        }
+        Command::CheckConfig(file) => check_config(&inv.config, &inv.fallback_config, file.as_deref()),
         Command::Status(args) => {
             let socket = control_socket(&args, &inv.config, &inv.fallback_config);
             crate::ops::status::client::status_command(&socket, args.json)
@@ -377,10 +364,7 @@ fn check_config(primary: &Path, fallback: &Path, file: Option<&Path>) -> i32 {
         );
     }
     let files: Vec<String> = report.files.iter().map(|p| p.display().to_string()).collect();
-    println!(
-        "configuration OK ({})",
-        if files.is_empty() { "defaults".into() } else { files.join(", ") }
-    );
+    println!("configuration OK ({})", if files.is_empty() { "defaults".into() } else { files.join(", ") });
     0
 }
 
@@ -396,10 +380,7 @@ mod tests {
     fn defaults_match_the_reference() {
         let inv = p(&["daemon"]).unwrap();
         assert_eq!(inv.config, PathBuf::from("/etc/mender/mender-connect.conf"));
-        assert_eq!(
-            inv.fallback_config,
-            PathBuf::from("/var/lib/mender/mender-connect.conf")
-        );
+        assert_eq!(inv.fallback_config, PathBuf::from("/var/lib/mender/mender-connect.conf"));
         assert_eq!(inv.verbosity, Verbosity::Info);
         assert_eq!(inv.command, Command::Daemon);
     }
@@ -418,34 +399,17 @@ mod tests {
             assert_eq!(inv.config, PathBuf::from("/a"), "{args:?}");
             assert_eq!(inv.command, Command::Daemon);
         }
-        assert_eq!(
-            p(&["-b", "/f", "daemon"]).unwrap().fallback_config,
-            PathBuf::from("/f")
-        );
-        assert_eq!(
-            p(&["--fallback-config=/f", "daemon"])
-                .unwrap()
-                .fallback_config,
-            PathBuf::from("/f")
-        );
+        assert_eq!(p(&["-b", "/f", "daemon"]).unwrap().fallback_config, PathBuf::from("/f"));
+        assert_eq!(p(&["--fallback-config=/f", "daemon"]).unwrap().fallback_config, PathBuf::from("/f"));
     }
 
     #[test]
     fn verbosity_flags() {
         assert_eq!(p(&["-d", "daemon"]).unwrap().verbosity, Verbosity::Debug);
-        assert_eq!(
-            p(&["--debug", "daemon"]).unwrap().verbosity,
-            Verbosity::Debug
-        );
+        assert_eq!(p(&["--debug", "daemon"]).unwrap().verbosity, Verbosity::Debug);
         assert_eq!(p(&["--dd", "daemon"]).unwrap().verbosity, Verbosity::Trace);
-        assert_eq!(
-            p(&["-trace", "-d", "daemon"]).unwrap().verbosity,
-            Verbosity::Trace
-        );
-        assert_eq!(
-            p(&["--debug=false", "daemon"]).unwrap().verbosity,
-            Verbosity::Info
-        );
+        assert_eq!(p(&["-trace", "-d", "daemon"]).unwrap().verbosity, Verbosity::Trace);
+        assert_eq!(p(&["--debug=false", "daemon"]).unwrap().verbosity, Verbosity::Info);
         assert!(p(&["--debug=maybe", "daemon"]).is_err());
     }
 
@@ -454,18 +418,9 @@ mod tests {
         assert_eq!(p(&[]).unwrap().command, Command::Help(None));
         assert_eq!(p(&["version"]).unwrap().command, Command::Version);
         assert_eq!(p(&["-v"]).unwrap().command, Command::VersionFlag);
-        assert_eq!(
-            p(&["help", "daemon"]).unwrap().command,
-            Command::Help(Some("daemon".into()))
-        );
-        assert_eq!(
-            p(&["daemon", "-h"]).unwrap().command,
-            Command::Help(Some("daemon".into()))
-        );
-        assert_eq!(
-            p(&["check-config"]).unwrap().command,
-            Command::CheckConfig(None)
-        );
+        assert_eq!(p(&["help", "daemon"]).unwrap().command, Command::Help(Some("daemon".into())));
+        assert_eq!(p(&["daemon", "-h"]).unwrap().command, Command::Help(Some("daemon".into())));
+        assert_eq!(p(&["check-config"]).unwrap().command, Command::CheckConfig(None));
         assert_eq!(
             p(&["check-config", "/x.conf"]).unwrap().command,
             Command::CheckConfig(Some(PathBuf::from("/x.conf")))
@@ -473,10 +428,7 @@ mod tests {
         let e = p(&["foo"]).unwrap_err();
         assert_eq!((e.code, e.message.as_str()), (3, "No help topic for 'foo'"));
         let e = p(&["--bogus", "daemon"]).unwrap_err();
-        assert_eq!(
-            (e.code, e.message.as_str()),
-            (1, "flag provided but not defined: -bogus")
-        );
+        assert_eq!((e.code, e.message.as_str()), (1, "flag provided but not defined: -bogus"));
         assert_eq!(p(&["status"]).unwrap().command, Command::Status(ControlArgs::default()));
         assert_eq!(
             p(&["status", "--json", "--socket", "/s"]).unwrap().command,
@@ -486,7 +438,10 @@ mod tests {
             p(&["sessions", "kill", "abc"]).unwrap().command,
             Command::Sessions(ControlArgs::default(), SessionsAction::Kill("abc".into()))
         );
-        assert_eq!(p(&["sessions"]).unwrap().command, Command::Sessions(ControlArgs::default(), SessionsAction::List));
+        assert_eq!(
+            p(&["sessions"]).unwrap().command,
+            Command::Sessions(ControlArgs::default(), SessionsAction::List)
+        );
         assert!(p(&["sessions", "kill"]).is_err());
         assert!(p(&["status", "extra"]).is_err());
         let e = p(&["daemon", "--config"]).unwrap_err();

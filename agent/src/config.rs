@@ -255,19 +255,10 @@ pub enum ConfigError {
     Read { path: PathBuf, source: io::Error },
     /// Not JSON; `line` and `column` are 1-based.
     #[error("{}invalid JSON: {message}", at_line(path.as_deref(), *line, *column))]
-    Syntax {
-        path: Option<PathBuf>,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Syntax { path: Option<PathBuf>, line: usize, column: usize, message: String },
     /// A key has a wrong type or a value the daemon cannot work with.
     #[error("{}{key}: {reason}", in_file(path.as_deref()))]
-    Invalid {
-        path: Option<PathBuf>,
-        key: String,
-        reason: String,
-    },
+    Invalid { path: Option<PathBuf>, key: String, reason: String },
 }
 
 /// `FILE:LINE:COLUMN: `, or `line LINE, column COLUMN: ` for a text of no file.
@@ -295,20 +286,13 @@ impl Config {
                 Ok(text) => docs.push((path.to_path_buf(), text)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(source) => {
-                    return Err(ConfigError::Read {
-                        path: path.to_path_buf(),
-                        source,
-                    });
+                    return Err(ConfigError::Read { path: path.to_path_buf(), source });
                 }
             }
         }
         let mut warnings = Vec::new();
         let config = Self::load_documents(&docs, &mut warnings, more)?;
-        Ok(Loaded {
-            config,
-            warnings,
-            files: docs.into_iter().map(|(p, _)| p).collect(),
-        })
+        Ok(Loaded { config, warnings, files: docs.into_iter().map(|(p, _)| p).collect() })
     }
 
     /// [`Config::load`] of documents already read, fallback first; the warnings go to `warnings`
@@ -352,11 +336,7 @@ impl Config {
         let mut warnings = Vec::new();
         raw.apply_document(text, None, &mut warnings)?;
         let config = raw.finish(&mut warnings)?;
-        Ok(Loaded {
-            config,
-            warnings,
-            files: Vec::new(),
-        })
+        Ok(Loaded { config, warnings, files: Vec::new() })
     }
 }
 
@@ -411,14 +391,8 @@ struct RawFileTransferLimits {
 }
 
 /// The reference's deprecated keys: parsed only to warn.
-const DEPRECATED: &[&str] = &[
-    "ServerURL",
-    "Servers",
-    "ClientProtocol",
-    "HttpsClient",
-    "SkipVerify",
-    "ServerCertificate",
-];
+const DEPRECATED: &[&str] =
+    &["ServerURL", "Servers", "ClientProtocol", "HttpsClient", "SkipVerify", "ServerCertificate"];
 
 /// Context for one file: where errors and warnings point.
 struct Doc<'a> {
@@ -435,14 +409,11 @@ impl Doc<'_> {
     }
 
     fn where_(&self) -> String {
-        self.path
-            .map(|p| format!("{}: ", p.display()))
-            .unwrap_or_default()
+        self.path.map(|p| format!("{}: ", p.display())).unwrap_or_default()
     }
 
     fn object<'v>(&self, key: &str, v: &'v Value) -> Result<&'v Map<String, Value>, ConfigError> {
-        v.as_object()
-            .ok_or_else(|| self.invalid(key, format!("must be an object, not {}", kind(v))))
+        v.as_object().ok_or_else(|| self.invalid(key, format!("must be an object, not {}", kind(v))))
     }
 
     fn string(&self, key: &str, v: &Value) -> Result<String, ConfigError> {
@@ -452,23 +423,19 @@ impl Doc<'_> {
     }
 
     fn bool(&self, key: &str, v: &Value) -> Result<bool, ConfigError> {
-        v.as_bool()
-            .ok_or_else(|| self.invalid(key, format!("must be true or false, not {}", kind(v))))
+        v.as_bool().ok_or_else(|| self.invalid(key, format!("must be true or false, not {}", kind(v))))
     }
 
     fn strings(&self, key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
-        let arr = v.as_array().ok_or_else(|| {
-            self.invalid(key, format!("must be an array of strings, not {}", kind(v)))
-        })?;
+        let arr = v
+            .as_array()
+            .ok_or_else(|| self.invalid(key, format!("must be an array of strings, not {}", kind(v))))?;
         arr.iter()
             .map(|item| match item {
                 // Go decodes a null element of a []string as "".
                 Value::Null => Ok(String::new()),
                 Value::String(s) => Ok(s.clone()),
-                other => Err(self.invalid(
-                    key,
-                    format!("must be an array of strings, has {}", kind(other)),
-                )),
+                other => Err(self.invalid(key, format!("must be an array of strings, has {}", kind(other)))),
             })
             .collect()
     }
@@ -478,17 +445,13 @@ impl Doc<'_> {
             Some(n) if n <= max => Ok(n),
             _ => Err(self.invalid(
                 key,
-                format!(
-                    "must be a whole number from 0 to {max} ({go_type}), not {}",
-                    short(v)
-                ),
+                format!("must be a whole number from 0 to {max} ({go_type}), not {}", short(v)),
             )),
         }
     }
 
     fn signed(&self, key: &str, v: &Value) -> Result<i64, ConfigError> {
-        v.as_i64()
-            .ok_or_else(|| self.invalid(key, format!("must be a whole number, not {}", short(v))))
+        v.as_i64().ok_or_else(|| self.invalid(key, format!("must be a whole number, not {}", short(v))))
     }
 }
 
@@ -539,21 +502,13 @@ fn kind(v: &Value) -> &'static str {
 
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.chars().count() > 40 {
-        format!("{}…", s.chars().take(40).collect::<String>())
-    } else {
-        s
-    }
+    if s.chars().count() > 40 { format!("{}…", s.chars().take(40).collect::<String>()) } else { s }
 }
 
 /// Looks a JSON key up in `names` the way Go's `encoding/json` does: exact first, then ASCII
 /// case-insensitively.
 fn canonical(key: &str, names: &[&'static str]) -> Option<&'static str> {
-    names
-        .iter()
-        .find(|n| **n == key)
-        .or_else(|| names.iter().find(|n| n.eq_ignore_ascii_case(key)))
-        .copied()
+    names.iter().find(|n| **n == key).or_else(|| names.iter().find(|n| n.eq_ignore_ascii_case(key))).copied()
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -572,12 +527,7 @@ const TOP_KEYS: &[&str] = &[
     "Standalone",
 ];
 const TERMINAL_KEYS: &[&str] = &["Width", "Height", "Disable"];
-const SESSIONS_KEYS: &[&str] = &[
-    "StopExpired",
-    "ExpireAfter",
-    "ExpireAfterIdle",
-    "MaxPerUser",
-];
+const SESSIONS_KEYS: &[&str] = &["StopExpired", "ExpireAfter", "ExpireAfterIdle", "MaxPerUser"];
 const DISABLE_KEYS: &[&str] = &["Disable"];
 const FILE_TRANSFER_KEYS: &[&str] = &["Disable", "AckWindowChunks"];
 const PORT_FORWARD_KEYS: &[&str] =
@@ -629,10 +579,7 @@ impl Raw {
             // Go's json.Unmarshal of `null` leaves the configuration untouched.
             Value::Null => Ok(()),
             Value::Object(map) => self.apply_top(&doc, map, warnings),
-            other => Err(doc.invalid(
-                "(top level)",
-                format!("must be a JSON object, not {}", kind(other)),
-            )),
+            other => Err(doc.invalid("(top level)", format!("must be a JSON object, not {}", kind(other)))),
         }
     }
 
@@ -645,10 +592,7 @@ impl Raw {
         for (key, v) in map {
             if let Some(dep) = canonical(key, DEPRECATED) {
                 check_deprecated(doc, dep, v)?;
-                warnings.push(format!(
-                    "{}{dep} field is deprecated, ignoring.",
-                    doc.where_()
-                ));
+                warnings.push(format!("{}{dep} field is deprecated, ignoring.", doc.where_()));
                 continue;
             }
             let Some(name) = canonical(key, TOP_KEYS) else {
@@ -703,14 +647,12 @@ impl Raw {
                         match sub {
                             "Width" => {
                                 self.terminal_width =
-                                    doc.unsigned("Terminal.Width", v, u16::MAX.into(), "uint16")?
-                                        as u16;
+                                    doc.unsigned("Terminal.Width", v, u16::MAX.into(), "uint16")? as u16;
                                 self.mark("Terminal.Width");
                             }
                             "Height" => {
                                 self.terminal_height =
-                                    doc.unsigned("Terminal.Height", v, u16::MAX.into(), "uint16")?
-                                        as u16;
+                                    doc.unsigned("Terminal.Height", v, u16::MAX.into(), "uint16")? as u16;
                                 self.mark("Terminal.Height");
                             }
                             _ => {
@@ -737,20 +679,17 @@ impl Raw {
                             }
                             "ExpireAfter" => {
                                 self.expire_after =
-                                    doc.unsigned("Sessions.ExpireAfter", v, u32max, "uint32")?
-                                        as u32;
+                                    doc.unsigned("Sessions.ExpireAfter", v, u32max, "uint32")? as u32;
                                 self.mark("Sessions.ExpireAfter");
                             }
                             "ExpireAfterIdle" => {
                                 self.expire_after_idle =
-                                    doc.unsigned("Sessions.ExpireAfterIdle", v, u32max, "uint32")?
-                                        as u32;
+                                    doc.unsigned("Sessions.ExpireAfterIdle", v, u32max, "uint32")? as u32;
                                 self.mark("Sessions.ExpireAfterIdle");
                             }
                             _ => {
                                 self.max_per_user =
-                                    doc.unsigned("Sessions.MaxPerUser", v, u32max, "uint32")?
-                                        as u32;
+                                    doc.unsigned("Sessions.MaxPerUser", v, u32max, "uint32")? as u32;
                                 self.mark("Sessions.MaxPerUser");
                             }
                         }
@@ -775,12 +714,8 @@ impl Raw {
                             continue;
                         }
                         let (key, slot) = match name {
-                            "FileTransfer" => {
-                                ("FileTransfer.Disable", &mut self.file_transfer_disable)
-                            }
-                            "PortForward" => {
-                                ("PortForward.Disable", &mut self.port_forward_disable)
-                            }
+                            "FileTransfer" => ("FileTransfer.Disable", &mut self.file_transfer_disable),
+                            "PortForward" => ("PortForward.Disable", &mut self.port_forward_disable),
                             _ => ("MenderClient.Disable", &mut self.mender_client_disable),
                         };
                         *slot = doc.bool(key, v)?;
@@ -794,13 +729,21 @@ impl Raw {
     }
 
     /// The keys this agent adds to the reference's `FileTransfer` and `PortForward` blocks.
-    fn apply_extension(&mut self, doc: &Doc<'_>, block: &str, key: &str, v: &Value) -> Result<(), ConfigError> {
+    fn apply_extension(
+        &mut self,
+        doc: &Doc<'_>,
+        block: &str,
+        key: &str,
+        v: &Value,
+    ) -> Result<(), ConfigError> {
         match (block, key) {
             ("FileTransfer", _) => {
                 let full = "FileTransfer.AckWindowChunks";
                 let n = doc.unsigned(full, v, u64::from(MAX_ACK_WINDOW_CHUNKS), "chunks")?;
                 if n == 0 {
-                    return Err(doc.invalid(full, format!("must be from 1 to {MAX_ACK_WINDOW_CHUNKS}, not 0")));
+                    return Err(
+                        doc.invalid(full, format!("must be from 1 to {MAX_ACK_WINDOW_CHUNKS}, not 0"))
+                    );
                 }
                 self.ft_ack_window = Some(n as u32);
                 self.mark(full);
@@ -813,7 +756,10 @@ impl Raw {
                 };
                 let n = doc.unsigned(full, v, MAX_PORT_FORWARD_TIMEOUT_SECS, "seconds")?;
                 if n == 0 {
-                    return Err(doc.invalid(full, format!("must be from 1 to {MAX_PORT_FORWARD_TIMEOUT_SECS} seconds, not 0")));
+                    return Err(doc.invalid(
+                        full,
+                        format!("must be from 1 to {MAX_PORT_FORWARD_TIMEOUT_SECS} seconds, not 0"),
+                    ));
                 }
                 *slot = Some(n);
                 self.mark(full);
@@ -826,7 +772,9 @@ impl Raw {
                 };
                 let n = doc.unsigned(full, v, MAX_PORT_FORWARD_CONNECTIONS, "connections")?;
                 if n == 0 {
-                    return Err(doc.invalid(full, format!("must be from 1 to {MAX_PORT_FORWARD_CONNECTIONS}, not 0")));
+                    return Err(
+                        doc.invalid(full, format!("must be from 1 to {MAX_PORT_FORWARD_CONNECTIONS}, not 0"))
+                    );
                 }
                 *slot = Some(n as usize);
                 self.mark(full);
@@ -904,12 +852,7 @@ impl Raw {
             _ => {
                 for (k, v) in doc.object(full, v)? {
                     let Some(c) = canonical(k, COUNTERS_KEYS) else {
-                        warnings.push(unknown_key(
-                            doc,
-                            "Limits.FileTransfer.Counters.",
-                            k,
-                            COUNTERS_KEYS,
-                        ));
+                        warnings.push(unknown_key(doc, "Limits.FileTransfer.Counters.", k, COUNTERS_KEYS));
                         continue;
                     };
                     if v.is_null() {
@@ -933,50 +876,30 @@ impl Raw {
 
     /// Applies defaults, reduces to what takes effect and reports what is ignored.
     fn finish(mut self, warnings: &mut Vec<String>) -> Result<Config, ConfigError> {
-        let invalid = |key: &str, reason: String| ConfigError::Invalid {
-            path: None,
-            key: key.to_owned(),
-            reason,
-        };
+        let invalid =
+            |key: &str, reason: String| ConfigError::Invalid { path: None, key: key.to_owned(), reason };
 
         let shell_command = if self.shell_command.is_empty() {
             // Leaving the key out is how one asks for the default; only an explicit "" is odd.
             if self.has("ShellCommand") {
-                warnings.push(format!(
-                    "ShellCommand is empty, defaulting to {DEFAULT_SHELL_COMMAND}"
-                ));
+                warnings.push(format!("ShellCommand is empty, defaulting to {DEFAULT_SHELL_COMMAND}"));
             }
             PathBuf::from(DEFAULT_SHELL_COMMAND)
         } else {
             PathBuf::from(&self.shell_command)
         };
-        let shell_arguments = self.shell_arguments.clone().unwrap_or_else(|| {
-            DEFAULT_SHELL_ARGUMENTS
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect()
-        });
+        let shell_arguments = self
+            .shell_arguments
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SHELL_ARGUMENTS.iter().map(|s| (*s).to_owned()).collect());
 
         let terminal = Terminal {
             disable: self.terminal_disable,
-            height: if self.terminal_height == 0 {
-                DEFAULT_TERMINAL_HEIGHT
-            } else {
-                self.terminal_height
-            },
-            width: if self.terminal_width == 0 {
-                DEFAULT_TERMINAL_WIDTH
-            } else {
-                self.terminal_width
-            },
+            height: if self.terminal_height == 0 { DEFAULT_TERMINAL_HEIGHT } else { self.terminal_height },
+            width: if self.terminal_width == 0 { DEFAULT_TERMINAL_WIDTH } else { self.terminal_width },
         };
         if terminal.disable {
-            for key in [
-                "Terminal.Height",
-                "Terminal.Width",
-                "ShellArguments",
-                "Sessions.MaxPerUser",
-            ] {
+            for key in ["Terminal.Height", "Terminal.Width", "ShellArguments", "Sessions.MaxPerUser"] {
                 if self.has(key) {
                     warnings.push(format!(
                         "{key} has no effect: the remote terminal is disabled (Terminal.Disable)"
@@ -988,7 +911,8 @@ impl Raw {
         let secs = |n: u32| (n > 0).then(|| Duration::from_secs(n.into()));
         // mender-connect 3.0 (`applyDefaults`): StopExpired defaults to true, and with neither
         // expiry set (both 0) ExpireAfterIdle becomes 600 s.
-        let stop_expired = if self.has("Sessions.StopExpired") { self.stop_expired } else { DEFAULT_STOP_EXPIRED };
+        let stop_expired =
+            if self.has("Sessions.StopExpired") { self.stop_expired } else { DEFAULT_STOP_EXPIRED };
         let sessions = if stop_expired {
             if self.expire_after > 0 && self.expire_after_idle > 0 {
                 if !self.has("Sessions.StopExpired") {
@@ -1021,15 +945,10 @@ impl Raw {
             }
         } else {
             for key in ["Sessions.ExpireAfter", "Sessions.ExpireAfterIdle"] {
-                let set = if key == "Sessions.ExpireAfter" {
-                    self.expire_after
-                } else {
-                    self.expire_after_idle
-                };
+                let set =
+                    if key == "Sessions.ExpireAfter" { self.expire_after } else { self.expire_after_idle };
                 if set > 0 {
-                    warnings.push(format!(
-                        "{key} has no effect: Sessions.StopExpired is false"
-                    ));
+                    warnings.push(format!("{key} has no effect: Sessions.StopExpired is false"));
                 }
             }
             Sessions {
@@ -1069,7 +988,10 @@ impl Raw {
         if self.port_forward_disable
             && (self.has("PortForward.ConnectTimeoutSeconds") || self.has("PortForward.IdleTimeoutSeconds"))
         {
-            warnings.push("PortForward timeouts have no effect: port forwarding is disabled (PortForward.Disable)".into());
+            warnings.push(
+                "PortForward timeouts have no effect: port forwarding is disabled (PortForward.Disable)"
+                    .into(),
+            );
         }
         if self.port_forward_disable
             && (self.has("PortForward.MaxConnectionsPerSession") || self.has("PortForward.MaxConnections"))
@@ -1088,7 +1010,9 @@ impl Raw {
         }
         let file_transfer_ack_window = self.ft_ack_window.unwrap_or(DEFAULT_ACK_WINDOW_CHUNKS);
         let port_forward_timeouts = PortForwardTimeouts {
-            connect: self.pf_connect_timeout.map_or(DEFAULT_PORT_FORWARD_CONNECT_TIMEOUT, Duration::from_secs),
+            connect: self
+                .pf_connect_timeout
+                .map_or(DEFAULT_PORT_FORWARD_CONNECT_TIMEOUT, Duration::from_secs),
             idle: self.pf_idle_timeout.map_or(DEFAULT_PORT_FORWARD_IDLE_TIMEOUT, Duration::from_secs),
         };
 
@@ -1127,15 +1051,9 @@ impl Raw {
             sessions,
             reconnect_interval,
             reconnect_max_interval,
-            file_transfer: Feature {
-                disable: self.file_transfer_disable,
-            },
-            port_forward: Feature {
-                disable: self.port_forward_disable,
-            },
-            mender_client: Feature {
-                disable: self.mender_client_disable,
-            },
+            file_transfer: Feature { disable: self.file_transfer_disable },
+            port_forward: Feature { disable: self.port_forward_disable },
+            mender_client: Feature { disable: self.mender_client_disable },
             limits,
             file_transfer_ack_window,
             port_forward_timeouts,
@@ -1146,11 +1064,8 @@ impl Raw {
     fn finish_limits(&self, warnings: &mut Vec<String>) -> Result<Limits, ConfigError> {
         let ft = &self.ft;
         let enabled = self.limits_enabled;
-        let invalid = |key: &str, reason: String| ConfigError::Invalid {
-            path: None,
-            key: key.to_owned(),
-            reason,
-        };
+        let invalid =
+            |key: &str, reason: String| ConfigError::Invalid { path: None, key: key.to_owned(), reason };
 
         let umask = if ft.umask.is_empty() {
             None
@@ -1160,10 +1075,7 @@ impl Raw {
                 None if enabled => {
                     return Err(invalid(
                         "Limits.FileTransfer.Umask",
-                        format!(
-                            "{:?} is not an octal umask from 0 to 0777 (e.g. \"022\")",
-                            ft.umask
-                        ),
+                        format!("{:?} is not an octal umask from 0 to 0777 (e.g. \"022\")", ft.umask),
                     ));
                 }
                 None => None,
@@ -1177,12 +1089,8 @@ impl Raw {
             ));
         }
 
-        let limit_keys: Vec<&str> = self
-            .present
-            .iter()
-            .copied()
-            .filter(|k| k.starts_with("Limits.FileTransfer."))
-            .collect();
+        let limit_keys: Vec<&str> =
+            self.present.iter().copied().filter(|k| k.starts_with("Limits.FileTransfer.")).collect();
         if !enabled {
             for key in &limit_keys {
                 warnings.push(format!("{key} has no effect: Limits.Enabled is not true"));
@@ -1200,7 +1108,9 @@ impl Raw {
             }
         }
         if self.file_transfer_disable && enabled && !limit_keys.is_empty() {
-            warnings.push("Limits.FileTransfer has no effect: file transfer is disabled (FileTransfer.Disable)".into());
+            warnings.push(
+                "Limits.FileTransfer has no effect: file transfer is disabled (FileTransfer.Disable)".into(),
+            );
         }
 
         let nonzero = |n: u64| (n > 0).then_some(n);
@@ -1232,11 +1142,7 @@ impl Raw {
 }
 
 fn ft_path(key: &str) -> &'static str {
-    FT_FULL
-        .iter()
-        .find(|f| f.rsplit('.').next() == Some(key))
-        .copied()
-        .unwrap_or("Limits.FileTransfer")
+    FT_FULL.iter().find(|f| f.rsplit('.').next() == Some(key)).copied().unwrap_or("Limits.FileTransfer")
 }
 
 const FT_FULL: &[&str] = &[
@@ -1281,10 +1187,7 @@ fn check_deprecated(doc: &Doc<'_>, key: &str, v: &Value) -> Result<(), ConfigErr
         ("ServerURL" | "ClientProtocol" | "ServerCertificate", Value::String(_)) => Ok(()),
         _ => Err(doc.invalid(
             key,
-            format!(
-                "has the wrong type ({}) (deprecated and ignored, but must still parse)",
-                kind(v)
-            ),
+            format!("has the wrong type ({}) (deprecated and ignored, but must still parse)", kind(v)),
         )),
     }
 }
@@ -1305,11 +1208,7 @@ mod system {
     use std::path::Path;
 
     fn invalid(key: &str, reason: String) -> ConfigError {
-        ConfigError::Invalid {
-            path: None,
-            key: key.to_owned(),
-            reason,
-        }
+        ConfigError::Invalid { path: None, key: key.to_owned(), reason }
     }
 
     pub(super) fn check(
@@ -1334,27 +1233,18 @@ mod system {
             ));
         }
         if config.user.is_empty() {
-            return Err(invalid(
-                "User",
-                "please provide a user to run the shell as".into(),
-            ));
+            return Err(invalid("User", "please provide a user to run the shell as".into()));
         }
         match crate::os::users::lookup_user(&config.user) {
             Ok(Some(_)) => {}
             Ok(None) => return Err(invalid("User", format!("unknown user {}", config.user))),
             Err(e) => {
-                return Err(invalid(
-                    "User",
-                    format!("cannot look up user {}: {e}", config.user),
-                ));
+                return Err(invalid("User", format!("cannot look up user {}: {e}", config.user)));
             }
         }
         match std::fs::read_to_string(shells) {
             Ok(list) => {
-                let listed = list
-                    .lines()
-                    .map(str::trim)
-                    .any(|l| Path::new(l) == shell.as_path());
+                let listed = list.lines().map(str::trim).any(|l| Path::new(l) == shell.as_path());
                 if !listed {
                     return Err(invalid(
                         "ShellCommand",
@@ -1367,11 +1257,7 @@ mod system {
             Err(e) => {
                 return Err(invalid(
                     "ShellCommand",
-                    format!(
-                        "{} cannot be checked against {}: {e}",
-                        shell.display(),
-                        shells.display()
-                    ),
+                    format!("{} cannot be checked against {}: {e}", shell.display(), shells.display()),
                 ));
             }
         }
@@ -1402,24 +1288,16 @@ mod system {
         use std::path::Path;
 
         fn cfg(json: &str) -> Config {
-            Config::from_json_str(json)
-                .map(|l| l.config)
-                .unwrap_or_else(|e| panic!("{e}"))
+            Config::from_json_str(json).map(|l| l.config).unwrap_or_else(|e| panic!("{e}"))
         }
 
         #[test]
         fn relative_shell_is_rejected() {
-            let e = check(
-                &cfg(r#"{"ShellCommand":"sh","User":"root"}"#),
-                Path::new("/etc/shells"),
-                &mut vec![],
-            )
-            .unwrap_err()
-            .to_string();
-            assert!(
-                e.starts_with("ShellCommand:") && e.contains("absolute"),
-                "{e}"
-            );
+            let e =
+                check(&cfg(r#"{"ShellCommand":"sh","User":"root"}"#), Path::new("/etc/shells"), &mut vec![])
+                    .unwrap_err()
+                    .to_string();
+            assert!(e.starts_with("ShellCommand:") && e.contains("absolute"), "{e}");
         }
 
         #[test]
@@ -1436,17 +1314,10 @@ mod system {
 
         #[test]
         fn missing_user_is_rejected() {
-            let e = check(
-                &cfg(r#"{"ShellCommand":"/bin/sh"}"#),
-                Path::new("/etc/shells"),
-                &mut vec![],
-            )
-            .unwrap_err()
-            .to_string();
-            assert!(
-                e.starts_with("User:") && e.contains("provide a user"),
-                "{e}"
-            );
+            let e = check(&cfg(r#"{"ShellCommand":"/bin/sh"}"#), Path::new("/etc/shells"), &mut vec![])
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("User:") && e.contains("provide a user"), "{e}");
             let e = check(
                 &cfg(r#"{"ShellCommand":"/bin/sh","User":"no-such-user-mcrs"}"#),
                 Path::new("/etc/shells"),
@@ -1463,37 +1334,20 @@ mod system {
             std::fs::create_dir_all(&dir).unwrap();
             let shells = dir.join("shells");
             std::fs::write(&shells, "# comment\n/bin/sh\n").unwrap();
-            let ok = check(
-                &cfg(r#"{"ShellCommand":"/bin/sh","User":"root"}"#),
-                &shells,
-                &mut vec![],
-            );
+            let ok = check(&cfg(r#"{"ShellCommand":"/bin/sh","User":"root"}"#), &shells, &mut vec![]);
             assert!(ok.is_ok(), "{ok:?}");
-            let e = check(
-                &cfg(r#"{"ShellCommand":"/usr/bin/env","User":"root"}"#),
-                &shells,
-                &mut vec![],
-            )
-            .unwrap_err()
-            .to_string();
+            let e = check(&cfg(r#"{"ShellCommand":"/usr/bin/env","User":"root"}"#), &shells, &mut vec![])
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("/usr/bin/env is not present in"), "{e}");
             // Without the file only the default shell passes.
             let missing = dir.join("absent");
             assert!(
-                check(
-                    &cfg(r#"{"ShellCommand":"/bin/sh","User":"root"}"#),
-                    &missing,
-                    &mut vec![]
-                )
-                .is_ok()
+                check(&cfg(r#"{"ShellCommand":"/bin/sh","User":"root"}"#), &missing, &mut vec![]).is_ok()
             );
             assert!(
-                check(
-                    &cfg(r#"{"ShellCommand":"/usr/bin/env","User":"root"}"#),
-                    &missing,
-                    &mut vec![]
-                )
-                .is_err()
+                check(&cfg(r#"{"ShellCommand":"/usr/bin/env","User":"root"}"#), &missing, &mut vec![])
+                    .is_err()
             );
             std::fs::remove_dir_all(&dir).unwrap();
         }

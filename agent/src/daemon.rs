@@ -22,16 +22,16 @@ use smol::{Task, Timer};
 
 use mender_connect_core::shell::TermSize;
 
-use crate::link::credentials::{Auth, Credentials, Update};
 use crate::config::Config;
 use crate::link::connection::{self, ConnectError, Ended, Reader, Socket};
+use crate::link::credentials::{Auth, Credentials, Update};
 use crate::ops::status::protocol::{ErrorKind, LinkState, Response, SessionKind};
 use crate::ops::status::server::Query;
-use snapshot::LinkStats;
 use crate::os::clock;
 use crate::proto::router::{Output, Router};
-use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig, LinkState as EngineLink};
 use crate::proto::shell::{Action, Exited, Expiry, ShellSettings, Shells};
+use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig, LinkState as EngineLink};
+use snapshot::LinkStats;
 
 pub mod resident;
 pub mod snapshot;
@@ -112,7 +112,12 @@ impl Settings {
     /// token, see [`Auth::reread`]).
     pub fn link_config(&self, reread: bool) -> LinkConfig {
         let ms = crate::os::clock::millis;
-        LinkConfig::new(ms(self.reconnect_base), ms(self.reconnect_max), ms(self.shell.disconnect_grace), reread)
+        LinkConfig::new(
+            ms(self.reconnect_base),
+            ms(self.reconnect_max),
+            ms(self.shell.disconnect_grace),
+            reread,
+        )
     }
 
     /// The disconnect grace, from [`DISCONNECT_GRACE_ENV`] if set.
@@ -223,8 +228,12 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     let (exited_tx, exited_rx) = async_channel::unbounded();
     let mut shells = Shells::new(settings.shell.clone(), q.data_tx.clone(), exited_tx);
     let reread = auth.reread.is_some();
-    let mut router =
-        Router::with_link(settings.terminal, settings.link_config(reread), settings.shell.table_config(), crate::os::clock::seed());
+    let mut router = Router::with_link(
+        settings.terminal,
+        settings.link_config(reread),
+        settings.shell.table_config(),
+        crate::os::clock::seed(),
+    );
     crate::proto::features::register(&mut router, &settings.features, &q.data_tx);
     let mut creds = Credentials { token: String::new(), server_url: String::new() };
     let mut auth_open = true;
@@ -322,9 +331,15 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
             }
             Event::Control(ask) => {
                 let response = match ask.query {
-                    Query::Status => {
-                        Response::Status(Box::new(status(&settings, started, &link_stats, &creds, &shells, &router, now)))
-                    }
+                    Query::Status => Response::Status(Box::new(status(
+                        &settings,
+                        started,
+                        &link_stats,
+                        &creds,
+                        &shells,
+                        &router,
+                        now,
+                    ))),
                     Query::Kill(id) => {
                         let (response, frame) = kill_session(&id, &mut shells, &mut router);
                         if let (Some(f), Link::Up { .. }) = (frame, &link) {
@@ -364,7 +379,8 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 } else {
                     CredentialsUpdate::Unchanged
                 };
-                let idle = matches!(router.engine().link_state(), EngineLink::NoCredentials | EngineLink::Held);
+                let idle =
+                    matches!(router.engine().link_state(), EngineLink::NoCredentials | EngineLink::Held);
                 if update == CredentialsUpdate::Changed || (update == CredentialsUpdate::Unchanged && idle) {
                     log::info!("new token or server URL ({}); connecting", c.server_url);
                 }
@@ -383,9 +399,15 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
             Event::Dialed(Ok(socket)) => {
                 link_stats.connected();
                 log::info!("connection established with {}", creds.server_url);
-                let (reader, writer) = connection::split(*socket, connection::Keepalive::for_url(&creds.server_url));
+                let (reader, writer) =
+                    connection::split(*socket, connection::Keepalive::for_url(&creds.server_url));
                 let (stop_writer, stop_rx) = async_channel::bounded(1);
-                let writer = crate::os::runtime::spawn(writer_task(writer, q.reply_rx.clone(), q.data_rx.clone(), stop_rx));
+                let writer = crate::os::runtime::spawn(writer_task(
+                    writer,
+                    q.reply_rx.clone(),
+                    q.data_rx.clone(),
+                    stop_rx,
+                ));
                 link = Link::Up { reader, writer, stop_writer };
                 release_at = Some(now + RELEASE_AFTER);
                 router.device_mut().handle_connected(clock::to_core(now));
@@ -393,9 +415,16 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
             Event::Dialed(Err(e)) => {
                 link = Link::Idle;
                 let unauthorized = matches!(e, ConnectError::Unauthorized);
-                let delay = router.device_mut().handle_dial_failed(unauthorized, clock::to_core(now)).unwrap_or_default();
+                let delay = router
+                    .device_mut()
+                    .handle_dial_failed(unauthorized, clock::to_core(now))
+                    .unwrap_or_default();
                 link_stats.dial_failed(format!("failed to connect to {}: {e}", creds.server_url));
-                log::error!("failed to connect to {}: {e}; reconnecting in {}", creds.server_url, crate::ops::logging::Secs(delay));
+                log::error!(
+                    "failed to connect to {}: {e}; reconnecting in {}",
+                    creds.server_url,
+                    crate::ops::logging::Secs(delay)
+                );
             }
             Event::Received(Ok(bytes)) => {
                 for action in router.route(&bytes, &mut shells, now) {
@@ -524,7 +553,10 @@ fn link_state(state: EngineLink) -> LinkState {
 /// Opens the control socket; the daemon runs on without it if that fails.
 fn start_control(
     path: Option<&std::path::Path>,
-) -> (Option<crate::ops::status::server::Server>, Option<async_channel::Receiver<crate::ops::status::server::Ask>>) {
+) -> (
+    Option<crate::ops::status::server::Server>,
+    Option<async_channel::Receiver<crate::ops::status::server::Ask>>,
+) {
     match path.map(crate::ops::status::server::Server::start) {
         Some(Ok((server, rx))) => (Some(server), Some(rx)),
         Some(Err(e)) => {
@@ -564,7 +596,9 @@ fn kill_session(id: &str, shells: &mut Shells, router: &mut Router) -> (Response
 
 fn dial(creds: &Credentials, tls: &std::sync::Arc<rustls::ClientConfig>) -> Link {
     let (url, token, tls) = (creds.server_url.clone(), creds.token.clone(), std::sync::Arc::clone(tls));
-    Link::Dialing(crate::os::runtime::spawn(async move { connection::dial(&url, &token, &tls).await.map(Box::new) }))
+    Link::Dialing(crate::os::runtime::spawn(async move {
+        connection::dial(&url, &token, &tls).await.map(Box::new)
+    }))
 }
 
 /// Ends the current connection (close frame if up); the engine has already dropped the control
@@ -605,7 +639,10 @@ mod tests {
         assert_eq!(expiry(r#"{"Sessions":{"StopExpired":false}}"#), None);
         assert_eq!(expiry(r#"{"Sessions":{"StopExpired":false,"ExpireAfterIdle":5}}"#), None);
         assert_eq!(expiry(r#"{"Sessions":{"ExpireAfter":30}}"#), Some(Expiry::AfterCreation(30_000)));
-        assert_eq!(expiry(r#"{"Sessions":{"StopExpired":true,"ExpireAfterIdle":7}}"#), Some(Expiry::AfterIdle(7_000)));
+        assert_eq!(
+            expiry(r#"{"Sessions":{"StopExpired":true,"ExpireAfterIdle":7}}"#),
+            Some(Expiry::AfterIdle(7_000))
+        );
         // What reaches the rule when both are 0 (no longer produced by the configuration):
         // never, not 1024 s.
         let mut config = Config::from_json_str("{}").unwrap().config;

@@ -4,10 +4,7 @@
 use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mender-connect"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_mender-connect")).args(args).output().unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -83,10 +80,7 @@ fn unknown_flag_exits_1_with_help() {
     let out = run(&["--bogus", "daemon"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    assert!(
-        stderr.starts_with("flag provided but not defined: -bogus\n"),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("flag provided but not defined: -bogus\n"), "{stderr}");
     assert!(stderr.contains("GLOBAL OPTIONS:"), "{stderr}");
 }
 
@@ -94,10 +88,7 @@ fn unknown_flag_exits_1_with_help() {
 fn command_help() {
     let out = run(&["daemon", "--help"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(
-        text(&out.stdout)
-            .contains("mender-connect daemon - Start the client as a background service.")
-    );
+    assert!(text(&out.stdout).contains("mender-connect daemon - Start the client as a background service."));
     let out = run(&["help", "check-config"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("mender-connect check-config [command options] [FILE]"));
@@ -115,55 +106,17 @@ fn global_flags_work_in_every_spelling() {
     let none = dir.join("none.conf");
     let n = none.to_str().unwrap();
     let cases: [Vec<String>; 5] = [
-        vec![
-            "--config".into(),
-            c.into(),
-            "--fallback-config".into(),
-            n.into(),
-            "check-config".into(),
-        ],
-        vec![
-            "-c".into(),
-            c.into(),
-            "-b".into(),
-            n.into(),
-            "check-config".into(),
-        ],
-        vec![
-            "-config".into(),
-            c.into(),
-            "-fallback-config".into(),
-            n.into(),
-            "check-config".into(),
-        ],
-        vec![
-            format!("--config={c}"),
-            format!("-b={n}"),
-            "check-config".into(),
-        ],
-        vec![
-            "check-config".into(),
-            "--config".into(),
-            c.into(),
-            "-b".into(),
-            n.into(),
-            "--debug".into(),
-        ],
+        vec!["--config".into(), c.into(), "--fallback-config".into(), n.into(), "check-config".into()],
+        vec!["-c".into(), c.into(), "-b".into(), n.into(), "check-config".into()],
+        vec!["-config".into(), c.into(), "-fallback-config".into(), n.into(), "check-config".into()],
+        vec![format!("--config={c}"), format!("-b={n}"), "check-config".into()],
+        vec!["check-config".into(), "--config".into(), c.into(), "-b".into(), n.into(), "--debug".into()],
     ];
     for args in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = run(&args);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{args:?}: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        assert!(
-            text(&out.stdout).contains(&format!("configuration OK ({c})")),
-            "{args:?}"
-        );
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+        assert!(text(&out.stdout).contains(&format!("configuration OK ({c})")), "{args:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

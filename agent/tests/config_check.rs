@@ -39,10 +39,7 @@ impl Drop for Dir {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mender-connect"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_mender-connect")).args(args).output().unwrap()
 }
 
 fn check(primary: &Path, fallback: &Path) -> (i32, String, String) {
@@ -82,24 +79,15 @@ fn valid_configuration_passes_with_its_warnings() {
         stdout.contains("warning: ") && stdout.contains("ServerURL field is deprecated, ignoring."),
         "{stdout}"
     );
-    assert!(
-        stdout.contains("unknown key \"Colour\" (ignored)"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains(&format!("configuration OK ({})", f.display())),
-        "{stdout}"
-    );
+    assert!(stdout.contains("unknown key \"Colour\" (ignored)"), "{stdout}");
+    assert!(stdout.contains(&format!("configuration OK ({})", f.display())), "{stdout}");
 }
 
 #[test]
 fn the_debian_example_configuration_is_valid() {
     // /etc/mender/mender-connect.conf as shipped by Debian's mender-connect 2.1.0 and the upstream example.
     let d = Dir::new();
-    let f = d.file(
-        "c.conf",
-        "{\n  \"ShellCommand\": \"/bin/bash\",\n  \"User\": \"nobody\"\n}\n",
-    );
+    let f = d.file("c.conf", "{\n  \"ShellCommand\": \"/bin/bash\",\n  \"User\": \"nobody\"\n}\n");
     let (code, stdout, stderr) = check_one(&f);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(!stdout.contains("warning:"), "{stdout}");
@@ -108,25 +96,16 @@ fn the_debian_example_configuration_is_valid() {
 #[test]
 fn json_syntax_error_reports_file_line_and_column() {
     let d = Dir::new();
-    let f = d.file(
-        "c.conf",
-        "{\n  \"ShellCommand\": \"/bin/sh\",\n  \"User\": \"root\",\n}\n",
-    );
+    let f = d.file("c.conf", "{\n  \"ShellCommand\": \"/bin/sh\",\n  \"User\": \"root\",\n}\n");
     let (code, _stdout, stderr) = check(&f, &d.absent());
     assert_eq!(code, 1);
-    assert!(
-        stderr.contains(&format!("{}:4:1: invalid JSON", f.display())),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("{}:4:1: invalid JSON", f.display())), "{stderr}");
 }
 
 #[test]
 fn wrong_type_names_the_key() {
     let d = Dir::new();
-    let f = d.file(
-        "c.conf",
-        r#"{"ShellCommand":"/bin/sh","User":"root","Terminal":{"Width":-1}}"#,
-    );
+    let f = d.file("c.conf", r#"{"ShellCommand":"/bin/sh","User":"root","Terminal":{"Width":-1}}"#);
     let (code, _, stderr) = check(&f, &d.absent());
     assert_eq!(code, 1);
     assert!(
@@ -155,24 +134,12 @@ fn system_checks_match_the_reference() {
     let d = Dir::new();
     let plain = d.file("not-a-shell", "#!/bin/sh\n");
     let not_exec = format!(r#"{{"ShellCommand":"{}","User":"root"}}"#, plain.display());
-    let not_exec_msg = format!(
-        "ShellCommand: given shell ({}) is not executable",
-        plain.display()
-    );
+    let not_exec_msg = format!("ShellCommand: given shell ({}) is not executable", plain.display());
     let cases = [
-        (
-            r#"{"ShellCommand":"sh","User":"root"}"#,
-            "ShellCommand: given shell (sh) is not an absolute path",
-        ),
+        (r#"{"ShellCommand":"sh","User":"root"}"#, "ShellCommand: given shell (sh) is not an absolute path"),
         (not_exec.as_str(), not_exec_msg.as_str()),
-        (
-            r#"{"ShellCommand":"/bin/sh"}"#,
-            "User: please provide a user to run the shell as",
-        ),
-        (
-            r#"{"ShellCommand":"/bin/sh","User":"no-such-user-mcrs"}"#,
-            "User: unknown user no-such-user-mcrs",
-        ),
+        (r#"{"ShellCommand":"/bin/sh"}"#, "User: please provide a user to run the shell as"),
+        (r#"{"ShellCommand":"/bin/sh","User":"no-such-user-mcrs"}"#, "User: unknown user no-such-user-mcrs"),
         (
             r#"{"ShellCommand":"/usr/bin/env","User":"root"}"#,
             "ShellCommand: /usr/bin/env is not present in /etc/shells",
@@ -189,28 +156,18 @@ fn system_checks_match_the_reference() {
 #[test]
 fn fallback_is_read_first_and_overridden_by_the_primary() {
     let d = Dir::new();
-    let fallback = d.file(
-        "fallback.conf",
-        r#"{"User":"root","ShellCommand":"/no/such/shell"}"#,
-    );
+    let fallback = d.file("fallback.conf", r#"{"User":"root","ShellCommand":"/no/such/shell"}"#);
     let primary = d.file("primary.conf", r#"{"ShellCommand":"/bin/sh"}"#);
     let (code, stdout, stderr) = check(&primary, &fallback);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
-        stdout.contains(&format!(
-            "configuration OK ({}, {})",
-            fallback.display(),
-            primary.display()
-        )),
+        stdout.contains(&format!("configuration OK ({}, {})", fallback.display(), primary.display())),
         "{stdout}"
     );
     // The fallback alone is invalid: its shell does not exist.
     let (code, _, stderr) = check(&d.absent(), &fallback);
     assert_eq!(code, 1);
-    assert!(
-        stderr.contains("/no/such/shell) is not executable"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("/no/such/shell) is not executable"), "{stderr}");
 }
 
 #[test]
@@ -218,26 +175,15 @@ fn check_config_file_must_exist() {
     let d = Dir::new();
     let (code, _, stderr) = check_one(&d.absent());
     assert_eq!(code, 1);
-    assert!(
-        stderr.contains("cannot read configuration file") && stderr.contains("absent.conf"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot read configuration file") && stderr.contains("absent.conf"), "{stderr}");
 }
 
 #[test]
 fn daemon_refuses_an_invalid_configuration_with_a_log_line() {
     let d = Dir::new();
-    let f = d.file(
-        "c.conf",
-        r#"{"ShellCommand":"/bin/sh","User":"no-such-user-mcrs"}"#,
-    );
-    let out = run(&[
-        "--config",
-        f.to_str().unwrap(),
-        "--fallback-config",
-        d.absent().to_str().unwrap(),
-        "daemon",
-    ]);
+    let f = d.file("c.conf", r#"{"ShellCommand":"/bin/sh","User":"no-such-user-mcrs"}"#);
+    let out =
+        run(&["--config", f.to_str().unwrap(), "--fallback-config", d.absent().to_str().unwrap(), "daemon"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -303,7 +249,10 @@ fn an_omitted_shell_command_is_not_a_warning() {
     let f = d.file("e.conf", r#"{"User":"root","ShellCommand":""}"#);
     let (code, stdout, stderr) = check_one(&f);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains(&format!("warning: {}: ShellCommand is empty, defaulting to /bin/sh", f.display())), "{stdout}");
+    assert!(
+        stdout.contains(&format!("warning: {}: ShellCommand is empty, defaulting to /bin/sh", f.display())),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn support(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("support")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("support").join(name)
 }
 
 /// The example's file-transfer `Chroot`, which check-config requires to exist.
@@ -26,22 +24,14 @@ fn example_configuration_is_valid_without_warnings() {
         .output()
         .expect("unshare (util-linux)");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(!stdout.contains("warning:"), "{stdout}");
 }
 
 #[test]
 fn systemd_unit_verifies_and_starts_the_daemon() {
     let unit = std::fs::read_to_string(support("mender-connect.service")).unwrap();
-    assert!(
-        unit.lines()
-            .any(|l| l == "ExecStart=/usr/bin/mender-connect daemon"),
-        "{unit}"
-    );
+    assert!(unit.lines().any(|l| l == "ExecStart=/usr/bin/mender-connect daemon"), "{unit}");
     // mender-connect 2.3.0's unit: Restart=always; since 2.2.0 (MEN-6858) Wants= and After= both
     // the 3.x client's and the 4.x+ mender-authd's unit, and no Requires= (4.x has no
     // mender-client.service, so Requires= would keep the agent from starting).
@@ -54,11 +44,7 @@ fn systemd_unit_verifies_and_starts_the_daemon() {
         }
     }
     assert!(!unit.lines().any(|l| l.starts_with("Requires=")), "{unit}");
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
         eprintln!(
             "\n*** SKIPPED systemd-analyze verify: systemd-analyze not installed (apt-get install systemd) ***\n"
         );
@@ -68,19 +54,9 @@ fn systemd_unit_verifies_and_starts_the_daemon() {
     let dir = std::env::temp_dir().join(format!("mcrs-unit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let copy = dir.join("mender-connect.service");
-    std::fs::write(
-        &copy,
-        unit.replace(
-            "/usr/bin/mender-connect",
-            env!("CARGO_BIN_EXE_mender-connect"),
-        ),
-    )
-    .unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&copy)
-        .output()
+    std::fs::write(&copy, unit.replace("/usr/bin/mender-connect", env!("CARGO_BIN_EXE_mender-connect")))
         .unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&copy).output().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

@@ -69,7 +69,11 @@ fn forged_token_signal_from_a_local_user_is_ignored() {
         assert!(status.success(), "the attack itself failed: {out}");
         assert!(out.trim() != "sent 0", "the attacker reached no connection: {out}");
 
-        assert!(!connected_within(&evil, BAIT_WINDOW), "the agent dialled the attacker's server; log:\n{}", fx.agent.log());
+        assert!(
+            !connected_within(&evil, BAIT_WINDOW),
+            "the agent dialled the attacker's server; log:\n{}",
+            fx.agent.log()
+        );
         // The real link stayed up: a control ping is still answered on it.
         conn.send(common::encode(0xFFFF, "ping", "s1", &[], b"")).await;
         let pong = conn.recv_until("pong", |m| m.typ == "pong").await;

@@ -19,7 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
-use common::{AuthService, Bus, Conn, SOON, Server, TempDir, children_of, current_user, encode, eventually, process_alive};
+use common::{
+    AuthService, Bus, Conn, SOON, Server, TempDir, children_of, current_user, encode, eventually,
+    process_alive,
+};
 use fault_proxy::Proxy;
 use futures_lite::StreamExt;
 use mender_connect_core::Frame;
@@ -142,7 +145,10 @@ impl Echo {
                                             break;
                                         }
                                     }
-                                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                                    Err(e)
+                                        if e.kind() == std::io::ErrorKind::WouldBlock
+                                            || e.kind() == std::io::ErrorKind::TimedOut =>
+                                    {
                                         if s.load(Ordering::Relaxed) {
                                             break;
                                         }
@@ -235,7 +241,11 @@ impl State {
 }
 
 /// Shell output of `sid` until `done`; `Ok(None)` if the session does not exist (any more).
-async fn shell_output(conn: &mut Conn, sid: &str, mut done: impl FnMut(&str) -> bool) -> Result<Option<String>, Cut> {
+async fn shell_output(
+    conn: &mut Conn,
+    sid: &str,
+    mut done: impl FnMut(&str) -> bool,
+) -> Result<Option<String>, Cut> {
     let mut out = String::new();
     while !done(&out) {
         let b = recv(conn, "shell output", |f| f.header.proto.0 == SHELL && f.header.sid == sid).await?;
@@ -259,7 +269,10 @@ async fn start_shell(conn: &mut Conn, st: &mut State) -> Result<(), Cut> {
     let sid = format!("sh{}", st.next());
     st.shell = Some(sid.clone());
     send(conn, encode(SHELL, "new", &sid, &[Prop::str("user_id", USER)], b"")).await?;
-    let b = recv(conn, "new reply", |f| f.header.proto.0 == SHELL && f.header.typ == "new" && f.header.sid == sid).await?;
+    let b = recv(conn, "new reply", |f| {
+        f.header.proto.0 == SHELL && f.header.typ == "new" && f.header.sid == sid
+    })
+    .await?;
     let f = Frame::decode_any_size(&b).unwrap();
     let status = f.header.props.get_i64("status");
     assert_eq!(status, Some(1), "shell not started: {}", String::from_utf8_lossy(f.body));
@@ -291,7 +304,10 @@ async fn shell_op(conn: &mut Conn, st: &mut State, fresh_link: bool) -> Result<(
     }
     if n % 8 == 0 {
         send(conn, encode(SHELL, "stop", &sid, &[Prop::str("user_id", USER)], b"")).await?;
-        let b = recv(conn, "stop reply", |f| f.header.proto.0 == SHELL && f.header.typ == "stop" && f.header.sid == sid).await?;
+        let b = recv(conn, "stop reply", |f| {
+            f.header.proto.0 == SHELL && f.header.typ == "stop" && f.header.sid == sid
+        })
+        .await?;
         let f = Frame::decode_any_size(&b).unwrap();
         assert_eq!(f.header.props.get_i64("status"), Some(1));
         st.shell = None;
@@ -314,7 +330,8 @@ async fn close_session(conn: &mut Conn, sid: &str) -> Result<(), Cut> {
 
 fn ft_error(b: &[u8]) -> Option<String> {
     let f = Frame::decode_any_size(b).ok()?;
-    (f.header.typ == ft::ERROR).then(|| FtError::decode(f.body).ok().and_then(|e| e.err).unwrap_or("").to_owned())
+    (f.header.typ == ft::ERROR)
+        .then(|| FtError::decode(f.body).ok().and_then(|e| e.err).unwrap_or("").to_owned())
 }
 
 async fn file_op(conn: &mut Conn, st: &mut State, dir: &std::path::Path) -> Result<(), Cut> {
@@ -384,9 +401,13 @@ async fn forward_op(conn: &mut Conn, st: &mut State, echo_port: u16) -> Result<(
     st.rng().fill(&mut data);
     open_session(conn, &sid).await?;
     let mut body = vec![0u8; 256];
-    let len = PortForwardNew { remote_host: Some("127.0.0.1"), remote_port: Some(echo_port), protocol: Some("tcp") }
-        .encode(&mut body)
-        .unwrap();
+    let len = PortForwardNew {
+        remote_host: Some("127.0.0.1"),
+        remote_port: Some(echo_port),
+        protocol: Some("tcp"),
+    }
+    .encode(&mut body)
+    .unwrap();
     body.truncate(len);
     let is_pf = |f: &Frame<'_>| f.header.proto.0 == PF && f.header.sid == sid;
     send(conn, encode(PF, pf::NEW, &sid, &id, &body)).await?;
@@ -429,7 +450,13 @@ async fn forward_op(conn: &mut Conn, st: &mut State, echo_port: u16) -> Result<(
 }
 
 /// One round of every workload on `conn`.
-async fn round(conn: &mut Conn, st: &mut State, files: &std::path::Path, echo_port: u16, fresh: bool) -> Result<(), Cut> {
+async fn round(
+    conn: &mut Conn,
+    st: &mut State,
+    files: &std::path::Path,
+    echo_port: u16,
+    fresh: bool,
+) -> Result<(), Cut> {
     shell_op(conn, st, fresh).await?;
     st.ok_ops.push(Instant::now());
     file_op(conn, st, files).await?;
@@ -442,7 +469,10 @@ async fn round(conn: &mut Conn, st: &mut State, files: &std::path::Path, echo_po
 /// Stops every shell of [`USER`] and waits until no process of any shell session is left.
 async fn stop_shells(conn: &mut Conn, st: &mut State, agent_pid: u32) -> Result<(), Cut> {
     send(conn, encode(SHELL, "stop", "", &[Prop::str("user_id", USER)], b"")).await?;
-    let _ = recv(conn, "stop-all reply", |f| f.header.proto.0 == SHELL && f.header.typ == "stop" && f.header.sid.is_empty()).await?;
+    let _ = recv(conn, "stop-all reply", |f| {
+        f.header.proto.0 == SHELL && f.header.typ == "stop" && f.header.sid.is_empty()
+    })
+    .await?;
     st.shell = None;
     eventually("the agent has no children (live or zombie)", || children_of(agent_pid).is_empty());
     let pids = st.shell_pids.clone();
@@ -564,7 +594,8 @@ async fn phase(
 
 #[test]
 fn faults_leak_nothing_and_the_agent_always_reconnects() {
-    let soak = Duration::from_secs(std::env::var("SOAK_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(150));
+    let soak =
+        Duration::from_secs(std::env::var("SOAK_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(150));
     let seed: u64 = std::env::var("SOAK_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
     let cap = Duration::from_secs(BACKOFF_CAP_SECS);
     smol::block_on(async {
@@ -596,7 +627,8 @@ fn faults_leak_nothing_and_the_agent_always_reconnects() {
         round(&mut conn, &mut st, files.path(), echo.port, false).await.expect("cut before any fault");
         let warm = (soak / 5).max(Duration::from_secs(10)).min(soak);
         let mut rss_trail = Vec::new();
-        let (mut conn, mut faults, mut connects) = phase(&env, conn, &mut st, warm, seed ^ 0x5a5a, &mut rss_trail).await;
+        let (mut conn, mut faults, mut connects) =
+            phase(&env, conn, &mut st, warm, seed ^ 0x5a5a, &mut rss_trail).await;
         stop_shells(&mut conn, &mut st, pid).await.expect("cut after the faults ended");
         eventually("port-forward targets closed", || echo.open.load(Ordering::SeqCst) == 0);
         smol::Timer::after(QUIET_WAIT).await;
@@ -646,11 +678,19 @@ fn faults_leak_nothing_and_the_agent_always_reconnects() {
         for k in &kinds {
             let down: Duration = faults.iter().filter(|f| f.kind == *k).map(|f| f.restored - f.at).sum();
             let n = faults.iter().filter(|f| f.kind == *k).count();
-            println!("  {k:?}: {n} faults, {down:?} path down, convergence {}", stats(by_kind.get(k).cloned().unwrap_or_default()));
+            println!(
+                "  {k:?}: {n} faults, {down:?} path down, convergence {}",
+                stats(by_kind.get(k).cloned().unwrap_or_default())
+            );
         }
         println!(
             "  work: {} shells started, {} resumed after a reconnect, {} uploads+downloads, {} port forwards, {} bytes moved, {} transfers cut (files absent or complete)",
-            st.shells_started, st.shells_resumed, st.uploads, st.forwards, st.bytes_moved, st.cut_uploads.len()
+            st.shells_started,
+            st.shells_resumed,
+            st.uploads,
+            st.forwards,
+            st.bytes_moved,
+            st.cut_uploads.len()
         );
         println!(
             "  fds {} -> {}; (VmRSS, RssAnon, RssFile) KiB quiet {rss_before:?} -> {rss_after:?}; busy samples {rss_trail:?}",
@@ -671,13 +711,19 @@ fn faults_leak_nothing_and_the_agent_always_reconnects() {
                 "file descriptors leaked ({k}): before {fds_before:?}, after {fds_after:?}"
             );
         }
-        assert!(rss_after.0 <= rss_before.0 + RSS_SLACK_KIB, "VmRSS grew from {} KiB to {} KiB", rss_before.0, rss_after.0);
+        assert!(
+            rss_after.0 <= rss_before.0 + RSS_SLACK_KIB,
+            "VmRSS grew from {} KiB to {} KiB",
+            rss_before.0,
+            rss_after.0
+        );
         assert!(children_of(pid).is_empty(), "the agent has children left");
         assert!(!agent.log().contains("panicked"), "the agent panicked:\n{}", agent.log());
         // Cut uploads: never a partial file, and nothing else in the directory.
         for entry in std::fs::read_dir(files.path()).unwrap() {
             let p = entry.unwrap().path().to_string_lossy().into_owned();
-            let expected = st.cut_uploads.get(&p).unwrap_or_else(|| panic!("stray file {p} (temporary file left?)"));
+            let expected =
+                st.cut_uploads.get(&p).unwrap_or_else(|| panic!("stray file {p} (temporary file left?)"));
             assert_eq!(&std::fs::read(&p).unwrap(), expected, "{p} is a partial upload");
         }
         drop(conn);

@@ -71,7 +71,14 @@ async fn next_ft(conn: &mut Conn, sid: &str) -> Raw {
 }
 
 async fn upload(conn: &mut Conn, sid: &str, path: &str, data: &[u8]) -> Result<(), String> {
-    conn.send(encode(FT, ft::PUT_FILE, sid, &[], &body(&UploadRequest { path: Some(path), ..Default::default() }))).await;
+    conn.send(encode(
+        FT,
+        ft::PUT_FILE,
+        sid,
+        &[],
+        &body(&UploadRequest { path: Some(path), ..Default::default() }),
+    ))
+    .await;
     let m = next_ft(conn, sid).await;
     if m.typ() == ft::ERROR {
         return Err(m.err());
@@ -190,8 +197,14 @@ fn throughput_100_mib() {
         let block: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
         let target = files.path().join("big").to_string_lossy().into_owned();
         let start = std::time::Instant::now();
-        conn.send(encode(FT, ft::PUT_FILE, "t", &[], &body(&UploadRequest { path: Some(&target), ..Default::default() })))
-            .await;
+        conn.send(encode(
+            FT,
+            ft::PUT_FILE,
+            "t",
+            &[],
+            &body(&UploadRequest { path: Some(&target), ..Default::default() }),
+        ))
+        .await;
         assert_eq!(next_ft(&mut conn, "t").await.typ(), ft::ACK);
         // Up to 20 chunks ahead of the last ack, as the server pipelines; an ack carries the
         // offset of the chunk it answers, so `acked` counts the chunks up to and including it.
@@ -200,11 +213,23 @@ fn throughput_100_mib() {
         while acked <= chunks {
             if sent <= chunks && sent < acked + 20 {
                 let data: &[u8] = if sent < chunks { &block } else { &[] };
-                conn.send(encode(FT, ft::FILE_CHUNK, "t", &[Prop::int64("offset", (sent * 4096) as i64)], data)).await;
+                conn.send(encode(
+                    FT,
+                    ft::FILE_CHUNK,
+                    "t",
+                    &[Prop::int64("offset", (sent * 4096) as i64)],
+                    data,
+                ))
+                .await;
                 sent += 1;
             } else {
                 let m = next_ft(&mut conn, "t").await;
-                assert_eq!(m.typ(), ft::ACK, "{}", if m.typ() == ft::ERROR { m.err() } else { String::new() });
+                assert_eq!(
+                    m.typ(),
+                    ft::ACK,
+                    "{}",
+                    if m.typ() == ft::ERROR { m.err() } else { String::new() }
+                );
                 let offset = m.frame().header.props.get_i64("offset").unwrap();
                 acked = usize::try_from(offset).unwrap() / 4096 + 1;
             }
@@ -216,7 +241,11 @@ fn throughput_100_mib() {
         let down = start.elapsed();
         assert_eq!(got.len(), SIZE);
         let mib = |d: std::time::Duration| 100.0 / d.as_secs_f64();
-        println!("put 100 MiB: {up:?} ({:.1} MiB/s); get 100 MiB: {down:?} ({:.1} MiB/s)", mib(up), mib(down));
+        println!(
+            "put 100 MiB: {up:?} ({:.1} MiB/s); get 100 MiB: {down:?} ({:.1} MiB/s)",
+            mib(up),
+            mib(down)
+        );
     });
 }
 
@@ -252,7 +281,8 @@ fn agent_killed_mid_upload_leaves_the_target_untouched() {
         assert_eq!(agent.wait_exit(), None, "killed by a signal, no exit code");
 
         assert_eq!(std::fs::read(&target).unwrap(), b"the old content");
-        let names: Vec<_> = std::fs::read_dir(files.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> =
+            std::fs::read_dir(files.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("big.bin")], "leftovers in the target directory");
     });
 }

@@ -52,7 +52,12 @@ fn no_layer_names_a_higher_or_neighbouring_one() {
                     line[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
                 let Some(other) = rank(&name) else { continue };
                 if name != layer && other >= own {
-                    wrong.push(format!("{}:{}: {layer} names {name}: {}", file.display(), n + 1, line.trim()));
+                    wrong.push(format!(
+                        "{}:{}: {layer} names {name}: {}",
+                        file.display(),
+                        n + 1,
+                        line.trim()
+                    ));
                 }
             }
         }

@@ -39,7 +39,16 @@ fn ensure_user(name: &str) -> (u32, u32) {
             break;
         }
         let st = Command::new("useradd")
-            .args(["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", name])
+            .args([
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/bin/sh",
+                name,
+            ])
             .status()
             .expect("useradd (apt package passwd) must be installed");
         // 9: the name is taken (a parallel test created it).
@@ -102,7 +111,8 @@ impl OpenBus {
     fn with_policy(dir: &Path, policy: &str, include: Option<&Path>) -> Self {
         let conf = dir.join("bus.conf");
         let sock = dir.join("bus");
-        let include = include.map(|d| format!("<includedir>{}</includedir>", d.display())).unwrap_or_default();
+        let include =
+            include.map(|d| format!("<includedir>{}</includedir>", d.display())).unwrap_or_default();
         std::fs::write(
             &conf,
             format!(
@@ -208,7 +218,8 @@ const DROP_IN: &str = "mender-connect.service.d/least-privilege.conf";
 fn shipped_caps() -> Vec<String> {
     let unit = std::fs::read_to_string(support(DROP_IN)).unwrap();
     let set = |key: &str| -> Vec<String> {
-        let line = unit.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("no {key} in {DROP_IN}"));
+        let line =
+            unit.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("no {key} in {DROP_IN}"));
         let mut v: Vec<String> =
             line.split_whitespace().map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase()).collect();
         v.sort();
@@ -344,7 +355,9 @@ fn without_the_capabilities_the_agent_refuses_instead_of_running_the_wrong_user(
     let (agent_uid, _) = ensure_user(AGENT_USER);
     let (shell_uid, _) = ensure_user(SHELL_USER);
     // Without CAP_KILL the shell could be started but never stopped: refused as well.
-    for (caps, missing) in [(&[][..], "CAP_SETUID, CAP_SETGID, CAP_KILL"), (&["setuid", "setgid"][..], "CAP_KILL")] {
+    for (caps, missing) in
+        [(&[][..], "CAP_SETUID, CAP_SETGID, CAP_KILL"), (&["setuid", "setgid"][..], "CAP_KILL")]
+    {
         smol::block_on(async {
             let s = setup("lp-nocaps", "", caps).await;
             let mut conn = s.server.accept(SOON).await;
@@ -370,7 +383,13 @@ async fn upload_as(conn: &mut Conn, sid: &str, path: &str, uid: u32, gid: u32) -
     let n = control::encode_open_frame(&mut buf, sid, &Open::new(&[1]).unwrap()).unwrap();
     conn.send(buf[..n].to_vec()).await;
     conn.recv_until("accept", |m| m.proto == 0xFFFF && m.sid == sid).await;
-    let req = UploadRequest { path: Some(path), uid: Some(uid), gid: Some(gid), mode: Some(0o640), ..Default::default() };
+    let req = UploadRequest {
+        path: Some(path),
+        uid: Some(uid),
+        gid: Some(gid),
+        mode: Some(0o640),
+        ..Default::default()
+    };
     let mut body = vec![0u8; 1024];
     let n = req.encode(&mut body).unwrap();
     let err = |m: &common::Msg| FtError::decode(&m.body).ok().and_then(|e| e.err).unwrap_or("").to_owned();
@@ -420,8 +439,12 @@ fn file_transfer_keeps_the_owner_only_with_cap_chown_and_cap_fowner() {
         let r = upload_as(&mut conn, "f3", &target, shell_uid, shell_gid).await;
         let protected = std::fs::read_to_string("/proc/sys/fs/protected_hardlinks").unwrap_or_default();
         if protected.trim() == "1" {
-            assert_eq!(r, Err(format!("failed to commit uploaded file: rename {target}: operation not permitted")));
-            let left: Vec<_> = std::fs::read_dir(files.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(
+                r,
+                Err(format!("failed to commit uploaded file: rename {target}: operation not permitted"))
+            );
+            let left: Vec<_> =
+                std::fs::read_dir(files.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
             assert_eq!(left, vec![std::ffi::OsString::from("kept")], "partial or temporary files left");
         } else {
             assert_eq!(r, Ok(()), "fs.protected_hardlinks is off: linking needs no CAP_FOWNER");
@@ -432,7 +455,9 @@ fn file_transfer_keeps_the_owner_only_with_cap_chown_and_cap_fowner() {
         let s = setup("lp-ft-nocaps", "", &["setuid", "setgid", "kill"]).await;
         let mut conn = s.server.accept(SOON).await;
         let target = files.path().join("refused").to_string_lossy().into_owned();
-        let e = upload_as(&mut conn, "f2", &target, shell_uid, shell_gid).await.expect_err("chown without CAP_CHOWN");
+        let e = upload_as(&mut conn, "f2", &target, shell_uid, shell_gid)
+            .await
+            .expect_err("chown without CAP_CHOWN");
         assert_eq!(e, format!("failed to set file owner: chown {target}: operation not permitted"));
         assert!(!Path::new(&target).exists(), "a file with the wrong owner was left behind");
     });
@@ -451,8 +476,11 @@ fn shipped_dbus_policy_lets_the_service_user_get_the_token() {
             let dir = shared_dir("lp-dbus");
             let policies = dir.path().join("system.d");
             std::fs::create_dir(&policies).unwrap();
-            std::fs::write(policies.join("io.mender.AuthenticationManager.conf"), format!("<busconfig>{MENDER_AUTH_POLICY}</busconfig>"))
-                .unwrap();
+            std::fs::write(
+                policies.join("io.mender.AuthenticationManager.conf"),
+                format!("<busconfig>{MENDER_AUTH_POLICY}</busconfig>"),
+            )
+            .unwrap();
             if shipped {
                 let ours = policy.replace(r#"user="mender-connect""#, &format!(r#"user="{AGENT_USER}""#));
                 std::fs::write(policies.join("mender-connect.conf"), ours).unwrap();
@@ -495,7 +523,8 @@ fn hardened_unit_verifies_and_exposes_less_than_the_default() {
         std::fs::create_dir_all(unit_dir.join("mender-connect.service.d")).unwrap();
         let path = unit_dir.join("mender-connect.service");
         // verify checks that ExecStart exists: point it at the binary under test.
-        std::fs::write(&path, unit.replace("/usr/bin/mender-connect", env!("CARGO_BIN_EXE_mender-connect"))).unwrap();
+        std::fs::write(&path, unit.replace("/usr/bin/mender-connect", env!("CARGO_BIN_EXE_mender-connect")))
+            .unwrap();
         if with_drop_in {
             std::fs::write(unit_dir.join(DROP_IN), &drop_in).unwrap();
         }
@@ -503,8 +532,13 @@ fn hardened_unit_verifies_and_exposes_less_than_the_default() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "verify: {stderr}");
         assert!(!stderr.contains("Unknown key") && !stderr.contains("Failed to parse"), "verify: {stderr}");
-        let out = Command::new("systemd-analyze").args(["security", "--offline=true", "--no-pager"]).arg(&path).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(!text.contains("Unknown key"), "security: {text}");
         let level = text
             .split("Overall exposure level for mender-connect.service:")

@@ -208,27 +208,45 @@ struct Raw<'a> {
 
 impl Raw<'_> {
     fn new(proto: u16) -> Self {
-        Raw { proto: val(|m| { m.uint(u64::from(proto), W::U16); }), typ: None, sid: None, props: None, body: None, extra: &[] }
+        Raw {
+            proto: val(|m| {
+                m.uint(u64::from(proto), W::U16);
+            }),
+            typ: None,
+            sid: None,
+            props: None,
+            body: None,
+            extra: &[],
+        }
     }
 
     fn typ(mut self, t: &str) -> Self {
-        self.typ = Some(val(|m| { m.str(t); }));
+        self.typ = Some(val(|m| {
+            m.str(t);
+        }));
         self
     }
 
     fn sid(mut self, s: &str) -> Self {
-        self.sid = Some(val(|m| { m.str(s); }));
+        self.sid = Some(val(|m| {
+            m.str(s);
+        }));
         self
     }
 
     fn body_bin(mut self, b: &[u8]) -> Self {
-        self.body = Some(val(|m| { m.bin(b); }));
+        self.body = Some(val(|m| {
+            m.bin(b);
+        }));
         self
     }
 
     fn encode(&self) -> Vec<u8> {
         let mut m = Mp::default();
-        let hdr_fields = 1 + usize::from(self.typ.is_some()) + usize::from(self.sid.is_some()) + usize::from(self.props.is_some());
+        let hdr_fields = 1
+            + usize::from(self.typ.is_some())
+            + usize::from(self.sid.is_some())
+            + usize::from(self.props.is_some());
         m.map(1 + usize::from(self.body.is_some()) + self.extra.len());
         m.str("hdr").map(hdr_fields).str("proto").raw(&self.proto);
         for (k, v) in [("typ", &self.typ), ("sid", &self.sid), ("props", &self.props)] {
@@ -269,13 +287,37 @@ impl Text {
 #[derive(Clone, Debug)]
 enum Expect {
     Nothing,
-    Pong { sid: String },
-    Accept { sid: String },
-    Control { sid: String, close: bool, err: Text, msgproto: Option<u16>, msgtype: Option<String>, msgid: Option<String> },
+    Pong {
+        sid: String,
+    },
+    Accept {
+        sid: String,
+    },
+    Control {
+        sid: String,
+        close: bool,
+        err: Text,
+        msgproto: Option<u16>,
+        msgtype: Option<String>,
+        msgid: Option<String>,
+    },
     /// A shell or mender-client answer: same proto/typ/sid, status 2, the text as body.
-    Status2 { proto: u16, typ: String, sid: String, body: String },
-    Ft { sid: String, msgtype: String, err: Text },
-    Pf { sid: String, msgtype: String, err: Text },
+    Status2 {
+        proto: u16,
+        typ: String,
+        sid: String,
+        body: String,
+    },
+    Ft {
+        sid: String,
+        msgtype: String,
+        err: Text,
+    },
+    Pf {
+        sid: String,
+        msgtype: String,
+        err: Text,
+    },
 }
 
 impl Expect {
@@ -314,10 +356,18 @@ impl Expect {
         match self {
             Expect::Nothing => {}
             Expect::Pong { sid } => {
-                assert_eq!((m.proto, m.typ.as_str(), m.sid.as_str()), (CONTROL, "pong", sid.as_str()), "{what}");
+                assert_eq!(
+                    (m.proto, m.typ.as_str(), m.sid.as_str()),
+                    (CONTROL, "pong", sid.as_str()),
+                    "{what}"
+                );
             }
             Expect::Accept { sid } => {
-                assert_eq!((m.proto, m.typ.as_str(), m.sid.as_str()), (CONTROL, "accept", sid.as_str()), "{what}");
+                assert_eq!(
+                    (m.proto, m.typ.as_str(), m.sid.as_str()),
+                    (CONTROL, "accept", sid.as_str()),
+                    "{what}"
+                );
                 let a = Accept::decode(&m.body).expect("accept body");
                 assert_eq!(a.version, 1, "{what}");
                 let mut protos: Vec<u16> = a.protocols().iter().map(|p| p.0).collect();
@@ -325,7 +375,11 @@ impl Expect {
                 assert_eq!(protos, [1, 2, 3, 4], "{what}");
             }
             Expect::Control { sid, close, err, msgproto, msgtype, msgid } => {
-                assert_eq!((m.proto, m.typ.as_str(), m.sid.as_str()), (CONTROL, "error", sid.as_str()), "{what}: {m:?}");
+                assert_eq!(
+                    (m.proto, m.typ.as_str(), m.sid.as_str()),
+                    (CONTROL, "error", sid.as_str()),
+                    "{what}: {m:?}"
+                );
                 let e = ControlError::decode(&m.body).expect("control error body");
                 err.check(e.err, what);
                 assert_eq!(e.close, *close, "{what}: close");
@@ -334,18 +388,30 @@ impl Expect {
                 assert_eq!(e.msgid, msgid.as_deref().unwrap_or(""), "{what}: msgid");
             }
             Expect::Status2 { proto, typ, sid, body } => {
-                assert_eq!((m.proto, m.typ.as_str(), m.sid.as_str()), (*proto, typ.as_str(), sid.as_str()), "{what}");
+                assert_eq!(
+                    (m.proto, m.typ.as_str(), m.sid.as_str()),
+                    (*proto, typ.as_str(), sid.as_str()),
+                    "{what}"
+                );
                 assert_eq!(m.status, Some(2), "{what}");
                 assert_eq!(&m.body_str(), body, "{what}");
             }
             Expect::Ft { sid, msgtype, err } => {
-                assert_eq!((m.proto, m.typ.as_str(), m.sid.as_str()), (2, "error", sid.as_str()), "{what}: {m:?}");
+                assert_eq!(
+                    (m.proto, m.typ.as_str(), m.sid.as_str()),
+                    (2, "error", sid.as_str()),
+                    "{what}: {m:?}"
+                );
                 let e = FtError::decode(&m.body).expect("file-transfer error body");
                 err.check(e.err.unwrap_or(""), what);
                 assert_eq!(e.msgtype, Some(msgtype.as_str()), "{what}: msgtype");
             }
             Expect::Pf { sid, msgtype, err } => {
-                assert_eq!((m.proto, m.typ.as_str(), m.sid.as_str()), (3, "error", sid.as_str()), "{what}: {m:?}");
+                assert_eq!(
+                    (m.proto, m.typ.as_str(), m.sid.as_str()),
+                    (3, "error", sid.as_str()),
+                    "{what}: {m:?}"
+                );
                 assert!(m.props.is_empty(), "{what}: the reference sends no props");
                 let e = PfError::decode(&m.body).expect("port-forward error body");
                 err.check(e.err.unwrap_or(""), what);
@@ -375,7 +441,9 @@ impl Gen {
     fn word(&mut self) -> String {
         let len = self.rng.usize(1..16);
         let mut s = String::from("x-");
-        s.extend((0..len).map(|_| self.rng.choice(b"abcdefghijklmnopqrstuvwxyz_-".iter()).map_or('a', |c| char::from(*c))));
+        s.extend((0..len).map(|_| {
+            self.rng.choice(b"abcdefghijklmnopqrstuvwxyz_-".iter()).map_or('a', |c| char::from(*c))
+        }));
         s
     }
 
@@ -383,15 +451,35 @@ impl Gen {
     fn templates(&mut self) -> Vec<Vec<u8>> {
         let sid = self.sid("t");
         let user = [Prop::str("user_id", "u1")];
-        let size = [Prop::str("user_id", "u1"), Prop::uint16("terminal_width", 80), Prop::uint16("terminal_height", 24)];
+        let size = [
+            Prop::str("user_id", "u1"),
+            Prop::uint16("terminal_width", 80),
+            Prop::uint16("terminal_height", 24),
+        ];
         let off = [Prop::int64("offset", 4096)];
         let conn = [Prop::str("connection_id", "c1")];
-        let open = val(|m| { m.map(1).str("versions").arr(1).uint(1, W::Fix); });
+        let open = val(|m| {
+            m.map(1).str("versions").arr(1).uint(1, W::Fix);
+        });
         let put = val(|m| {
-            m.map(4).str("src_path").str("a.bin").str("path").str("/tmp/x").str("size").uint(10, W::I64).str("mode").uint(0o644, W::U32);
+            m.map(4)
+                .str("src_path")
+                .str("a.bin")
+                .str("path")
+                .str("/tmp/x")
+                .str("size")
+                .uint(10, W::I64)
+                .str("mode")
+                .uint(0o644, W::U32);
         });
         let pf_new = val(|m| {
-            m.map(3).str("remote_host").str("127.0.0.1").str("remote_port").uint(22, W::U16).str("protocol").str("tcp");
+            m.map(3)
+                .str("remote_host")
+                .str("127.0.0.1")
+                .str("remote_port")
+                .uint(22, W::U16)
+                .str("protocol")
+                .str("tcp");
         });
         vec![
             encode(CONTROL, "open", &sid, &[], &open),
@@ -451,7 +539,8 @@ impl Gen {
         match self.rng.usize(..10) {
             // The frame itself: not a ProtoMsg.
             0..=3 => {
-                let field = *self.rng.choice(["proto", "typ", "sid", "props", "body"].iter()).unwrap_or(&"proto");
+                let field =
+                    *self.rng.choice(["proto", "typ", "sid", "props", "body"].iter()).unwrap_or(&"proto");
                 let bad = self.wrong_value(field);
                 let mut raw = Raw::new(1).typ("shell").sid(&sid).body_bin(b"ls\n");
                 match field {
@@ -467,10 +556,18 @@ impl Gen {
                 // Top level or hdr not a map (Go refuses these; arrays are left out because Go
                 // decodes an array into a struct by position).
                 let frame = match self.rng.usize(..4) {
-                    0 => val(|m| { m.str("hdr"); }),
-                    1 => val(|m| { m.uint(1, W::U8); }),
-                    2 => val(|m| { m.map(1).str("hdr").str("proto"); }),
-                    _ => val(|m| { m.map(1).str("hdr").uint(1, W::Fix); }),
+                    0 => val(|m| {
+                        m.str("hdr");
+                    }),
+                    1 => val(|m| {
+                        m.uint(1, W::U8);
+                    }),
+                    2 => val(|m| {
+                        m.map(1).str("hdr").str("proto");
+                    }),
+                    _ => val(|m| {
+                        m.map(1).str("hdr").uint(1, W::Fix);
+                    }),
                 };
                 Case { frame, expect: Expect::undecodable() }
             }
@@ -480,14 +577,30 @@ impl Gen {
                 let typ = if open { "open" } else { "accept" };
                 let field = if open { "versions" } else { "version" };
                 let bad = match self.rng.usize(..4) {
-                    0 => val(|m| { m.str("1"); }),
-                    1 => val(|m| { m.bool(true); }),
-                    2 => val(|m| { m.map(0); }),
-                    _ if open => val(|m| { m.arr(2).uint(1, W::Fix).str("2"); }),
-                    _ => val(|m| { m.arr(1).uint(1, W::Fix); }),
+                    0 => val(|m| {
+                        m.str("1");
+                    }),
+                    1 => val(|m| {
+                        m.bool(true);
+                    }),
+                    2 => val(|m| {
+                        m.map(0);
+                    }),
+                    _ if open => val(|m| {
+                        m.arr(2).uint(1, W::Fix).str("2");
+                    }),
+                    _ => val(|m| {
+                        m.arr(1).uint(1, W::Fix);
+                    }),
                 };
-                let body = val(|m| { m.map(1).str(field).raw(&bad); });
-                let err = if open { "failed to decode handshake request: " } else { "malformed handshake response: " };
+                let body = val(|m| {
+                    m.map(1).str(field).raw(&bad);
+                });
+                let err = if open {
+                    "failed to decode handshake request: "
+                } else {
+                    "malformed handshake response: "
+                };
                 Case {
                     frame: encode(CONTROL, typ, &sid, &[], &body),
                     expect: Expect::Control {
@@ -502,33 +615,61 @@ impl Gen {
             }
             // A peer's control error that does not decode: logged, not answered.
             7 => {
-                let body = val(|m| { m.map(1).str("err").uint(5, W::Fix); });
+                let body = val(|m| {
+                    m.map(1).str("err").uint(5, W::Fix);
+                });
                 Case { frame: encode(CONTROL, "error", &sid, &[], &body), expect: Expect::Nothing }
             }
             // File-transfer request bodies.
             8 => {
                 let typ = *self.rng.choice(["stat", "get_file", "put_file"].iter()).unwrap_or(&"stat");
                 let bad = match self.rng.usize(..4) {
-                    0 => val(|m| { m.uint(1, W::Fix); }),
-                    1 => val(|m| { m.bool(true); }),
-                    2 => val(|m| { m.arr(1).str("/etc"); }),
-                    _ => val(|m| { m.map(0); }),
+                    0 => val(|m| {
+                        m.uint(1, W::Fix);
+                    }),
+                    1 => val(|m| {
+                        m.bool(true);
+                    }),
+                    2 => val(|m| {
+                        m.arr(1).str("/etc");
+                    }),
+                    _ => val(|m| {
+                        m.map(0);
+                    }),
                 };
-                let body = val(|m| { m.map(1).str("path").raw(&bad); });
+                let body = val(|m| {
+                    m.map(1).str("path").raw(&bad);
+                });
                 Case {
                     frame: encode(2, typ, &sid, &[Prop::str("user_id", "u1")], &body),
-                    expect: Expect::Ft { sid, msgtype: typ.into(), err: Text::Prefix("malformed request parameters: ") },
+                    expect: Expect::Ft {
+                        sid,
+                        msgtype: typ.into(),
+                        err: Text::Prefix("malformed request parameters: "),
+                    },
                 }
             }
             // Port-forward `new` body.
             _ => {
                 let bad = match self.rng.usize(..3) {
-                    0 => val(|m| { m.str("22"); }),
-                    1 => val(|m| { m.bool(true); }),
-                    _ => val(|m| { m.arr(1).uint(22, W::Fix); }),
+                    0 => val(|m| {
+                        m.str("22");
+                    }),
+                    1 => val(|m| {
+                        m.bool(true);
+                    }),
+                    _ => val(|m| {
+                        m.arr(1).uint(22, W::Fix);
+                    }),
                 };
                 let body = val(|m| {
-                    m.map(3).str("remote_host").str("127.0.0.1").str("remote_port").raw(&bad).str("protocol").str("tcp");
+                    m.map(3)
+                        .str("remote_host")
+                        .str("127.0.0.1")
+                        .str("remote_port")
+                        .raw(&bad)
+                        .str("protocol")
+                        .str("tcp");
                 });
                 Case {
                     frame: encode(3, "new", &sid, &[Prop::str("connection_id", "c1")], &body),
@@ -554,30 +695,48 @@ impl Gen {
         let raw = |proto: u16, g: &mut Gen| {
             let w = g.width(u64::from(proto));
             let mut r = Raw::new(proto);
-            r.proto = val(|m| { m.uint(u64::from(proto), w); });
+            r.proto = val(|m| {
+                m.uint(u64::from(proto), w);
+            });
             r
         };
         match self.rng.usize(..6) {
-            0 => Case { frame: raw(CONTROL, self).typ("ping").sid(&sid).encode(), expect: Expect::Pong { sid } },
+            0 => Case {
+                frame: raw(CONTROL, self).typ("ping").sid(&sid).encode(),
+                expect: Expect::Pong { sid },
+            },
             1 => {
                 let w = self.width(1);
-                let body = val(|m| { m.map(1).str("versions").arr(1).uint(1, w); });
+                let body = val(|m| {
+                    m.map(1).str("versions").arr(1).uint(1, w);
+                });
                 let mut r = raw(CONTROL, self).typ("open").sid(&sid);
-                r.body = Some(val(|m| { m.bin(&body); }));
+                r.body = Some(val(|m| {
+                    m.bin(&body);
+                }));
                 Case { frame: r.encode(), expect: Expect::Accept { sid } }
             }
             2 => {
                 let r = raw(1, self).typ("stop").sid(&sid);
                 let text = format!("routeMessage: StopShellMessage: session not found for id {sid}");
-                Case { frame: r.encode(), expect: Expect::Status2 { proto: 1, typ: "stop".into(), sid, body: text } }
+                Case {
+                    frame: r.encode(),
+                    expect: Expect::Status2 { proto: 1, typ: "stop".into(), sid, body: text },
+                }
             }
             3 => {
                 let w = self.width(4096);
                 let mut r = raw(2, self).typ("ack").sid(&sid);
-                r.props = Some(val(|m| { m.map(1).str("offset").uint(4096, w); }));
+                r.props = Some(val(|m| {
+                    m.map(1).str("offset").uint(4096, w);
+                }));
                 Case {
                     frame: r.encode(),
-                    expect: Expect::Ft { sid, msgtype: "ack".into(), err: Text::Exact("no file transfer in progress".into()) },
+                    expect: Expect::Ft {
+                        sid,
+                        msgtype: "ack".into(),
+                        err: Text::Exact("no file transfer in progress".into()),
+                    },
                 }
             }
             4 => {
@@ -677,29 +836,49 @@ impl Gen {
         match self.rng.usize(..10) {
             0 => Case {
                 frame: encode(1, "shell", &sid, &user, b"id\n"),
-                expect: Expect::Status2 { proto: 1, typ: "shell".into(), sid, body: "session not found".into() },
+                expect: Expect::Status2 {
+                    proto: 1,
+                    typ: "shell".into(),
+                    sid,
+                    body: "session not found".into(),
+                },
             },
             1 => {
                 let body = format!("routeMessage: StopShellMessage: session not found for id {sid}");
-                Case { frame: encode(1, "stop", &sid, &user, b""), expect: Expect::Status2 { proto: 1, typ: "stop".into(), sid, body } }
+                Case {
+                    frame: encode(1, "stop", &sid, &user, b""),
+                    expect: Expect::Status2 { proto: 1, typ: "stop".into(), sid, body },
+                }
             }
             2 => {
                 let typ = if self.rng.bool() { "resize" } else { "pong" };
-                let props = [Prop::str("user_id", "u1"), Prop::uint16("terminal_width", 80), Prop::uint16("terminal_height", 24)];
+                let props = [
+                    Prop::str("user_id", "u1"),
+                    Prop::uint16("terminal_width", 80),
+                    Prop::uint16("terminal_height", 24),
+                ];
                 Case { frame: encode(1, typ, &sid, &props, b""), expect: Expect::Nothing }
             }
             3 | 4 => {
                 let typ = if self.rng.bool() { "ack" } else { "file_chunk" };
                 Case {
                     frame: encode(2, typ, &sid, &[Prop::int64("offset", 0)], b"data"),
-                    expect: Expect::Ft { sid, msgtype: typ.into(), err: Text::Exact("no file transfer in progress".into()) },
+                    expect: Expect::Ft {
+                        sid,
+                        msgtype: typ.into(),
+                        err: Text::Exact("no file transfer in progress".into()),
+                    },
                 }
             }
             5 | 6 => {
                 let typ = *self.rng.choice(["forward", "ack", "stop"].iter()).unwrap_or(&"ack");
                 Case {
                     frame: encode(3, typ, &sid, &conn, b"data"),
-                    expect: Expect::Pf { sid, msgtype: typ.into(), err: Text::Exact("unknown connection".into()) },
+                    expect: Expect::Pf {
+                        sid,
+                        msgtype: typ.into(),
+                        err: Text::Exact("unknown connection".into()),
+                    },
                 }
             }
             7 => Case { frame: encode(CONTROL, "ping", &sid, &[], b""), expect: Expect::Pong { sid } },
@@ -707,7 +886,9 @@ impl Gen {
                 let typ = if self.rng.bool() { "close" } else { "pong" };
                 Case { frame: encode(CONTROL, typ, &sid, &[], b""), expect: Expect::Nothing }
             }
-            _ => Case { frame: encode(2, "error", &sid, &[], b"\x81\xa3err\xa4boom"), expect: Expect::Nothing },
+            _ => {
+                Case { frame: encode(2, "error", &sid, &[], b"\x81\xa3err\xa4boom"), expect: Expect::Nothing }
+            }
         }
     }
 
@@ -783,7 +964,15 @@ impl Gen {
             0 => {
                 let mut r = Raw::new(1).typ("shell").sid(&sid).body_bin(b"true\n");
                 r.props = Some(self.big_props(&[("user_id", "u1")], extra, big));
-                Case { frame: r.encode(), expect: Expect::Status2 { proto: 1, typ: "shell".into(), sid, body: "session not found".into() } }
+                Case {
+                    frame: r.encode(),
+                    expect: Expect::Status2 {
+                        proto: 1,
+                        typ: "shell".into(),
+                        sid,
+                        body: "session not found".into(),
+                    },
+                }
             }
             1 => {
                 let mut r = Raw::new(CONTROL).typ("ping").sid(&sid);
@@ -810,7 +999,14 @@ impl Gen {
             _ => {
                 let mut r = Raw::new(3).typ("forward").sid(&sid).body_bin(b"data");
                 r.props = Some(self.big_props(&[("connection_id", "c9")], extra, big));
-                Case { frame: r.encode(), expect: Expect::Pf { sid, msgtype: "forward".into(), err: Text::Exact("unknown connection".into()) } }
+                Case {
+                    frame: r.encode(),
+                    expect: Expect::Pf {
+                        sid,
+                        msgtype: "forward".into(),
+                        err: Text::Exact("unknown connection".into()),
+                    },
+                }
             }
         };
         // Within the 8192-byte limit: this kind is about props, not size.
@@ -851,13 +1047,21 @@ async fn exchange(conn: &mut Conn, frame: Vec<u8>) -> Vec<Msg> {
 type Kind = (&'static str, fn(&mut Gen) -> Case);
 
 /// Runs `PER_KIND` cases of each kind; returns (kind, answer label) → count.
-async fn run_kinds(conn: &mut Conn, kinds: &[Kind], seed: u64) -> BTreeMap<(&'static str, &'static str), usize> {
+async fn run_kinds(
+    conn: &mut Conn,
+    kinds: &[Kind],
+    seed: u64,
+) -> BTreeMap<(&'static str, &'static str), usize> {
     let mut g = Gen { rng: fastrand::Rng::with_seed(seed), n: 0 };
     let mut tally = BTreeMap::new();
     for (kind, make) in kinds {
         for i in 0..PER_KIND {
             let case = make(&mut g);
-            let what = format!("{kind} #{i} ({} bytes: {:02x?})", case.frame.len(), &case.frame[..case.frame.len().min(48)]);
+            let what = format!(
+                "{kind} #{i} ({} bytes: {:02x?})",
+                case.frame.len(),
+                &case.frame[..case.frame.len().min(48)]
+            );
             let got = exchange(conn, case.frame).await;
             case.expect.check(&got, &what);
             *tally.entry((*kind, case.expect.label())).or_insert(0) += 1;

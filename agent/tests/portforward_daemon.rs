@@ -153,7 +153,10 @@ fn throughput_100_mib() {
         let (typ, _, body) = next_pf(&mut conn).await;
         assert_eq!((typ.as_str(), body.as_slice()), (pf::FORWARD, &b"!"[..]));
         let d = start.elapsed();
-        println!("port forward 100 MiB user→target (one 4 KiB forward in flight): {d:?} ({:.1} MiB/s)", 100.0 / d.as_secs_f64());
+        println!(
+            "port forward 100 MiB user→target (one 4 KiB forward in flight): {d:?} ({:.1} MiB/s)",
+            100.0 / d.as_secs_f64()
+        );
         drop(fx);
     });
     assert_eq!(sink.join().unwrap(), SIZE);

@@ -34,7 +34,11 @@ fn echo_resize_and_stop() {
         conn.shell_input("s1", "u1", b"stty size\n").await;
         conn.output_until("s1", "30 100\r\n").await;
 
-        let resize = [Prop::str("user_id", "u1"), Prop::int64("terminal_width", 132), Prop::int64("terminal_height", 43)];
+        let resize = [
+            Prop::str("user_id", "u1"),
+            Prop::int64("terminal_width", 132),
+            Prop::int64("terminal_height", 43),
+        ];
         conn.send(encode(1, "resize", "s1", &resize, b"")).await;
         conn.shell_input("s1", "u1", b"stty size\n").await;
         conn.output_until("s1", "43 132\r\n").await;
@@ -245,7 +249,11 @@ fn stalled_server_ends_the_link_and_the_agent_reconnects() {
         let log_says_ended = || fx.agent.log().contains("websocket ended");
         let deadline = Instant::now() + Duration::from_secs(120);
         while !log_says_ended() {
-            assert!(Instant::now() < deadline, "the write deadline never ended the link:\n{}", fx.agent.log());
+            assert!(
+                Instant::now() < deadline,
+                "the write deadline never ended the link:\n{}",
+                fx.agent.log()
+            );
             smol::Timer::after(Duration::from_millis(200)).await;
         }
         drop(conn);
@@ -273,7 +281,17 @@ fn shell_has_the_users_supplementary_groups() {
     // file locked by a parallel useradd).
     let _ = run(&["groupadd", "-f", group]);
     for _ in 0..50 {
-        match run(&["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", "-G", group, user]) {
+        match run(&[
+            "useradd",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/bin/sh",
+            "-G",
+            group,
+            user,
+        ]) {
             Ok(Some(10)) => std::thread::sleep(Duration::from_millis(100)),
             _ => break,
         }
@@ -281,7 +299,10 @@ fn shell_has_the_users_supplementary_groups() {
     let gid_of = |g: &str| -> u32 {
         let out = std::process::Command::new("getent").args(["group", g]).output().unwrap();
         let line = String::from_utf8_lossy(&out.stdout).into_owned();
-        line.split(':').nth(2).and_then(|n| n.trim().parse().ok()).unwrap_or_else(|| panic!("no group {g}: {line:?}"))
+        line.split(':')
+            .nth(2)
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no group {g}: {line:?}"))
     };
     let extra = gid_of(group);
     smol::block_on(async {
@@ -328,8 +349,17 @@ fn a_new_terminal_after_a_reconnect_replaces_the_users_unheard_shell() {
         // Alice opens a new terminal: her unheard shell is stopped, the server hears it, and the
         // new one starts.
         conn.new_shell("new", "alice", None).await;
-        let stop = conn.recv_until("stop for the unheard shell", |m| m.typ == "stop" || (m.typ == "new" && m.sid == "new")).await;
-        assert_eq!((stop.typ.as_str(), stop.sid.as_str(), stop.status), ("stop", "old", Some(2)), "{}", stop.body_str());
+        let stop = conn
+            .recv_until("stop for the unheard shell", |m| {
+                m.typ == "stop" || (m.typ == "new" && m.sid == "new")
+            })
+            .await;
+        assert_eq!(
+            (stop.typ.as_str(), stop.sid.as_str(), stop.status),
+            ("stop", "old", Some(2)),
+            "{}",
+            stop.body_str()
+        );
         let m = conn.recv_until("new reply", |m| m.typ == "new" && m.sid == "new").await;
         assert_eq!(m.status, Some(1), "{}", m.body_str());
         eventually("unheard shell gone", || !process_alive(old_pid));

@@ -72,7 +72,8 @@ fn a_pty_that_reads_nothing_stalls_no_other_session() {
         // per refused message (about 20 of the 40 are refused). On a loaded machine the writer
         // task may get to run between two messages and move one more chunk into the pty before
         // it fills, which ends a spell and starts another: so a few, never one per message.
-        let refusals: Vec<_> = seen.iter().filter(|m| m.proto == 1 && m.sid == "s1" && m.status == Some(2)).collect();
+        let refusals: Vec<_> =
+            seen.iter().filter(|m| m.proto == 1 && m.sid == "s1" && m.status == Some(2)).collect();
         assert!((1..=3).contains(&refusals.len()), "refusals on the stuck session: {refusals:?}");
         assert_eq!(refusals[0].body_str(), "shell input dropped: the terminal does not take input");
         // And the daemon still serves new shells.
@@ -99,7 +100,12 @@ fn get_file(sid: &str, path: &str) -> Vec<u8> {
 /// Acks every file chunk of `sid` in `seen` (as the server does), so a download that has data
 /// keeps reading until its read blocks; `received` counts the bytes so far (a chunk's offset).
 /// Returns the error texts seen on `sid`.
-async fn ack_chunks(conn: &mut Conn, sid: &str, seen: &mut Vec<common::Msg>, received: &mut i64) -> Vec<String> {
+async fn ack_chunks(
+    conn: &mut Conn,
+    sid: &str,
+    seen: &mut Vec<common::Msg>,
+    received: &mut i64,
+) -> Vec<String> {
     let mut errors = Vec::new();
     for m in seen.drain(..) {
         if m.proto != FT || m.sid != sid {
@@ -125,8 +131,14 @@ fn a_read_that_never_returns_stalls_no_other_session() {
     smol::block_on(async {
         let files = TempDir::new("stall-read-files");
         let fifo = files.path().join("fifo");
-        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0)
-            .unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
         let mut fx = Fixture::start("stall-read", "", &[]).await;
         let mut conn = fx.server.accept(SOON).await;
         let mut seen = Vec::new();

@@ -27,13 +27,22 @@ fn sh(dir: &Path, script: &str) -> std::process::Output {
 #[test]
 fn openssl_keys_load_and_their_signatures_verify() {
     let cases = [
-        ("rsa-pkcs1", "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out t.pem && openssl rsa -traditional -in t.pem -out key.pem", "RSA"),
+        (
+            "rsa-pkcs1",
+            "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out t.pem && openssl rsa -traditional -in t.pem -out key.pem",
+            "RSA",
+        ),
         ("rsa-pkcs8", "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -out key.pem", "RSA"),
         ("ec-sec1", "openssl ecparam -name prime256v1 -genkey -noout -out key.pem", "EC P-256"),
-        ("ec-pkcs8", "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out key.pem", "EC P-256"),
+        (
+            "ec-pkcs8",
+            "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out key.pem",
+            "EC P-256",
+        ),
         ("ed25519", "openssl genpkey -algorithm ed25519 -out key.pem", "Ed25519"),
     ];
-    let body = b"{\"id_data\":\"{\\\"mac\\\":\\\"02:00:00:00:00:01\\\"}\",\"pubkey\":\"x\",\"tenant_token\":\"\"}\n";
+    let body =
+        b"{\"id_data\":\"{\\\"mac\\\":\\\"02:00:00:00:00:01\\\"}\",\"pubkey\":\"x\",\"tenant_token\":\"\"}\n";
     for (name, generate, kind) in cases {
         let dir = TempDir::new(&format!("key-{name}"));
         sh(dir.path(), &format!("{generate}\nopenssl pkey -in key.pem -pubout -out pub.pem"));
@@ -54,7 +63,8 @@ fn openssl_keys_load_and_their_signatures_verify() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Verified"), "{name}: {out:?}");
         // A changed body must not verify: the check above is not vacuous.
         std::fs::write(dir.path().join("body"), b"tampered").unwrap();
-        let status = Command::new("/bin/bash").args(["-c", verify]).current_dir(dir.path()).output().unwrap().status;
+        let status =
+            Command::new("/bin/bash").args(["-c", verify]).current_dir(dir.path()).output().unwrap().status;
         assert!(!status.success(), "{name}: tampered body verified");
     }
 }
@@ -62,7 +72,10 @@ fn openssl_keys_load_and_their_signatures_verify() {
 #[test]
 fn unsupported_keys_are_named() {
     let dir = TempDir::new("key-bad");
-    sh(dir.path(), "openssl ecparam -name secp384r1 -genkey -noout -out p384.pem\necho hello > not-a-key.pem");
+    sh(
+        dir.path(),
+        "openssl ecparam -name secp384r1 -genkey -noout -out p384.pem\necho hello > not-a-key.pem",
+    );
     let err = DeviceKey::load(&dir.path().join("p384.pem")).unwrap_err();
     assert!(matches!(err, KeyError::Unsupported { .. }), "{err}");
     let text = err.to_string();

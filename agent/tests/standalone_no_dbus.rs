@@ -49,6 +49,9 @@ fn standalone_only_binary_does_not_link_libdbus() {
     assert!(needed.iter().any(|l| l.contains("libc.so")), "not a dynamic binary? {dynamic}");
     assert!(!needed.iter().any(|l| l.contains("dbus")), "links libdbus: {needed:?}");
     // The default build of the same tree does link it, so the check can tell the difference.
-    let default = cargo().args(["tree", "-p", "mender-connect", "-e", "normal", "--prefix", "none"]).output().expect("cargo tree");
+    let default = cargo()
+        .args(["tree", "-p", "mender-connect", "-e", "normal", "--prefix", "none"])
+        .output()
+        .expect("cargo tree");
     assert!(String::from_utf8_lossy(&default.stdout).contains("libdbus-sys"));
 }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{Conn, Fixture, SOON, TempDir, eventually, number_after, process_alive};
-use mender_connect::ops::status::protocol::{self, ErrorKind, MAX_RESPONSE, PROTOCOL_VERSION, Request, Response};
+use mender_connect::ops::status::protocol::{
+    self, ErrorKind, MAX_RESPONSE, PROTOCOL_VERSION, Request, Response,
+};
 use mender_connect_core::control::{self, Open};
 use mender_connect_core::frame::Prop;
 use mender_connect_core::portforward::{self as pf, PortForwardNew};
@@ -60,12 +62,8 @@ fn session<'a>(status: &'a Value, id: &str) -> &'a Value {
 }
 
 fn session_ids(status: &Value) -> Vec<String> {
-    let mut v: Vec<String> = status["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect();
+    let mut v: Vec<String> =
+        status["sessions"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect();
     v.sort();
     v
 }
@@ -144,7 +142,9 @@ fn status_lists_sessions_and_kill_ends_one() {
         fx.agent.signal("USR1");
         eventually("status dump in the log", || fx.agent.log().contains("   1m: tx rx "));
         let log = fx.agent.log();
-        for needle in [" status: ", "  shells: 1/16", "  sessions: 1", "   id:s2 status:0 started:", "  file-transfer:"] {
+        for needle in
+            [" status: ", "  shells: 1/16", "  sessions: 1", "   id:s2 status:0 started:", "  file-transfer:"]
+        {
             assert!(log.contains(needle), "{needle:?} missing from the log:\n{log}");
         }
     });
@@ -214,11 +214,16 @@ fn garbage_requests_get_errors_and_the_daemon_keeps_serving() {
         version.extend_from_slice(&[0xff; 40]);
         assert_eq!(error_kind(raw_exchange(&sock, &frame(&version))), ErrorKind::Malformed);
         assert_eq!(error_kind(raw_exchange(&sock, &frame(&[]))), ErrorKind::Malformed);
-        let newer = postcard::to_extend(&Request::Status, postcard::to_stdvec(&(PROTOCOL_VERSION + 7)).unwrap()).unwrap();
+        let newer =
+            postcard::to_extend(&Request::Status, postcard::to_stdvec(&(PROTOCOL_VERSION + 7)).unwrap())
+                .unwrap();
         assert_eq!(error_kind(raw_exchange(&sock, &frame(&newer))), ErrorKind::UnsupportedVersion);
         assert_eq!(error_kind(raw_exchange(&sock, &[0xff, 0xff, 0xff, 0xff, 1, 2])), ErrorKind::TooLarge);
         let long_id = Request::KillSession { id: "x".repeat(1000) };
-        assert_eq!(error_kind(raw_exchange(&sock, &protocol::encode_frame(&long_id).unwrap())), ErrorKind::Malformed);
+        assert_eq!(
+            error_kind(raw_exchange(&sock, &protocol::encode_frame(&long_id).unwrap())),
+            ErrorKind::Malformed
+        );
         // Half a frame, then gone.
         {
             let mut s = UnixStream::connect(&sock).unwrap();
@@ -396,15 +401,17 @@ fn port_forwards_transfers_and_counters_are_shown() {
         matches!(s.read(&mut buf), Ok(0))
     });
     smol::block_on(async {
-        let limits = r#","Limits":{"Enabled":true,"FileTransfer":{"Counters":{"MaxBytesTxPerMinute":1000000000}}}"#;
+        let limits =
+            r#","Limits":{"Enabled":true,"FileTransfer":{"Counters":{"MaxBytesTxPerMinute":1000000000}}}"#;
         let (fx, _sock_dir, sock) = start_with("status-activity", limits).await;
         let mut conn = fx.server.accept(SOON).await;
 
         open_session(&mut conn, "p1").await;
         let mut body = vec![0u8; 256];
-        let n = PortForwardNew { remote_host: Some("127.0.0.1"), remote_port: Some(port), protocol: Some("tcp") }
-            .encode(&mut body)
-            .unwrap();
+        let n =
+            PortForwardNew { remote_host: Some("127.0.0.1"), remote_port: Some(port), protocol: Some("tcp") }
+                .encode(&mut body)
+                .unwrap();
         let id = [Prop::str(pf::PROP_CONNECTION_ID, "c1")];
         conn.send(common::encode(3, pf::NEW, "p1", &id, &body[..n])).await;
         let m = conn.recv_until("new reply", |m| m.proto == 3 && m.sid == "p1").await;
@@ -415,7 +422,8 @@ fn port_forwards_transfers_and_counters_are_shown() {
         let path = files.path().join("big");
         std::fs::write(&path, vec![7u8; 4 << 20]).unwrap();
         open_session(&mut conn, "f1").await;
-        let req = mender_connect_core::filetransfer::UploadRequest { path: path.to_str(), ..Default::default() };
+        let req =
+            mender_connect_core::filetransfer::UploadRequest { path: path.to_str(), ..Default::default() };
         let mut body = vec![0u8; 1024];
         let n = req.encode(&mut body).unwrap();
         conn.send(common::encode(2, "get_file", "f1", &[], &body[..n])).await;
@@ -429,12 +437,21 @@ fn port_forwards_transfers_and_counters_are_shown() {
             st = status_json(&sock);
         }
         let t = &st["transfers"][0];
-        assert_eq!((t["session_id"].as_str(), t["direction"].as_str()), (Some("f1"), Some("download")), "{st:#}");
+        assert_eq!(
+            (t["session_id"].as_str(), t["direction"].as_str()),
+            (Some("f1"), Some("download")),
+            "{st:#}"
+        );
         assert_eq!(t["path"].as_str(), path.to_str());
         assert!(u(&t["bytes"]) > 0 && u(&t["bytes"]) < 4 << 20, "{t}");
         let f = &st["port_forwards"][0];
         assert_eq!(
-            (f["session_id"].as_str(), f["connection_id"].as_str(), f["protocol"].as_str(), f["remote_host"].as_str()),
+            (
+                f["session_id"].as_str(),
+                f["connection_id"].as_str(),
+                f["protocol"].as_str(),
+                f["remote_host"].as_str()
+            ),
             (Some("p1"), Some("c1"), Some("tcp"), Some("127.0.0.1")),
             "{st:#}"
         );
@@ -450,7 +467,13 @@ fn port_forwards_transfers_and_counters_are_shown() {
         assert!(ft["max_rx_per_minute"].is_null());
 
         let text = ok_stdout(&cli(&["status"], &sock));
-        for needle in ["port forwards: 1", &format!("tcp 127.0.0.1:{port}"), "transfers: 1", "download", "limit 1000000000"] {
+        for needle in [
+            "port forwards: 1",
+            &format!("tcp 127.0.0.1:{port}"),
+            "transfers: 1",
+            "download",
+            "limit 1000000000",
+        ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
 
@@ -500,17 +523,20 @@ fn server_chosen_ids_are_escaped_in_human_output() {
         started(&mut conn, SID, USER).await;
         open_session(&mut conn, PSID).await;
         let mut body = vec![0u8; 256];
-        let n = PortForwardNew { remote_host: Some("127.0.0.1"), remote_port: Some(port), protocol: Some("tcp") }
-            .encode(&mut body)
-            .unwrap();
-        conn.send(common::encode(3, pf::NEW, PSID, &[Prop::str(pf::PROP_CONNECTION_ID, CONN)], &body[..n])).await;
+        let n =
+            PortForwardNew { remote_host: Some("127.0.0.1"), remote_port: Some(port), protocol: Some("tcp") }
+                .encode(&mut body)
+                .unwrap();
+        conn.send(common::encode(3, pf::NEW, PSID, &[Prop::str(pf::PROP_CONNECTION_ID, CONN)], &body[..n]))
+            .await;
         let m = conn.recv_until("new reply", |m| m.proto == 3 && m.sid == PSID).await;
         assert_eq!(m.typ, pf::NEW, "{}", m.body_str());
 
         let st = status_json(&sock);
         assert_eq!(session(&st, SID)["user"].as_str(), Some(USER));
         assert_eq!(st["port_forwards"][0]["connection_id"].as_str(), Some(CONN), "{st:#}");
-        let list_json: Value = serde_json::from_str(&ok_stdout(&cli(&["sessions", "list", "--json"], &sock))).unwrap();
+        let list_json: Value =
+            serde_json::from_str(&ok_stdout(&cli(&["sessions", "list", "--json"], &sock))).unwrap();
         assert_eq!(list_json.as_array().map(Vec::len), Some(2));
 
         for args in [&["status"][..], &["sessions"], &["sessions", "list"]] {

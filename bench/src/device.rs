@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use mender_connect_interop::TestEnv;
 use mender_connect_interop::agent::current_user;
 use mender_connect_interop::device_files::Identity;
 use mender_connect_interop::mock::MockOptions;
 use mender_connect_interop::process::ManagedChild;
 use mender_connect_interop::testbed::{Admission, Testbed};
-use mender_connect_interop::TestEnv;
 use serde_json::json;
 
 use crate::BenchError;

@@ -56,9 +56,8 @@ struct Seen {
 
 fn encode(proto: Proto, typ: &str, sid: &str, props: &[Prop<'_>], body: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; MAX_FRAME_LEN + sid.len()];
-    let n = FrameOut { proto, typ, sid, props, body, ..FrameOut::EMPTY }
-        .encode(&mut buf)
-        .expect("frame fits");
+    let n =
+        FrameOut { proto, typ, sid, props, body, ..FrameOut::EMPTY }.encode(&mut buf).expect("frame fits");
     buf.truncate(n);
     buf
 }
@@ -100,7 +99,10 @@ impl Server {
                     }
                     Ok(_) => {}
                     Err(tungstenite::Error::Io(e))
-                        if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
                     Err(_) => break,
                 }
             }
@@ -133,7 +135,9 @@ impl Server {
         let start = Instant::now();
         self.send(encode(Proto::CONTROL, "ping", sid, &[], &[]))?;
         while start.elapsed() < STEP {
-            if let Some((_, at)) = self.seen.pongs.lock().unwrap().iter().find(|(s, at)| s == sid && *at >= start) {
+            if let Some((_, at)) =
+                self.seen.pongs.lock().unwrap().iter().find(|(s, at)| s == sid && *at >= start)
+            {
                 return Ok(at.duration_since(start).as_secs_f64() * 1000.0);
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -173,10 +177,12 @@ pub fn run(program: &Path, test_auth: &Path) -> Result<Vec<FloodResult>, BenchEr
     let env = TestEnv::new("bench-flood")?;
     let bus = PrivateBus::start(&env)?;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| BenchError::io("bind", e))?;
-    let url = format!("http://127.0.0.1:{}", listener.local_addr().map_err(|e| BenchError::io("addr", e))?.port());
+    let url =
+        format!("http://127.0.0.1:{}", listener.local_addr().map_err(|e| BenchError::io("addr", e))?.port());
     let mut auth = Command::new(test_auth);
     auth.args(["--bus", bus.address(), "--token", "T1", "--server-url", &url]);
-    let (_auth, ready) = ManagedChild::spawn_reading_first_line(&env, "test-auth", auth, Duration::from_secs(30))?;
+    let (_auth, ready) =
+        ManagedChild::spawn_reading_first_line(&env, "test-auth", auth, Duration::from_secs(30))?;
     if ready.trim() != "ready" {
         return Err(BenchError::Check(format!("mender-test-auth printed {ready:?}")));
     }
@@ -205,16 +211,14 @@ pub fn run(program: &Path, test_auth: &Path) -> Result<Vec<FloodResult>, BenchEr
     server.wait_replies(1, &mut || {})?;
 
     let mut results = Vec::new();
-    let mut measure = |name: &str,
-                       server: &mut Server,
-                       flood: &mut Flood<'_>|
-     -> Result<(), BenchError> {
+    let mut measure = |name: &str, server: &mut Server, flood: &mut Flood<'_>| -> Result<(), BenchError> {
         std::thread::sleep(Duration::from_secs(1));
         let before = proc.memory()?;
         let fds_before = fds(pid);
         proc.reset_peak()?;
         let (mut fds_peak, mut max_children) = (fds_before, 0);
-        let (r0, e0) = (server.seen.replies.load(Ordering::Relaxed), server.seen.errors.load(Ordering::Relaxed));
+        let (r0, e0) =
+            (server.seen.replies.load(Ordering::Relaxed), server.seen.errors.load(Ordering::Relaxed));
         let mut sample = || {
             fds_peak = fds_peak.max(fds(pid));
             max_children = max_children.max(proc.children().len());
@@ -270,12 +274,19 @@ pub fn run(program: &Path, test_auth: &Path) -> Result<Vec<FloodResult>, BenchEr
     }
 
     let (port, _listener, _filler) = hanging_target()?;
-    for (name, forwards) in [("150 dialling forwards x 63 queued 8 KB forwards", 63), ("150 dialling forwards x 2 queued 8 KB forwards", 2)] {
+    for (name, forwards) in [
+        ("150 dialling forwards x 63 queued 8 KB forwards", 63),
+        ("150 dialling forwards x 2 queued 8 KB forwards", 2),
+    ] {
         measure(name, &mut server, &mut |s, sample| {
             let mut body = vec![0u8; 256];
-            let n = PortForwardNew { remote_host: Some("127.0.0.1"), remote_port: Some(port), protocol: Some("tcp") }
-                .encode(&mut body)
-                .map_err(|e| BenchError::Check(format!("{e:?}")))?;
+            let n = PortForwardNew {
+                remote_host: Some("127.0.0.1"),
+                remote_port: Some(port),
+                protocol: Some("tcp"),
+            }
+            .encode(&mut body)
+            .map_err(|e| BenchError::Check(format!("{e:?}")))?;
             let data = vec![b'x'; 8000];
             for c in 0..150u32 {
                 let sid = format!("pf-{c:032}");

@@ -53,10 +53,7 @@ pub enum BenchError {
 
 impl BenchError {
     fn io(context: &str, source: std::io::Error) -> Self {
-        BenchError::Io {
-            context: context.to_owned(),
-            source,
-        }
+        BenchError::Io { context: context.to_owned(), source }
     }
 }
 
@@ -123,13 +120,9 @@ fn parse_args() -> Result<Args, BenchError> {
         if flag == "--help" || flag == "-h" {
             return Err(BenchError::Usage(USAGE.to_owned()));
         }
-        let value = it
-            .next()
-            .ok_or_else(|| BenchError::Usage(format!("{flag} needs a value\n{USAGE}")))?;
+        let value = it.next().ok_or_else(|| BenchError::Usage(format!("{flag} needs a value\n{USAGE}")))?;
         let number = || -> Result<u64, BenchError> {
-            value
-                .parse()
-                .map_err(|_| BenchError::Usage(format!("{flag}: not a number: {value}")))
+            value.parse().map_err(|_| BenchError::Usage(format!("{flag}: not a number: {value}")))
         };
         match flag.as_str() {
             "--rust" => args.rust = Some(value.into()),
@@ -197,10 +190,8 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<(), BenchError> {
     let args = parse_args()?;
-    let rust = args
-        .rust
-        .clone()
-        .ok_or_else(|| BenchError::Usage(format!("--rust BIN is required\n{USAGE}")))?;
+    let rust =
+        args.rust.clone().ok_or_else(|| BenchError::Usage(format!("--rust BIN is required\n{USAGE}")))?;
     if args.floods {
         // `cargo build -p mender-test-auth` puts it next to this driver.
         let test_auth = match args.test_auth.clone() {
@@ -231,37 +222,20 @@ fn run() -> Result<(), BenchError> {
         .as_ref()
         .and_then(|p| footprint(size::unpacked(p, p.parent().unwrap_or(p), &[]), "Rust aarch64"));
     let go_size_arm = match (&args.go_arm, &args.go_arm_sysroot) {
-        (Some(bin), Some(root)) => {
-            footprint(size::unpacked(bin, root, &args.go_arm_needed), "Go aarch64")
-        }
+        (Some(bin), Some(root)) => footprint(size::unpacked(bin, root, &args.go_arm_needed), "Go aarch64"),
         _ => None,
     };
     for (what, f) in [("Go x86_64", &go_size), ("Go aarch64", &go_size_arm)] {
         if let Some(f) = f {
-            let libs: Vec<String> = f
-                .libraries
-                .iter()
-                .map(|(n, b)| format!("{n} {:.0} KiB", *b as f64 / 1024.0))
-                .collect();
-            eprintln!(
-                "[bench] {what}: binary {:.0} KiB + {}",
-                f.binary as f64 / 1024.0,
-                libs.join(", ")
-            );
+            let libs: Vec<String> =
+                f.libraries.iter().map(|(n, b)| format!("{n} {:.0} KiB", *b as f64 / 1024.0)).collect();
+            eprintln!("[bench] {what}: binary {:.0} KiB + {}", f.binary as f64 / 1024.0, libs.join(", "));
         }
     }
 
     let want = |k: &str| args.only.as_deref().is_none_or(|o| o == k);
-    let go = if want("go") {
-        Some(run_agent("go-mender-connect", &args.go, &args.plan)?)
-    } else {
-        None
-    };
-    let rs = if want("rust") {
-        Some(run_agent("rust-mender-connect", &rust, &args.plan)?)
-    } else {
-        None
-    };
+    let go = if want("go") { Some(run_agent("go-mender-connect", &args.go, &args.plan)?) } else { None };
+    let rs = if want("rust") { Some(run_agent("rust-mender-connect", &rust, &args.plan)?) } else { None };
 
     let report = table::Report {
         go_size: go_size.as_ref(),

@@ -98,8 +98,7 @@ impl Proc {
     /// after a sleep.
     pub fn voluntary_switches(&self) -> Result<u64, BenchError> {
         let dir = self.path("task");
-        let entries =
-            std::fs::read_dir(&dir).map_err(|e| BenchError::io(&dir.display().to_string(), e))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| BenchError::io(&dir.display().to_string(), e))?;
         let mut total = 0;
         for entry in entries.flatten() {
             // A thread may exit between the listing and the read.
@@ -178,10 +177,9 @@ pub fn thread_cpu_ticks() -> Result<u64, BenchError> {
 /// User plus system CPU ticks of the children this process has waited for (`cutime + cstime`,
 /// fields 16 and 17 of `/proc/self/stat`): how `curl`, run to completion, is measured.
 pub fn reaped_children_ticks() -> Result<u64, BenchError> {
-    let stat = std::fs::read_to_string("/proc/self/stat")
-        .map_err(|e| BenchError::io("/proc/self/stat", e))?;
-    sum_of_two_fields(&stat, 16)
-        .ok_or_else(|| BenchError::Check("cannot parse /proc/self/stat".into()))
+    let stat =
+        std::fs::read_to_string("/proc/self/stat").map_err(|e| BenchError::io("/proc/self/stat", e))?;
+    sum_of_two_fields(&stat, 16).ok_or_else(|| BenchError::Check("cannot parse /proc/self/stat".into()))
 }
 
 #[cfg(test)]

@@ -139,11 +139,7 @@ impl Meter {
             user_tool: per_mib(3),
             driver: per_mib(4),
         };
-        Ok(Throughput {
-            mib_per_s: mib / secs,
-            cpu_ms_per_mib: parts.agent,
-            parts: Some(parts),
-        })
+        Ok(Throughput { mib_per_s: mib / secs, cpu_ms_per_mib: parts.agent, parts: Some(parts) })
     }
 }
 
@@ -198,7 +194,12 @@ pub fn run_all(env: &TestEnv, device: &mut Device, plan: &Plan) -> Results {
     eprintln!("[bench] idle RSS parts: {}", p.rss_parts());
     note(&mut r.errors, "threads", p.threads(), &mut r.threads_idle);
     note(&mut r.errors, "idle wake-ups", idle_wakeups(&p, plan.idle_secs), &mut r.wakeups_per_min);
-    note(&mut r.errors, "idle RSS at the end of the idle window", p.memory().map(|m| m.rss_kib), &mut r.rss_idle_end_kib);
+    note(
+        &mut r.errors,
+        "idle RSS at the end of the idle window",
+        p.memory().map(|m| m.rss_kib),
+        &mut r.rss_idle_end_kib,
+    );
     note(&mut r.errors, "open shells", open_shells(device, plan.shells), &mut r.rss_shells_kib);
     settle();
     let burst_file = env.dir().join("burst.txt");
@@ -284,16 +285,12 @@ fn open_shells(device: &Device, n: usize) -> Result<u64, BenchError> {
 /// A text file of `mib` MiB in 80-column lines: what a terminal shows, unchanged by the tty
 /// except for `\n` becoming `\r\n`.
 fn write_text_file(path: &Path, mib: u64) -> Result<(), BenchError> {
-    let line: Vec<u8> = (0..79u8)
-        .map(|i| b'!' + (i % 90))
-        .chain(std::iter::once(b'\n'))
-        .collect();
+    let line: Vec<u8> = (0..79u8).map(|i| b'!' + (i % 90)).chain(std::iter::once(b'\n')).collect();
     let block: Vec<u8> = line.iter().copied().cycle().take(1 << 20).collect();
     let mut file = std::fs::File::create(path)
         .map_err(|e| BenchError::io(&format!("creating {}", path.display()), e))?;
     for _ in 0..mib {
-        file.write_all(&block)
-            .map_err(|e| BenchError::io(&format!("writing {}", path.display()), e))?;
+        file.write_all(&block).map_err(|e| BenchError::io(&format!("writing {}", path.display()), e))?;
     }
     Ok(())
 }
@@ -386,23 +383,15 @@ fn slow_reader(device: &Device, file: &Path, secs: u64) -> Result<u64, BenchErro
     Ok(peak)
 }
 
-
 /// Downloads, then uploads, a random file of `mib` MiB with `curl` through the server's
 /// deviceconnect download and upload endpoints (what mender-cli `cp` uses).
-fn file_transfers(
-    env: &TestEnv,
-    device: &Device,
-    mib: u64,
-) -> Result<(Throughput, Throughput), BenchError> {
+fn file_transfers(env: &TestEnv, device: &Device, mib: u64) -> Result<(Throughput, Throughput), BenchError> {
     let dir = env.subdir("files")?;
     let on_device = dir.join("device-file.bin");
     let size = mib * (1 << 20);
     let status = Command::new("head")
         .args(["-c", &size.to_string(), "/dev/urandom"])
-        .stdout(
-            std::fs::File::create(&on_device)
-                .map_err(|e| BenchError::io("creating the device file", e))?,
-        )
+        .stdout(std::fs::File::create(&on_device).map_err(|e| BenchError::io("creating the device file", e))?)
         .status()
         .map_err(|e| BenchError::io("running head", e))?;
     if !status.success() {
@@ -410,11 +399,7 @@ fn file_transfers(
     }
     let curl = Peer::Curl.path()?;
     let auth = format!("Authorization: Bearer {}", device.user_token());
-    let base = format!(
-        "{}/api/management/v1/deviceconnect/devices/{}",
-        device.server(),
-        device.id()
-    );
+    let base = format!("{}/api/management/v1/deviceconnect/devices/{}", device.server(), device.id());
 
     let meter = Meter::start(device, Tool::ReapedChild)?;
     let start = Instant::now();
@@ -463,10 +448,7 @@ fn file_transfers(
 fn start_service(size: u64) -> Result<u16, BenchError> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|e| BenchError::io("binding the device-side service", e))?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| BenchError::io("service address", e))?
-        .port();
+    let port = listener.local_addr().map_err(|e| BenchError::io("service address", e))?.port();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             std::thread::spawn(move || serve(conn, size));
@@ -519,10 +501,7 @@ fn port_forward(env: &TestEnv, device: &Device, mib: u64) -> Result<(Throughput,
     let deadline = Instant::now() + STEP;
     loop {
         if forward.try_status()?.is_some() {
-            return Err(BenchError::Check(format!(
-                "mender-cli port-forward exited: {}",
-                forward.log_text()
-            )));
+            return Err(BenchError::Check(format!("mender-cli port-forward exited: {}", forward.log_text())));
         }
         if TcpStream::connect((Ipv4Addr::LOCALHOST, local)).is_ok() {
             break;
@@ -537,8 +516,7 @@ fn port_forward(env: &TestEnv, device: &Device, mib: u64) -> Result<(Throughput,
     let connect = || -> Result<TcpStream, BenchError> {
         let s = TcpStream::connect((Ipv4Addr::LOCALHOST, local))
             .map_err(|e| BenchError::io("connecting to the forwarded port", e))?;
-        s.set_read_timeout(Some(STEP))
-            .map_err(|e| BenchError::io("read timeout", e))?;
+        s.set_read_timeout(Some(STEP)).map_err(|e| BenchError::io("read timeout", e))?;
         Ok(s)
     };
 
@@ -546,8 +524,7 @@ fn port_forward(env: &TestEnv, device: &Device, mib: u64) -> Result<(Throughput,
     let mut s = connect()?;
     let meter = Meter::start(device, Tool::Process(tool))?;
     let start = Instant::now();
-    s.write_all(b"D")
-        .map_err(|e| BenchError::io("asking for data", e))?;
+    s.write_all(b"D").map_err(|e| BenchError::io("asking for data", e))?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = 0u64;
     while got < size {
@@ -565,9 +542,7 @@ fn port_forward(env: &TestEnv, device: &Device, mib: u64) -> Result<(Throughput,
     settle();
 
     let mut s = connect()?;
-    let writer = s
-        .try_clone()
-        .map_err(|e| BenchError::io("cloning the socket", e))?;
+    let writer = s.try_clone().map_err(|e| BenchError::io("cloning the socket", e))?;
     let meter = Meter::start(device, Tool::Process(tool))?;
     let start = Instant::now();
     let sender = std::thread::spawn(move || -> std::io::Result<()> {

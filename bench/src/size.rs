@@ -11,16 +11,8 @@ use std::process::Command;
 use crate::BenchError;
 
 /// Libraries every glibc system has, not counted against the agent.
-const LIBC_FAMILY: &[&str] = &[
-    "libc.so",
-    "libm.so",
-    "libpthread.so",
-    "libdl.so",
-    "librt.so",
-    "ld-linux",
-    "linux-vdso",
-    "linux-gate",
-];
+const LIBC_FAMILY: &[&str] =
+    &["libc.so", "libm.so", "libpthread.so", "libdl.so", "librt.so", "ld-linux", "linux-vdso", "linux-gate"];
 
 /// A binary and the shared libraries counted with it.
 #[derive(Debug, Clone)]
@@ -51,10 +43,7 @@ fn is_libc_family(name: &str) -> bool {
 
 /// The footprint of a binary of this machine's architecture, its libraries found with `ldd`.
 pub fn native(binary: &Path) -> Result<Footprint, BenchError> {
-    let out = Command::new("ldd")
-        .arg(binary)
-        .output()
-        .map_err(|e| BenchError::io("running ldd", e))?;
+    let out = Command::new("ldd").arg(binary).output().map_err(|e| BenchError::io("running ldd", e))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut libraries = Vec::new();
     for (name, path) in parse_ldd(&text) {
@@ -63,10 +52,7 @@ pub fn native(binary: &Path) -> Result<Footprint, BenchError> {
         }
         libraries.push((name, file_size(&path)?));
     }
-    Ok(Footprint {
-        binary: file_size(binary)?,
-        libraries,
-    })
+    Ok(Footprint { binary: file_size(binary)?, libraries })
 }
 
 /// The footprint of a foreign-architecture binary whose libraries were unpacked under
@@ -78,22 +64,15 @@ pub fn unpacked(binary: &Path, sysroot: &Path, needed: &[String]) -> Result<Foot
         match find_file(sysroot, name, 6)? {
             Some(path) => libraries.push((name.clone(), file_size(&path)?)),
             None => {
-                return Err(BenchError::Check(format!(
-                    "{name} not found under {}",
-                    sysroot.display()
-                )));
+                return Err(BenchError::Check(format!("{name} not found under {}", sysroot.display())));
             }
         }
     }
-    Ok(Footprint {
-        binary: file_size(binary)?,
-        libraries,
-    })
+    Ok(Footprint { binary: file_size(binary)?, libraries })
 }
 
 fn find_file(dir: &Path, name: &str, depth: u8) -> Result<Option<PathBuf>, BenchError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| BenchError::io(&dir.display().to_string(), e))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| BenchError::io(&dir.display().to_string(), e))?;
     for entry in entries.flatten() {
         let path = entry.path();
         if entry.file_name().to_string_lossy() == name {
@@ -114,8 +93,7 @@ fn parse_ldd(text: &str) -> Vec<(String, PathBuf)> {
         .filter_map(|line| {
             let (name, rest) = line.trim().split_once(" => ")?;
             let path = rest.split_whitespace().next()?;
-            path.starts_with('/')
-                .then(|| (name.to_owned(), PathBuf::from(path)))
+            path.starts_with('/').then(|| (name.to_owned(), PathBuf::from(path)))
         })
         .collect()
 }

@@ -25,8 +25,7 @@ impl Terminal {
     /// Connects as the user holding `token` and asks the device for a shell of `cols`x`rows`.
     pub fn open(base: &str, token: &str, device_id: &str) -> Result<Self, BenchError> {
         let host = base.trim_start_matches("http://");
-        let url =
-            format!("ws://{host}/api/management/v1/deviceconnect/devices/{device_id}/connect");
+        let url = format!("ws://{host}/api/management/v1/deviceconnect/devices/{device_id}/connect");
         let mut request = url
             .as_str()
             .into_client_request()
@@ -36,18 +35,13 @@ impl Terminal {
         request.headers_mut().insert("Authorization", auth);
         let stream =
             TcpStream::connect(host).map_err(|e| BenchError::io(&format!("connecting {host}"), e))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| BenchError::io("TCP_NODELAY", e))?;
+        stream.set_nodelay(true).map_err(|e| BenchError::io("TCP_NODELAY", e))?;
         let (ws, _) = tungstenite::client(request, stream)
             .map_err(|e| BenchError::Ws(format!("websocket handshake with {url}: {e}")))?;
         let mut term = Terminal { ws };
         term.send_frame(
             "new",
-            &[
-                Prop::go_int("terminal_width", 80),
-                Prop::go_int("terminal_height", 24),
-            ],
+            &[Prop::go_int("terminal_width", 80), Prop::go_int("terminal_height", 24)],
             b"",
         )?;
         Ok(term)
@@ -55,9 +49,7 @@ impl Terminal {
 
     fn send_frame(&mut self, typ: &str, props: &[Prop<'_>], body: &[u8]) -> Result<(), BenchError> {
         let frame = wire::encode(SHELL, typ, props, body);
-        self.ws
-            .send(Message::Binary(frame.into()))
-            .map_err(|e| BenchError::Ws(format!("sending {typ}: {e}")))
+        self.ws.send(Message::Binary(frame.into())).map_err(|e| BenchError::Ws(format!("sending {typ}: {e}")))
     }
 
     /// Sends keystrokes.
@@ -81,10 +73,7 @@ impl Terminal {
             let msg = match self.ws.read() {
                 Ok(msg) => msg,
                 Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
                 {
                     return Ok(None);
                 }
@@ -97,8 +86,8 @@ impl Terminal {
                 }
                 _ => continue,
             };
-            let frame = wire::decode(&data)
-                .map_err(|e| BenchError::Ws(format!("frame from the device: {e}")))?;
+            let frame =
+                wire::decode(&data).map_err(|e| BenchError::Ws(format!("frame from the device: {e}")))?;
             if std::env::var_os("BENCH_TRACE").is_some() {
                 eprintln!(
                     "[trace] proto {} typ {} body {:?}",

@@ -50,10 +50,7 @@ impl<'a> Reader<'a> {
     }
 
     fn be(&mut self, n: usize) -> Result<u64, WireError> {
-        Ok(self
-            .take(n)?
-            .iter()
-            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+        Ok(self.take(n)?.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
     }
 
     fn len(&mut self, n: usize) -> Result<usize, WireError> {
@@ -137,11 +134,7 @@ impl<'a> Reader<'a> {
 /// Reads `hdr.proto`, `hdr.typ` and `body` of a frame from the device.
 pub fn decode(buf: &[u8]) -> Result<Received<'_>, WireError> {
     let mut rd = Reader { buf, pos: 0 };
-    let mut out = Received {
-        proto: 0,
-        typ: "",
-        body: &[],
-    };
+    let mut out = Received { proto: 0, typ: "", body: &[] };
     let Some(fields) = rd.map_len()? else {
         return Ok(out);
     };
@@ -154,8 +147,7 @@ pub fn decode(buf: &[u8]) -> Result<Received<'_>, WireError> {
                     match rd.bytes()?.unwrap_or_default() {
                         b"proto" => out.proto = u16::try_from(rd.uint()?).unwrap_or(0),
                         b"typ" => {
-                            out.typ = std::str::from_utf8(rd.bytes()?.unwrap_or_default())
-                                .unwrap_or("")
+                            out.typ = std::str::from_utf8(rd.bytes()?.unwrap_or_default()).unwrap_or("")
                         }
                         _ => rd.skip(1)?,
                     }
@@ -170,13 +162,7 @@ pub fn decode(buf: &[u8]) -> Result<Received<'_>, WireError> {
 
 /// Encodes a user→device frame (the server fills in `sid` and `user_id`).
 pub fn encode(proto: Proto, typ: &str, props: &[Prop<'_>], body: &[u8]) -> Vec<u8> {
-    let frame = FrameOut {
-        proto,
-        typ,
-        props,
-        body,
-        ..FrameOut::EMPTY
-    };
+    let frame = FrameOut { proto, typ, props, body, ..FrameOut::EMPTY };
     // Header and props of these frames are far below 256 bytes.
     let mut buf = vec![0u8; body.len() + 256];
     match frame.encode(&mut buf) {

@@ -146,7 +146,8 @@ pub mod selftests {
     }
 
     fn huge_attempt_counts_saturate() {
-        let mut b = Backoff::new(BackoffConfig { base_ms: u64::MAX / 2, cap_ms: u64::MAX, stable_after_ms: 0 });
+        let mut b =
+            Backoff::new(BackoffConfig { base_ms: u64::MAX / 2, cap_ms: u64::MAX, stable_after_ms: 0 });
         for _ in 0..200 {
             let _ = b.next_delay_ms(u64::MAX);
         }
@@ -154,7 +155,12 @@ pub mod selftests {
         assert_eq!(b.next_delay_ms(7), 7);
     }
 
-    crate::selftests!(ceiling_doubles_up_to_cap, full_jitter_includes_zero, reset_only_after_stable_period, huge_attempt_counts_saturate);
+    crate::selftests!(
+        ceiling_doubles_up_to_cap,
+        full_jitter_includes_zero,
+        reset_only_after_stable_period,
+        huge_attempt_counts_saturate
+    );
 }
 
 #[cfg(test)]

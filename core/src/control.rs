@@ -286,7 +286,8 @@ pub fn encode_error_frame(buf: &mut [u8], sid: &str, err: &ControlError<'_>) -> 
 
 /// Encodes a complete control `accept` frame for session `sid`.
 pub fn encode_accept_frame(buf: &mut [u8], sid: &str, accept: &Accept) -> Result<usize, EncodeError> {
-    FrameOut { proto: Proto::CONTROL, typ: ACCEPT, sid, ..FrameOut::EMPTY }.encode_with(buf, |b| accept.encode(b))
+    FrameOut { proto: Proto::CONTROL, typ: ACCEPT, sid, ..FrameOut::EMPTY }
+        .encode_with(buf, |b| accept.encode(b))
 }
 
 /// Encodes a complete control `open` frame for session `sid`.

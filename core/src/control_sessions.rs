@@ -120,7 +120,10 @@ pub enum Reject<'a> {
 impl Reject<'_> {
     /// Whether the error ends the session.
     pub const fn closes(&self) -> bool {
-        matches!(self, Self::BadOpen(_) | Self::BadAccept(_) | Self::VersionRejected | Self::UnsupportedVersion(_))
+        matches!(
+            self,
+            Self::BadOpen(_) | Self::BadAccept(_) | Self::VersionRejected | Self::UnsupportedVersion(_)
+        )
     }
 }
 
@@ -601,7 +604,9 @@ impl<S: SessionStore> ControlSessions<S> {
             let due = core::mem::replace(&mut s.due, Due::Nothing);
             let sent = match due {
                 Due::Nothing => continue,
-                Due::Ping => control::bare(control::PING, &s.sid).encode(buf).ok().map(|n| (n, SendKind::Ping)),
+                Due::Ping => {
+                    control::bare(control::PING, &s.sid).encode(buf).ok().map(|n| (n, SendKind::Ping))
+                }
                 Due::Timeout => {
                     s.ended = Some(EndReason::Timeout);
                     let e = ControlError { err: "session timeout", close: true, ..ControlError::default() };

@@ -22,7 +22,7 @@ use crate::control_sessions::{Note, SessionStore};
 use crate::engine::{self, Config, Engine};
 use crate::link::{CredentialsUpdate, LinkAction};
 use crate::shell::{self as proto, ShellMessage, Status, TermSize};
-use crate::shells::{self, Reply, ShellConfig, ShellTable, STOPPED_SHELL_TEXT, SHELL_STARTED};
+use crate::shells::{self, Reply, SHELL_STARTED, STOPPED_SHELL_TEXT, ShellConfig, ShellTable};
 use crate::time::Instant;
 
 pub use crate::control_sessions::{FixedStore, Routed};
@@ -313,7 +313,8 @@ impl<S: SessionStore, const N: usize, const Q: usize> Device<S, N, Q> {
                 proto::encode_with_status(buf, reply.typ(), sid, Status::Normal, body)
             }
             shells::Action::SendError { reply, sid, refusal } => {
-                let mut text: heapless::String<{ 2 * crate::sessions::ID_CAP + 64 }> = heapless::String::new();
+                let mut text: heapless::String<{ 2 * crate::sessions::ID_CAP + 64 }> =
+                    heapless::String::new();
                 let _ = write!(text, "{}", refusal.body(sid));
                 proto::encode_with_status(buf, reply.typ(), sid, Status::Error, text.as_bytes())
             }

@@ -33,8 +33,10 @@
 
 use core::time::Duration;
 
-use crate::control_sessions::{self, ControlSessions, EndReason, FixedStore, Id, IdleConfig, Note, SendKind, Session, SessionStore};
-use crate::frame::{Frame, Proto, MAX_FRAME_LEN};
+use crate::control_sessions::{
+    self, ControlSessions, EndReason, FixedStore, Id, IdleConfig, Note, SendKind, Session, SessionStore,
+};
+use crate::frame::{Frame, MAX_FRAME_LEN, Proto};
 use crate::link::{CredentialsUpdate, LinkAction, LinkConfig, LinkState, Supervisor};
 use crate::time::Instant;
 
@@ -207,10 +209,14 @@ impl<S: SessionStore> Engine<S> {
         let frame = match Frame::decode(bytes) {
             Ok(f) => f,
             Err(e) => {
-                let n = control_sessions::encode_with_text(reply, format_args!("failed to decode message: {e}"), |b, err| {
-                    let e = crate::control::ControlError { err, ..Default::default() };
-                    crate::control::encode_error_frame(b, "", &e)
-                })
+                let n = control_sessions::encode_with_text(
+                    reply,
+                    format_args!("failed to decode message: {e}"),
+                    |b, err| {
+                        let e = crate::control::ControlError { err, ..Default::default() };
+                        crate::control::encode_error_frame(b, "", &e)
+                    },
+                )
                 .ok();
                 return Routed::Handled { reply: n, note: Note::Undecodable(e) };
             }
@@ -223,7 +229,15 @@ impl<S: SessionStore> Engine<S> {
             let n = control_sessions::encode_with_text(
                 reply,
                 format_args!("unknown message protocol and type: 1/{typ}"),
-                |b, text| crate::shell::encode_with_status(b, typ, sid, crate::shell::Status::Error, text.as_bytes()),
+                |b, text| {
+                    crate::shell::encode_with_status(
+                        b,
+                        typ,
+                        sid,
+                        crate::shell::Status::Error,
+                        text.as_bytes(),
+                    )
+                },
             )
             .ok();
             return Routed::Handled { reply: n, note: Note::ShellDisabled };
@@ -275,8 +289,8 @@ pub mod selftests {
     use super::*;
     use crate::backoff::BackoffConfig;
     use crate::control::{self, ControlError, ControlMessage};
+    use crate::control_sessions::{POLL_BUF_LEN, Refusal, Reject};
     use crate::frame::{FrameOut, Prop};
-    use crate::control_sessions::{Refusal, Reject, POLL_BUF_LEN};
 
     const CAP: usize = 4;
     const SERVED: &[Proto] = &[Proto::FILE_TRANSFER, Proto::PORT_FORWARD];
@@ -308,7 +322,8 @@ pub mod selftests {
     /// A frame from the server, encoded into `buf`.
     fn msg<'b>(buf: &'b mut [u8], proto: Proto, typ: &str, sid: &str, body: &[u8]) -> &'b [u8] {
         let props = [Prop::str("user_id", "u1"), Prop::str("msgid", "m7")];
-        let n = FrameOut { proto, typ, sid, props: &props, body, ..FrameOut::EMPTY }.encode(buf).expect("fits");
+        let n =
+            FrameOut { proto, typ, sid, props: &props, body, ..FrameOut::EMPTY }.encode(buf).expect("fits");
         &buf[..n]
     }
 
@@ -331,7 +346,8 @@ pub mod selftests {
         let open = control::Open::new(&[1]).unwrap();
         let mut body = [0u8; 32];
         let n = open.encode(&mut body).unwrap();
-        let r = e.handle_frame(msg(&mut inb, Proto::CONTROL, control::OPEN, "s1", &body[..n]), t(5), &mut reply);
+        let r =
+            e.handle_frame(msg(&mut inb, Proto::CONTROL, control::OPEN, "s1", &body[..n]), t(5), &mut reply);
         assert!(matches!(r, Routed::Handled { note: Note::Accepted("s1"), .. }));
         let f = control_reply(&reply, &r);
         let Ok(ControlMessage::Accept(a)) = ControlMessage::from_frame(&f) else { panic!() };
@@ -392,7 +408,8 @@ pub mod selftests {
         let err = error_of(&f);
         assert_eq!((f.header.sid, err.err, err.close), ("a", "session timeout", true));
         assert_eq!((err.msgproto, err.msgtype, err.msgid), (Proto::INVALID, "", ""));
-        let Some(Action::SessionEnded { sid, reason: EndReason::Timeout, .. }) = e.poll_action(&mut buf) else {
+        let Some(Action::SessionEnded { sid, reason: EndReason::Timeout, .. }) = e.poll_action(&mut buf)
+        else {
             panic!()
         };
         assert_eq!(sid.as_str(), "a");
@@ -429,9 +446,15 @@ pub mod selftests {
         let r = e.handle_frame(msg(&mut inb, Proto::CONTROL, control::PING, long, &[]), t(1), &mut reply);
         assert_eq!(error_of(&control_reply(&reply, &r)).err, "session id too long: 200 bytes, at most 128");
         let props = [Prop::str("user_id", long)];
-        let n = FrameOut { proto: Proto::CONTROL, typ: control::PING, sid: "s", props: &props, ..FrameOut::EMPTY }
-            .encode(&mut inb)
-            .unwrap();
+        let n = FrameOut {
+            proto: Proto::CONTROL,
+            typ: control::PING,
+            sid: "s",
+            props: &props,
+            ..FrameOut::EMPTY
+        }
+        .encode(&mut inb)
+        .unwrap();
         let r = e.handle_frame(&inb[..n], t(1), &mut reply);
         assert_eq!(error_of(&control_reply(&reply, &r)).err, "user_id too long: 200 bytes, at most 128");
         assert_eq!(e.session_count(), 0);
@@ -451,7 +474,10 @@ pub mod selftests {
         let r = e.handle_frame(msg(&mut inb, Proto::CONTROL, control::OPEN, "h", &[0x93]), t(2), &mut reply);
         let err = error_of(&control_reply(&reply, &r));
         assert!(err.close && err.err.starts_with("failed to decode handshake request: "), "{}", err.err);
-        assert!(matches!(e.poll_action(&mut buf), Some(Action::SessionEnded { reason: EndReason::Rejected, .. })));
+        assert!(matches!(
+            e.poll_action(&mut buf),
+            Some(Action::SessionEnded { reason: EndReason::Rejected, .. })
+        ));
 
         let open2 = [0x81, 0xa8, b'v', b'e', b'r', b's', b'i', b'o', b'n', b's', 0x91, 0x02];
         let r = e.handle_frame(msg(&mut inb, Proto::CONTROL, control::OPEN, "h", &open2), t(3), &mut reply);

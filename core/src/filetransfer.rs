@@ -366,7 +366,9 @@ impl<'a> FtError<'a> {
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
         let mut w = Writer::new(buf);
         w.map_len(
-            1 + u32::from(self.msgtype.is_some()) + u32::from(self.msgid.is_some()) + u32::from(self.code != 0),
+            1 + u32::from(self.msgtype.is_some())
+                + u32::from(self.msgid.is_some())
+                + u32::from(self.code != 0),
         )?;
         w.str("err")?;
         write_opt_str(&mut w, self.err)?;
@@ -440,8 +442,15 @@ impl<'a> FileTransferMessage<'a> {
 /// Encodes a `file_chunk` with props `{"offset": int64}`; empty `data` is the EOF chunk.
 pub fn encode_chunk(buf: &mut [u8], sid: &str, offset: i64, data: &[u8]) -> Result<usize, EncodeError> {
     let props = [Prop::int64(PROP_OFFSET, offset)];
-    FrameOut { proto: Proto::FILE_TRANSFER, typ: FILE_CHUNK, sid, props: &props, body: data, ..FrameOut::EMPTY }
-        .encode(buf)
+    FrameOut {
+        proto: Proto::FILE_TRANSFER,
+        typ: FILE_CHUNK,
+        sid,
+        props: &props,
+        body: data,
+        ..FrameOut::EMPTY
+    }
+    .encode(buf)
 }
 
 /// Encodes an `ack` with props `{"offset": int64}` and no body (the upload's initial ack).
@@ -490,7 +499,8 @@ pub fn encode_coded_error_reply(
 
 /// Encodes a `file_info` frame for session `sid`.
 pub fn encode_file_info(buf: &mut [u8], sid: &str, info: &FileInfo<'_>) -> Result<usize, EncodeError> {
-    FrameOut { proto: Proto::FILE_TRANSFER, typ: FILE_INFO, sid, ..FrameOut::EMPTY }.encode_with(buf, |b| info.encode(b))
+    FrameOut { proto: Proto::FILE_TRANSFER, typ: FILE_INFO, sid, ..FrameOut::EMPTY }
+        .encode_with(buf, |b| info.encode(b))
 }
 
 /// Go `os.FileMode` type bits (the server tests `mode & 0x8F28_0000 == 0` for "regular").

@@ -97,7 +97,9 @@ pub struct RefusalText {
 impl fmt::Display for RefusalText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.refusal {
-            Refusal::Invalid => f.write_str("invalid port-forward message: missing connection_id, remote_port or protocol"),
+            Refusal::Invalid => {
+                f.write_str("invalid port-forward message: missing connection_id, remote_port or protocol")
+            }
             Refusal::TooManyInSession => write!(
                 f,
                 "too many port-forward connections in this session (at most {}, PortForward.MaxConnectionsPerSession)",
@@ -503,7 +505,10 @@ pub mod selftests {
         open(&mut tab, "a", "1", t(0));
         open(&mut tab, "a", "2", t(0));
         assert_eq!(tab.handle_new("a", "3", t(0)), Err(Refusal::TooManyInSession));
-        assert_eq!(drain(&mut tab).as_slice(), &[Action::SendError { about: Msg::New, sid: s("a"), refusal: Refusal::TooManyInSession }]);
+        assert_eq!(
+            drain(&mut tab).as_slice(),
+            &[Action::SendError { about: Msg::New, sid: s("a"), refusal: Refusal::TooManyInSession }]
+        );
         open(&mut tab, "b", "1", t(0));
         assert_eq!(tab.handle_new("c", "1", t(0)), Err(Refusal::TooManyOnDevice));
         drain(&mut tab);
@@ -567,14 +572,18 @@ pub mod selftests {
 
     /// Dial timeout, idle timeout counted from traffic either way, stop, end, session close.
     fn timeouts_and_endings() {
-        let cfg = ForwardConfig { connect_timeout_ms: 1_000, idle_timeout_ms: 10_000, ..ForwardConfig::default() };
+        let cfg =
+            ForwardConfig { connect_timeout_ms: 1_000, idle_timeout_ms: 10_000, ..ForwardConfig::default() };
         let mut tab = Table::new(cfg);
         assert_eq!(tab.handle_new("a", "slow", t(0)), Ok(()));
         drain(&mut tab);
         open(&mut tab, "a", "1", t(0));
         assert_eq!(tab.poll_timeout(), Some(t(1_000)));
         tab.handle_timeout(t(1_000));
-        assert_eq!(drain(&mut tab).as_slice(), &[Action::Close { sid: s("a"), cid: s("slow"), why: CloseReason::DialTimedOut }]);
+        assert_eq!(
+            drain(&mut tab).as_slice(),
+            &[Action::Close { sid: s("a"), cid: s("slow"), why: CloseReason::DialTimedOut }]
+        );
         // A dial that completes after its timeout is too late.
         assert!(!tab.handle_dialed("a", "slow", true, t(1_001)));
         assert!(tab.handle_read("a", "1", t(4_000)));
@@ -602,7 +611,10 @@ pub mod selftests {
         assert_eq!(drain(&mut tab).len(), 2);
         open(&mut tab, "a", "3", t(20_000));
         tab.handle_session_closed("a");
-        assert_eq!(drain(&mut tab).as_slice(), &[Action::Close { sid: s("a"), cid: s("3"), why: CloseReason::SessionClosed }]);
+        assert_eq!(
+            drain(&mut tab).as_slice(),
+            &[Action::Close { sid: s("a"), cid: s("3"), why: CloseReason::SessionClosed }]
+        );
         assert!(tab.is_open("b", "1"));
         assert_eq!(tab.len(), 1);
         assert_eq!(tab.overflowed(), 0);
@@ -701,11 +713,16 @@ mod tests {
         }
     }
 
-    fn execute(tab: &mut ForwardTable<4, { queue_len(4) }>, sockets: &mut BTreeSet<(String, String)>) -> Result<(), TestCaseError> {
+    fn execute(
+        tab: &mut ForwardTable<4, { queue_len(4) }>,
+        sockets: &mut BTreeSet<(String, String)>,
+    ) -> Result<(), TestCaseError> {
         while let Some(a) = tab.poll_action() {
             match a {
                 Action::Dial { sid, cid } => prop_assert!(sockets.insert((sid.to_string(), cid.to_string()))),
-                Action::Close { sid, cid, .. } => prop_assert!(sockets.remove(&(sid.to_string(), cid.to_string()))),
+                Action::Close { sid, cid, .. } => {
+                    prop_assert!(sockets.remove(&(sid.to_string(), cid.to_string())))
+                }
                 _ => {}
             }
         }

@@ -45,7 +45,9 @@
 //! buffer is needed.
 
 use crate::error::{DecodeError, EncodeError};
-use crate::msgpack::{Int, Map, MapIter, MapRawIter, Reader, Value, Writer, int_u16, opt_int, opt_str, read_struct};
+use crate::msgpack::{
+    Int, Map, MapIter, MapRawIter, Reader, Value, Writer, int_u16, opt_int, opt_str, read_struct,
+};
 
 /// Largest frame the agent accepts: the reference agent's websocket read limit.
 pub const MAX_FRAME_LEN: usize = 8192;
@@ -341,7 +343,8 @@ impl<'a> FrameOut<'a> {
         let kept = self.base_props.iter_raw().filter(|(k, _)| !self.overridden(k)).count();
         let n_props = kept + self.props.len();
         let n_props = u32::try_from(n_props).map_err(|_| EncodeError::ValueOutOfRange)?;
-        let fields = 1 + u32::from(!self.typ.is_empty()) + u32::from(!self.sid.is_empty()) + u32::from(n_props > 0);
+        let fields =
+            1 + u32::from(!self.typ.is_empty()) + u32::from(!self.sid.is_empty()) + u32::from(n_props > 0);
         w.str("hdr")?;
         w.map_len(fields)?;
         w.str("proto")?;

@@ -32,7 +32,12 @@ pub struct KeepaliveConfig {
 impl KeepaliveConfig {
     /// The reference's scheme for a given wait: ping every 9/10 of it.
     pub const fn reference(ping_wait_ms: u64) -> Self {
-        Self { ping_wait_ms, ping_period_ms: ping_wait_ms / 10 * 9, data_extends_deadline: false, received_defers_ping: false }
+        Self {
+            ping_wait_ms,
+            ping_period_ms: ping_wait_ms / 10 * 9,
+            data_extends_deadline: false,
+            received_defers_ping: false,
+        }
     }
 
     /// The agent's scheme: any frame received extends the deadline and defers the next ping.
@@ -97,7 +102,11 @@ pub struct Keepalive {
 impl Keepalive {
     /// State for a connection established at `now`.
     pub const fn new(cfg: KeepaliveConfig, now: Instant) -> Self {
-        Self { cfg, next_ping: now.add_millis(cfg.ping_period_ms), read_deadline: now.add_millis(cfg.ping_wait_ms) }
+        Self {
+            cfg,
+            next_ping: now.add_millis(cfg.ping_period_ms),
+            read_deadline: now.add_millis(cfg.ping_wait_ms),
+        }
     }
 
     fn received(&mut self, now: Instant) {
@@ -184,7 +193,10 @@ pub mod selftests {
         assert_eq!(k.read_deadline(), t(115_000));
         k.on_ping(t(100_000));
         assert_eq!(k.read_deadline(), t(160_000));
-        let mut k = Keepalive::new(KeepaliveConfig { data_extends_deadline: true, ..KeepaliveConfig::default() }, t(0));
+        let mut k = Keepalive::new(
+            KeepaliveConfig { data_extends_deadline: true, ..KeepaliveConfig::default() },
+            t(0),
+        );
         k.on_data(t(50_000));
         assert_eq!(k.read_deadline(), t(110_000));
         // Pings stay periodic in the reference's scheme.
@@ -221,7 +233,10 @@ pub mod selftests {
     }
 
     fn zero_period_does_not_spin_forever() {
-        let mut k = Keepalive::new(KeepaliveConfig { ping_wait_ms: 10, ping_period_ms: 0, ..KeepaliveConfig::default() }, t(0));
+        let mut k = Keepalive::new(
+            KeepaliveConfig { ping_wait_ms: 10, ping_period_ms: 0, ..KeepaliveConfig::default() },
+            t(0),
+        );
         assert_eq!(k.poll(t(0)), KeepaliveAction::SendPing);
         assert_eq!(k.poll(t(0)), KeepaliveAction::Idle);
         assert_eq!(k.poll(t(1)), KeepaliveAction::SendPing);

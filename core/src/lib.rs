@@ -54,11 +54,11 @@ pub mod keepalive;
 pub mod link;
 pub mod menderclient;
 pub mod msgpack;
+pub mod portforward;
 pub mod rate;
 #[cfg(any(test, feature = "selftest"))]
 #[doc(hidden)]
 pub mod selftest;
-pub mod portforward;
 pub mod sessions;
 pub mod shell;
 pub mod shells;
@@ -66,7 +66,7 @@ pub mod time;
 pub mod transfer;
 
 pub use error::{DecodeError, EncodeError};
-pub use frame::{Frame, FrameOut, Header, Prop, PropValue, Props, Proto, MAX_FRAME_LEN};
+pub use frame::{Frame, FrameOut, Header, MAX_FRAME_LEN, Prop, PropValue, Props, Proto};
 
 #[cfg(test)]
 extern crate std;

@@ -67,14 +67,24 @@ pub struct LinkConfig {
 /// The agent's reconnect delays from the configuration: `ReconnectIntervalSeconds` as the first
 /// bound (at least [`MIN_BACKOFF_BASE_MS`]), `ReconnectMaxIntervalSeconds` as the cap. Used for
 /// the websocket ([`LinkConfig::new`]) and for standalone mode's authentication requests.
-pub const fn backoff_config(reconnect_base_ms: u64, reconnect_max_ms: u64, stable_after_ms: u64) -> BackoffConfig {
-    let base_ms = if reconnect_base_ms < MIN_BACKOFF_BASE_MS { MIN_BACKOFF_BASE_MS } else { reconnect_base_ms };
+pub const fn backoff_config(
+    reconnect_base_ms: u64,
+    reconnect_max_ms: u64,
+    stable_after_ms: u64,
+) -> BackoffConfig {
+    let base_ms =
+        if reconnect_base_ms < MIN_BACKOFF_BASE_MS { MIN_BACKOFF_BASE_MS } else { reconnect_base_ms };
     BackoffConfig { base_ms, cap_ms: reconnect_max_ms, stable_after_ms }
 }
 
 impl LinkConfig {
     /// The agent's scheme: [`backoff_config`] with [`STABLE_AFTER_MS`].
-    pub const fn new(reconnect_base_ms: u64, reconnect_max_ms: u64, disconnect_grace_ms: u64, reread: bool) -> Self {
+    pub const fn new(
+        reconnect_base_ms: u64,
+        reconnect_max_ms: u64,
+        disconnect_grace_ms: u64,
+        reread: bool,
+    ) -> Self {
         Self {
             backoff: backoff_config(reconnect_base_ms, reconnect_max_ms, STABLE_AFTER_MS),
             disconnect_grace_ms,

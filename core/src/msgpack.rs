@@ -542,13 +542,18 @@ pub(crate) fn read_struct<'a>(
 pub(crate) fn opt_str(v: Value<'_>) -> Result<Option<&str>, DecodeError> {
     match v {
         Value::Nil => Ok(None),
-        Value::Str(b) | Value::Bin(b) => core::str::from_utf8(b).map(Some).map_err(|_| DecodeError::InvalidUtf8),
+        Value::Str(b) | Value::Bin(b) => {
+            core::str::from_utf8(b).map(Some).map_err(|_| DecodeError::InvalidUtf8)
+        }
         _ => Err(DecodeError::UnexpectedType),
     }
 }
 
 /// Optional integer field converted with `conv`; nil gives `None`.
-pub(crate) fn opt_int<T>(v: Value<'_>, conv: impl FnOnce(Int) -> Option<T>) -> Result<Option<T>, DecodeError> {
+pub(crate) fn opt_int<T>(
+    v: Value<'_>,
+    conv: impl FnOnce(Int) -> Option<T>,
+) -> Result<Option<T>, DecodeError> {
     match v {
         Value::Nil => Ok(None),
         Value::Int(i) => conv(i).map(Some).ok_or(DecodeError::IntOutOfRange),
@@ -682,13 +687,25 @@ impl<'b> Writer<'b> {
                 }
                 self.raw(&[x as u8])
             }
-            IntWidth::U8 => self.raw_int(0xcc, &(u8::try_from(b).map_err(|_| EncodeError::ValueOutOfRange)?).to_be_bytes()),
-            IntWidth::U16 => self.raw_int(0xcd, &(u16::try_from(b).map_err(|_| EncodeError::ValueOutOfRange)?).to_be_bytes()),
-            IntWidth::U32 => self.raw_int(0xce, &(u32::try_from(b).map_err(|_| EncodeError::ValueOutOfRange)?).to_be_bytes()),
+            IntWidth::U8 => self
+                .raw_int(0xcc, &(u8::try_from(b).map_err(|_| EncodeError::ValueOutOfRange)?).to_be_bytes()),
+            IntWidth::U16 => self
+                .raw_int(0xcd, &(u16::try_from(b).map_err(|_| EncodeError::ValueOutOfRange)?).to_be_bytes()),
+            IntWidth::U32 => self
+                .raw_int(0xce, &(u32::try_from(b).map_err(|_| EncodeError::ValueOutOfRange)?).to_be_bytes()),
             IntWidth::U64 => self.raw_int(0xcf, &b.to_be_bytes()),
-            IntWidth::I8 => self.raw_int(0xd0, &(i8::try_from(b as i64).map_err(|_| EncodeError::ValueOutOfRange)?).to_be_bytes()),
-            IntWidth::I16 => self.raw_int(0xd1, &(i16::try_from(b as i64).map_err(|_| EncodeError::ValueOutOfRange)?).to_be_bytes()),
-            IntWidth::I32 => self.raw_int(0xd2, &(i32::try_from(b as i64).map_err(|_| EncodeError::ValueOutOfRange)?).to_be_bytes()),
+            IntWidth::I8 => self.raw_int(
+                0xd0,
+                &(i8::try_from(b as i64).map_err(|_| EncodeError::ValueOutOfRange)?).to_be_bytes(),
+            ),
+            IntWidth::I16 => self.raw_int(
+                0xd1,
+                &(i16::try_from(b as i64).map_err(|_| EncodeError::ValueOutOfRange)?).to_be_bytes(),
+            ),
+            IntWidth::I32 => self.raw_int(
+                0xd2,
+                &(i32::try_from(b as i64).map_err(|_| EncodeError::ValueOutOfRange)?).to_be_bytes(),
+            ),
             IntWidth::I64 => self.int64(b as i64),
         }
     }
@@ -802,10 +819,23 @@ pub mod selftests {
     fn go_int_matches_vmihailenco_v5() {
         // Output of msgpack.Marshal(int(v)) with vmihailenco/msgpack v5.3.5 (Debian package).
         let cases: [(i64, &str); 17] = [
-            (0, "00"), (127, "7f"), (128, "cc80"), (255, "ccff"), (256, "cd0100"), (65535, "cdffff"),
-            (65536, "ce00010000"), (-1, "ff"), (-32, "e0"), (-33, "d0df"), (-128, "d080"), (-129, "d1ff7f"),
-            (-32768, "d18000"), (-32769, "d2ffff7fff"), (1 << 31, "ce80000000"),
-            (-(1 << 31) - 1, "d3ffffffff7fffffff"), (1 << 40, "cf0000010000000000"),
+            (0, "00"),
+            (127, "7f"),
+            (128, "cc80"),
+            (255, "ccff"),
+            (256, "cd0100"),
+            (65535, "cdffff"),
+            (65536, "ce00010000"),
+            (-1, "ff"),
+            (-32, "e0"),
+            (-33, "d0df"),
+            (-128, "d080"),
+            (-129, "d1ff7f"),
+            (-32768, "d18000"),
+            (-32769, "d2ffff7fff"),
+            (1 << 31, "ce80000000"),
+            (-(1 << 31) - 1, "d3ffffffff7fffffff"),
+            (1 << 40, "cf0000010000000000"),
         ];
         for (v, want) in cases {
             let mut buf = [0u8; 16];
@@ -813,7 +843,10 @@ pub mod selftests {
             w.go_int(v).unwrap();
             assert_eq!(w.written(), &crate::selftest::hex(want)[..], "{v}");
             let n = w.len();
-            assert_eq!(Reader::new(&buf[..n]).value(0).ok().and_then(|x| x.as_int()).and_then(Int::as_i64), Some(v));
+            assert_eq!(
+                Reader::new(&buf[..n]).value(0).ok().and_then(|x| x.as_int()).and_then(Int::as_i64),
+                Some(v)
+            );
         }
     }
 

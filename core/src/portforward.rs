@@ -101,7 +101,9 @@ impl<'a> PortForwardNew<'a> {
     /// The request as the reference validates it: non-empty host and protocol, non-zero port.
     pub fn target(&self) -> Option<(&'a str, u16, &'a str)> {
         match (self.remote_host, self.remote_port, self.protocol) {
-            (Some(h), Some(p), Some(proto)) if !h.is_empty() && p != 0 && !proto.is_empty() => Some((h, p, proto)),
+            (Some(h), Some(p), Some(proto)) if !h.is_empty() && p != 0 && !proto.is_empty() => {
+                Some((h, p, proto))
+            }
             _ => None,
         }
     }
@@ -224,16 +226,24 @@ impl<'a> PortForwardMessage<'a> {
 
 /// Encodes a port-forward frame with props `{"connection_id": id}`: `new`/`stop` answers,
 /// `ack`, `stop`, and `forward` with data.
-pub fn encode(buf: &mut [u8], typ: &str, sid: &str, connection_id: &str, data: &[u8]) -> Result<usize, EncodeError> {
+pub fn encode(
+    buf: &mut [u8],
+    typ: &str,
+    sid: &str,
+    connection_id: &str,
+    data: &[u8],
+) -> Result<usize, EncodeError> {
     let props = [Prop::str(PROP_CONNECTION_ID, connection_id)];
-    FrameOut { proto: Proto::PORT_FORWARD, typ, sid, props: &props, body: data, ..FrameOut::EMPTY }.encode(buf)
+    FrameOut { proto: Proto::PORT_FORWARD, typ, sid, props: &props, body: data, ..FrameOut::EMPTY }
+        .encode(buf)
 }
 
 /// Encodes the reference's error answer: `error` with only `sid` (no props), body
 /// `{"err": text, "msgtype": failed_typ}`.
 pub fn encode_error(buf: &mut [u8], sid: &str, failed_typ: &str, text: &str) -> Result<usize, EncodeError> {
     let body = PfError { err: Some(text), msgtype: Some(failed_typ) };
-    FrameOut { proto: Proto::PORT_FORWARD, typ: ERROR, sid, ..FrameOut::EMPTY }.encode_with(buf, |b| body.encode(b))
+    FrameOut { proto: Proto::PORT_FORWARD, typ: ERROR, sid, ..FrameOut::EMPTY }
+        .encode_with(buf, |b| body.encode(b))
 }
 
 /// Tests that need no std: run on the host and on the bare-metal runner.

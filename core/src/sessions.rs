@@ -43,7 +43,11 @@ impl Expiry {
     /// and 3.0.0 `app/daemon.go` `timeToSweepSessions` returns false then, so the per-session
     /// 1024 s default is never looked at); idle wins if set (`session/shell.go` `IsExpired`
     /// checks only the idle deadline then); otherwise absolute.
-    pub const fn from_reference(stop_expired: bool, expire_after_s: u32, expire_after_idle_s: u32) -> Option<Self> {
+    pub const fn from_reference(
+        stop_expired: bool,
+        expire_after_s: u32,
+        expire_after_idle_s: u32,
+    ) -> Option<Self> {
         if !stop_expired {
             None
         } else if expire_after_idle_s > 0 {
@@ -85,7 +89,11 @@ pub mod selftests {
         assert_eq!(Expiry::from_reference(true, 0, 0), None);
         assert_eq!(Expiry::from_reference(false, 600, 0), None);
         assert_eq!(Expiry::from_reference(false, 0, 600), None);
-        let cfg = ShellConfig { expiry: Expiry::from_reference(true, 0, 0), health_interval_ms: 1 << 50, ..ShellConfig::default() };
+        let cfg = ShellConfig {
+            expiry: Expiry::from_reference(true, 0, 0),
+            health_interval_ms: 1 << 50,
+            ..ShellConfig::default()
+        };
         let mut tab = ShellTable::<4, { queue_len(4) }>::new(cfg);
         assert_eq!(tab.handle_new("a", "u", None, t(0)), Ok(()));
         while tab.poll_action().is_some() {}
@@ -107,7 +115,10 @@ pub mod selftests {
     fn idle_wins_over_absolute() {
         assert_eq!(Expiry::from_reference(true, 16, 10), Some(Expiry::AfterIdle(10_000)));
         assert_eq!(Expiry::from_reference(true, 16, 0), Some(Expiry::AfterCreation(16_000)));
-        assert_eq!(Expiry::from_reference(true, u32::MAX, 0), Some(Expiry::AfterCreation(u64::from(u32::MAX) * 1000)));
+        assert_eq!(
+            Expiry::from_reference(true, u32::MAX, 0),
+            Some(Expiry::AfterCreation(u64::from(u32::MAX) * 1000))
+        );
     }
 
     fn deadlines() {
@@ -116,5 +127,10 @@ pub mod selftests {
         assert_eq!(Expiry::AfterCreation(10).deadline(t(u64::MAX), t(5)), t(u64::MAX));
     }
 
-    crate::selftests!(no_timeout_or_no_stop_expired_never_expires, default_is_three_point_o_idle_expiry, idle_wins_over_absolute, deadlines);
+    crate::selftests!(
+        no_timeout_or_no_stop_expired_never_expires,
+        default_is_three_point_o_idle_expiry,
+        idle_wins_over_absolute,
+        deadlines
+    );
 }

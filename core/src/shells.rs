@@ -92,7 +92,8 @@ pub const fn queue_len(n: usize) -> usize {
 }
 
 /// A table with the reference's 16 shells.
-pub type DefaultShellTable = ShellTable<{ crate::sessions::DEFAULT_CAPACITY }, { queue_len(crate::sessions::DEFAULT_CAPACITY) }>;
+pub type DefaultShellTable =
+    ShellTable<{ crate::sessions::DEFAULT_CAPACITY }, { queue_len(crate::sessions::DEFAULT_CAPACITY) }>;
 
 /// Table settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,7 +202,9 @@ impl fmt::Display for RefusalBody<'_> {
             Refusal::IdTooLong => f.write_str("failed to start shell: id too long"),
             Refusal::SessionNotFound | Refusal::NoShellOfUser => f.write_str("session not found"),
             Refusal::StopWithoutIds => f.write_str("StopShellMessage: sessionId not given and userId empty"),
-            Refusal::StopNotFound => write!(f, "routeMessage: StopShellMessage: session not found for id {}", self.sid),
+            Refusal::StopNotFound => {
+                write!(f, "routeMessage: StopShellMessage: session not found for id {}", self.sid)
+            }
         }
     }
 }
@@ -417,7 +420,13 @@ impl<const N: usize, const Q: usize> ShellTable<N, Q> {
 
     /// A `new` from the server. Queues the refusal, or the stops of replaced shells and a
     /// `SpawnShell`; returns the refusal too, for the caller's log.
-    pub fn handle_new(&mut self, sid: &str, user: &str, size: Option<TermSize>, now: Instant) -> Result<(), Refusal> {
+    pub fn handle_new(
+        &mut self,
+        sid: &str,
+        user: &str,
+        size: Option<TermSize>,
+        now: Instant,
+    ) -> Result<(), Refusal> {
         if self.sessions.len() >= self.capacity() {
             return Err(self.refuse(Reply::New, sid, Refusal::TooManyShells));
         }
@@ -737,7 +746,11 @@ pub mod selftests {
         assert_eq!(tab.handle_new(sid, user, None, now), Ok(()));
         let out = drain(tab);
         let serial = match out.as_slice() {
-            [Action::SpawnShell { sid: got, serial, .. }] if got == sid && tab.get(sid).is_some_and(|x| x.user == user) => *serial,
+            [Action::SpawnShell { sid: got, serial, .. }]
+                if got == sid && tab.get(sid).is_some_and(|x| x.user == user) =>
+            {
+                *serial
+            }
             _ => panic!("expected one spawn"),
         };
         tab.handle_spawned(sid, serial, true);
@@ -764,7 +777,8 @@ pub mod selftests {
     }
 
     fn stops_at(out: &[(u64, Action)], sid: &str) -> Option<u64> {
-        out.iter().find_map(|(at, a)| matches!(a, Action::StopShell { sid: x, .. } if x == sid).then_some(*at))
+        out.iter()
+            .find_map(|(at, a)| matches!(a, Action::StopShell { sid: x, .. } if x == sid).then_some(*at))
     }
 
     /// Every configuration combination, in milliseconds of virtual time.
@@ -804,7 +818,10 @@ pub mod selftests {
 
     /// Input moves the idle deadline; resize and pong do not; absolute expiry ignores input.
     fn idle_expiry_follows_input() {
-        let mut tab = Table::new(ShellConfig { health_interval_ms: u64::MAX / 4, ..cfg(Expiry::from_reference(true, 0, 10)) });
+        let mut tab = Table::new(ShellConfig {
+            health_interval_ms: u64::MAX / 4,
+            ..cfg(Expiry::from_reference(true, 0, 10))
+        });
         open(&mut tab, "s1", "u1", t(0));
         let mut out = Vec::new();
         run(&mut tab, 0, 9_000, &mut out);
@@ -817,7 +834,10 @@ pub mod selftests {
         run(&mut tab, 19_000, 30_000, &mut out);
         assert_eq!(stops_at(&out, "s1"), Some(19_001));
 
-        let mut tab = Table::new(ShellConfig { health_interval_ms: u64::MAX / 4, ..cfg(Expiry::from_reference(true, 10, 0)) });
+        let mut tab = Table::new(ShellConfig {
+            health_interval_ms: u64::MAX / 4,
+            ..cfg(Expiry::from_reference(true, 10, 0))
+        });
         open(&mut tab, "s1", "u1", t(0));
         assert!(tab.handle_input("s1", t(9_999)));
         let mut out = Vec::new();
@@ -849,7 +869,11 @@ pub mod selftests {
     /// While the websocket is down: no pings, no failed checks; reconnecting restarts the
     /// clock; staying down past the grace stops the shells without a `stop` frame.
     fn disconnect_grace_and_reconnect() {
-        let mut tab = Table::new(ShellConfig { health_interval_ms: 1_000, disconnect_grace_ms: Some(2_000), ..cfg(None) });
+        let mut tab = Table::new(ShellConfig {
+            health_interval_ms: 1_000,
+            disconnect_grace_ms: Some(2_000),
+            ..cfg(None)
+        });
         open(&mut tab, "s1", "u1", t(0));
         tab.handle_disconnected(t(500));
         tab.handle_disconnected(t(900));
@@ -867,7 +891,8 @@ pub mod selftests {
         assert!(tab.is_empty());
 
         // Without a grace of its own, the table waits for the caller's.
-        let mut tab = Table::new(ShellConfig { health_interval_ms: 1_000, disconnect_grace_ms: None, ..cfg(None) });
+        let mut tab =
+            Table::new(ShellConfig { health_interval_ms: 1_000, disconnect_grace_ms: None, ..cfg(None) });
         open(&mut tab, "s1", "u1", t(0));
         open(&mut tab, "s2", "u2", t(0));
         tab.handle_disconnected(t(500));
@@ -1039,7 +1064,11 @@ pub mod selftests {
     /// a pong it could not get, pings go out only while up, and a drop that outlasts the grace
     /// (counted from its first moment) reaps without a `stop` frame.
     fn reconnect_storm() {
-        let mut tab = Table::new(ShellConfig { health_interval_ms: 1_000, disconnect_grace_ms: Some(3_000), ..cfg(None) });
+        let mut tab = Table::new(ShellConfig {
+            health_interval_ms: 1_000,
+            disconnect_grace_ms: Some(3_000),
+            ..cfg(None)
+        });
         open(&mut tab, "a", "u1", t(0));
         open(&mut tab, "b", "u2", t(0));
         let mut now = 0;
@@ -1070,7 +1099,10 @@ pub mod selftests {
         tab.handle_disconnected(t(now + 2_000));
         run(&mut tab, now, now + 10_000, &mut out);
         assert_eq!(out.len(), 2);
-        assert!(out.iter().all(|(at, a)| *at == now + 3_000 && matches!(a, Action::StopShell { why: StopReason::Orphaned, .. })));
+        assert!(
+            out.iter().all(|(at, a)| *at == now + 3_000
+                && matches!(a, Action::StopShell { why: StopReason::Orphaned, .. }))
+        );
         assert!(tab.is_empty());
     }
 
@@ -1218,10 +1250,16 @@ mod tests {
                     tab.handle_spawned(&sid, serial, ok);
                 }
                 Action::StopShell { sid, .. } => {
-                    prop_assert!(running.remove(sid.as_str()).is_some(), "stopped a shell not running: {}", sid);
+                    prop_assert!(
+                        running.remove(sid.as_str()).is_some(),
+                        "stopped a shell not running: {}",
+                        sid
+                    );
                     stopped.push(sid.to_string());
                 }
-                Action::SendStop { sid } => prop_assert!(stopped.contains(&sid.to_string()), "stop frame for a live shell"),
+                Action::SendStop { sid } => {
+                    prop_assert!(stopped.contains(&sid.to_string()), "stop frame for a live shell")
+                }
                 Action::HealthCheck { sid, .. } => prop_assert!(running.contains_key(sid.as_str())),
                 Action::SendOk { .. } | Action::SendError { .. } => {}
             }

@@ -61,7 +61,5 @@ pub mod selftests {
         assert_eq!(Instant::from_millis(30).saturating_duration_since(t), Duration::from_millis(20));
     }
 
-    crate::selftests!(
-        saturating_arithmetic,
-    );
+    crate::selftests!(saturating_arithmetic,);
 }

@@ -246,11 +246,15 @@ pub mod selftests {
         let mut wr = crate::msgpack::Writer::new(&mut buf);
         wr.uint16(10).unwrap();
         let n = wr.len();
-        let Some(crate::msgpack::Value::Int(compact)) = crate::msgpack::Reader::new(&buf[..n]).value(0).ok() else {
+        let Some(crate::msgpack::Value::Int(compact)) = crate::msgpack::Reader::new(&buf[..n]).value(0).ok()
+        else {
             panic!("no int")
         };
         assert_eq!(w.on_ack(Some(compact)), Err(TransferError::AckOffsetType));
-        assert_eq!(crate::selftest::display(&TransferError::AckOffsetType), "invalid offset data type: require int64");
+        assert_eq!(
+            crate::selftest::display(&TransferError::AckOffsetType),
+            "invalid offset data type: require int64"
+        );
     }
 
     fn small_window_and_odd_chunks() {
@@ -306,8 +310,8 @@ pub mod selftests {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::selftests::go;
+    use super::*;
     use proptest::prelude::*;
 
     proptest! {

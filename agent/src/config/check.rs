@@ -62,7 +62,9 @@ pub fn check(paths: &[&Path], more: MoreChecks) -> Report {
     for _ in 0..1000 {
         let texts: Vec<(PathBuf, String)> = docs
             .iter()
-            .filter_map(|d| Some((d.path.clone(), d.text.clone().or_else(|| d.value.as_ref().map(Value::to_string))?)))
+            .filter_map(|d| {
+                Some((d.path.clone(), d.text.clone().or_else(|| d.value.as_ref().map(Value::to_string))?))
+            })
             .collect();
         let mut warnings = Vec::new();
         match Config::load_documents(&texts, &mut warnings, more) {
@@ -189,7 +191,9 @@ fn file_of<'d>(docs: &'d [Doc], key: &str) -> Option<&'d Path> {
 
 fn in_file(docs: &[Doc], key: &str, message: String) -> String {
     match file_of(docs, key) {
-        Some(p) if !message.starts_with(&format!("{}: ", p.display())) => format!("{}: {message}", p.display()),
+        Some(p) if !message.starts_with(&format!("{}: ", p.display())) => {
+            format!("{}: {message}", p.display())
+        }
         _ => message,
     }
 }

@@ -74,7 +74,12 @@ pub(super) struct RawStandalone {
 }
 
 impl RawStandalone {
-    pub(super) fn apply(&mut self, doc: &Doc<'_>, v: &Value, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+    pub(super) fn apply(
+        &mut self,
+        doc: &Doc<'_>,
+        v: &Value,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ConfigError> {
         let map: &Map<String, Value> = doc.object("Standalone", v)?;
         self.present = true;
         for (k, v) in map {
@@ -108,7 +113,9 @@ impl RawStandalone {
                             }
                         };
                         if values.is_empty() {
-                            return Err(doc.invalid(&format!("{full}.{name}"), "must have at least one value"));
+                            return Err(
+                                doc.invalid(&format!("{full}.{name}"), "must have at least one value")
+                            );
                         }
                         attrs.insert(name.clone(), values);
                     }
@@ -121,18 +128,16 @@ impl RawStandalone {
 
     /// Defaults and checks that need no file system.
     pub(super) fn finish(self, warnings: &mut Vec<String>) -> Result<Option<Standalone>, ConfigError> {
-        let invalid = |key: &str, reason: String| ConfigError::Invalid {
-            path: None,
-            key: key.to_owned(),
-            reason,
-        };
+        let invalid =
+            |key: &str, reason: String| ConfigError::Invalid { path: None, key: key.to_owned(), reason };
         if !self.present {
             return Ok(None);
         }
         let Some(server_url) = self.server_url.filter(|u| !u.trim().is_empty()) else {
             return Err(invalid(
                 "Standalone.ServerURL",
-                "required in the Standalone block (the Mender Server, e.g. \"https://hosted.mender.io\")".into(),
+                "required in the Standalone block (the Mender Server, e.g. \"https://hosted.mender.io\")"
+                    .into(),
             ));
         };
         let server_url = server_url.trim().trim_end_matches('/').to_owned();

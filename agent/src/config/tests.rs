@@ -24,14 +24,7 @@ fn empty_object_gives_reference_defaults() {
     assert_eq!(c.shell_command, PathBuf::from("/bin/sh"));
     assert_eq!(c.shell_arguments, vec!["--login".to_owned()]);
     assert_eq!(c.user, "");
-    assert_eq!(
-        c.terminal,
-        Terminal {
-            disable: false,
-            height: 40,
-            width: 80
-        }
-    );
+    assert_eq!(c.terminal, Terminal { disable: false, height: 40, width: 80 });
     assert_eq!(
         c.sessions,
         Sessions {
@@ -49,11 +42,7 @@ fn empty_object_gives_reference_defaults() {
     // Leaving ShellCommand out asks for the default: no warning. The reference warns also then.
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     let l = ok(r#"{"ShellCommand":""}"#);
-    assert!(
-        warned(&l, "ShellCommand is empty, defaulting to /bin/sh"),
-        "{:?}",
-        l.warnings
-    );
+    assert!(warned(&l, "ShellCommand is empty, defaulting to /bin/sh"), "{:?}", l.warnings);
 }
 
 #[test]
@@ -69,18 +58,10 @@ fn shell_command_and_arguments() {
     assert_eq!(c.shell_command, PathBuf::from("/bin/bash"));
     assert_eq!(c.shell_arguments, vec!["-l", "-i"]);
     // An explicit empty list means "no arguments", as Go distinguishes nil from empty.
-    assert!(
-        ok(r#"{"ShellArguments":[]}"#)
-            .config
-            .shell_arguments
-            .is_empty()
-    );
+    assert!(ok(r#"{"ShellArguments":[]}"#).config.shell_arguments.is_empty());
     assert!(err(r#"{"ShellCommand":5}"#).starts_with("ShellCommand: must be a string"));
     assert!(err(r#"{"ShellArguments":"--login"}"#).starts_with("ShellArguments: must be an array"));
-    assert!(
-        err(r#"{"ShellArguments":["-l",1]}"#)
-            .starts_with("ShellArguments: must be an array of strings")
-    );
+    assert!(err(r#"{"ShellArguments":["-l",1]}"#).starts_with("ShellArguments: must be an array of strings"));
 }
 
 #[test]
@@ -104,68 +85,29 @@ fn terminal() {
     // 0 means default.
     let c = ok(r#"{"Terminal":{"Width":0,"Height":0}}"#).config;
     assert_eq!((c.terminal.height, c.terminal.width), (40, 80));
-    assert!(
-        ok(r#"{"Terminal":{"Disable":true}}"#)
-            .config
-            .terminal
-            .disable
-    );
-    for bad in [
-        r#"{"Terminal":{"Width":-1}}"#,
-        r#"{"Terminal":{"Width":65536}}"#,
-        r#"{"Terminal":{"Width":1.5}}"#,
-    ] {
+    assert!(ok(r#"{"Terminal":{"Disable":true}}"#).config.terminal.disable);
+    for bad in
+        [r#"{"Terminal":{"Width":-1}}"#, r#"{"Terminal":{"Width":65536}}"#, r#"{"Terminal":{"Width":1.5}}"#]
+    {
         let e = err(bad);
-        assert!(
-            e.starts_with("Terminal.Width: must be a whole number from 0 to 65535 (uint16)"),
-            "{e}"
-        );
+        assert!(e.starts_with("Terminal.Width: must be a whole number from 0 to 65535 (uint16)"), "{e}");
     }
     assert!(err(r#"{"Terminal":{"Height":"40"}}"#).starts_with("Terminal.Height:"));
-    assert!(
-        err(r#"{"Terminal":{"Disable":"yes"}}"#)
-            .starts_with("Terminal.Disable: must be true or false")
-    );
+    assert!(err(r#"{"Terminal":{"Disable":"yes"}}"#).starts_with("Terminal.Disable: must be true or false"));
     assert!(err(r#"{"Terminal":[]}"#).starts_with("Terminal: must be an object"));
     let l = ok(r#"{"Terminal":{"Disable":true,"Width":100}}"#);
-    assert!(
-        warned(
-            &l,
-            "Terminal.Width has no effect: the remote terminal is disabled"
-        ),
-        "{:?}",
-        l.warnings
-    );
+    assert!(warned(&l, "Terminal.Width has no effect: the remote terminal is disabled"), "{:?}", l.warnings);
 }
 
 #[test]
 fn sessions() {
-    let s = ok(r#"{"Sessions":{"StopExpired":true,"ExpireAfter":600}}"#)
-        .config
-        .sessions;
+    let s = ok(r#"{"Sessions":{"StopExpired":true,"ExpireAfter":600}}"#).config.sessions;
     assert_eq!(s.expire_after, Some(Duration::from_secs(600)));
     assert_eq!(s.expire_after_idle, None);
-    let s = ok(r#"{"Sessions":{"StopExpired":true,"ExpireAfterIdle":300}}"#)
-        .config
-        .sessions;
-    assert_eq!(
-        (s.expire_after, s.expire_after_idle),
-        (None, Some(Duration::from_secs(300)))
-    );
-    assert_eq!(
-        ok(r#"{"Sessions":{"MaxPerUser":4}}"#)
-            .config
-            .sessions
-            .max_per_user,
-        4
-    );
-    assert_eq!(
-        ok(r#"{"Sessions":{"MaxPerUser":0}}"#)
-            .config
-            .sessions
-            .max_per_user,
-        1
-    );
+    let s = ok(r#"{"Sessions":{"StopExpired":true,"ExpireAfterIdle":300}}"#).config.sessions;
+    assert_eq!((s.expire_after, s.expire_after_idle), (None, Some(Duration::from_secs(300))));
+    assert_eq!(ok(r#"{"Sessions":{"MaxPerUser":4}}"#).config.sessions.max_per_user, 4);
+    assert_eq!(ok(r#"{"Sessions":{"MaxPerUser":0}}"#).config.sessions.max_per_user, 1);
     assert!(err(r#"{"Sessions":{"ExpireAfter":4294967296}}"#).contains("(uint32)"));
     assert!(err(r#"{"Sessions":{"StopExpired":1}}"#).starts_with("Sessions.StopExpired:"));
 }
@@ -191,7 +133,13 @@ fn three_point_o_expiry_defaults() {
         assert_eq!((s.expire_after, s.expire_after_idle), (None, idle(600)), "{json}");
     }
     // A key set is used as is, without StopExpired in the file.
-    assert_eq!((s(r#"{"Sessions":{"ExpireAfter":30}}"#).expire_after, s(r#"{"Sessions":{"ExpireAfter":30}}"#).expire_after_idle), (Some(Duration::from_secs(30)), None));
+    assert_eq!(
+        (
+            s(r#"{"Sessions":{"ExpireAfter":30}}"#).expire_after,
+            s(r#"{"Sessions":{"ExpireAfter":30}}"#).expire_after_idle
+        ),
+        (Some(Duration::from_secs(30)), None)
+    );
     assert_eq!(s(r#"{"Sessions":{"ExpireAfterIdle":90}}"#).expire_after_idle, idle(90));
     // Explicitly off: nothing expires, as before.
     let off = s(r#"{"Sessions":{"StopExpired":false}}"#);
@@ -200,43 +148,35 @@ fn three_point_o_expiry_defaults() {
     // warning and idle wins; so does ours, instead of refusing to start.
     let l = ok(r#"{"Sessions":{"ExpireAfter":600,"ExpireAfterIdle":60}}"#);
     assert_eq!((l.config.sessions.expire_after, l.config.sessions.expire_after_idle), (None, idle(60)));
-    assert!(warned(&l, "Sessions.ExpireAfter has no effect: Sessions.ExpireAfterIdle is also set"), "{:?}", l.warnings);
+    assert!(
+        warned(&l, "Sessions.ExpireAfter has no effect: Sessions.ExpireAfterIdle is also set"),
+        "{:?}",
+        l.warnings
+    );
 }
 
 #[test]
 fn expiry_without_stop_expired_has_no_effect() {
     let l = ok(r#"{"Sessions":{"StopExpired":false,"ExpireAfter":600,"ExpireAfterIdle":60}}"#);
-    assert_eq!(
-        (
-            l.config.sessions.expire_after,
-            l.config.sessions.expire_after_idle
-        ),
-        (None, None)
-    );
-    assert!(warned(
-        &l,
-        "Sessions.ExpireAfter has no effect: Sessions.StopExpired is false"
-    ));
-    assert!(warned(
-        &l,
-        "Sessions.ExpireAfterIdle has no effect: Sessions.StopExpired is false"
-    ));
+    assert_eq!((l.config.sessions.expire_after, l.config.sessions.expire_after_idle), (None, None));
+    assert!(warned(&l, "Sessions.ExpireAfter has no effect: Sessions.StopExpired is false"));
+    assert!(warned(&l, "Sessions.ExpireAfterIdle has no effect: Sessions.StopExpired is false"));
 }
 
 #[test]
 fn expire_after_with_expire_after_idle_is_an_error() {
     let e = err(r#"{"Sessions":{"StopExpired":true,"ExpireAfter":600,"ExpireAfterIdle":60}}"#);
-    assert!(
-        e.starts_with("Sessions.ExpireAfter: cannot be combined with Sessions.ExpireAfterIdle"),
-        "{e}"
-    );
+    assert!(e.starts_with("Sessions.ExpireAfter: cannot be combined with Sessions.ExpireAfterIdle"), "{e}");
 }
 
 #[test]
 fn reconnect_max_interval() {
     let max = |json: &str| ok(json).config.reconnect_max_interval;
     assert_eq!(max("{}"), Duration::from_secs(60));
-    assert_eq!(max(r#"{"ReconnectMaxIntervalSeconds":4,"ReconnectIntervalSeconds":1}"#), Duration::from_secs(4));
+    assert_eq!(
+        max(r#"{"ReconnectMaxIntervalSeconds":4,"ReconnectIntervalSeconds":1}"#),
+        Duration::from_secs(4)
+    );
     assert_eq!(max(r#"{"ReconnectMaxIntervalSeconds":3600}"#), Duration::from_secs(3600));
     // Unset, it is never below the interval.
     assert_eq!(max(r#"{"ReconnectIntervalSeconds":120}"#), Duration::from_secs(120));
@@ -245,25 +185,18 @@ fn reconnect_max_interval() {
     assert!(e.starts_with("ReconnectMaxIntervalSeconds: 4 is less than ReconnectIntervalSeconds (5)"), "{e}");
     let e = err(r#"{"ReconnectMaxIntervalSeconds":3601}"#);
     assert!(e.starts_with("ReconnectMaxIntervalSeconds: must be a whole number from 0 to 3600"), "{e}");
-    assert!(err(r#"{"ReconnectMaxIntervalSeconds":0}"#).starts_with("ReconnectMaxIntervalSeconds: must be from 1 to 3600"));
+    assert!(
+        err(r#"{"ReconnectMaxIntervalSeconds":0}"#)
+            .starts_with("ReconnectMaxIntervalSeconds: must be from 1 to 3600")
+    );
     assert!(err(r#"{"ReconnectMaxIntervalSeconds":"60"}"#).starts_with("ReconnectMaxIntervalSeconds:"));
     assert!(!ok(r#"{"ReconnectMaxIntervalSeconds":60}"#).warnings.iter().any(|w| w.contains("Reconnect")));
 }
 
 #[test]
 fn reconnect_interval() {
-    assert_eq!(
-        ok(r#"{"ReconnectIntervalSeconds":30}"#)
-            .config
-            .reconnect_interval,
-        Duration::from_secs(30)
-    );
-    assert_eq!(
-        ok(r#"{"ReconnectIntervalSeconds":0}"#)
-            .config
-            .reconnect_interval,
-        Duration::from_secs(5)
-    );
+    assert_eq!(ok(r#"{"ReconnectIntervalSeconds":30}"#).config.reconnect_interval, Duration::from_secs(30));
+    assert_eq!(ok(r#"{"ReconnectIntervalSeconds":0}"#).config.reconnect_interval, Duration::from_secs(5));
     let l = ok(r#"{"ReconnectIntervalSeconds":-3}"#);
     assert_eq!(l.config.reconnect_interval, Duration::from_secs(5));
     assert!(warned(&l, "ReconnectIntervalSeconds: -3 is negative"));
@@ -272,7 +205,10 @@ fn reconnect_interval() {
 
 #[test]
 fn feature_switches() {
-    let c = ok(r#"{"FileTransfer":{"Disable":true},"PortForward":{"Disable":true},"MenderClient":{"Disable":true}}"#).config;
+    let c = ok(
+        r#"{"FileTransfer":{"Disable":true},"PortForward":{"Disable":true},"MenderClient":{"Disable":true}}"#,
+    )
+    .config;
     assert!(c.file_transfer.disable && c.port_forward.disable && c.mender_client.disable);
     let c = ok(r#"{"PortForward":{"Disable":true}}"#).config;
     assert!(!c.file_transfer.disable && c.port_forward.disable && !c.mender_client.disable);
@@ -306,31 +242,20 @@ fn limits_file_transfer_values() {
         .config
         .limits
         .file_transfer;
-    assert_eq!(
-        (ft.max_file_size, ft.counters.max_bytes_tx_per_minute),
-        (None, None)
-    );
+    assert_eq!((ft.max_file_size, ft.counters.max_bytes_tx_per_minute), (None, None));
 }
 
 #[test]
 fn limits_rejections() {
     let e = err(r#"{"Limits":{"Enabled":true,"FileTransfer":{"Umask":"0899"}}}"#);
-    assert!(
-        e.starts_with("Limits.FileTransfer.Umask: \"0899\" is not an octal umask"),
-        "{e}"
-    );
-    assert!(
-        err(r#"{"Limits":{"Enabled":true,"FileTransfer":{"Umask":"1777"}}}"#).contains("Umask")
-    );
+    assert!(e.starts_with("Limits.FileTransfer.Umask: \"0899\" is not an octal umask"), "{e}");
+    assert!(err(r#"{"Limits":{"Enabled":true,"FileTransfer":{"Umask":"1777"}}}"#).contains("Umask"));
     assert!(
         err(r#"{"Limits":{"Enabled":true,"FileTransfer":{"Umask":22}}}"#)
             .starts_with("Limits.FileTransfer.Umask: must be a string")
     );
     let e = err(r#"{"Limits":{"Enabled":true,"FileTransfer":{"Chroot":"data"}}}"#);
-    assert!(
-        e.starts_with("Limits.FileTransfer.Chroot: \"data\" is not an absolute path"),
-        "{e}"
-    );
+    assert!(e.starts_with("Limits.FileTransfer.Chroot: \"data\" is not an absolute path"), "{e}");
     assert!(
         err(r#"{"Limits":{"FileTransfer":{"MaxFileSize":-1}}}"#)
             .starts_with("Limits.FileTransfer.MaxFileSize:")
@@ -350,16 +275,10 @@ fn limits_rejections() {
 fn limits_without_enabled_have_no_effect() {
     let l = ok(r#"{"Limits":{"FileTransfer":{"Chroot":"/data","MaxFileSize":10,"Umask":"bad"}}}"#);
     assert!(!l.config.limits.enabled);
-    for key in [
-        "Limits.FileTransfer.Chroot",
-        "Limits.FileTransfer.MaxFileSize",
-        "Limits.FileTransfer.Umask",
-    ] {
+    for key in ["Limits.FileTransfer.Chroot", "Limits.FileTransfer.MaxFileSize", "Limits.FileTransfer.Umask"]
+    {
         assert!(
-            warned(
-                &l,
-                &format!("{key} has no effect: Limits.Enabled is not true")
-            ),
+            warned(&l, &format!("{key} has no effect: Limits.Enabled is not true")),
             "{key}: {:?}",
             l.warnings
         );
@@ -368,19 +287,11 @@ fn limits_without_enabled_have_no_effect() {
 
 #[test]
 fn preserve_flags_are_forced_true_like_the_reference() {
-    let l = ok(
-        r#"{"Limits":{"Enabled":true,"FileTransfer":{"PreserveMode":false,"PreserveOwner":false}}}"#,
-    );
+    let l = ok(r#"{"Limits":{"Enabled":true,"FileTransfer":{"PreserveMode":false,"PreserveOwner":false}}}"#);
     let ft = &l.config.limits.file_transfer;
     assert!(ft.preserve_mode && ft.preserve_owner);
-    assert!(warned(
-        &l,
-        "Limits.FileTransfer.PreserveMode: false has no effect"
-    ));
-    assert!(warned(
-        &l,
-        "Limits.FileTransfer.PreserveOwner: false has no effect"
-    ));
+    assert!(warned(&l, "Limits.FileTransfer.PreserveMode: false has no effect"));
+    assert!(warned(&l, "Limits.FileTransfer.PreserveOwner: false has no effect"));
     let l = ok(r#"{"Limits":{"Enabled":true,"FileTransfer":{"PreserveGroup":true}}}"#);
     assert!(warned(
         &l,
@@ -394,10 +305,7 @@ fn unknown_keys_are_named() {
         r#"{"ShellComand":"/bin/bash","Sessions":{"MaxPerUsr":2},"Limits":{"FileTransfer":{"Chrot":"/x"}}}"#,
     );
     assert!(
-        warned(
-            &l,
-            "unknown key \"ShellComand\" (ignored; did you mean \"ShellCommand\"?)"
-        ),
+        warned(&l, "unknown key \"ShellComand\" (ignored; did you mean \"ShellCommand\"?)"),
         "{:?}",
         l.warnings
     );
@@ -410,31 +318,15 @@ fn unknown_keys_are_named() {
         "unknown key \"Limits.FileTransfer.Chrot\" (ignored; did you mean \"Limits.FileTransfer.Chroot\"?)"
     ));
     let l = ok(r#"{"Colour":"blue"}"#);
-    assert_eq!(
-        l.warnings,
-        vec!["unknown key \"Colour\" (ignored)".to_owned()]
-    );
+    assert_eq!(l.warnings, vec!["unknown key \"Colour\" (ignored)".to_owned()]);
 }
 
 #[test]
 fn deprecated_keys_warn_like_the_reference() {
-    let l = ok(
-        r#"{"ServerURL":"https://x","Servers":[{"ServerURL":"https://y"}],"ClientProtocol":"https",
-        "HttpsClient":{"Certificate":"/c"},"SkipVerify":true,"ServerCertificate":"/s"}"#,
-    );
-    for key in [
-        "ServerURL",
-        "Servers",
-        "ClientProtocol",
-        "HttpsClient",
-        "SkipVerify",
-        "ServerCertificate",
-    ] {
-        assert!(
-            warned(&l, &format!("{key} field is deprecated, ignoring.")),
-            "{key}: {:?}",
-            l.warnings
-        );
+    let l = ok(r#"{"ServerURL":"https://x","Servers":[{"ServerURL":"https://y"}],"ClientProtocol":"https",
+        "HttpsClient":{"Certificate":"/c"},"SkipVerify":true,"ServerCertificate":"/s"}"#);
+    for key in ["ServerURL", "Servers", "ClientProtocol", "HttpsClient", "SkipVerify", "ServerCertificate"] {
+        assert!(warned(&l, &format!("{key} field is deprecated, ignoring.")), "{key}: {:?}", l.warnings);
     }
     // The reference still decodes them, so a wrong type fails there too.
     assert!(err(r#"{"SkipVerify":"yes"}"#).starts_with("SkipVerify: has the wrong type"));
@@ -443,22 +335,16 @@ fn deprecated_keys_warn_like_the_reference() {
 #[test]
 fn syntax_errors_have_line_and_column() {
     match Config::from_json_str("{\n  \"User\": \"root\",\n  }\n") {
-        Err(ConfigError::Syntax {
-            line,
-            column,
-            message,
-            ..
-        }) => {
+        Err(ConfigError::Syntax { line, column, message, .. }) => {
             assert_eq!((line, column), (3, 3), "{message}");
             assert!(message.contains("trailing comma"), "{message}");
         }
         other => panic!("{other:?}"),
     }
     match Config::from_json_str("{\"User\": \"root\"") {
-        Err(e @ ConfigError::Syntax { .. }) => assert!(
-            e.to_string().starts_with("line 1, column 15: invalid JSON"),
-            "{e}"
-        ),
+        Err(e @ ConfigError::Syntax { .. }) => {
+            assert!(e.to_string().starts_with("line 1, column 15: invalid JSON"), "{e}")
+        }
         other => panic!("{other:?}"),
     }
     assert!(err("[1]").starts_with("(top level): must be a JSON object"));
@@ -526,22 +412,15 @@ mod files {
         assert_eq!(Config::load(&only, &absent, no_more_checks).unwrap().config.user, "root");
         assert_eq!(Config::load(&absent, &only, no_more_checks).unwrap().config.user, "root");
         // Neither: defaults, which then fail on the missing User like the reference.
-        let e = Config::load(&absent, &d.0.join("absent2.conf"), no_more_checks)
-            .unwrap_err()
-            .to_string();
+        let e = Config::load(&absent, &d.0.join("absent2.conf"), no_more_checks).unwrap_err().to_string();
         assert!(e.starts_with("User: please provide a user"), "{e}");
     }
 
     #[test]
     fn errors_name_the_file() {
         let d = Dir::new("errors");
-        let bad = d.file(
-            "bad.conf",
-            "{\"User\": \"root\",\n\"Terminal\": {\"Width\": -2}}",
-        );
-        let e = Config::load(&bad, &d.0.join("absent.conf"), no_more_checks)
-            .unwrap_err()
-            .to_string();
+        let bad = d.file("bad.conf", "{\"User\": \"root\",\n\"Terminal\": {\"Width\": -2}}");
+        let e = Config::load(&bad, &d.0.join("absent.conf"), no_more_checks).unwrap_err().to_string();
         assert_eq!(
             e,
             format!(
@@ -550,13 +429,8 @@ mod files {
             )
         );
         let broken = d.file("broken.conf", "{\n\"User\": root}");
-        let e = Config::load(&broken, &d.0.join("absent.conf"), no_more_checks)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with(&format!("{}:2:9: invalid JSON", broken.display())),
-            "{e}"
-        );
+        let e = Config::load(&broken, &d.0.join("absent.conf"), no_more_checks).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:2:9: invalid JSON", broken.display())), "{e}");
         // A directory exists but cannot be read as a file.
         let e = Config::load(&d.0, &d.0.join("absent.conf"), no_more_checks).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }), "{e}");
@@ -574,10 +448,10 @@ fn transfer_window_and_port_forward_timeouts() {
                    "PortForward":{"ConnectTimeoutSeconds":5,"idletimeoutseconds":90}}"#);
     assert!(!warned(&l, "FileTransfer") && !warned(&l, "PortForward"), "{:?}", l.warnings);
     assert_eq!(l.config.file_transfer_ack_window, 64);
-    assert_eq!(l.config.port_forward_timeouts, PortForwardTimeouts {
-        connect: Duration::from_secs(5),
-        idle: Duration::from_secs(90),
-    });
+    assert_eq!(
+        l.config.port_forward_timeouts,
+        PortForwardTimeouts { connect: Duration::from_secs(5), idle: Duration::from_secs(90) }
+    );
 
     for (json, key) in [
         (r#"{"FileTransfer":{"AckWindowChunks":0}}"#, "FileTransfer.AckWindowChunks"),
@@ -605,16 +479,25 @@ fn port_forward_connection_limits_are_validated() {
     let base = r#""ShellCommand":"/bin/sh","User":"root""#;
     let c = Config::from_json_str(&format!("{{{base}}}")).unwrap().config;
     assert_eq!((c.port_forward_limits.per_session, c.port_forward_limits.total), (16, 64));
-    let c = Config::from_json_str(&format!(r#"{{{base},"PortForward":{{"MaxConnectionsPerSession":2,"MaxConnections":5}}}}"#))
-        .unwrap()
-        .config;
+    let c = Config::from_json_str(&format!(
+        r#"{{{base},"PortForward":{{"MaxConnectionsPerSession":2,"MaxConnections":5}}}}"#
+    ))
+    .unwrap()
+    .config;
     assert_eq!((c.port_forward_limits.per_session, c.port_forward_limits.total), (2, 5));
-    for bad in [r#""MaxConnections":0"#, r#""MaxConnectionsPerSession":0"#, r#""MaxConnections":4097"#, r#""MaxConnections":"x""#] {
+    for bad in [
+        r#""MaxConnections":0"#,
+        r#""MaxConnectionsPerSession":0"#,
+        r#""MaxConnections":4097"#,
+        r#""MaxConnections":"x""#,
+    ] {
         let err = Config::from_json_str(&format!(r#"{{{base},"PortForward":{{{bad}}}}}"#)).unwrap_err();
         assert!(err.to_string().contains("PortForward.MaxConnections"), "{bad}: {err}");
     }
-    let w = Config::from_json_str(&format!(r#"{{{base},"PortForward":{{"MaxConnectionsPerSession":9,"MaxConnections":3}}}}"#))
-        .unwrap()
-        .warnings;
+    let w = Config::from_json_str(&format!(
+        r#"{{{base},"PortForward":{{"MaxConnectionsPerSession":9,"MaxConnections":3}}}}"#
+    ))
+    .unwrap()
+    .warnings;
     assert!(w.iter().any(|w| w.contains("MaxConnectionsPerSession")), "{w:?}");
 }

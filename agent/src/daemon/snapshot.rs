@@ -6,13 +6,13 @@ use std::time::{Instant, SystemTime};
 use mender_connect_core::Proto;
 
 use crate::ops::status::protocol::{
-    Connection, Direction, LastError, Limits, LinkState, PortForward, RateCounters, Session, SessionKind, Status,
-    Transfer,
+    Connection, Direction, LastError, Limits, LinkState, PortForward, RateCounters, Session, SessionKind,
+    Status, Transfer,
 };
+use crate::ops::status::text::{Hundredths, go_time, link_name};
 use crate::proto::features::Features;
 use crate::proto::router::{Activity, Router};
 use crate::proto::shell::{Expiry, MAX_SHELLS, Shells};
-use crate::ops::status::text::{go_time, link_name, Hundredths};
 
 /// Entries per list at most (shells come first, so all 16 are always listed); with session
 /// ids of at most a frame's size this keeps a status below [`crate::ops::status::protocol::MAX_RESPONSE`]
@@ -141,7 +141,8 @@ pub fn build(src: &Sources<'_>, now: Instant) -> Status {
     let shells = u32::try_from(sessions.len()).unwrap_or(u32::MAX);
     let shell_ids: Vec<String> = sessions.iter().map(|s| s.id.clone()).collect();
     // A shell's sid may also carry control messages (pings); that is the same session.
-    let controls = src.router.sessions_info().into_iter().filter(|s| s.proto.is_some() || !shell_ids.contains(&s.id));
+    let controls =
+        src.router.sessions_info().into_iter().filter(|s| s.proto.is_some() || !shell_ids.contains(&s.id));
     sessions.extend(controls.map(|s| Session {
         started_at: unix_of(s.started, now),
         age_secs: age(s.started),
@@ -251,7 +252,14 @@ pub fn log_dump(status: &Status, expiry: Option<Expiry>, shell_command: &str) {
         );
     }
     for f in &status.port_forwards {
-        log::info!("   port-forward {}/{}: {} {}:{}", f.session_id, f.connection_id, f.protocol, f.remote_host, f.remote_port);
+        log::info!(
+            "   port-forward {}/{}: {} {}:{}",
+            f.session_id,
+            f.connection_id,
+            f.protocol,
+            f.remote_host,
+            f.remote_port
+        );
     }
     for t in &status.transfers {
         let dir = match t.direction {
@@ -313,7 +321,9 @@ mod tests {
         assert_eq!(st.omitted as usize, 100 - MAX_LISTED);
         assert!(st.sessions.iter().all(|s| s.kind == SessionKind::Control && s.bytes_out > 0));
         assert!(st.limits.file_transfer.is_none());
-        let frame = crate::ops::status::protocol::encode_frame(&crate::ops::status::protocol::Response::Status(Box::new(st)));
+        let frame = crate::ops::status::protocol::encode_frame(
+            &crate::ops::status::protocol::Response::Status(Box::new(st)),
+        );
         assert!(frame.unwrap().len() < crate::ops::status::protocol::MAX_RESPONSE);
     }
 

@@ -81,9 +81,7 @@ mod disabled {
 
 #[cfg(feature = "dbus-auth")]
 mod imp {
-    use super::{
-        AuthError, Credentials, INTERFACE, OBJECT_PATH, SERVICE_NAME, SIGNAL_TOKEN_CHANGED, Update,
-    };
+    use super::{AuthError, Credentials, INTERFACE, OBJECT_PATH, SERVICE_NAME, SIGNAL_TOKEN_CHANGED, Update};
     use dbus::blocking::Connection;
     use dbus::channel::Channel;
     use dbus::message::{MatchRule, MessageType};
@@ -108,11 +106,7 @@ mod imp {
     /// While there is no token, ask again after this long, doubling up to `REFETCH_MAX`: a 4.x
     /// `mender-auth` does not retry a failed fetch on its own (only `mender-update` asks it), and
     /// 3.x retries by itself anyway, so a slow extra request costs little.
-    const REFETCH_MIN: Duration = if cfg!(test) {
-        Duration::from_secs(2)
-    } else {
-        Duration::from_secs(60)
-    };
+    const REFETCH_MIN: Duration = if cfg!(test) { Duration::from_secs(2) } else { Duration::from_secs(60) };
     const REFETCH_MAX: Duration = Duration::from_secs(600);
 
     /// What the daemon asks of the D-Bus thread; set, then the thread is woken through the pipe.
@@ -184,10 +178,9 @@ mod imp {
         let conn = connect(bus.as_deref())?;
         let (tx, rx) = async_channel::unbounded();
         let commands = Arc::new(Commands::default());
-        let (wake_rx, wake_tx) = rustix::pipe::pipe_with(
-            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
-        )
-        .map_err(|e| AuthError::Thread(e.into()))?;
+        let (wake_rx, wake_tx) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK)
+                .map_err(|e| AuthError::Thread(e.into()))?;
         let mut worker = Worker {
             bus,
             conn: Some(conn),
@@ -208,17 +201,11 @@ mod imp {
             .name("dbus-auth".into())
             .spawn(move || worker.run())
             .map_err(AuthError::Thread)?;
-        Ok(AuthHandle {
-            credentials: rx,
-            commands,
-            wake: wake_tx,
-            thread: Some(thread),
-        })
+        Ok(AuthHandle { credentials: rx, commands, wake: wake_tx, thread: Some(thread) })
     }
 
     fn connect(bus: Option<&str>) -> Result<Connection, AuthError> {
-        let err =
-            |e: dbus::Error| AuthError::Bus(e.message().unwrap_or("unknown error").to_owned());
+        let err = |e: dbus::Error| AuthError::Bus(e.message().unwrap_or("unknown error").to_owned());
         let mut channel = match bus {
             Some(addr) => {
                 let mut c = Channel::open_private(addr).map_err(err)?;
@@ -277,10 +264,7 @@ mod imp {
                 if !self.handle_commands() {
                     return;
                 }
-                let connected = self
-                    .conn
-                    .as_ref()
-                    .is_some_and(|c| c.channel().is_connected());
+                let connected = self.conn.as_ref().is_some_and(|c| c.channel().is_connected());
                 if !connected && !self.reconnect() {
                     if !self.sleep_until_retry(None) {
                         return;
@@ -297,8 +281,7 @@ mod imp {
                     self.need_fetch = true;
                 }
                 let due = self.retry_at.is_none_or(|t| Instant::now() >= t);
-                let work = self.need_owner
-                    || (self.owner.is_some() && (self.need_get || self.need_fetch));
+                let work = self.need_owner || (self.owner.is_some() && (self.need_get || self.need_fetch));
                 if due && work {
                     self.retry_at = None;
                     self.do_calls();
@@ -343,10 +326,7 @@ mod imp {
             };
             let timeout = wake_at.map(|t| {
                 let d = t.saturating_duration_since(Instant::now());
-                Timespec {
-                    tv_sec: d.as_secs() as i64,
-                    tv_nsec: d.subsec_nanos().into(),
-                }
+                Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos().into() }
             });
             // SAFETY: the descriptor belongs to the live connection in `self.conn`, which is not
             // touched while this borrow exists.
@@ -501,20 +481,14 @@ mod imp {
                 match self.call("GetJwtToken").and_then(|r| r.read2::<String, String>().map_err(Into::into)) {
                     Ok((token, server_url)) => {
                         self.need_get = false;
-                        log::debug!(
-                            "GetJwtToken: token {} bytes, server URL {server_url:?}",
-                            token.len()
-                        );
+                        log::debug!("GetJwtToken: token {} bytes, server URL {server_url:?}", token.len());
                         if token.is_empty() {
                             self.need_fetch = true;
                         }
                         self.deliver(Credentials { token, server_url });
                     }
                     Err(e) => {
-                        log::warn!(
-                            "GetJwtToken failed: {}; retrying in {RETRY:?}",
-                            describe(&e)
-                        );
+                        log::warn!("GetJwtToken failed: {}; retrying in {RETRY:?}", describe(&e));
                         self.retry_at = Some(Instant::now() + RETRY);
                         return;
                     }
@@ -531,10 +505,7 @@ mod imp {
                         self.retry_at = Some(Instant::now() + RETRY);
                     }
                     Err(e) => {
-                        log::warn!(
-                            "FetchJwtToken failed: {}; retrying in {RETRY:?}",
-                            describe(&e)
-                        );
+                        log::warn!("FetchJwtToken failed: {}; retrying in {RETRY:?}", describe(&e));
                         self.retry_at = Some(Instant::now() + RETRY);
                     }
                 }
@@ -574,11 +545,7 @@ mod imp {
     }
 
     fn describe(e: &dbus::Error) -> String {
-        format!(
-            "{} ({})",
-            e.message().unwrap_or(""),
-            e.name().unwrap_or("?")
-        )
+        format!("{} ({})", e.message().unwrap_or(""), e.name().unwrap_or("?"))
     }
 }
 

@@ -32,8 +32,8 @@ use crate::config::endpoint::{Endpoint, InvalidUrl};
 
 pub mod b64;
 pub mod handshake;
-pub(crate) mod proxy;
 pub(crate) mod provider;
+pub(crate) mod proxy;
 pub(crate) mod roots;
 
 /// Path of the device endpoint (reference `config.DefaultDeviceConnectPath`).
@@ -111,10 +111,13 @@ pub(crate) struct Keepalive(pub(crate) KeepaliveConfig);
 
 impl Keepalive {
     /// The reference's timing, for a server reached over the network.
-    pub(crate) const REMOTE: Self = Self(KeepaliveConfig::any_frame(READ_DEADLINE.as_secs() * 1000, PING_PERIOD.as_secs() * 1000));
+    pub(crate) const REMOTE: Self =
+        Self(KeepaliveConfig::any_frame(READ_DEADLINE.as_secs() * 1000, PING_PERIOD.as_secs() * 1000));
     /// For the Mender client's local proxy (see [`LOOPBACK_READ_DEADLINE`]).
-    pub(crate) const LOOPBACK: Self =
-        Self(KeepaliveConfig::any_frame(LOOPBACK_READ_DEADLINE.as_secs() * 1000, LOOPBACK_PING_PERIOD.as_secs() * 1000));
+    pub(crate) const LOOPBACK: Self = Self(KeepaliveConfig::any_frame(
+        LOOPBACK_READ_DEADLINE.as_secs() * 1000,
+        LOOPBACK_PING_PERIOD.as_secs() * 1000,
+    ));
 
     /// The timing for the link to `server_url` (remote when the URL does not parse: the
     /// cautious choice; such a URL never dials anyway).
@@ -215,7 +218,11 @@ pub(crate) fn client_config(options: &TlsOptions) -> Result<Arc<rustls::ClientCo
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let verifier = if options.skip_verify { roots::Verifier::any(provider) } else { roots::Verifier::new(roots, provider) };
+    let verifier = if options.skip_verify {
+        roots::Verifier::any(provider)
+    } else {
+        roots::Verifier::new(roots, provider)
+    };
     let verifier = Arc::new(verifier);
     let config = builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth();
     Ok(Arc::new(config))
@@ -223,12 +230,21 @@ pub(crate) fn client_config(options: &TlsOptions) -> Result<Arc<rustls::ClientCo
 
 /// Opens TCP to `endpoint` (through the environment's proxy, see [`proxy`]) and TLS on top when
 /// the endpoint wants it.
-pub(crate) async fn open_transport(endpoint: &Endpoint, tls: &Arc<rustls::ClientConfig>) -> Result<Transport, ConnectError> {
+pub(crate) async fn open_transport(
+    endpoint: &Endpoint,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<Transport, ConnectError> {
     let proxy = proxy::from_env(endpoint.tls, &endpoint.host, endpoint.port)
         .map_err(|e| ConnectError::Proxy(e.to_string()))?;
     let tcp = match &proxy {
         Some(p) => {
-            log::debug!("connecting to {}:{} through proxy {}:{}", endpoint.host, endpoint.port, p.host, p.port);
+            log::debug!(
+                "connecting to {}:{} through proxy {}:{}",
+                endpoint.host,
+                endpoint.port,
+                p.host,
+                p.port
+            );
             let mut tcp = TcpStream::connect((p.host.as_str(), p.port)).await?;
             tunnel(&mut tcp, p, endpoint).await?;
             tcp
@@ -318,7 +334,11 @@ fn ws_config() -> WebSocketConfig {
 }
 
 /// Opens the device websocket with `Authorization: Bearer <token>`.
-pub(crate) async fn dial(server_url: &str, token: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, ConnectError> {
+pub(crate) async fn dial(
+    server_url: &str,
+    token: &str,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<Socket, ConnectError> {
     let endpoint = Endpoint::parse(server_url)?;
     async {
         let mut transport = open_transport(&endpoint, tls).await?;
@@ -534,10 +554,17 @@ mod tests {
 
     #[test]
     fn keepalive_is_relaxed_only_for_a_server_on_this_device() {
-        for url in ["http://127.0.0.1:40123", "http://localhost:8080/", "ws://[::1]:9", "http://127.8.9.10:1"] {
+        for url in ["http://127.0.0.1:40123", "http://localhost:8080/", "ws://[::1]:9", "http://127.8.9.10:1"]
+        {
             assert_eq!(Keepalive::for_url(url), Keepalive::LOOPBACK, "{url}");
         }
-        for url in ["https://hosted.mender.io", "http://10.0.2.2:8080", "http://[fe80::1]:80", "http://localhost.example.com", "nonsense"] {
+        for url in [
+            "https://hosted.mender.io",
+            "http://10.0.2.2:8080",
+            "http://[fe80::1]:80",
+            "http://localhost.example.com",
+            "nonsense",
+        ] {
             assert_eq!(Keepalive::for_url(url), Keepalive::REMOTE, "{url}");
         }
         assert_eq!(Keepalive::LOOPBACK.0, KeepaliveConfig::any_frame(300_000, 270_000));

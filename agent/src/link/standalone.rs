@@ -22,11 +22,11 @@ use std::time::Duration;
 
 use futures_lite::FutureExt;
 
-use crate::link::credentials::{Auth, Credentials, Update};
+use crate::config::endpoint::Endpoint;
 use crate::config::standalone::{Identity, Standalone};
 use crate::config::{Config, ConfigError};
-use crate::config::endpoint::Endpoint;
 use crate::link::connection::{ConnectError, TlsError, TlsOptions, b64};
+use crate::link::credentials::{Auth, Credentials, Update};
 
 pub mod http;
 pub(crate) mod identity;
@@ -117,9 +117,15 @@ impl Device {
     }
 
     /// Sends one signed auth request.
-    pub(crate) async fn authorize(&self, tls: &Arc<rustls::ClientConfig>) -> Result<Outcome, http::HttpError> {
+    pub(crate) async fn authorize(
+        &self,
+        tls: &Arc<rustls::ClientConfig>,
+    ) -> Result<Outcome, http::HttpError> {
         let body = self.request_body();
-        let signature = self.key.sign_base64(body.as_bytes()).map_err(|_| http::HttpError::Malformed("signing failed"))?;
+        let signature = self
+            .key
+            .sign_base64(body.as_bytes())
+            .map_err(|_| http::HttpError::Malformed("signing failed"))?;
         let bearer = format!("Bearer {}", self.tenant_token);
         let headers = [
             ("Content-Type", "application/json"),
@@ -156,11 +162,16 @@ pub(crate) fn check(config: &Config, warnings: &mut Vec<String>) -> Result<(), C
         key: key.to_owned(),
         reason: e.to_string(),
     };
-    crate::link::connection::client_config(&tls_options(cfg)).map_err(|e| invalid("Standalone.ServerCertificate", &e))?;
+    crate::link::connection::client_config(&tls_options(cfg))
+        .map_err(|e| invalid("Standalone.ServerCertificate", &e))?;
     let device = Device::load(cfg).map_err(|e| match e {
         StandaloneError::Key(e) => invalid("Standalone.PrivateKey", &e),
         StandaloneError::Identity(e) => {
-            let key = if matches!(cfg.identity, Identity::Fixed(_)) { "Standalone.Identity" } else { "Standalone.IdentityScript" };
+            let key = if matches!(cfg.identity, Identity::Fixed(_)) {
+                "Standalone.Identity"
+            } else {
+                "Standalone.IdentityScript"
+            };
             invalid(key, &e)
         }
         other => invalid("Standalone", &other),
@@ -185,7 +196,11 @@ pub(crate) fn token_subject(token: &str) -> Option<String> {
 }
 
 /// Starts the auth task; the daemon gets its credentials as from D-Bus.
-pub(crate) fn spawn(cfg: &Standalone, retry_base: Duration, retry_max: Duration) -> Result<Auth, StandaloneError> {
+pub(crate) fn spawn(
+    cfg: &Standalone,
+    retry_base: Duration,
+    retry_max: Duration,
+) -> Result<Auth, StandaloneError> {
     let device = Device::load(cfg)?;
     let tls = crate::link::connection::client_config(&tls_options(cfg))?;
     log::info!(
@@ -211,7 +226,11 @@ pub(crate) fn spawn(cfg: &Standalone, retry_base: Duration, retry_max: Duration)
 /// so no connection counts as stable.
 fn new_backoff(base: Duration, cap: Duration) -> mender_connect_core::backoff::Backoff {
     let ms = crate::os::clock::millis;
-    mender_connect_core::backoff::Backoff::new(mender_connect_core::link::backoff_config(ms(base), ms(cap), u64::MAX))
+    mender_connect_core::backoff::Backoff::new(mender_connect_core::link::backoff_config(
+        ms(base),
+        ms(cap),
+        u64::MAX,
+    ))
 }
 
 async fn run(
@@ -233,7 +252,11 @@ async fn run(
                 log::info!("standalone: authorized by {} (device id {sub})", device.server_url);
                 have_token = true;
                 backoff = new_backoff(base, cap);
-                if out.send(Credentials { token, server_url: device.server_url.clone() }.into()).await.is_err() {
+                if out
+                    .send(Credentials { token, server_url: device.server_url.clone() }.into())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 // Until the daemon reports the token refused.
@@ -254,7 +277,9 @@ async fn run(
                 }
                 if have_token {
                     have_token = false;
-                    let _ = out.send(Credentials { token: String::new(), server_url: String::new() }.into()).await;
+                    let _ = out
+                        .send(Credentials { token: String::new(), server_url: String::new() }.into())
+                        .await;
                 }
                 true
             }

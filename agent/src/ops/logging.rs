@@ -40,11 +40,7 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format_line(
-            SystemTime::now(),
-            record.level(),
-            &record.args().to_string(),
-        );
+        let line = format_line(SystemTime::now(), record.level(), &record.args().to_string());
         // One write per line so that concurrent threads do not interleave within a line.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
@@ -86,16 +82,8 @@ fn level_name(level: Level) -> &'static str {
 
 /// One complete line, newline included.
 pub fn format_line(now: SystemTime, level: Level, msg: &str) -> String {
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!(
-        "time=\"{}\" level={} msg={}\n",
-        rfc3339_utc(secs),
-        level_name(level),
-        quote(msg)
-    )
+    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    format!("time=\"{}\" level={} msg={}\n", rfc3339_utc(secs), level_name(level), quote(msg))
 }
 
 /// logrus quotes a value unless it consists only of `[A-Za-z0-9-._/@^+]`; quoting follows Go's
@@ -148,12 +136,7 @@ fn rfc3339_utc(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -168,10 +151,7 @@ mod tests {
             format_line(t, Level::Info, "Loaded configuration file: c.json"),
             "time=\"2026-11-22T22:40:03Z\" level=info msg=\"Loaded configuration file: c.json\"\n"
         );
-        assert_eq!(
-            format_line(t, Level::Warn, "x"),
-            "time=\"2026-11-22T22:40:03Z\" level=warning msg=x\n"
-        );
+        assert_eq!(format_line(t, Level::Warn, "x"), "time=\"2026-11-22T22:40:03Z\" level=warning msg=x\n");
     }
 
     #[test]

@@ -130,11 +130,18 @@ impl Jail {
             None if loc.absolute => PathBuf::from("/"),
             None => PathBuf::from("."),
         };
-        rustix::fs::open(&dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(JailError::Os)
+        rustix::fs::open(&dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(JailError::Os)
     }
 
     /// Opens `relative` (from [`Jail::locate`], possibly a sub-path of it) under the jail.
-    pub fn open_located(&self, loc: &Located, relative: &str, flags: OFlags, mode: Mode) -> Result<OwnedFd, JailError> {
+    pub fn open_located(
+        &self,
+        loc: &Located,
+        relative: &str,
+        flags: OFlags,
+        mode: Mode,
+    ) -> Result<OwnedFd, JailError> {
         let base = self.base(loc)?;
         self.open_at(base.as_fd(), relative, flags, mode)
     }
@@ -164,7 +171,9 @@ impl Jail {
             match rustix::fs::openat2(dir.as_fd(), relative, flags, mode, resolve) {
                 Ok(fd) => return Ok(fd),
                 Err(Errno::AGAIN) if tries < 8 => tries += 1,
-                Err(Errno::XDEV) if resolve.contains(ResolveFlags::BENEATH) => return Err(JailError::OutsideChroot),
+                Err(Errno::XDEV) if resolve.contains(ResolveFlags::BENEATH) => {
+                    return Err(JailError::OutsideChroot);
+                }
                 Err(Errno::LOOP) if resolve.contains(ResolveFlags::NO_SYMLINKS) => {
                     return Err(JailError::SymlinkForbidden);
                 }
@@ -189,7 +198,13 @@ impl Jail {
 
 /// Whether the kernel implements `openat2` (seccomp filters may also answer EPERM/ENOSYS).
 fn openat2_available() -> bool {
-    match rustix::fs::openat2(rustix::fs::CWD, "/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::empty()) {
+    match rustix::fs::openat2(
+        rustix::fs::CWD,
+        "/",
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::empty(),
+    ) {
         Ok(_) => true,
         Err(e) => e != Errno::NOSYS && e != Errno::PERM,
     }

@@ -114,10 +114,7 @@ impl Shell {
             return Ok(());
         }
         let Some(pid) = i32::try_from(self.pid).ok().and_then(Pid::from_raw) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "invalid shell pid",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid shell pid"));
         };
         match rustix::process::kill_process_group(pid, sig) {
             Ok(()) | Err(rustix::io::Errno::SRCH) => {}
@@ -152,24 +149,17 @@ fn session_members(sid: u32) -> Vec<u32> {
         .filter(|pid| {
             // Fields after the command name (which may contain spaces and parentheses):
             // state ppid pgrp session ...
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .is_some_and(|stat| {
-                    stat.rsplit_once(')')
-                        .and_then(|(_, rest)| rest.split_whitespace().nth(3)?.parse::<u32>().ok())
-                        == Some(sid)
-                })
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(3)?.parse::<u32>().ok())
+                    == Some(sid)
+            })
         })
         .collect()
 }
 
 fn winsize(rows: u16, cols: u16) -> Winsize {
-    Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    }
+    Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 }
 }
 
 /// PATH for the shell before its profile runs (the one `login` sets on Debian).
@@ -185,12 +175,8 @@ fn default_path(uid: u32) -> &'static str {
 pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
     let user = match &spec.account {
         Some(account) => account.user.clone(),
-        None => lookup_user(&spec.user)?.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("unknown user {}", spec.user),
-            )
-        })?,
+        None => lookup_user(&spec.user)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("unknown user {}", spec.user)))?,
     };
     let euid = rustix::process::geteuid().as_raw();
     // Root, or an unprivileged service user given CAP_SETUID, CAP_SETGID and CAP_KILL (systemd
@@ -204,17 +190,13 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
             None => supplementary_groups(&user)?,
         }
         .into_iter()
-            .map(Gid::from_raw)
-            .collect();
+        .map(Gid::from_raw)
+        .collect();
         Some((Uid::from_raw(user.uid), Gid::from_raw(user.gid), groups))
     } else if user.uid == euid {
         None
     } else {
-        let who = if euid == 0 {
-            "root".to_owned()
-        } else {
-            format!("uid {euid}, not root,")
-        };
+        let who = if euid == 0 { "root".to_owned() } else { format!("uid {euid}, not root,") };
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(
@@ -229,8 +211,7 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
     // clears them) and ambient ones survive exec: the user's shell must not inherit them.
     let drop_caps = euid != 0 && user.uid != 0;
 
-    let master =
-        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
     rustix::pty::grantpt(&master)?;
     rustix::pty::unlockpt(&master)?;
     let slave_name = rustix::pty::ptsname(&master, Vec::new())?;
@@ -241,11 +222,7 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
     )?;
     rustix::termios::tcsetwinsize(&master, winsize(spec.rows, spec.cols))?;
 
-    let home = if user.home.is_dir() {
-        user.home.as_path()
-    } else {
-        Path::new("/")
-    };
+    let home = if user.home.is_dir() { user.home.as_path() } else { Path::new("/") };
     let mut cmd = Command::new(&spec.command);
     cmd.args(&spec.args)
         .env_clear()
@@ -280,9 +257,7 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
         }
         if drop_caps {
             // SAFETY: plain system calls with integer arguments.
-            let rc = unsafe {
-                libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-            };
+            let rc = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
             // EINVAL: a kernel without ambient capabilities (< 4.3) has none to clear.
             if rc != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
                 return Err(io::Error::last_os_error());
@@ -310,8 +285,7 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
         // CLOEXEC instead of closing keeps std's exec-error pipe working; old kernels without
         // close_range rely on Rust opening everything close-on-exec.
         // SAFETY: a plain system call with integer arguments.
-        let _ =
-            unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+        let _ = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
         Ok(())
     };
     // SAFETY: `child_setup` is async-signal-safe (see above).
@@ -319,10 +293,7 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
         cmd.pre_exec(child_setup);
     }
     let child = cmd.spawn().map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot start shell {}: {e}", spec.command.display()),
-        )
+        io::Error::new(e.kind(), format!("cannot start shell {}: {e}", spec.command.display()))
     })?;
     // The parent's copies of the slave go with `cmd`; the master then sees EOF/EIO when the
     // shell's session ends instead of hanging.
@@ -330,12 +301,7 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<Shell> {
     let flags = rustix::fs::fcntl_getfl(&master)?;
     rustix::fs::fcntl_setfl(&master, flags | OFlags::NONBLOCK)?;
     let pid = child.id();
-    Ok(Shell {
-        master,
-        pid,
-        child,
-        exited: None,
-    })
+    Ok(Shell { master, pid, child, exited: None })
 }
 
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;

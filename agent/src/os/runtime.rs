@@ -34,11 +34,7 @@ pub fn spawn<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static
 }
 
 fn spawn_boxed<T: Send + 'static>(future: Pin<Box<dyn Future<Output = T> + Send + 'static>>) -> Task<T> {
-    if RUNNING.load(Ordering::Acquire) {
-        EXECUTOR.spawn(future)
-    } else {
-        fallback().spawn(future)
-    }
+    if RUNNING.load(Ordering::Acquire) { EXECUTOR.spawn(future) } else { fallback().spawn(future) }
 }
 
 /// The executor for code that runs outside [`block_on`]; its thread is started on first use

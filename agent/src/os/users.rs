@@ -50,7 +50,9 @@ pub fn lookup_user(name: &str) -> io::Result<Option<UserEntry>> {
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::passwd = std::ptr::null_mut();
         // SAFETY: all pointers are valid for the given lengths.
-        let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
+        let rc = unsafe {
+            libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result)
+        };
         if rc != 0 || result.is_null() {
             return (rc, None);
         }
@@ -83,7 +85,9 @@ pub fn lookup_group(name: &str) -> io::Result<Option<u32>> {
         let mut grp: libc::group = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::group = std::ptr::null_mut();
         // SAFETY: all pointers are valid for the given lengths.
-        let rc = unsafe { libc::getgrnam_r(cname.as_ptr(), &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
+        let rc = unsafe {
+            libc::getgrnam_r(cname.as_ptr(), &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut result)
+        };
         (rc, (rc == 0 && !result.is_null()).then_some(grp.gr_gid))
     })
 }
@@ -98,19 +102,13 @@ pub fn supplementary_groups(user: &UserEntry) -> io::Result<Vec<u32>> {
         let mut groups = vec![0 as libc::gid_t; n as usize];
         let mut count = n;
         // SAFETY: `groups` has room for `count` entries.
-        let rc = unsafe {
-            libc::getgrouplist(cname.as_ptr(), user.gid, groups.as_mut_ptr(), &mut count)
-        };
+        let rc = unsafe { libc::getgrouplist(cname.as_ptr(), user.gid, groups.as_mut_ptr(), &mut count) };
         if rc >= 0 {
             groups.truncate(count.max(0) as usize);
             return Ok(groups);
         }
         // -1 means "too small"; `count` then holds the needed size (glibc), or not (musl: grow).
-        n = if count > n {
-            count
-        } else {
-            n.saturating_mul(2)
-        };
+        n = if count > n { count } else { n.saturating_mul(2) };
         if n > 65536 {
             return Err(io::Error::other("too many supplementary groups"));
         }

@@ -24,7 +24,10 @@ impl Features {
     /// From the loaded configuration.
     pub fn from_config(config: &Config) -> Self {
         let file_transfer = (!config.file_transfer.disable).then(|| {
-            let mut s = crate::proto::filetransfer::Settings::new(config.limits.enabled, config.limits.file_transfer.clone());
+            let mut s = crate::proto::filetransfer::Settings::new(
+                config.limits.enabled,
+                config.limits.file_transfer.clone(),
+            );
             s.window_chunks = config.file_transfer_ack_window;
             Arc::new(s)
         });
@@ -34,7 +37,8 @@ impl Features {
             max_connections_per_session: config.port_forward_limits.per_session,
             max_connections: config.port_forward_limits.total,
         });
-        let mender_client = (!config.mender_client.disable).then(|| Arc::new(crate::proto::menderclient::Settings::default()));
+        let mender_client = (!config.mender_client.disable)
+            .then(|| Arc::new(crate::proto::menderclient::Settings::default()));
         Self { file_transfer, port_forward, mender_client }
     }
 
@@ -52,7 +56,8 @@ pub fn register(router: &mut Router, features: &Features, out: &async_channel::S
         router.register(
             Proto::FILE_TRANSFER,
             Box::new(move || {
-                Box::new(crate::proto::filetransfer::FileTransfer::new(Arc::clone(&s), out.clone())) as Box<dyn SessionHandler>
+                Box::new(crate::proto::filetransfer::FileTransfer::new(Arc::clone(&s), out.clone()))
+                    as Box<dyn SessionHandler>
             }),
         );
     }
@@ -63,7 +68,8 @@ pub fn register(router: &mut Router, features: &Features, out: &async_channel::S
         router.register(
             Proto::PORT_FORWARD,
             Box::new(move || {
-                Box::new(crate::proto::portforward::PortForward::sharing(s, out.clone(), budget.clone())) as Box<dyn SessionHandler>
+                Box::new(crate::proto::portforward::PortForward::sharing(s, out.clone(), budget.clone()))
+                    as Box<dyn SessionHandler>
             }),
         );
     }
@@ -74,8 +80,11 @@ pub fn register(router: &mut Router, features: &Features, out: &async_channel::S
         router.register(
             Proto::MENDER_CLIENT,
             Box::new(move || {
-                Box::new(crate::proto::menderclient::MenderClient::sharing(Arc::clone(&s), out.clone(), in_flight.clone()))
-                    as Box<dyn SessionHandler>
+                Box::new(crate::proto::menderclient::MenderClient::sharing(
+                    Arc::clone(&s),
+                    out.clone(),
+                    in_flight.clone(),
+                )) as Box<dyn SessionHandler>
             }),
         );
     }

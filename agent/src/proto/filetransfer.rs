@@ -23,19 +23,19 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use mender_connect_core::Frame;
 use mender_connect_core::filetransfer::{
     self as ft, FileInfo, FileTransferMessage, GetFile, StatFile, Timestamp, UploadRequest, go_file_mode,
 };
 use mender_connect_core::msgpack::Int;
 use mender_connect_core::rate::RateCounters;
 use mender_connect_core::transfer::{CHUNK_SIZE, ChunkOutcome, DownloadWindow, UploadState};
-use mender_connect_core::Frame;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use smol::Task;
 
-use crate::os::chroot::{Jail, JailError, errno_text};
 use crate::config::FileTransferLimits;
+use crate::os::chroot::{Jail, JailError, errno_text};
 use crate::proto::router::SessionHandler;
 
 /// Messages for a running download (acks) buffered at most; more means a misbehaving peer.
@@ -63,12 +63,7 @@ pub(crate) struct Rates {
 impl Rates {
     /// Counters with the given limits (0 = unlimited).
     pub(crate) fn new(tx_limit: u64, rx_limit: u64) -> Self {
-        Self {
-            inner: Mutex::new(RateCounters::new(crate::os::clock::now())),
-            skew_ms: 0,
-            tx_limit,
-            rx_limit,
-        }
+        Self { inner: Mutex::new(RateCounters::new(crate::os::clock::now())), skew_ms: 0, tx_limit, rx_limit }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut RateCounters) -> R) -> R {
@@ -450,7 +445,8 @@ impl FileTransfer {
         let st = match st {
             Ok(st) => st,
             Err(JailError::Os(e)) => {
-                let text = format!("failed to get file info from path '{path}': {}", os_text("stat", path, e));
+                let text =
+                    format!("failed to get file info from path '{path}': {}", os_text("stat", path, e));
                 return out.extend(error_reply(frame, &text));
             }
             Err(e) => return out.extend(coded_error_reply(frame, &access_denied(&e), STAT_REFUSED_CODE)),
@@ -518,7 +514,12 @@ impl FileTransfer {
         }
     }
 
-    fn prepare_upload(&mut self, frame: &Frame<'_>, req: &UploadRequest<'_>, path: &str) -> Result<Upload, UploadError> {
+    fn prepare_upload(
+        &mut self,
+        frame: &Frame<'_>,
+        req: &UploadRequest<'_>,
+        path: &str,
+    ) -> Result<Upload, UploadError> {
         let s = Arc::clone(&self.settings);
         let mode = req.mode.unwrap_or(0o644);
         let uid = req.uid.unwrap_or_else(|| rustix::process::getuid().as_raw());
@@ -547,17 +548,21 @@ impl FileTransfer {
                 }
             };
             let name = name.to_owned();
-            let dir = match s.jail.open_located(&loc, &parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()) {
-                Ok(d) => d,
-                Err(JailError::Os(e)) => return Err(UploadError::Create(TempError::Os(PathError::new("open", &path, e)))),
-                Err(e) => return Err(UploadError::Jail(e)),
-            };
+            let dir =
+                match s.jail.open_located(&loc, &parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()) {
+                    Ok(d) => d,
+                    Err(JailError::Os(e)) => {
+                        return Err(UploadError::Create(TempError::Os(PathError::new("open", &path, e))));
+                    }
+                    Err(e) => return Err(UploadError::Jail(e)),
+                };
             let existing = match rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => Some(st),
                 Err(Errno::NOENT) => None,
                 Err(e) => return Err(UploadError::Locate(PathError::new("lstat", &path, e))),
             };
-            let is_dir = existing.is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+            let is_dir =
+                existing.is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
             if s.enforce {
                 let l = &s.limits;
                 if existing.is_some() && !l.allow_overwrite {
@@ -597,7 +602,18 @@ impl FileTransfer {
             }
             let (file, temp) = create_temp(&s.jail, &dir, &path).map_err(UploadError::Create)?;
             let request = copy_frame(frame).unwrap_or_default();
-            return Ok(Upload { state: UploadState::new(), file, dir, name, path, temp, request, uid, gid, mode });
+            return Ok(Upload {
+                state: UploadState::new(),
+                file,
+                dir,
+                name,
+                path,
+                temp,
+                request,
+                uid,
+                gid,
+                mode,
+            });
         }
         Err(UploadError::Conflict("directory"))
     }
@@ -661,7 +677,9 @@ fn create_temp(jail: &Jail, dir: &OwnedFd, path: &str) -> Result<(OwnedFd, Optio
     match jail.open_at(dir, ".", OFlags::TMPFILE | OFlags::WRONLY, Mode::from_raw_mode(0o600)) {
         Ok(fd) => Ok((fd, None)),
         // Filesystems without O_TMPFILE answer EOPNOTSUPP or EISDIR.
-        Err(JailError::Os(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL)) => create_named_temp(jail, dir, path),
+        Err(JailError::Os(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL)) => {
+            create_named_temp(jail, dir, path)
+        }
         Err(JailError::Os(e)) => Err(TempError::Os(PathError::new("open", path, e))),
         Err(e) => Err(TempError::Jail(e)),
     }
@@ -678,7 +696,8 @@ fn temp_name() -> String {
     if getrandom::fill(&mut b).is_err() {
         // No kernel randomness: unique still, and created exclusively whatever happens.
         let n = TEMP_SUFFIX.fetch_add(1, Ordering::Relaxed);
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         b = (u64::from(n) ^ (t as u64) ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
     }
     format!(".mender-connect.{:016x}", u64::from_le_bytes(b))
@@ -752,9 +771,15 @@ fn commit(s: &Settings, up: &mut Upload) -> Result<(), UploadError> {
             let mut linked = Err(Errno::EXIST);
             for _ in 0..TEMP_TRIES {
                 let t = temp_name();
-                linked = rustix::fs::linkat(rustix::fs::CWD, proc_path.as_str(), &up.dir, t.as_str(), AtFlags::SYMLINK_FOLLOW)
-                    .or_else(|_| rustix::fs::linkat(&up.file, "", &up.dir, t.as_str(), AtFlags::EMPTY_PATH))
-                    .map(|()| t);
+                linked = rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    proc_path.as_str(),
+                    &up.dir,
+                    t.as_str(),
+                    AtFlags::SYMLINK_FOLLOW,
+                )
+                .or_else(|_| rustix::fs::linkat(&up.file, "", &up.dir, t.as_str(), AtFlags::EMPTY_PATH))
+                .map(|()| t);
                 if linked != Err(Errno::EXIST) {
                     break;
                 }
@@ -766,7 +791,13 @@ fn commit(s: &Settings, up: &mut Upload) -> Result<(), UploadError> {
     };
     let no_replace = s.enforce && !s.limits.allow_overwrite;
     let renamed = if no_replace {
-        rustix::fs::renameat_with(&up.dir, temp.as_str(), &up.dir, up.name.as_str(), rustix::fs::RenameFlags::NOREPLACE)
+        rustix::fs::renameat_with(
+            &up.dir,
+            temp.as_str(),
+            &up.dir,
+            up.name.as_str(),
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
     } else {
         rustix::fs::renameat(&up.dir, temp.as_str(), &up.dir, up.name.as_str())
     };
@@ -814,7 +845,11 @@ impl Download {
                 // Over before the reply leaves: the session may ask again as soon as it has it.
                 self.eof.store(DOWNLOAD_COMPLETE, Ordering::Release);
                 let reply = Frame::decode(&self.last).ok().and_then(|f| {
-                    if by_policy { coded_error_reply(&f, &text, GET_REFUSED_CODE) } else { error_reply(&f, &text) }
+                    if by_policy {
+                        coded_error_reply(&f, &text, GET_REFUSED_CODE)
+                    } else {
+                        error_reply(&f, &text)
+                    }
                 });
                 if let Some(r) = reply {
                     let _ = self.out.send(r).await;
@@ -857,7 +892,9 @@ impl Download {
                 match reader.read(&mut buf[..room]).await {
                     Ok(n) => break n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(error) => return Err(Stop::Error(DownloadError::Read { path: self.path.clone(), error })),
+                    Err(error) => {
+                        return Err(Stop::Error(DownloadError::Read { path: self.path.clone(), error }));
+                    }
                 }
             };
             if n == 0 {
@@ -865,7 +902,8 @@ impl Download {
             }
             let offset = window.on_sent(n);
             let cap = n + self.sid.len() + FRAME_OVERHEAD;
-            let chunk = encode_within(cap, |b| ft::encode_chunk(b, &self.sid, offset, &buf[..n])).ok_or(Stop::Quiet)?;
+            let chunk = encode_within(cap, |b| ft::encode_chunk(b, &self.sid, offset, &buf[..n]))
+                .ok_or(Stop::Quiet)?;
             // Counted first, frame before file bytes, so a status never shows the session
             // having sent less than its transfer.
             self.bulk_out.fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -893,7 +931,9 @@ impl Download {
         let Ok(frame) = Frame::decode(&bytes) else { return Err(Stop::Quiet) };
         let msg = FileTransferMessage::from_frame(&frame);
         let outcome = match msg {
-            Ok(FileTransferMessage::Ack { offset }) => window.on_ack(offset).map_err(|e| Stop::Error(DownloadError::Ack(e))),
+            Ok(FileTransferMessage::Ack { offset }) => {
+                window.on_ack(offset).map_err(|e| Stop::Error(DownloadError::Ack(e)))
+            }
             Ok(FileTransferMessage::Error(e)) => {
                 log::error!("received error message from client: {}", e.err.unwrap_or("(malformed)"));
                 Err(Stop::Quiet)
@@ -930,7 +970,10 @@ impl SessionHandler for FileTransfer {
                 match &self.active {
                     Active::Download { .. } => self.forward_to_download(frame, out),
                     Active::Upload(up) => {
-                        let text = format!("received unexpected message type '{}' during file upload", frame.header.typ);
+                        let text = format!(
+                            "received unexpected message type '{}' during file upload",
+                            frame.header.typ
+                        );
                         let reply = Frame::decode(&up.request).ok().and_then(|req| error_reply(&req, &text));
                         out.extend(reply);
                         self.active = Active::Idle;
@@ -975,9 +1018,16 @@ impl SessionHandler for FileTransfer {
                 }
                 (Direction::Download, path.clone(), sent.load(Ordering::Relaxed))
             }
-            Active::Upload(up) => (Direction::Upload, up.path.clone(), u64::try_from(up.state.offset()).unwrap_or(0)),
+            Active::Upload(up) => {
+                (Direction::Upload, up.path.clone(), u64::try_from(up.state.offset()).unwrap_or(0))
+            }
         };
-        out.push(crate::proto::router::Activity::Transfer(Transfer { session_id: sid.to_owned(), direction, path, bytes }));
+        out.push(crate::proto::router::Activity::Transfer(Transfer {
+            session_id: sid.to_owned(),
+            direction,
+            path,
+            bytes,
+        }));
     }
 }
 
@@ -996,7 +1046,12 @@ impl FileTransfer {
         let eof_at = eof.load(Ordering::Acquire);
         let final_ack = frame.header.typ == ft::ACK
             && eof_at >= 0
-            && frame.header.props.get_int(ft::PROP_OFFSET).and_then(Int::as_go_int64).is_some_and(|o| o >= eof_at);
+            && frame
+                .header
+                .props
+                .get_int(ft::PROP_OFFSET)
+                .and_then(Int::as_go_int64)
+                .is_some_and(|o| o >= eof_at);
         if final_ack {
             let _ = ctl.try_send(bytes);
             self.finish_download();
@@ -1027,7 +1082,9 @@ fn open_checked(s: &Settings, path: &str) -> Result<(std::fs::File, i64), Downlo
     // A FIFO or socket would block the transfer forever; a device node inside a chroot
     // would hand out the device.
     let special_forbidden = matches!(kind, FileType::Fifo | FileType::Socket)
-        || (s.enforce && s.limits.chroot.is_some() && matches!(kind, FileType::CharacterDevice | FileType::BlockDevice));
+        || (s.enforce
+            && s.limits.chroot.is_some()
+            && matches!(kind, FileType::CharacterDevice | FileType::BlockDevice));
     if special_forbidden || (s.enforce && s.limits.regular_files_only && !regular) {
         return Err(DownloadError::Policy("only regular files are allowed"));
     }
@@ -1046,7 +1103,11 @@ fn open_checked(s: &Settings, path: &str) -> Result<(std::fs::File, i64), Downlo
         }
     }
     let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let fd = match rustix::fs::open(format!("/proc/self/fd/{}", handle.as_raw_fd()).as_str(), flags, Mode::empty()) {
+    let fd = match rustix::fs::open(
+        format!("/proc/self/fd/{}", handle.as_raw_fd()).as_str(),
+        flags,
+        Mode::empty(),
+    ) {
         Ok(fd) => fd,
         // No /proc: the path once more, as confined as the first time; the inode check below
         // refuses whatever was swapped in meanwhile (opened without blocking, never read).

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mender_connect_core::menderclient::{self as mc, MenderClientMessage};
 use mender_connect_core::Frame;
+use mender_connect_core::menderclient::{self as mc, MenderClientMessage};
 
 use crate::proto::router::SessionHandler;
 
@@ -144,8 +144,10 @@ impl Drop for Running {
 }
 
 fn go_io_text(e: &std::io::Error) -> String {
-    e.raw_os_error()
-        .map_or_else(|| e.to_string(), |n| crate::os::chroot::errno_text(rustix::io::Errno::from_raw_os_error(n)))
+    e.raw_os_error().map_or_else(
+        || e.to_string(),
+        |n| crate::os::chroot::errno_text(rustix::io::Errno::from_raw_os_error(n)),
+    )
 }
 
 /// Requests waiting for one command beyond the first. The server sends one per click in the UI;
@@ -194,14 +196,22 @@ impl MenderClient {
     }
 
     /// A handler whose commands join those of every handler sharing `in_flight`.
-    pub fn sharing(settings: Arc<Settings>, out: async_channel::Sender<Vec<u8>>, in_flight: InFlight) -> Self {
+    pub fn sharing(
+        settings: Arc<Settings>,
+        out: async_channel::Sender<Vec<u8>>,
+        in_flight: InFlight,
+    ) -> Self {
         Self { settings, out, in_flight }
     }
 }
 
 impl SessionHandler for MenderClient {
     fn serve(&mut self, _sid: &str, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>) {
-        let Some(request) = crate::proto::outframe::encode(&"mender-client request copy", |b| frame.encode(b)) else { return };
+        let Some(request) =
+            crate::proto::outframe::encode(&"mender-client request copy", |b| frame.encode(b))
+        else {
+            return;
+        };
         let command = match MenderClientMessage::from_frame(frame) {
             Ok(m) => m.command(),
             Err(_) => None,

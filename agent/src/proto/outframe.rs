@@ -12,7 +12,10 @@ use mender_connect_core::{EncodeError, MAX_FRAME_LEN};
 
 /// A frame of at most [`MAX_FRAME_LEN`] bytes; `what` names the frame in the log line of one
 /// that cannot be encoded (`None` then; `format_args!` keeps the name free until then).
-pub fn encode(what: &dyn Display, f: impl FnOnce(&mut [u8]) -> Result<usize, EncodeError>) -> Option<Vec<u8>> {
+pub fn encode(
+    what: &dyn Display,
+    f: impl FnOnce(&mut [u8]) -> Result<usize, EncodeError>,
+) -> Option<Vec<u8>> {
     let mut scratch = [0u8; MAX_FRAME_LEN];
     let written = f(&mut scratch);
     finish(what, written.map(|n| scratch[..n].to_vec()))

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
-use mender_connect_core::portforward::{self as pf, PortForwardMessage, Protocol};
 use mender_connect_core::Frame;
+use mender_connect_core::portforward::{self as pf, PortForwardMessage, Protocol};
 use smol::Task;
 use smol::net::{TcpStream, UdpSocket};
 
@@ -216,7 +216,9 @@ impl SessionHandler for PortForward {
             }
         };
         match msg {
-            PortForwardMessage::New { connection_id, request } => self.open(sid, connection_id, &request, out),
+            PortForwardMessage::New { connection_id, request } => {
+                self.open(sid, connection_id, &request, out)
+            }
             PortForwardMessage::Forward { connection_id, data } => {
                 let Some(c) = self.conns.get(connection_id) else {
                     return out.extend(error_frame(sid, typ, ERR_UNKNOWN_CONNECTION));
@@ -224,7 +226,9 @@ impl SessionHandler for PortForward {
                 match c.inbound.try_send(data.to_vec()) {
                     Ok(()) => {}
                     Err(async_channel::TrySendError::Full(_)) => {
-                        log::error!("port-forward[{sid}/{connection_id}]: peer sends without waiting for acks; closing");
+                        log::error!(
+                            "port-forward[{sid}/{connection_id}]: peer sends without waiting for acks; closing"
+                        );
                         self.conns.remove(connection_id);
                         out.extend(error_frame(sid, typ, "too many unacknowledged forward messages"));
                         out.extend(encode(|b| pf::encode(b, pf::STOP, sid, connection_id, &[])));
@@ -320,8 +324,11 @@ async fn dial(proto: Protocol, host: &str, port: u16) -> std::io::Result<Socket>
             let addrs: Vec<SocketAddr> = smol::net::resolve((host, port)).await?;
             let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no such host");
             for addr in addrs {
-                let local: SocketAddr =
-                    if addr.is_ipv4() { (std::net::Ipv4Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+                let local: SocketAddr = if addr.is_ipv4() {
+                    (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+                } else {
+                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                };
                 match UdpSocket::bind(local).await {
                     Ok(s) => match s.connect(addr).await {
                         Ok(()) => return Ok(Socket::Udp(s)),
@@ -463,7 +470,12 @@ impl Link {
             let now = crate::os::clock::now().as_millis();
             let due = last.saturating_add(idle_ms);
             if now >= due {
-                log::info!("port-forward[{}/{}] idle for {:?}: closing", self.sid, self.id, self.settings.idle_timeout);
+                log::info!(
+                    "port-forward[{}/{}] idle for {:?}: closing",
+                    self.sid,
+                    self.id,
+                    self.settings.idle_timeout
+                );
                 return End::Stop;
             }
             smol::Timer::after(Duration::from_millis(due - now)).await;

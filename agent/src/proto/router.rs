@@ -161,12 +161,22 @@ impl Router {
     /// `terminal`: the shell protocol is enabled (`Terminal.Disable` off).
     #[cfg(test)]
     pub(crate) fn new(terminal: bool) -> Self {
-        Self::connected(terminal, LinkConfig::new(1_000, 60_000, 60_000, false), ShellConfig::default(), clock::now())
+        Self::connected(
+            terminal,
+            LinkConfig::new(1_000, 60_000, 60_000, false),
+            ShellConfig::default(),
+            clock::now(),
+        )
     }
 
     /// A router whose link came up at `now` (tests).
     #[cfg(test)]
-    pub(crate) fn connected(terminal: bool, link: LinkConfig, shells: ShellConfig, now: mender_connect_core::time::Instant) -> Self {
+    pub(crate) fn connected(
+        terminal: bool,
+        link: LinkConfig,
+        shells: ShellConfig,
+        now: mender_connect_core::time::Instant,
+    ) -> Self {
         let mut r = Self::with_link(terminal, link, shells, 0);
         r.device.handle_credentials(mender_connect_core::link::CredentialsUpdate::Changed, now);
         let mut buf = [0u8; device::POLL_BUF_LEN];
@@ -306,7 +316,9 @@ impl Router {
                     }
                     return Some(Output::Link(a));
                 }
-                device::Action::Engine(engine::Action::Send { len, .. }) => return Some(Output::Send(buf[..len].to_vec())),
+                device::Action::Engine(engine::Action::Send { len, .. }) => {
+                    return Some(Output::Send(buf[..len].to_vec()));
+                }
                 device::Action::Engine(engine::Action::SessionEnded { sid, .. }) => self.close(&sid),
                 device::Action::Shell(a) => {
                     if let Some(f) = shells.execute(a, &mut self.device, now) {
@@ -315,7 +327,8 @@ impl Router {
                 }
                 device::Action::SendShell { len } => {
                     let f = buf[..len].to_vec();
-                    let ping = Frame::decode(&f).is_ok_and(|f| f.header.typ == mender_connect_core::shell::PING);
+                    let ping =
+                        Frame::decode(&f).is_ok_and(|f| f.header.typ == mender_connect_core::shell::PING);
                     return Some(if ping { Output::Send(f) } else { Output::Shell(f) });
                 }
                 _ => {}
@@ -361,9 +374,10 @@ impl Router {
             .engine()
             .sessions()
             .map(|s| {
-                let bulk = self.handlers.get(s.sid()).map_or(0, |hs| {
-                    hs.values().fold(0u64, |n, h| n.saturating_add(h.bulk_bytes_out()))
-                });
+                let bulk = self
+                    .handlers
+                    .get(s.sid())
+                    .map_or(0, |hs| hs.values().fold(0u64, |n, h| n.saturating_add(h.bulk_bytes_out())));
                 SessionInfo {
                     id: s.sid().to_owned(),
                     user: s.user().to_owned(),
@@ -422,7 +436,9 @@ mod tests {
     fn frame(typ: &str, sid: &str, user: &str) -> Vec<u8> {
         let mut buf = vec![0u8; 16 * 1024];
         let props = [Prop::str("user_id", user)];
-        let n = FrameOut { proto: Proto::CONTROL, typ, sid, props: &props, ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+        let n = FrameOut { proto: Proto::CONTROL, typ, sid, props: &props, ..FrameOut::EMPTY }
+            .encode(&mut buf)
+            .unwrap();
         buf.truncate(n);
         buf
     }
@@ -471,7 +487,10 @@ mod tests {
         }
         let out = route(&mut r, control::PING, "one-more", "u");
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].1, format!("error close=true too many open sessions on this device (at most {MAX_SESSIONS})"));
+        assert_eq!(
+            out[0].1,
+            format!("error close=true too many open sessions on this device (at most {MAX_SESSIONS})")
+        );
         assert_eq!(r.sessions(), MAX_SESSIONS);
         assert_eq!(route(&mut r, control::PING, "s7", "u")[0].0, control::PONG);
         // A closed session makes room.
@@ -515,7 +534,9 @@ mod tests {
         assert_eq!(r.protocols(), vec![3]);
         let msg = |sid: &str| {
             let mut buf = vec![0u8; 256];
-            let n = FrameOut { proto: Proto::PORT_FORWARD, typ: "new", sid, ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+            let n = FrameOut { proto: Proto::PORT_FORWARD, typ: "new", sid, ..FrameOut::EMPTY }
+                .encode(&mut buf)
+                .unwrap();
             buf.truncate(n);
             buf
         };

@@ -215,19 +215,14 @@ impl Shells {
         let account = match pty::resolve_account(&settings.user) {
             Ok(a) => a,
             Err(e) => {
-                log::warn!("cannot look up the shell user {:?} now: {e}; trying again at the first shell", settings.user);
+                log::warn!(
+                    "cannot look up the shell user {:?} now: {e}; trying again at the first shell",
+                    settings.user
+                );
                 None
             }
         };
-        Self {
-            settings,
-            procs: HashMap::new(),
-            stopped_all: 0,
-            reaping: Vec::new(),
-            data,
-            exited,
-            account,
-        }
+        Self { settings, procs: HashMap::new(), stopped_all: 0, reaping: Vec::new(), data, exited, account }
     }
 
     /// Keystrokes for a shell the device's table knows (`sid` is open); returns the frame
@@ -264,7 +259,10 @@ impl Shells {
                     return Vec::new();
                 }
                 log::warn!("session {sid}: shell input dropped: the terminal does not take input");
-                frame(proto::SHELL, sid, Status::Error, ERR_INPUT_DROPPED.as_bytes()).map(Action::Reply).into_iter().collect()
+                frame(proto::SHELL, sid, Status::Error, ERR_INPUT_DROPPED.as_bytes())
+                    .map(Action::Reply)
+                    .into_iter()
+                    .collect()
             }
         }
     }
@@ -304,7 +302,12 @@ impl Shells {
 
     /// Carries out one shell action of core's device (the frames it encodes itself); returns
     /// the `new` error for a shell that could not start.
-    pub(crate) fn execute(&mut self, action: table::Action, device: &mut AgentDevice, now: Instant) -> Option<Vec<u8>> {
+    pub(crate) fn execute(
+        &mut self,
+        action: table::Action,
+        device: &mut AgentDevice,
+        now: Instant,
+    ) -> Option<Vec<u8>> {
         match action {
             table::Action::SpawnShell { sid, size, serial } => {
                 let size = size.unwrap_or(self.settings.size);
@@ -377,7 +380,8 @@ impl Shells {
             Arc::clone(&bytes_out),
         ));
         let input_queued = Arc::new(AtomicUsize::new(0));
-        let writer = crate::os::runtime::spawn(pump_input(Arc::clone(&master), input_rx, Arc::clone(&input_queued)));
+        let writer =
+            crate::os::runtime::spawn(pump_input(Arc::clone(&master), input_rx, Arc::clone(&input_queued)));
         self.procs.insert(
             sid.to_owned(),
             Proc {

@@ -1,7 +1,8 @@
 //! Shared helpers for the agent's integration tests: a private dbus-daemon, the
 //! `mender-test-auth` service on it, a websocket peer speaking ProtoMsg on 127.0.0.1:0, and the
 //! `mender-connect` binary under test.
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code)]
+// each test binary uses a different subset
 // The handshake callback's signature, with its large error type, is tungstenite's.
 #![allow(clippy::result_large_err)]
 
@@ -29,7 +30,8 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         let p = std::env::temp_dir().join(format!("mc-{tag}-{}-{n}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p).unwrap();
         Self(p)
@@ -72,7 +74,8 @@ impl Bus {
     pub fn start(dir: &Path) -> Self {
         let sock = dir.join("bus");
         let mut cmd = Command::new("dbus-daemon");
-        cmd.args(["--session", "--nofork", "--print-address=1"]).arg(format!("--address=unix:path={}", sock.display()));
+        cmd.args(["--session", "--nofork", "--print-address=1"])
+            .arg(format!("--address=unix:path={}", sock.display()));
         Self::spawn(cmd)
     }
 
@@ -241,7 +244,8 @@ impl Msg {
 /// Encodes a frame as the server would send it.
 pub fn encode(proto: u16, typ: &str, sid: &str, props: &[Prop<'_>], body: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; 16384];
-    let n = FrameOut { proto: Proto(proto), typ, sid, props, body, ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+    let n =
+        FrameOut { proto: Proto(proto), typ, sid, props, body, ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
     buf.truncate(n);
     buf
 }
@@ -516,10 +520,8 @@ impl Fixture {
         let bus = bus(dir.path());
         let server = Server::bind().await;
         let auth = AuthService::start(&bus, "T1", &server.url());
-        let mut config = format!(
-            r#"{{"ShellCommand":"/bin/sh","ShellArguments":[],"User":"{}""#,
-            current_user()
-        );
+        let mut config =
+            format!(r#"{{"ShellCommand":"/bin/sh","ShellArguments":[],"User":"{}""#, current_user());
         if !extra.is_empty() {
             config.push(',');
             config.push_str(extra);
@@ -532,10 +534,14 @@ impl Fixture {
 
 /// The number on a line right after the last `prefix` that is followed by digits and a line end.
 pub fn number_after(text: &str, prefix: &str) -> Option<u32> {
-    text.match_indices(prefix).filter_map(|(i, _)| {
-        let rest = &text[i + prefix.len()..];
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        // Only a complete number: the output may arrive split inside it.
-        matches!(rest[digits.len()..].chars().next(), Some('\r' | '\n')).then(|| digits.parse().ok()).flatten()
-    }).last()
+    text.match_indices(prefix)
+        .filter_map(|(i, _)| {
+            let rest = &text[i + prefix.len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            // Only a complete number: the output may arrive split inside it.
+            matches!(rest[digits.len()..].chars().next(), Some('\r' | '\n'))
+                .then(|| digits.parse().ok())
+                .flatten()
+        })
+        .last()
 }

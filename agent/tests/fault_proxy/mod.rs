@@ -115,7 +115,12 @@ fn reset(s: &TcpStream) {
     }
 }
 
-async fn relay(client: TcpStream, upstream: TcpStream, shared: Arc<Shared>, kill: async_channel::Receiver<Teardown>) {
+async fn relay(
+    client: TcpStream,
+    upstream: TcpStream,
+    shared: Arc<Shared>,
+    kill: async_channel::Receiver<Teardown>,
+) {
     let up = pump(client.clone(), upstream.clone(), Arc::clone(&shared));
     let down = pump(upstream.clone(), client.clone(), Arc::clone(&shared));
     let how = async {

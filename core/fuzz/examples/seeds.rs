@@ -7,7 +7,9 @@
 use std::path::Path;
 
 use mender_connect_core::control::{self, Accept, ControlError, Open};
-use mender_connect_core::filetransfer::{self as ft, FileInfo, FtError, GetFile, StatFile, Timestamp, UploadRequest};
+use mender_connect_core::filetransfer::{
+    self as ft, FileInfo, FtError, GetFile, StatFile, Timestamp, UploadRequest,
+};
 use mender_connect_core::portforward::{self as pf, PfError, PortForwardNew};
 use mender_connect_core::shell::{self, Status};
 use mender_connect_core::{FrameOut, MAX_FRAME_LEN, Prop, Proto};
@@ -22,14 +24,23 @@ fn out(f: FrameOut<'_>) -> Vec<u8> {
     b
 }
 
-fn with_body(f: FrameOut<'_>, fill: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>) -> Vec<u8> {
+fn with_body(
+    f: FrameOut<'_>,
+    fill: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>,
+) -> Vec<u8> {
     let mut b = vec![0u8; MAX_FRAME_LEN];
     let n = f.encode_with(&mut b, fill).expect("seed fits");
     b.truncate(n);
     b
 }
 
-fn frame<'a>(proto: Proto, typ: &'a str, sid: &'a str, props: &'a [Prop<'a>], body: &'a [u8]) -> FrameOut<'a> {
+fn frame<'a>(
+    proto: Proto,
+    typ: &'a str,
+    sid: &'a str,
+    props: &'a [Prop<'a>],
+    body: &'a [u8],
+) -> FrameOut<'a> {
     FrameOut { proto, typ, sid, props, body, ..FrameOut::EMPTY }
 }
 
@@ -47,7 +58,10 @@ fn control_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("open_v1_v2", with_body(hdr(control::OPEN), |b| Open::new(&[2, 1]).unwrap().encode(b))),
         ("open_v2", with_body(hdr(control::OPEN), |b| Open::new(&[2]).unwrap().encode(b))),
         ("open_empty", with_body(hdr(control::OPEN), |b| Open::new(&[]).unwrap().encode(b))),
-        ("open_big", with_body(hdr(control::OPEN), |b| Open::new(&[1, -1, i64::MAX, 70000]).unwrap().encode(b))),
+        (
+            "open_big",
+            with_body(hdr(control::OPEN), |b| Open::new(&[1, -1, i64::MAX, 70000]).unwrap().encode(b)),
+        ),
         ("accept", with_body(hdr(control::ACCEPT), |b| Accept::new(1, &[1, 2, 3, 4]).unwrap().encode(b))),
         ("accept_v3", with_body(hdr(control::ACCEPT), |b| Accept::new(3, &[2]).unwrap().encode(b))),
         ("error_close", err(ControlError { err: "session timeout", close: true, ..ControlError::default() })),
@@ -68,9 +82,12 @@ fn control_seeds() -> Vec<(&'static str, Vec<u8>)> {
 fn shell_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let user = Prop::str(shell::PROP_USER_ID, USER);
     // mender-cli sends the size as uint16, the web UI's JSON-to-msgpack path as small ints.
-    let size16 = [user, Prop::uint16(shell::PROP_TERMINAL_HEIGHT, 40), Prop::uint16(shell::PROP_TERMINAL_WIDTH, 120)];
-    let size_int = [user, Prop::go_int(shell::PROP_TERMINAL_HEIGHT, 24), Prop::go_int(shell::PROP_TERMINAL_WIDTH, 80)];
-    let size_neg = [user, Prop::go_int(shell::PROP_TERMINAL_HEIGHT, -1), Prop::int64(shell::PROP_TERMINAL_WIDTH, 70000)];
+    let size16 =
+        [user, Prop::uint16(shell::PROP_TERMINAL_HEIGHT, 40), Prop::uint16(shell::PROP_TERMINAL_WIDTH, 120)];
+    let size_int =
+        [user, Prop::go_int(shell::PROP_TERMINAL_HEIGHT, 24), Prop::go_int(shell::PROP_TERMINAL_WIDTH, 80)];
+    let size_neg =
+        [user, Prop::go_int(shell::PROP_TERMINAL_HEIGHT, -1), Prop::int64(shell::PROP_TERMINAL_WIDTH, 70000)];
     let ping = [Prop::go_int(shell::PROP_TIMEOUT, 65), Prop::go_int(shell::PROP_STATUS, 3)];
     let ping64 = [Prop::int64(shell::PROP_TIMEOUT, 65), Prop::int64(shell::PROP_STATUS, 3)];
     let s = |typ, sid, props, body| out(frame(Proto::SHELL, typ, sid, props, body));
@@ -126,7 +143,12 @@ fn ft_seeds() -> Vec<(&'static str, Vec<u8>)> {
         mode: Some(0o644),
         modtime: Some(ts4),
     };
-    let dir = FileInfo { path: Some("/tmp"), mode: Some(ft::go_file_mode::DIR | 0o1777), modtime: Some(ts12), ..info };
+    let dir = FileInfo {
+        path: Some("/tmp"),
+        mode: Some(ft::go_file_mode::DIR | 0o1777),
+        modtime: Some(ts12),
+        ..info
+    };
     let off = |o: i64| [Prop::int64(ft::PROP_OFFSET, o)];
     let (o0, o4096, small) = (off(0), off(4096), [Prop::go_int(ft::PROP_OFFSET, 4096)]);
     let f = |typ, props, body| out(frame(Proto::FILE_TRANSFER, typ, SID, props, body));
@@ -136,7 +158,12 @@ fn ft_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("get_file", with_body(hdr(ft::GET_FILE), |b| GetFile { path: Some("/var/log/syslog") }.encode(b))),
         ("get_file_empty", with_body(hdr(ft::GET_FILE), |b| GetFile { path: None }.encode(b))),
         ("put_file", with_body(hdr(ft::PUT_FILE), |b| put.encode(b))),
-        ("put_file_minimal", with_body(hdr(ft::PUT_FILE), |b| UploadRequest { path: Some("/tmp/x"), ..UploadRequest::default() }.encode(b))),
+        (
+            "put_file_minimal",
+            with_body(hdr(ft::PUT_FILE), |b| {
+                UploadRequest { path: Some("/tmp/x"), ..UploadRequest::default() }.encode(b)
+            }),
+        ),
         ("file_info", with_body(hdr(ft::FILE_INFO), |b| info.encode(b))),
         ("file_info_dir", with_body(hdr(ft::FILE_INFO), |b| dir.encode(b))),
         ("chunk0", f(ft::FILE_CHUNK, &o0[..], &[0x55; 64][..])),
@@ -146,7 +173,12 @@ fn ft_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("chunk_no_offset", f(ft::FILE_CHUNK, &[user][..], &b"x"[..])),
         ("ack", f(ft::ACK, &o4096[..], &b""[..])),
         ("ack_small_int", f(ft::ACK, &small[..], &b""[..])),
-        ("error", with_body(hdr(ft::ERROR), |b| FtError { err: Some("boom"), msgtype: Some("put_file"), msgid: Some("7"), code: 0 }.encode(b))),
+        (
+            "error",
+            with_body(hdr(ft::ERROR), |b| {
+                FtError { err: Some("boom"), msgtype: Some("put_file"), msgid: Some("7"), code: 0 }.encode(b)
+            }),
+        ),
         ("unknown_typ", f("rm", &[user][..], &b""[..])),
     ]
 }
@@ -157,17 +189,40 @@ fn pf_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let new = |r: PortForwardNew<'static>| with_body(hdr, |b| r.encode(b));
     let p = |typ, props, body| out(frame(Proto::PORT_FORWARD, typ, SID, props, body));
     vec![
-        ("new_tcp", new(PortForwardNew { remote_host: Some("127.0.0.1"), remote_port: Some(22), protocol: Some("tcp") })),
-        ("new_udp", new(PortForwardNew { remote_host: Some("localhost"), remote_port: Some(53), protocol: Some("udp") })),
-        ("new_missing", new(PortForwardNew { remote_host: Some("127.0.0.1"), remote_port: None, protocol: None })),
-        ("new_port0", new(PortForwardNew { remote_host: Some("::1"), remote_port: Some(0), protocol: Some("sctp") })),
+        (
+            "new_tcp",
+            new(PortForwardNew {
+                remote_host: Some("127.0.0.1"),
+                remote_port: Some(22),
+                protocol: Some("tcp"),
+            }),
+        ),
+        (
+            "new_udp",
+            new(PortForwardNew {
+                remote_host: Some("localhost"),
+                remote_port: Some(53),
+                protocol: Some("udp"),
+            }),
+        ),
+        (
+            "new_missing",
+            new(PortForwardNew { remote_host: Some("127.0.0.1"), remote_port: None, protocol: None }),
+        ),
+        (
+            "new_port0",
+            new(PortForwardNew { remote_host: Some("::1"), remote_port: Some(0), protocol: Some("sctp") }),
+        ),
         ("forward", p(pf::FORWARD, &conn[..], &b"GET / HTTP/1.0\r\n\r\n"[..])),
         ("forward_no_conn", p(pf::FORWARD, &[][..], &b"x"[..])),
         ("ack", p(pf::ACK, &conn[..], &b""[..])),
         ("stop", p(pf::STOP, &conn[..], &b""[..])),
-        ("error", with_body(frame(Proto::PORT_FORWARD, pf::ERROR, SID, &[], &[]), |b| {
-            PfError { err: Some("connection refused"), msgtype: Some("new") }.encode(b)
-        })),
+        (
+            "error",
+            with_body(frame(Proto::PORT_FORWARD, pf::ERROR, SID, &[], &[]), |b| {
+                PfError { err: Some("connection refused"), msgtype: Some("new") }.encode(b)
+            }),
+        ),
         ("unknown_typ", p("listen", &conn[..], &b""[..])),
     ]
 }
@@ -181,7 +236,16 @@ fn mc_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("check_update_sid", m("check-update", SID, &[][..])),
         ("unknown_typ", m("reboot", "", &user[..])),
         ("reply_ok", out(frame(Proto::MENDER_CLIENT, "check-update", "", &[Prop::go_int("status", 1)], &[]))),
-        ("reply_err", out(frame(Proto::MENDER_CLIENT, "reboot", "", &[Prop::go_int("status", 2)], b"unknown message type"))),
+        (
+            "reply_err",
+            out(frame(
+                Proto::MENDER_CLIENT,
+                "reboot",
+                "",
+                &[Prop::go_int("status", 2)],
+                b"unknown message type",
+            )),
+        ),
     ]
 }
 
@@ -211,27 +275,108 @@ enum Step<'a> {
 }
 
 fn router_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let find = |set: &[(&'static str, Vec<u8>)], name: &str| set.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    let find =
+        |set: &[(&'static str, Vec<u8>)], name: &str| set.iter().find(|(n, _)| *n == name).unwrap().1.clone();
     let (c, s, f, p, m) = (control_seeds(), shell_seeds(), ft_seeds(), pf_seeds(), mc_seeds());
     let open = find(&c, "open_v1");
     let close = find(&c, "close");
     use Step::{Link, Msg, Wait};
     let mut out = vec![
-        ("link_drop_redial", seq(&[Msg(&open), Msg(&find(&f, "stat")), Link(6), Wait(60), Link(5), Link(1), Wait(60), Link(4), Msg(&open)])),
-        ("revoke_while_up", seq(&[Msg(&open), Link(3), Msg(&find(&c, "ping")), Link(0), Link(4), Msg(&find(&c, "ping")), Link(2)])),
+        (
+            "link_drop_redial",
+            seq(&[
+                Msg(&open),
+                Msg(&find(&f, "stat")),
+                Link(6),
+                Wait(60),
+                Link(5),
+                Link(1),
+                Wait(60),
+                Link(4),
+                Msg(&open),
+            ]),
+        ),
+        (
+            "revoke_while_up",
+            seq(&[
+                Msg(&open),
+                Link(3),
+                Msg(&find(&c, "ping")),
+                Link(0),
+                Link(4),
+                Msg(&find(&c, "ping")),
+                Link(2),
+            ]),
+        ),
         ("handshake_stat_close", seq(&[Msg(&open), Msg(&find(&f, "stat")), Msg(&close)])),
-        ("handshake_upload", seq(&[Msg(&open), Msg(&find(&f, "put_file")), Msg(&find(&f, "chunk0")), Msg(&find(&f, "chunk_eof"))])),
-        ("download_acks", seq(&[Msg(&open), Msg(&find(&f, "get_file")), Msg(&find(&f, "ack")), Msg(&find(&f, "ack_small_int"))])),
+        (
+            "handshake_upload",
+            seq(&[
+                Msg(&open),
+                Msg(&find(&f, "put_file")),
+                Msg(&find(&f, "chunk0")),
+                Msg(&find(&f, "chunk_eof")),
+            ]),
+        ),
+        (
+            "download_acks",
+            seq(&[
+                Msg(&open),
+                Msg(&find(&f, "get_file")),
+                Msg(&find(&f, "ack")),
+                Msg(&find(&f, "ack_small_int")),
+            ]),
+        ),
         ("idle_timeout", seq(&[Msg(&open), Wait(48), Wait(12), Msg(&find(&f, "stat"))])),
         ("ping_pong_idle", seq(&[Msg(&open), Wait(50), Msg(&find(&c, "pong")), Wait(50)])),
-        ("port_forward", seq(&[Msg(&open), Msg(&find(&p, "new_tcp")), Msg(&find(&p, "forward")), Msg(&find(&p, "stop")), Msg(&close)])),
+        (
+            "port_forward",
+            seq(&[
+                Msg(&open),
+                Msg(&find(&p, "new_tcp")),
+                Msg(&find(&p, "forward")),
+                Msg(&find(&p, "stop")),
+                Msg(&close),
+            ]),
+        ),
         ("no_handler", seq(&[Msg(&find(&m, "check_update")), Msg(&find(&m, "unknown_typ"))])),
         ("bad_version", seq(&[Msg(&find(&c, "open_v2")), Msg(&find(&f, "stat"))])),
-        ("error_close", seq(&[Msg(&open), Msg(&find(&p, "new_tcp")), Msg(&find(&c, "error_close")), Msg(&find(&p, "ack"))])),
-        ("shell_lifecycle", seq(&[Msg(&find(&s, "new_uint16_size")), Msg(&find(&s, "data_echo")), Msg(&find(&s, "resize")), Msg(&find(&s, "pong")), Msg(&find(&s, "stop"))])),
-        ("shell_misc", seq(&[Msg(&find(&s, "stop_all_of_user")), Msg(&find(&s, "stop_nothing")), Msg(&find(&s, "ping")), Msg(&find(&s, "unknown_typ"))])),
-        ("garbage_between", seq(&[Msg(&open), Msg(b"\xc1"), Msg(b"\x81\xa3hdr\x81\xa5proto\xcd"), Msg(&find(&c, "ping"))])),
-        ("unknown_proto", seq(&[Msg(b"\x81\xa3hdr\x82\xa5proto\xcd\x00\x07\xa3sid\xa1x"), Msg(&find(&c, "unknown_typ"))])),
+        (
+            "error_close",
+            seq(&[
+                Msg(&open),
+                Msg(&find(&p, "new_tcp")),
+                Msg(&find(&c, "error_close")),
+                Msg(&find(&p, "ack")),
+            ]),
+        ),
+        (
+            "shell_lifecycle",
+            seq(&[
+                Msg(&find(&s, "new_uint16_size")),
+                Msg(&find(&s, "data_echo")),
+                Msg(&find(&s, "resize")),
+                Msg(&find(&s, "pong")),
+                Msg(&find(&s, "stop")),
+            ]),
+        ),
+        (
+            "shell_misc",
+            seq(&[
+                Msg(&find(&s, "stop_all_of_user")),
+                Msg(&find(&s, "stop_nothing")),
+                Msg(&find(&s, "ping")),
+                Msg(&find(&s, "unknown_typ")),
+            ]),
+        ),
+        (
+            "garbage_between",
+            seq(&[Msg(&open), Msg(b"\xc1"), Msg(b"\x81\xa3hdr\x81\xa5proto\xcd"), Msg(&find(&c, "ping"))]),
+        ),
+        (
+            "unknown_proto",
+            seq(&[Msg(b"\x81\xa3hdr\x82\xa5proto\xcd\x00\x07\xa3sid\xa1x"), Msg(&find(&c, "unknown_typ"))]),
+        ),
     ];
     // One message per seed, so every parser seed is a router seed too.
     for (name, bytes) in c.iter().chain(&s).chain(&f).chain(&p).chain(&m).take(20) {
@@ -249,23 +394,77 @@ fn ft_handler_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let get = |p: &'static str| with_body(hdr(ft::GET_FILE), move |b| GetFile { path: Some(p) }.encode(b));
     let put = |p: &'static str, size: i64| {
         with_body(hdr(ft::PUT_FILE), move |b| {
-            UploadRequest { path: Some(p), size: Some(size), mode: Some(0o600), ..UploadRequest::default() }.encode(b)
+            UploadRequest { path: Some(p), size: Some(size), mode: Some(0o600), ..UploadRequest::default() }
+                .encode(b)
         })
     };
     let chunk = |off: i64, data: &'static [u8]| {
         let props = [Prop::int64(ft::PROP_OFFSET, off)];
         out(frame(Proto::FILE_TRANSFER, ft::FILE_CHUNK, SID, &props, data))
     };
-    let ack = |off: i64| out(frame(Proto::FILE_TRANSFER, ft::ACK, SID, &[Prop::int64(ft::PROP_OFFSET, off)], &[]));
-    let err = with_body(hdr(ft::ERROR), |b| FtError { err: Some("abort"), msgtype: Some("get_file"), msgid: None, code: 0 }.encode(b));
+    let ack =
+        |off: i64| out(frame(Proto::FILE_TRANSFER, ft::ACK, SID, &[Prop::int64(ft::PROP_OFFSET, off)], &[]));
+    let err = with_body(hdr(ft::ERROR), |b| {
+        FtError { err: Some("abort"), msgtype: Some("get_file"), msgid: None, code: 0 }.encode(b)
+    });
     vec![
-        ("stat_file", seq(&[Msg(&stat("/tmp/mc-fuzz-ft/file")), Msg(&stat("/tmp/mc-fuzz-ft/dir")), Msg(&stat("/tmp/mc-fuzz-ft/../../etc/passwd")), Msg(&stat("/tmp/mc-fuzz-ft/missing"))])),
-        ("download", seq(&[Msg(&get("/tmp/mc-fuzz-ft/file")), Wait(3), Msg(&ack(4096)), Wait(3), Msg(&ack(20_000)), Wait(3)])),
-        ("download_abort", seq(&[Msg(&get("/tmp/mc-fuzz-ft/file")), Wait(1), Msg(&err), Msg(&get("/tmp/mc-fuzz-ft/dir"))])),
-        ("upload", seq(&[Msg(&put("/tmp/mc-fuzz-ft/dir/up", 8)), Msg(&chunk(0, b"abcd")), Msg(&chunk(4, b"efgh")), Msg(&chunk(8, b""))])),
-        ("upload_bad_offset", seq(&[Msg(&put("/tmp/mc-fuzz-ft/dir/up2", 8)), Msg(&chunk(4, b"abcd")), Msg(&ack(0))])),
-        ("upload_over_dir", seq(&[Msg(&put("/tmp/mc-fuzz-ft/dir", 1)), Msg(&put("/tmp/mc-fuzz-ft/file", 1)), Msg(&chunk(0, b"z")), Msg(&chunk(1, b""))])),
-        ("upload_then_get", seq(&[Msg(&put("/tmp/mc-fuzz-ft/up3", 3)), Msg(&chunk(0, b"abc")), Msg(&chunk(3, b"")), Msg(&get("/tmp/mc-fuzz-ft/up3")), Wait(3), Msg(&ack(3))])),
+        (
+            "stat_file",
+            seq(&[
+                Msg(&stat("/tmp/mc-fuzz-ft/file")),
+                Msg(&stat("/tmp/mc-fuzz-ft/dir")),
+                Msg(&stat("/tmp/mc-fuzz-ft/../../etc/passwd")),
+                Msg(&stat("/tmp/mc-fuzz-ft/missing")),
+            ]),
+        ),
+        (
+            "download",
+            seq(&[
+                Msg(&get("/tmp/mc-fuzz-ft/file")),
+                Wait(3),
+                Msg(&ack(4096)),
+                Wait(3),
+                Msg(&ack(20_000)),
+                Wait(3),
+            ]),
+        ),
+        (
+            "download_abort",
+            seq(&[Msg(&get("/tmp/mc-fuzz-ft/file")), Wait(1), Msg(&err), Msg(&get("/tmp/mc-fuzz-ft/dir"))]),
+        ),
+        (
+            "upload",
+            seq(&[
+                Msg(&put("/tmp/mc-fuzz-ft/dir/up", 8)),
+                Msg(&chunk(0, b"abcd")),
+                Msg(&chunk(4, b"efgh")),
+                Msg(&chunk(8, b"")),
+            ]),
+        ),
+        (
+            "upload_bad_offset",
+            seq(&[Msg(&put("/tmp/mc-fuzz-ft/dir/up2", 8)), Msg(&chunk(4, b"abcd")), Msg(&ack(0))]),
+        ),
+        (
+            "upload_over_dir",
+            seq(&[
+                Msg(&put("/tmp/mc-fuzz-ft/dir", 1)),
+                Msg(&put("/tmp/mc-fuzz-ft/file", 1)),
+                Msg(&chunk(0, b"z")),
+                Msg(&chunk(1, b"")),
+            ]),
+        ),
+        (
+            "upload_then_get",
+            seq(&[
+                Msg(&put("/tmp/mc-fuzz-ft/up3", 3)),
+                Msg(&chunk(0, b"abc")),
+                Msg(&chunk(3, b"")),
+                Msg(&get("/tmp/mc-fuzz-ft/up3")),
+                Wait(3),
+                Msg(&ack(3)),
+            ]),
+        ),
     ]
 }
 

@@ -7,7 +7,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use mender_connect_core::MAX_FRAME_LEN;
-use mender_connect_core::filetransfer::{self as ft, FileInfo, FileTransferMessage, FtError, GetFile, StatFile, UploadRequest};
+use mender_connect_core::filetransfer::{
+    self as ft, FileInfo, FileTransferMessage, FtError, GetFile, StatFile, UploadRequest,
+};
 use mender_connect_core::frame::{Frame, Proto};
 use mender_connect_core::transfer::{DownloadWindow, UploadState};
 
@@ -17,7 +19,10 @@ macro_rules! round_trip {
     ($ty:ident, $b:expr, $buf:expr) => {
         if let Ok(v) = $ty::decode($b) {
             let n = v.encode($buf).expect(concat!("a decoded ", stringify!($ty), " re-encodes"));
-            assert_eq!($ty::decode(&$buf[..n]).expect(concat!("re-encoded ", stringify!($ty), " decodes")), v);
+            assert_eq!(
+                $ty::decode(&$buf[..n]).expect(concat!("re-encoded ", stringify!($ty), " decodes")),
+                v
+            );
         }
     };
 }

@@ -32,6 +32,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let g = Frame::decode(&buf[..n]).expect("re-encoded frame decodes");
-    assert_eq!((f.header.proto, f.header.typ, f.header.sid, f.body), (g.header.proto, g.header.typ, g.header.sid, g.body));
+    assert_eq!(
+        (f.header.proto, f.header.typ, f.header.sid, f.body),
+        (g.header.proto, g.header.typ, g.header.sid, g.body)
+    );
     assert_eq!(f.header.props.len(), g.header.props.len());
 });

@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
     let n = mc::encode_reply(&mut buf, &f, error).expect("a mender-client reply fits");
     if n <= MAX_FRAME_LEN {
         let g = Frame::decode(&buf[..n]).expect("reply decodes");
-        assert_eq!((g.header.proto, g.header.typ, g.header.sid), (Proto::MENDER_CLIENT, f.header.typ, f.header.sid));
+        assert_eq!(
+            (g.header.proto, g.header.typ, g.header.sid),
+            (Proto::MENDER_CLIENT, f.header.typ, f.header.sid)
+        );
         let status = g.header.props.get_i64(mc::PROP_STATUS);
         assert_eq!(status, Some(if error.is_some() { 2 } else { 1 }));
         assert_eq!(g.body, error.unwrap_or("").as_bytes());

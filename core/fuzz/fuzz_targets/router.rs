@@ -25,8 +25,8 @@ use mender_connect_core::control::{self, ControlMessage};
 use mender_connect_core::control_sessions::IdleConfig;
 use mender_connect_core::device::{Action, Delivered, FixedDevice, POLL_BUF_LEN as DEVICE_POLL_BUF_LEN};
 use mender_connect_core::engine::{Action as EngineAction, Config, REPLY_BUF_LEN, Routed};
-use mender_connect_core::shells::{self, ShellConfig};
 use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig, LinkState};
+use mender_connect_core::shells::{self, ShellConfig};
 use mender_connect_core::time::Instant;
 use mender_connect_core::{Frame, MAX_FRAME_LEN, Proto};
 

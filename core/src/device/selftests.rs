@@ -85,7 +85,9 @@ fn device() -> Dev {
 /// A shell frame from the server.
 fn msg<'b>(buf: &'b mut [u8], typ: &str, sid: &str, user: &str, body: &[u8]) -> &'b [u8] {
     let props = [Prop::str(proto::PROP_USER_ID, user)];
-    let n = FrameOut { proto: Proto::SHELL, typ, sid, props: &props, body, ..FrameOut::EMPTY }.encode(buf).unwrap();
+    let n = FrameOut { proto: Proto::SHELL, typ, sid, props: &props, body, ..FrameOut::EMPTY }
+        .encode(buf)
+        .unwrap();
     &buf[..n]
 }
 
@@ -165,7 +167,8 @@ fn health_check_pings_and_failure() {
     open(&mut d, "s1", "u1", t(0));
     assert_eq!(d.poll_timeout(), Some(t(60_000)));
     let seen = run_until(&mut d, t(60_000));
-    let ping = Out::Frame { typ: s(proto::PING), sid: s("s1"), status: Some(3), timeout: Some(65), body: s("") };
+    let ping =
+        Out::Frame { typ: s(proto::PING), sid: s("s1"), status: Some(3), timeout: Some(65), body: s("") };
     assert_eq!(seen.as_slice(), &[(60_000, ping)]);
     let (mut inb, mut reply) = ([0u8; 256], [0u8; 1024]);
     let r = d.handle_frame(msg(&mut inb, proto::PONG, "s1", "u1", &[]), t(60_100), &mut reply);
@@ -177,7 +180,10 @@ fn health_check_pings_and_failure() {
     let seen = run_until(&mut d, t(200_000));
     assert_eq!(
         seen.as_slice(),
-        &[(125_101, stop("s1", StopReason::HealthCheck)), (125_101, frame(proto::STOP, "s1", 2, STOPPED_SHELL_TEXT))]
+        &[
+            (125_101, stop("s1", StopReason::HealthCheck)),
+            (125_101, frame(proto::STOP, "s1", 2, STOPPED_SHELL_TEXT))
+        ]
     );
     assert!(d.shells().is_empty());
 }
@@ -224,7 +230,10 @@ fn reconnect_then_stale_shell_replaced() {
     let r = d.handle_frame(msg(&mut inb, proto::NEW, "s2", "u2", &[]), at.add_millis(6), &mut reply);
     assert_eq!(r, Delivered::ShellRefused { sid: "s2", user_id: "u2", refusal: Refusal::AlreadyRunning });
     let out = drain(&mut d);
-    assert_eq!(out.as_slice(), &[frame(proto::NEW, "s2", 2, "failed to start shell: shell is already running")]);
+    assert_eq!(
+        out.as_slice(),
+        &[frame(proto::NEW, "s2", 2, "failed to start shell: shell is already running")]
+    );
 }
 
 /// The token is no longer valid: every shell stops, then the link closes.

@@ -7,7 +7,7 @@ use std::vec::Vec;
 
 use super::*;
 use crate::control::{self, ControlMessage};
-use crate::control_sessions::{Refusal, MAX_SESSIONS, POLL_BUF_LEN};
+use crate::control_sessions::{MAX_SESSIONS, POLL_BUF_LEN, Refusal};
 use crate::frame::{FrameOut, Prop};
 
 fn t(ms: u64) -> Instant {
@@ -91,7 +91,10 @@ fn oversized_and_near_limit_frames() {
     let mut reply = vec![0u8; REPLY_BUF_LEN];
     let big = frame(Proto::CONTROL, control::PING, "s", &[], &vec![b'x'; MAX_FRAME_LEN]);
     let r = e.handle_frame(&big, t(1), &mut reply);
-    assert_eq!(error_text(&reply, &r), ("failed to decode message: frame exceeds the 8192-byte limit".into(), false));
+    assert_eq!(
+        error_text(&reply, &r),
+        ("failed to decode message: frame exceeds the 8192-byte limit".into(), false)
+    );
     assert_eq!(e.session_count(), 0);
 
     let typ = "t".repeat(MAX_FRAME_LEN - 100);
@@ -201,7 +204,10 @@ fn a_growing_store_keeps_the_engine_s_cap_and_holds_nothing_idle() {
         if i < 3 {
             assert!(matches!(r, Routed::Handled { note: Note::None, reply: Some(_) }), "{r:?}");
         } else {
-            assert_eq!(error_text(&reply, &r), ("too many open sessions on this device (at most 3)".into(), true));
+            assert_eq!(
+                error_text(&reply, &r),
+                ("too many open sessions on this device (at most 3)".into(), true)
+            );
         }
     }
     assert_eq!(e.session_count(), 3);

@@ -62,7 +62,14 @@ fn chunk_vector() {
 }
 
 fn put_file_vector() {
-    let u = UploadRequest { src_path: Some("f.txt"), path: Some("/tmp/f.txt"), uid: Some(100), gid: Some(100), mode: Some(0o600), ..Default::default() };
+    let u = UploadRequest {
+        src_path: Some("f.txt"),
+        path: Some("/tmp/f.txt"),
+        uid: Some(100),
+        gid: Some(100),
+        mode: Some(0o600),
+        ..Default::default()
+    };
     let mut buf = [0u8; 128];
     let n = u.encode(&mut buf).unwrap();
     assert_eq!(&buf[..n], &hex(PUT_V)[..]);
@@ -84,13 +91,17 @@ fn error_and_ack_vectors() {
 /// (mender-server deviceconnect `management_filetransfer.go`). Without a code the body stays the
 /// reference's, byte for byte.
 fn coded_error_reply() {
-    let chunk = hex("82 a3686472 83 a570726f746f 02 a3747970 a8 6765745f66696c65 a3736964 a173 a4626f6479 c0");
+    let chunk =
+        hex("82 a3686472 83 a570726f746f 02 a3747970 a8 6765745f66696c65 a3736964 a173 a4626f6479 c0");
     let f = Frame::decode(&chunk).unwrap();
     let mut buf = [0u8; 128];
     let n = encode_coded_error_reply(&mut buf, &f, "access denied: x", 403).unwrap();
     let e = Frame::decode(&buf[..n]).unwrap();
     let body = FtError::decode(e.body).unwrap();
-    assert_eq!(body, FtError { err: Some("access denied: x"), msgtype: Some(GET_FILE), msgid: None, code: 403 });
+    assert_eq!(
+        body,
+        FtError { err: Some("access denied: x"), msgtype: Some(GET_FILE), msgid: None, code: 403 }
+    );
     // `code` as Go's int encoder writes 403: uint16.
     assert!(e.body.ends_with(&hex("a4636f6465 cd0193")), "{:02x?}", e.body);
     let n = encode_error_reply(&mut buf, &f, "boom").unwrap();
@@ -157,19 +168,32 @@ fn replies_copy_request_header() {
     let n = encode_error_reply(&mut buf, &f, "boom").unwrap();
     let e = Frame::decode(&buf[..n]).unwrap();
     assert_eq!((e.header.typ, e.header.sid, e.header.props.get_str(PROP_USER_ID)), (ERROR, "s", Some("u")));
-    assert_eq!(FtError::decode(e.body).unwrap(), FtError { err: Some("boom"), msgtype: Some(FILE_CHUNK), msgid: None, code: 0 });
+    assert_eq!(
+        FtError::decode(e.body).unwrap(),
+        FtError { err: Some("boom"), msgtype: Some(FILE_CHUNK), msgid: None, code: 0 }
+    );
 }
 
 fn messages_from_frames() {
     let mut buf = [0u8; 256];
     let fi = FileInfo { path: Some("/a"), size: Some(3), ..Default::default() };
     let n = encode_file_info(&mut buf, "s", &fi).unwrap();
-    assert_eq!(FileTransferMessage::from_frame(&Frame::decode(&buf[..n]).unwrap()), Ok(FileTransferMessage::FileInfo(fi)));
+    assert_eq!(
+        FileTransferMessage::from_frame(&Frame::decode(&buf[..n]).unwrap()),
+        Ok(FileTransferMessage::FileInfo(fi))
+    );
     let n = encode_chunk(&mut buf, "s", 10, b"").unwrap();
     let f = Frame::decode(&buf[..n]).unwrap();
-    assert!(matches!(FileTransferMessage::from_frame(&f), Ok(FileTransferMessage::Chunk { data: [], offset: Some(o) }) if o.as_go_int64() == Some(10)));
-    let n = FrameOut { proto: Proto::FILE_TRANSFER, typ: "put_file/continue", ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
-    assert_eq!(FileTransferMessage::from_frame(&Frame::decode(&buf[..n]).unwrap()), Ok(FileTransferMessage::Unknown("put_file/continue")));
+    assert!(
+        matches!(FileTransferMessage::from_frame(&f), Ok(FileTransferMessage::Chunk { data: [], offset: Some(o) }) if o.as_go_int64() == Some(10))
+    );
+    let n = FrameOut { proto: Proto::FILE_TRANSFER, typ: "put_file/continue", ..FrameOut::EMPTY }
+        .encode(&mut buf)
+        .unwrap();
+    assert_eq!(
+        FileTransferMessage::from_frame(&Frame::decode(&buf[..n]).unwrap()),
+        Ok(FileTransferMessage::Unknown("put_file/continue"))
+    );
 }
 
 fn go_file_modes() {

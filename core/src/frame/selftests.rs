@@ -34,7 +34,14 @@ fn decodes_go_shell_reply() {
 
 fn encodes_go_shell_reply_byte_exact() {
     let props = [Prop::go_int("status", 1)];
-    let out = FrameOut { proto: Proto::SHELL, typ: "new", sid: "abc", props: &props, body: b"Shell started", ..FrameOut::EMPTY };
+    let out = FrameOut {
+        proto: Proto::SHELL,
+        typ: "new",
+        sid: "abc",
+        props: &props,
+        body: b"Shell started",
+        ..FrameOut::EMPTY
+    };
     let mut buf = [0u8; 128];
     let n = out.encode(&mut buf).unwrap();
     assert_eq!(&buf[..n], &hex(SHELL_NEW_REPLY)[..]);
@@ -100,7 +107,10 @@ fn reports_integer_widths_as_found() {
 
 fn rejects_bad_shapes() {
     // proto 65536 does not fit uint16
-    assert_eq!(Frame::decode(&hex("81 a3686472 81 a570726f746f ce00010000")), Err(DecodeError::IntOutOfRange));
+    assert_eq!(
+        Frame::decode(&hex("81 a3686472 81 a570726f746f ce00010000")),
+        Err(DecodeError::IntOutOfRange)
+    );
     // negative proto
     assert_eq!(Frame::decode(&hex("81 a3686472 81 a570726f746f ff")), Err(DecodeError::IntOutOfRange));
     // props with an integer key
@@ -143,7 +153,8 @@ fn every_truncation_fails_cleanly() {
 /// 32-bit target, where length arithmetic overflows at 4 GiB instead of 16 EiB: every byte of a Go
 /// frame replaced by each msgpack marker class, the result decoded, typed, re-encoded.
 fn every_single_byte_mutation_is_handled() {
-    const MARKERS: [u8; 16] = [0x00, 0x7f, 0x80, 0x8f, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1, 0xc4, 0xcd, 0xd3, 0xd9, 0xdb, 0xdf, 0xff];
+    const MARKERS: [u8; 16] =
+        [0x00, 0x7f, 0x80, 0x8f, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1, 0xc4, 0xcd, 0xd3, 0xd9, 0xdb, 0xdf, 0xff];
     let bytes = hex(SHELL_NEW_REPLY);
     let mut decoded = 0;
     for i in 0..bytes.len() {
@@ -175,10 +186,18 @@ fn reencoding_a_go_frame_is_byte_identical() {
 fn base_props_are_kept_verbatim_and_overridden_by_key() {
     // Received props: {"status": 01 (fixint), "user_id": "old"}; rewrite user_id as the server
     // does on user->device messages, keeping status' fixint encoding.
-    let bytes = hex("81 a3686472 82 a570726f746f cd0001 a570726f7073 82 a6737461747573 01 a7757365725f6964 a36f6c64");
+    let bytes =
+        hex("81 a3686472 82 a570726f746f cd0001 a570726f7073 82 a6737461747573 01 a7757365725f6964 a36f6c64");
     let f = Frame::decode(&bytes).unwrap();
     let props = [Prop::str("user_id", "new-user")];
-    let out = FrameOut { proto: f.header.proto, typ: "x", sid: "sid", props: &props, base_props: f.header.props, body: &[] };
+    let out = FrameOut {
+        proto: f.header.proto,
+        typ: "x",
+        sid: "sid",
+        props: &props,
+        base_props: f.header.props,
+        body: &[],
+    };
     let mut buf = [0u8; 128];
     let n = out.encode(&mut buf).unwrap();
     let g = Frame::decode(&buf[..n]).unwrap();
@@ -200,18 +219,28 @@ fn encode_with_empty_body_omits_body() {
 
 fn small_buffers_error_without_panicking() {
     let props = [Prop::go_int("status", 1)];
-    let out = FrameOut { proto: Proto::SHELL, typ: "new", sid: "abc", props: &props, body: b"Shell started", ..FrameOut::EMPTY };
+    let out = FrameOut {
+        proto: Proto::SHELL,
+        typ: "new",
+        sid: "abc",
+        props: &props,
+        body: b"Shell started",
+        ..FrameOut::EMPTY
+    };
     let full = hex(SHELL_NEW_REPLY).len();
     for size in 0..full {
         let mut space = [0u8; 128];
         let buf = &mut space[..size];
         assert_eq!(out.encode(buf), Err(EncodeError::BufferTooSmall));
-        assert_eq!(out.encode_with(buf, |b| {
-            let src = b"Shell started";
-            let dst = b.get_mut(..src.len()).ok_or(EncodeError::BufferTooSmall)?;
-            dst.copy_from_slice(src);
-            Ok(src.len())
-        }), Err(EncodeError::BufferTooSmall));
+        assert_eq!(
+            out.encode_with(buf, |b| {
+                let src = b"Shell started";
+                let dst = b.get_mut(..src.len()).ok_or(EncodeError::BufferTooSmall)?;
+                dst.copy_from_slice(src);
+                Ok(src.len())
+            }),
+            Err(EncodeError::BufferTooSmall)
+        );
     }
 }
 
@@ -245,7 +274,8 @@ fn header_vectors_for_every_message_type() {
             want.extend_from_slice(typ.as_bytes()).unwrap();
             want.extend(hex("a3736964 a173"));
             let mut buf = [0u8; 64];
-            let n = FrameOut { proto: Proto(*proto), typ, sid: "s", ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+            let n =
+                FrameOut { proto: Proto(*proto), typ, sid: "s", ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
             assert_eq!(&buf[..n], &want[..], "{proto} {typ}");
             let f = Frame::decode(&want).unwrap();
             assert_eq!((f.header.proto, f.header.typ, f.header.sid), (Proto(*proto), *typ, "s"));

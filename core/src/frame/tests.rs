@@ -1,5 +1,5 @@
-use super::*;
 use super::selftests::SHELL_NEW_REPLY;
+use super::*;
 use crate::msgpack::IntWidth;
 use crate::test_util::hex;
 use proptest::prelude::*;
@@ -14,7 +14,15 @@ enum PV {
 }
 
 fn prop_strategy() -> impl Strategy<Value = (std::string::String, PV)> {
-    ("[a-z_]{1,12}", prop_oneof![any::<i64>().prop_map(PV::I), any::<i64>().prop_map(PV::G), any::<u16>().prop_map(PV::U16), ".{0,40}".prop_map(PV::S)])
+    (
+        "[a-z_]{1,12}",
+        prop_oneof![
+            any::<i64>().prop_map(PV::I),
+            any::<i64>().prop_map(PV::G),
+            any::<u16>().prop_map(PV::U16),
+            ".{0,40}".prop_map(PV::S)
+        ],
+    )
 }
 
 proptest! {

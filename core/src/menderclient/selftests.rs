@@ -17,9 +17,14 @@ fn request_and_reply_vectors() {
     assert_eq!(m, MenderClientMessage::CheckUpdate);
     assert_eq!(m.command(), Some("check-update"));
     let mut buf = [0u8; 128];
-    let n = FrameOut { proto: Proto::MENDER_CLIENT, typ: CHECK_UPDATE, props: &[Prop::str("user_id", "u")], ..FrameOut::EMPTY }
-        .encode(&mut buf)
-        .unwrap();
+    let n = FrameOut {
+        proto: Proto::MENDER_CLIENT,
+        typ: CHECK_UPDATE,
+        props: &[Prop::str("user_id", "u")],
+        ..FrameOut::EMPTY
+    }
+    .encode(&mut buf)
+    .unwrap();
     assert_eq!(&buf[..n], &req[..]);
     let n = encode_reply(&mut buf, &f, None).unwrap();
     assert_eq!(&buf[..n], &hex(OK_V)[..]);
@@ -27,17 +32,19 @@ fn request_and_reply_vectors() {
 
 fn error_reply_and_unknown() {
     let mut buf = [0u8; 128];
-    let n = FrameOut { proto: Proto::MENDER_CLIENT, typ: "reboot", sid: "s", ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+    let n = FrameOut { proto: Proto::MENDER_CLIENT, typ: "reboot", sid: "s", ..FrameOut::EMPTY }
+        .encode(&mut buf)
+        .unwrap();
     let req = heapless::Vec::<u8, 128>::from_slice(&buf[..n]).unwrap();
     let f = Frame::decode(&req).unwrap();
     assert_eq!(MenderClientMessage::from_frame(&f), Ok(MenderClientMessage::Unknown("reboot")));
     let n = encode_reply(&mut buf, &f, Some(UNKNOWN_TYPE_ERROR)).unwrap();
     let r = Frame::decode(&buf[..n]).unwrap();
-    assert_eq!(r.header.props.get_int(PROP_STATUS).map(|i| (i.width(), i.as_i64())), Some((crate::msgpack::IntWidth::PosFixint, Some(2))));
+    assert_eq!(
+        r.header.props.get_int(PROP_STATUS).map(|i| (i.width(), i.as_i64())),
+        Some((crate::msgpack::IntWidth::PosFixint, Some(2)))
+    );
     assert_eq!((r.header.typ, r.header.sid, r.body), ("reboot", "s", UNKNOWN_TYPE_ERROR.as_bytes()));
 }
 
-crate::selftests!(
-    request_and_reply_vectors,
-    error_reply_and_unknown,
-);
+crate::selftests!(request_and_reply_vectors, error_reply_and_unknown,);

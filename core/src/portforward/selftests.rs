@@ -33,7 +33,10 @@ fn forward_vector() {
     let n = encode(&mut buf, FORWARD, "s", "c", b"abc").unwrap();
     assert_eq!(&buf[..n], &hex(FORWARD_V)[..]);
     let f = Frame::decode(&buf[..n]).unwrap();
-    assert_eq!(PortForwardMessage::from_frame(&f), Ok(PortForwardMessage::Forward { connection_id: "c", data: b"abc" }));
+    assert_eq!(
+        PortForwardMessage::from_frame(&f),
+        Ok(PortForwardMessage::Forward { connection_id: "c", data: b"abc" })
+    );
 }
 
 fn error_vector() {
@@ -41,7 +44,9 @@ fn error_vector() {
     let n = encode_error(&mut buf, "s", ACK, "unknown connection").unwrap();
     let mut want = hex(ERROR_V);
     want[0] = 0x82;
-    want.extend(hex("a4626f6479 c424 82 a3657272 b2756e6b6e6f776e20636f6e6e656374696f6e a76d736774797065 a361636b"));
+    want.extend(hex(
+        "a4626f6479 c424 82 a3657272 b2756e6b6e6f776e20636f6e6e656374696f6e a76d736774797065 a361636b",
+    ));
     assert_eq!(&buf[..n], &want[..]);
     let f = Frame::decode(&buf[..n]).unwrap();
     assert_eq!(
@@ -55,11 +60,16 @@ fn incomplete_new_is_detected() {
     let bad = PortForwardNew { remote_host: Some("h"), remote_port: Some(0), protocol: Some("udp") };
     assert_eq!(bad.target(), None);
     let mut buf = [0u8; 64];
-    let n = PortForwardNew { remote_host: None, remote_port: Some(53), protocol: Some("udp") }.encode(&mut buf).unwrap();
+    let n = PortForwardNew { remote_host: None, remote_port: Some(53), protocol: Some("udp") }
+        .encode(&mut buf)
+        .unwrap();
     let d = PortForwardNew::decode(&buf[..n]).unwrap();
     assert_eq!((d.remote_host, d.target()), (None, None));
     assert_eq!(Protocol::parse("TCP"), None);
-    assert_eq!(PortForwardNew::decode(&hex("81 ab72656d6f74655f706f7274 ce00010000")), Err(DecodeError::IntOutOfRange));
+    assert_eq!(
+        PortForwardNew::decode(&hex("81 ab72656d6f74655f706f7274 ce00010000")),
+        Err(DecodeError::IntOutOfRange)
+    );
 }
 
 fn other_messages() {
@@ -74,7 +84,9 @@ fn other_messages() {
     }
     let body = hex(NEW_V);
     let props = [Prop::str(PROP_CONNECTION_ID, "c1")];
-    let n = FrameOut { proto: Proto::PORT_FORWARD, typ: NEW, props: &props, body: &body, ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+    let n = FrameOut { proto: Proto::PORT_FORWARD, typ: NEW, props: &props, body: &body, ..FrameOut::EMPTY }
+        .encode(&mut buf)
+        .unwrap();
     match PortForwardMessage::from_frame(&Frame::decode(&buf[..n]).unwrap()).unwrap() {
         PortForwardMessage::New { connection_id, request } => {
             assert_eq!(connection_id, "c1");
@@ -84,10 +96,4 @@ fn other_messages() {
     }
 }
 
-crate::selftests!(
-    new_vector,
-    forward_vector,
-    error_vector,
-    incomplete_new_is_detected,
-    other_messages,
-);
+crate::selftests!(new_vector, forward_vector, error_vector, incomplete_new_is_detected, other_messages,);

@@ -50,14 +50,20 @@ fn new_from_user_with_size_in_any_width() {
 fn size_needs_both_sides_positive() {
     let mut buf = [0u8; 128];
     let props = [Prop::int64(PROP_TERMINAL_WIDTH, 80)];
-    let n = FrameOut { proto: Proto::SHELL, typ: RESIZE, props: &props, ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+    let n = FrameOut { proto: Proto::SHELL, typ: RESIZE, props: &props, ..FrameOut::EMPTY }
+        .encode(&mut buf)
+        .unwrap();
     assert_eq!(ShellMessage::from_frame(&Frame::decode(&buf[..n]).unwrap()), Ok(ShellMessage::Resize(None)));
     let props = [Prop::int64(PROP_TERMINAL_WIDTH, 80), Prop::int64(PROP_TERMINAL_HEIGHT, -3)];
-    let n = FrameOut { proto: Proto::SHELL, typ: RESIZE, props: &props, ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+    let n = FrameOut { proto: Proto::SHELL, typ: RESIZE, props: &props, ..FrameOut::EMPTY }
+        .encode(&mut buf)
+        .unwrap();
     assert_eq!(ShellMessage::from_frame(&Frame::decode(&buf[..n]).unwrap()), Ok(ShellMessage::Resize(None)));
     // 65536 truncates to 0 as Go's uint16() does -> absent.
     let props = [Prop::int64(PROP_TERMINAL_WIDTH, 65536), Prop::int64(PROP_TERMINAL_HEIGHT, 5)];
-    let n = FrameOut { proto: Proto::SHELL, typ: RESIZE, props: &props, ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+    let n = FrameOut { proto: Proto::SHELL, typ: RESIZE, props: &props, ..FrameOut::EMPTY }
+        .encode(&mut buf)
+        .unwrap();
     assert_eq!(ShellMessage::from_frame(&Frame::decode(&buf[..n]).unwrap()), Ok(ShellMessage::Resize(None)));
 }
 
@@ -65,7 +71,8 @@ fn status_any_width_and_strict_check() {
     // status 2 as positive fixint (what the reference writes) and as d3 (what mender-cli's
     // int64 check wants): `status()` accepts both, `as_go_int64` tells them apart.
     // A `stop` whose props end in "status": the value follows.
-    const STOP_STATUS_KEY: &str = "81 a3686472 83 a570726f746f cd0001 a3747970 a473746f70 a570726f7073 81 a6737461747573";
+    const STOP_STATUS_KEY: &str =
+        "81 a3686472 83 a570726f746f cd0001 a3747970 a473746f70 a570726f7073 81 a6737461747573";
     for (enc, strict) in [("02", None), ("d30000000000000002", Some(2))] {
         let mut bytes = hex(STOP_STATUS_KEY);
         bytes.extend(hex(enc));
@@ -77,11 +84,17 @@ fn status_any_width_and_strict_check() {
 
 fn other_types() {
     let mut buf = [0u8; 64];
-    for (typ, want) in [(STOP, ShellMessage::Stop { user_id: "" }), (PONG, ShellMessage::Pong), ("bogusmessage", ShellMessage::Unknown("bogusmessage"))] {
+    for (typ, want) in [
+        (STOP, ShellMessage::Stop { user_id: "" }),
+        (PONG, ShellMessage::Pong),
+        ("bogusmessage", ShellMessage::Unknown("bogusmessage")),
+    ] {
         let n = FrameOut { proto: Proto::SHELL, typ, sid: "s", ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
         assert_eq!(ShellMessage::from_frame(&Frame::decode(&buf[..n]).unwrap()), Ok(want));
     }
-    let n = FrameOut { proto: Proto::SHELL, typ: SHELL, body: b"ls\n", ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+    let n = FrameOut { proto: Proto::SHELL, typ: SHELL, body: b"ls\n", ..FrameOut::EMPTY }
+        .encode(&mut buf)
+        .unwrap();
     assert_eq!(ShellMessage::from_frame(&Frame::decode(&buf[..n]).unwrap()), Ok(ShellMessage::Data(b"ls\n")));
 }
 

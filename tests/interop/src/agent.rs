@@ -54,16 +54,10 @@ impl AgentKind {
 /// The user the agent's shells run as: the test's own user, so that the tests do not depend on
 /// other accounts (mender-connect switches user only when running as root).
 pub fn current_user() -> Result<String, Error> {
-    let out = Command::new("id")
-        .arg("-un")
-        .output()
-        .context(|| "running `id -un`".to_owned())?;
+    let out = Command::new("id").arg("-un").output().context(|| "running `id -un`".to_owned())?;
     let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if !out.status.success() || name.is_empty() {
-        return Err(Error::protocol(
-            "id -un",
-            format!("no user name ({})", out.status),
-        ));
+        return Err(Error::protocol("id -un", format!("no user name ({})", out.status)));
     }
     Ok(name)
 }
@@ -190,11 +184,7 @@ impl Agent {
         }
         bus.apply(&mut cmd);
         let child = ManagedChild::spawn(env, kind.name(), cmd)?;
-        Ok(Agent {
-            kind,
-            child,
-            config,
-        })
+        Ok(Agent { kind, child, config })
     }
 
     /// Which agent this is.

@@ -37,36 +37,25 @@ pub struct JwtAndUrl {
 }
 
 fn dbus_err(what: &str) -> impl FnOnce(dbus::Error) -> Error + '_ {
-    move |source| Error::DBus {
-        what: what.to_owned(),
-        source,
-    }
+    move |source| Error::DBus { what: what.to_owned(), source }
 }
 
 impl AuthBusClient {
     /// Connects to `bus` (a private connection; the process's own system bus is not touched).
     pub fn connect(bus: &PrivateBus) -> Result<Self, Error> {
-        let mut channel = Channel::open_private(bus.address())
-            .map_err(dbus_err("connecting to the private bus"))?;
-        channel
-            .register()
-            .map_err(dbus_err("registering on the private bus"))?;
-        Ok(AuthBusClient {
-            conn: Connection::from(channel),
-            token_changes: Arc::new(Mutex::new(Vec::new())),
-        })
+        let mut channel =
+            Channel::open_private(bus.address()).map_err(dbus_err("connecting to the private bus"))?;
+        channel.register().map_err(dbus_err("registering on the private bus"))?;
+        Ok(AuthBusClient { conn: Connection::from(channel), token_changes: Arc::new(Mutex::new(Vec::new())) })
     }
 
     /// Subscribes to `JwtTokenStateChange` signals; [`AuthBusClient::token_changes`] returns them.
     pub fn watch_token_changes(&self) -> Result<(), Error> {
-        let rule =
-            MatchRule::new_signal(AUTH_INTERFACE, "JwtTokenStateChange").with_path(AUTH_PATH);
+        let rule = MatchRule::new_signal(AUTH_INTERFACE, "JwtTokenStateChange").with_path(AUTH_PATH);
         let sink = Arc::clone(&self.token_changes);
         self.conn
             .add_match(rule, move |(token, server_url): (String, String), _, _| {
-                sink.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(JwtAndUrl { token, server_url });
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(JwtAndUrl { token, server_url });
                 true
             })
             .map_err(dbus_err("subscribing to JwtTokenStateChange"))?;
@@ -88,20 +77,12 @@ impl AuthBusClient {
                 break;
             }
         }
-        Ok(self
-            .token_changes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone())
+        Ok(self.token_changes.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     /// Whether `name` currently has an owner on the bus.
     pub fn name_has_owner(&self, name: &str) -> Result<bool, Error> {
-        let proxy = self.conn.with_proxy(
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            CALL_TIMEOUT,
-        );
+        let proxy = self.conn.with_proxy("org.freedesktop.DBus", "/org/freedesktop/DBus", CALL_TIMEOUT);
         let (owned,): (bool,) = proxy
             .method_call("org.freedesktop.DBus", "NameHasOwner", (name,))
             .map_err(dbus_err("NameHasOwner"))?;
@@ -111,18 +92,16 @@ impl AuthBusClient {
     /// Calls `io.mender.Authentication1.GetJwtToken`.
     pub fn get_jwt_token(&self) -> Result<JwtAndUrl, Error> {
         let proxy = self.conn.with_proxy(AUTH_SERVICE, AUTH_PATH, CALL_TIMEOUT);
-        let (token, server_url): (String, String) = proxy
-            .method_call(AUTH_INTERFACE, "GetJwtToken", ())
-            .map_err(dbus_err("GetJwtToken"))?;
+        let (token, server_url): (String, String) =
+            proxy.method_call(AUTH_INTERFACE, "GetJwtToken", ()).map_err(dbus_err("GetJwtToken"))?;
         Ok(JwtAndUrl { token, server_url })
     }
 
     /// Calls `io.mender.Authentication1.FetchJwtToken` (asks the client to authenticate now).
     pub fn fetch_jwt_token(&self) -> Result<bool, Error> {
         let proxy = self.conn.with_proxy(AUTH_SERVICE, AUTH_PATH, CALL_TIMEOUT);
-        let (accepted,): (bool,) = proxy
-            .method_call(AUTH_INTERFACE, "FetchJwtToken", ())
-            .map_err(dbus_err("FetchJwtToken"))?;
+        let (accepted,): (bool,) =
+            proxy.method_call(AUTH_INTERFACE, "FetchJwtToken", ()).map_err(dbus_err("FetchJwtToken"))?;
         Ok(accepted)
     }
 }

@@ -63,18 +63,13 @@ impl Peer {
             .chain(std::env::split_paths(&path_var))
             .map(|dir| dir.join(program))
             .find(|candidate| is_executable(candidate))
-            .ok_or_else(|| Error::PeerMissing {
-                program: program.to_owned(),
-                package: package.to_owned(),
-            })
+            .ok_or_else(|| Error::PeerMissing { program: program.to_owned(), package: package.to_owned() })
     }
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 /// A binary built from this workspace.
@@ -98,16 +93,12 @@ impl WorkspaceBin {
 
     fn override_var(self) -> String {
         let (_, name) = self.package_and_name();
-        format!(
-            "MENDER_INTEROP_{}_BIN",
-            name.to_ascii_uppercase().replace('-', "_")
-        )
+        format!("MENDER_INTEROP_{}_BIN", name.to_ascii_uppercase().replace('-', "_"))
     }
 
     /// The binary's path, building it on first use in this process.
     pub fn path(self) -> Result<PathBuf, Error> {
-        static BUILT: OnceLock<Mutex<HashMap<WorkspaceBin, Result<PathBuf, String>>>> =
-            OnceLock::new();
+        static BUILT: OnceLock<Mutex<HashMap<WorkspaceBin, Result<PathBuf, String>>>> = OnceLock::new();
         if let Some(path) = std::env::var_os(self.override_var()) {
             return Ok(PathBuf::from(path));
         }
@@ -115,14 +106,9 @@ impl WorkspaceBin {
         let cache = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
         // Holding the lock across the build makes threads of this process wait for one build
         // instead of racing cargo against itself.
-        let mut built = cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut built = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let result = built.entry(self).or_insert_with(|| build(self));
-        result.clone().map_err(|detail| Error::Build {
-            binary: name.to_owned(),
-            detail,
-        })
+        result.clone().map_err(|detail| Error::Build { binary: name.to_owned(), detail })
     }
 }
 
@@ -134,13 +120,7 @@ fn build(bin: WorkspaceBin) -> Result<PathBuf, String> {
         .arg("build")
         .arg("--manifest-path")
         .arg(&manifest)
-        .args([
-            "-p",
-            package,
-            "--bin",
-            name,
-            "--message-format=json-render-diagnostics",
-        ])
+        .args(["-p", package, "--bin", name, "--message-format=json-render-diagnostics"])
         .output()
         .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -165,10 +145,7 @@ mod tests {
 
     #[test]
     fn missing_peer_error_names_the_package() {
-        let err = Error::PeerMissing {
-            program: "mender".to_owned(),
-            package: "mender-client".to_owned(),
-        };
+        let err = Error::PeerMissing { program: "mender".to_owned(), package: "mender-client".to_owned() };
         let text = err.to_string();
         assert!(text.contains("`mender`"), "{text}");
         assert!(text.contains("apt-get install mender-client"), "{text}");
@@ -188,21 +165,12 @@ mod tests {
             let (program, package) = peer.program_and_package();
             assert!(!program.is_empty() && !package.is_empty());
         }
-        assert_eq!(
-            Peer::MenderClient.program_and_package(),
-            ("mender", "mender-client")
-        );
+        assert_eq!(Peer::MenderClient.program_and_package(), ("mender", "mender-client"));
     }
 
     #[test]
     fn override_variables_follow_the_binary_names() {
-        assert_eq!(
-            WorkspaceBin::RustMenderConnect.override_var(),
-            "MENDER_INTEROP_MENDER_CONNECT_BIN"
-        );
-        assert_eq!(
-            WorkspaceBin::MockServer.override_var(),
-            "MENDER_INTEROP_MENDER_MOCK_SERVER_BIN"
-        );
+        assert_eq!(WorkspaceBin::RustMenderConnect.override_var(), "MENDER_INTEROP_MENDER_CONNECT_BIN");
+        assert_eq!(WorkspaceBin::MockServer.override_var(), "MENDER_INTEROP_MENDER_MOCK_SERVER_BIN");
     }
 }

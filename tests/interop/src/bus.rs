@@ -28,8 +28,7 @@ impl PrivateBus {
         let dir = env.subdir("dbus")?;
         let socket = dir.join("system_bus_socket");
         let config = dir.join("bus.conf");
-        std::fs::write(&config, config_xml(&socket))
-            .context(|| format!("writing {}", config.display()))?;
+        std::fs::write(&config, config_xml(&socket)).context(|| format!("writing {}", config.display()))?;
         Self::start_with_config(env, socket, &config)
     }
 
@@ -38,11 +37,7 @@ impl PrivateBus {
     /// allows it) plus the policy files of `policy_dirs` (e.g. the Mender client's
     /// `io.mender.AuthenticationManager.conf` in a root's `/usr/share/dbus-1/system.d`), listening
     /// at `socket_dir/system_bus_socket`.
-    pub fn start_system(
-        env: &TestEnv,
-        socket_dir: &Path,
-        policy_dirs: &[PathBuf],
-    ) -> Result<Self, Error> {
+    pub fn start_system(env: &TestEnv, socket_dir: &Path, policy_dirs: &[PathBuf]) -> Result<Self, Error> {
         let socket = socket_dir.join("system_bus_socket");
         let config = env.subdir("dbus")?.join("system-bus.conf");
         std::fs::write(&config, system_config_xml(&socket, policy_dirs))
@@ -53,23 +48,18 @@ impl PrivateBus {
     fn start_with_config(env: &TestEnv, socket: PathBuf, config: &Path) -> Result<Self, Error> {
         let program = Peer::DBusDaemon.path()?;
         let mut cmd = Command::new(program);
-        cmd.arg(format!("--config-file={}", config.display()))
-            .args(["--nofork", "--nopidfile", "--print-address=1"]);
-        let (daemon, printed) = ManagedChild::spawn_reading_first_line(
-            env,
-            "dbus-daemon",
-            cmd,
-            Duration::from_secs(30),
-        )?;
+        cmd.arg(format!("--config-file={}", config.display())).args([
+            "--nofork",
+            "--nopidfile",
+            "--print-address=1",
+        ]);
+        let (daemon, printed) =
+            ManagedChild::spawn_reading_first_line(env, "dbus-daemon", cmd, Duration::from_secs(30))?;
         let address = format!("unix:path={}", socket.display());
         if !printed.starts_with(&address) {
             return Err(daemon.failure(&format!("printed address {printed:?}, expected {address}")));
         }
-        Ok(PrivateBus {
-            address,
-            socket,
-            _daemon: daemon,
-        })
+        Ok(PrivateBus { address, socket, _daemon: daemon })
     }
 
     /// The bus address for `DBUS_SYSTEM_BUS_ADDRESS`.
@@ -84,18 +74,14 @@ impl PrivateBus {
 
     /// Points `cmd`'s system bus at this bus (and away from any session bus).
     pub fn apply(&self, cmd: &mut Command) {
-        cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
-            .env_remove("DBUS_SESSION_BUS_ADDRESS");
+        cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &self.address).env_remove("DBUS_SESSION_BUS_ADDRESS");
     }
 }
 
 /// The daemon configuration: anyone connected may call anything, but only the Mender client's
 /// services may be owned, as on a device with the mender-client policy files installed.
 fn config_xml(socket: &Path) -> String {
-    let owns: String = OWNABLE_NAMES
-        .iter()
-        .map(|name| format!("    <allow own=\"{name}\"/>\n"))
-        .collect();
+    let owns: String = OWNABLE_NAMES.iter().map(|name| format!("    <allow own=\"{name}\"/>\n")).collect();
     format!(
         r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -116,10 +102,8 @@ fn config_xml(socket: &Path) -> String {
 
 /// Debian's system bus defaults (`system.conf`) with the given policy directories included.
 fn system_config_xml(socket: &Path, policy_dirs: &[PathBuf]) -> String {
-    let includes: String = policy_dirs
-        .iter()
-        .map(|dir| format!("  <includedir>{}</includedir>\n", dir.display()))
-        .collect();
+    let includes: String =
+        policy_dirs.iter().map(|dir| format!("  <includedir>{}</includedir>\n", dir.display())).collect();
     format!(
         r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">

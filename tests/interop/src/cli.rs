@@ -28,11 +28,7 @@ pub struct Finished {
 impl Finished {
     /// The output without the harness's own lines (the command line it ran).
     pub fn output_without_harness(&self) -> String {
-        self.output
-            .lines()
-            .filter(|l| !l.starts_with("[harness]"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.output.lines().filter(|l| !l.starts_with("[harness]")).collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -76,29 +72,16 @@ impl MenderCli {
     }
 
     /// Runs a command to completion (bounded by [`COMMAND_TIMEOUT`]).
-    pub fn run(
-        &self,
-        env: &TestEnv,
-        name: &str,
-        subcommand: &str,
-        args: &[&str],
-    ) -> Result<Finished, Error> {
+    pub fn run(&self, env: &TestEnv, name: &str, subcommand: &str, args: &[&str]) -> Result<Finished, Error> {
         let mut child = ManagedChild::spawn(env, name, self.command(subcommand, args))?;
         let status = child.wait_exit(COMMAND_TIMEOUT)?;
-        Ok(Finished {
-            status,
-            output: child.log_text(),
-        })
+        Ok(Finished { status, output: child.log_text() })
     }
 
     /// `login --username U --password P`; fails unless it exits 0.
     pub fn login(&self, env: &TestEnv, user: &str, password: &str) -> Result<Finished, Error> {
-        let done = self.run(
-            env,
-            "mender-cli-login",
-            "login",
-            &["--username", user, "--password", password],
-        )?;
+        let done =
+            self.run(env, "mender-cli-login", "login", &["--username", user, "--password", password])?;
         if !done.status.success() {
             return Err(Error::protocol(
                 "mender-cli login",
@@ -115,11 +98,7 @@ impl MenderCli {
 
     /// `terminal DEVICE_ID` on a pty.
     pub fn terminal(&self, env: &TestEnv, device_id: &str) -> Result<PtySession, Error> {
-        PtySession::spawn(
-            env,
-            "mender-cli-terminal",
-            self.command("terminal", &[device_id]),
-        )
+        PtySession::spawn(env, "mender-cli-terminal", self.command("terminal", &[device_id]))
     }
 
     /// `port-forward DEVICE_ID <spec>` with a raw mapping spec (e.g. `udp/L:127.0.0.1:R`), bound to
@@ -150,10 +129,7 @@ impl MenderCli {
         ManagedChild::spawn(
             env,
             "mender-cli-port-forward",
-            self.command(
-                "port-forward",
-                &[device_id, &mapping, "--bind", "127.0.0.1"],
-            ),
+            self.command("port-forward", &[device_id, &mapping, "--bind", "127.0.0.1"]),
         )
     }
 }

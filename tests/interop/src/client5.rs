@@ -37,19 +37,12 @@ impl Daemon5 {
         name: &'static str,
         program: &'static str,
     ) -> Result<Self, Error> {
-        let mut cmd = device
-            .chroot()
-            .command(program, &["--log-level", "debug", "daemon"]);
+        let mut cmd = device.chroot().command(program, &["--log-level", "debug", "daemon"]);
         // The root's programs find the bus at its default path (the device's /run/dbus); no
         // session bus.
-        cmd.env_remove("DBUS_SYSTEM_BUS_ADDRESS")
-            .env_remove("DBUS_SESSION_BUS_ADDRESS");
+        cmd.env_remove("DBUS_SYSTEM_BUS_ADDRESS").env_remove("DBUS_SESSION_BUS_ADDRESS");
         let child = ManagedChild::spawn(env, name, cmd)?;
-        Ok(Daemon5 {
-            name,
-            program,
-            child,
-        })
+        Ok(Daemon5 { name, program, child })
     }
 
     /// `mender-auth daemon`.
@@ -167,15 +160,7 @@ impl Device5 {
         bus_client.watch_token_changes()?;
         let mut auth = Daemon5::start_auth(env, &device)?;
         auth.wait_for_bus_name(&bus_client)?;
-        Ok(Device5 {
-            auth,
-            bus_client,
-            bus,
-            device,
-            identity,
-            device_id,
-            api,
-        })
+        Ok(Device5 { auth, bus_client, bus, device, identity, device_id, api })
     }
 
     /// The root's package versions (`dpkg-query -W` output written at build time).
@@ -189,4 +174,3 @@ impl Device5 {
 pub fn url_port(url: &str) -> Option<u16> {
     url.trim_end_matches('/').rsplit(':').next()?.parse().ok()
 }
-

@@ -57,16 +57,11 @@ pub fn request_token(
             format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr)),
         ));
     }
-    let signature =
-        std::fs::read(&sig_path).context(|| format!("reading {}", sig_path.display()))?;
+    let signature = std::fs::read(&sig_path).context(|| format!("reading {}", sig_path.display()))?;
     let signature = base64::engine::general_purpose::STANDARD.encode(signature);
 
     let url = format!("{server}/api/devices/v1/authentication/auth_requests");
-    let err = |detail: String| Error::Http {
-        method: "POST".to_owned(),
-        url: url.clone(),
-        detail,
-    };
+    let err = |detail: String| Error::Http { method: "POST".to_owned(), url: url.clone(), detail };
     let request = ureq::http::Request::builder()
         .method("POST")
         .uri(&url)
@@ -82,9 +77,6 @@ pub fn request_token(
         .into();
     let mut response = agent.run(request).map_err(|e| err(e.to_string()))?;
     let status = response.status().as_u16();
-    let body = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| err(format!("reading the body: {e}")))?;
+    let body = response.body_mut().read_to_string().map_err(|e| err(format!("reading the body: {e}")))?;
     Ok(AuthAnswer { status, body })
 }

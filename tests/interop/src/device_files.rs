@@ -51,11 +51,7 @@ pub fn ensure_installed() -> Result<(), Error> {
         _ => write_atomically(Path::new(IDENTITY_SCRIPT), &script, 0o755)?,
     }
     if !Path::new(ARTIFACT_INFO).exists() {
-        write_atomically(
-            Path::new(ARTIFACT_INFO),
-            "artifact_name=mender-connect-interop\n",
-            0o644,
-        )?;
+        write_atomically(Path::new(ARTIFACT_INFO), "artifact_name=mender-connect-interop\n", 0o644)?;
     }
     Ok(())
 }
@@ -64,11 +60,7 @@ fn write_atomically(path: &Path, content: &str, mode: u32) -> Result<(), Error> 
     use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".interop-{}-{:?}.tmp",
-        std::process::id(),
-        std::thread::current().id()
-    ));
+    let tmp = dir.join(format!(".interop-{}-{:?}.tmp", std::process::id(), std::thread::current().id()));
     std::fs::write(&tmp, content).context(|| format!("writing {}", tmp.display()))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
         .context(|| format!("chmod {}", tmp.display()))?;
@@ -93,40 +85,24 @@ impl Identity {
         }
         let b = hash.to_be_bytes();
         // 02: a locally administered unicast address.
-        let mac = format!(
-            "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4]
-        );
-        Identity {
-            attributes: vec![("mac".to_owned(), mac)],
-        }
+        let mac = format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4]);
+        Identity { attributes: vec![("mac".to_owned(), mac)] }
     }
 
     /// The `mac` attribute's value (or "").
     pub fn mac(&self) -> &str {
-        self.attributes
-            .iter()
-            .find(|(k, _)| k == "mac")
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
+        self.attributes.iter().find(|(k, _)| k == "mac").map(|(_, v)| v.as_str()).unwrap_or("")
     }
 
     /// What the identity script prints.
     pub fn script_output(&self) -> String {
-        self.attributes
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n")
     }
 
     /// The identity as the JSON object the server stores (`{"mac":"..."}`).
     pub fn json(&self) -> serde_json::Value {
         serde_json::Value::Object(
-            self.attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect(),
+            self.attributes.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
         )
     }
 }

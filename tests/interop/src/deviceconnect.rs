@@ -38,10 +38,7 @@ impl Answer {
     /// The first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
     }
 
     /// The `error` string of a JSON error body.
@@ -76,12 +73,7 @@ pub struct UploadFields<'a> {
 impl<'a> UploadFields<'a> {
     /// The suite's defaults: mode `600`, uid and gid `0`.
     pub fn new(path: &'a str) -> Self {
-        UploadFields {
-            path,
-            mode: Some("600"),
-            uid: Some("0"),
-            gid: Some("0"),
-        }
+        UploadFields { path, mode: Some("600"), uid: Some("0"), gid: Some("0") }
     }
 }
 
@@ -117,18 +109,11 @@ impl DeviceConnect {
     }
 
     fn url(&self, tail: &str) -> String {
-        format!(
-            "{}/api/management/v1/deviceconnect/devices/{}/{tail}",
-            self.base, self.device_id
-        )
+        format!("{}/api/management/v1/deviceconnect/devices/{}/{tail}", self.base, self.device_id)
     }
 
     fn err(method: &str, url: &str, detail: String) -> Error {
-        Error::Http {
-            method: method.to_owned(),
-            url: url.to_owned(),
-            detail,
-        }
+        Error::Http { method: method.to_owned(), url: url.to_owned(), detail }
     }
 
     /// `GET .../download?path=PATH`, keeping the body.
@@ -151,9 +136,7 @@ impl DeviceConnect {
             .header("Authorization", format!("Bearer {}", self.token))
             .body(())
             .map_err(|e| Self::err("GET", &url, e.to_string()))?;
-        let mut response = agent()
-            .run(request)
-            .map_err(|e| Self::err("GET", &url, e.to_string()))?;
+        let mut response = agent().run(request).map_err(|e| Self::err("GET", &url, e.to_string()))?;
         let status = response.status().as_u16();
         let headers = headers_of(&response);
         let mut reader = response.body_mut().as_reader();
@@ -164,12 +147,7 @@ impl DeviceConnect {
             std::io::copy(&mut reader, &mut kept)
         }
         .map_err(|e| Self::err("GET", &url, format!("reading the body: {e}")))?;
-        Ok(Answer {
-            status,
-            headers,
-            body: kept,
-            body_len,
-        })
+        Ok(Answer { status, headers, body: kept, body_len })
     }
 
     /// `PUT .../upload` as `multipart/form-data`: the `fields`, then the `file` part named after
@@ -214,26 +192,16 @@ impl DeviceConnect {
             .method("PUT")
             .uri(&url)
             .header("Authorization", format!("Bearer {}", self.token))
-            .header(
-                "Content-Type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
+            .header("Content-Type", format!("multipart/form-data; boundary={boundary}"))
             .body(ureq::SendBody::from_reader(&mut body))
             .map_err(|e| Self::err("PUT", &url, e.to_string()))?;
-        let mut response = agent()
-            .run(request)
-            .map_err(|e| Self::err("PUT", &url, e.to_string()))?;
+        let mut response = agent().run(request).map_err(|e| Self::err("PUT", &url, e.to_string()))?;
         let status = response.status().as_u16();
         let headers = headers_of(&response);
         let mut kept = Vec::new();
         let body_len = std::io::copy(&mut response.body_mut().as_reader(), &mut kept)
             .map_err(|e| Self::err("PUT", &url, format!("reading the body: {e}")))?;
-        Ok(Answer {
-            status,
-            headers,
-            body: kept,
-            body_len,
-        })
+        Ok(Answer { status, headers, body: kept, body_len })
     }
 
     /// `POST .../check-update` or `.../send-inventory` (`command`).
@@ -245,20 +213,13 @@ impl DeviceConnect {
             .header("Authorization", format!("Bearer {}", self.token))
             .body(())
             .map_err(|e| Self::err("POST", &url, e.to_string()))?;
-        let mut response = agent()
-            .run(request)
-            .map_err(|e| Self::err("POST", &url, e.to_string()))?;
+        let mut response = agent().run(request).map_err(|e| Self::err("POST", &url, e.to_string()))?;
         let status = response.status().as_u16();
         let headers = headers_of(&response);
         let mut kept = Vec::new();
         let body_len = std::io::copy(&mut response.body_mut().as_reader(), &mut kept)
             .map_err(|e| Self::err("POST", &url, format!("reading the body: {e}")))?;
-        Ok(Answer {
-            status,
-            headers,
-            body: kept,
-            body_len,
-        })
+        Ok(Answer { status, headers, body: kept, body_len })
     }
 }
 
@@ -266,12 +227,7 @@ fn headers_of(response: &ureq::http::Response<ureq::Body>) -> Vec<(String, Strin
     response
         .headers()
         .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect()
 }
 

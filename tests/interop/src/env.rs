@@ -57,8 +57,7 @@ impl TestEnv {
             n += 1;
             path = logs_dir.join(format!("{name}-{n}.log"));
         }
-        let file =
-            std::fs::File::create(&path).context(|| format!("creating {}", path.display()))?;
+        let file = std::fs::File::create(&path).context(|| format!("creating {}", path.display()))?;
         self.logs.borrow_mut().push((name.to_owned(), path.clone()));
         Ok((path, file))
     }

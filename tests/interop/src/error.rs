@@ -96,18 +96,12 @@ impl std::fmt::Debug for Error {
 impl Error {
     /// Wraps an I/O error with what the harness was doing.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 
     /// A protocol error from `peer`.
     pub fn protocol(peer: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::Protocol {
-            peer: peer.into(),
-            detail: detail.into(),
-        }
+        Error::Protocol { peer: peer.into(), detail: detail.into() }
     }
 }
 

@@ -61,18 +61,13 @@ fn agent() -> ureq::Agent {
 
 /// Performs one request and returns its status and body.
 pub fn request(method: &str, url: &str, auth: Auth<'_>, body: Body<'_>) -> Result<Response, Error> {
-    let err = |detail: String| Error::Http {
-        method: method.to_owned(),
-        url: url.to_owned(),
-        detail,
-    };
+    let err = |detail: String| Error::Http { method: method.to_owned(), url: url.to_owned(), detail };
     let builder = ureq::http::Request::builder().method(method).uri(url);
     let builder = match auth {
         Auth::None => builder,
         Auth::Bearer(token) => builder.header("Authorization", format!("Bearer {token}")),
         Auth::Basic(user, password) => {
-            let encoded =
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
             builder.header("Authorization", format!("Basic {encoded}"))
         }
     };
@@ -89,18 +84,7 @@ pub fn request(method: &str, url: &str, auth: Auth<'_>, body: Body<'_>) -> Resul
     };
     let mut response = result?;
     let status = response.status().as_u16();
-    let location = response
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| err(format!("reading the body: {e}")))?;
-    Ok(Response {
-        status,
-        body,
-        location,
-    })
+    let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = response.body_mut().read_to_string().map_err(|e| err(format!("reading the body: {e}")))?;
+    Ok(Response { status, body, location })
 }

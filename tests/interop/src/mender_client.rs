@@ -43,11 +43,7 @@ pub struct MenderClient {
 
 impl MenderClient {
     /// Writes the configuration and starts the daemon.
-    pub fn start(
-        env: &TestEnv,
-        bus: &PrivateBus,
-        options: &MenderClientOptions,
-    ) -> Result<Self, Error> {
+    pub fn start(env: &TestEnv, bus: &PrivateBus, options: &MenderClientOptions) -> Result<Self, Error> {
         let program = Peer::MenderClient.path()?;
         device_files::ensure_installed()?;
         let dir = env.subdir("mender-client")?;
@@ -56,8 +52,7 @@ impl MenderClient {
             .context(|| "writing device_type".to_owned())?;
         if let Some(key) = &options.device_key {
             let target = data_dir.join("mender-agent.pem");
-            std::fs::copy(key, &target)
-                .context(|| format!("installing the device key {}", key.display()))?;
+            std::fs::copy(key, &target).context(|| format!("installing the device key {}", key.display()))?;
         }
         let config_path = dir.join("mender.conf");
         // Short retry interval: the client retries authentication at this pace while the device
@@ -69,8 +64,7 @@ impl MenderClient {
             "InventoryPollIntervalSeconds": 60,
             "DBus": { "Enabled": true },
         });
-        std::fs::write(&config_path, config.to_string())
-            .context(|| "writing mender.conf".to_owned())?;
+        std::fs::write(&config_path, config.to_string()).context(|| "writing mender.conf".to_owned())?;
         let mut cmd = Command::new(program);
         cmd.arg("--config")
             .arg(&config_path)
@@ -83,11 +77,7 @@ impl MenderClient {
             .current_dir(&dir);
         bus.apply(&mut cmd);
         let child = ManagedChild::spawn(env, "mender-client", cmd)?;
-        Ok(MenderClient {
-            child,
-            data_dir,
-            options: options.clone(),
-        })
+        Ok(MenderClient { child, data_dir, options: options.clone() })
     }
 
     /// Stops the daemon (SIGTERM, as systemd does) and reaps it.

@@ -43,12 +43,8 @@ impl MockServer {
     pub fn start(env: &TestEnv, options: &MockOptions) -> Result<Self, Error> {
         let program = WorkspaceBin::MockServer.path()?;
         let mut cmd = Command::new(program);
-        let listen = options
-            .listen
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "127.0.0.1:0".to_owned());
-        cmd.args(["--listen", &listen])
-            .args(["--user", &format!("{USER_EMAIL}:{USER_PASSWORD}")]);
+        let listen = options.listen.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:0".to_owned());
+        cmd.args(["--listen", &listen]).args(["--user", &format!("{USER_EMAIL}:{USER_PASSWORD}")]);
         if options.auto_accept {
             cmd.arg("--auto-accept");
         }
@@ -56,20 +52,12 @@ impl MockServer {
             cmd.arg("--state").arg(state);
         }
         cmd.args(&options.extra_args);
-        let (child, url) = ManagedChild::spawn_reading_first_line(
-            env,
-            "mock-server",
-            cmd,
-            Duration::from_secs(60),
-        )?;
+        let (child, url) =
+            ManagedChild::spawn_reading_first_line(env, "mock-server", cmd, Duration::from_secs(60))?;
         if !url.starts_with("http://127.0.0.1:") {
             return Err(child.failure(&format!("printed {url:?}, expected http://127.0.0.1:PORT")));
         }
-        Ok(MockServer {
-            url: url.trim_end_matches('/').to_owned(),
-            options: options.clone(),
-            child,
-        })
+        Ok(MockServer { url: url.trim_end_matches('/').to_owned(), options: options.clone(), child })
     }
 
     /// Stops the server and starts it again on the same address with the same options (so with
@@ -77,10 +65,7 @@ impl MockServer {
     pub fn restart(&mut self, env: &TestEnv) -> Result<(), Error> {
         let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, self.port()?));
         self.child.stop();
-        let options = MockOptions {
-            listen: Some(addr),
-            ..self.options.clone()
-        };
+        let options = MockOptions { listen: Some(addr), ..self.options.clone() };
         let restarted = MockServer::start(env, &options)?;
         if restarted.url != self.url {
             return Err(Error::protocol(
@@ -161,10 +146,7 @@ impl Device {
     fn from_json(value: &Value) -> Result<Self, Error> {
         let text = |v: &Value, key: &str| -> Result<String, Error> {
             v[key].as_str().map(str::to_owned).ok_or_else(|| {
-                Error::protocol(
-                    "mock-server",
-                    format!("device JSON lacks string `{key}`: {v}"),
-                )
+                Error::protocol("mock-server", format!("device JSON lacks string `{key}`: {v}"))
             })
         };
         let auth_sets = match &value["auth_sets"] {
@@ -197,22 +179,14 @@ pub struct ManagementApi {
     token: String,
 }
 
-fn expect_status(
-    response: &Response,
-    method: &str,
-    url: &str,
-    expected: &[u16],
-) -> Result<(), Error> {
+fn expect_status(response: &Response, method: &str, url: &str, expected: &[u16]) -> Result<(), Error> {
     if expected.contains(&response.status) {
         Ok(())
     } else {
         Err(Error::Http {
             method: method.to_owned(),
             url: url.to_owned(),
-            detail: format!(
-                "status {} (expected {expected:?}), body: {}",
-                response.status, response.body
-            ),
+            detail: format!("status {} (expected {expected:?}), body: {}", response.status, response.body),
         })
     }
 }
@@ -230,10 +204,7 @@ impl ManagementApi {
                 format!("login body is not a bare JWT: {:?}", response.body),
             ));
         }
-        Ok(ManagementApi {
-            base: base.to_owned(),
-            token: response.body,
-        })
+        Ok(ManagementApi { base: base.to_owned(), token: response.body })
     }
 
     /// The user JWT.
@@ -243,12 +214,7 @@ impl ManagementApi {
 
     /// A raw authenticated request to `path` under the server's base URL.
     pub fn request(&self, method: &str, path: &str, body: Body<'_>) -> Result<Response, Error> {
-        http::request(
-            method,
-            &format!("{}{path}", self.base),
-            Auth::Bearer(&self.token),
-            body,
-        )
+        http::request(method, &format!("{}{path}", self.base), Auth::Bearer(&self.token), body)
     }
 
     /// `GET /api/management/v2/devauth/devices` (all pages).
@@ -261,10 +227,7 @@ impl ManagementApi {
             expect_status(&response, "GET", &path, &[200])?;
             let list = response.json("mock-server")?;
             let Value::Array(items) = list else {
-                return Err(Error::protocol(
-                    "mock-server",
-                    format!("device list is not an array: {list}"),
-                ));
+                return Err(Error::protocol("mock-server", format!("device list is not an array: {list}")));
             };
             let n = items.len();
             for item in &items {
@@ -279,10 +242,7 @@ impl ManagementApi {
 
     /// The device whose identity has `key` = `value`, if listed.
     pub fn find_device(&self, key: &str, value: &str) -> Result<Option<Device>, Error> {
-        Ok(self
-            .devices()?
-            .into_iter()
-            .find(|d| d.identity[key].as_str() == Some(value)))
+        Ok(self.devices()?.into_iter().find(|d| d.identity[key].as_str() == Some(value)))
     }
 
     /// `GET /api/management/v2/devauth/devices/{id}`.
@@ -304,30 +264,17 @@ impl ManagementApi {
     }
 
     /// `PUT /api/management/v2/devauth/devices/{id}/auth/{aid}/status` `{"status": status}`.
-    pub fn set_auth_set_status(
-        &self,
-        device_id: &str,
-        auth_set_id: &str,
-        status: &str,
-    ) -> Result<(), Error> {
-        let path =
-            format!("/api/management/v2/devauth/devices/{device_id}/auth/{auth_set_id}/status");
+    pub fn set_auth_set_status(&self, device_id: &str, auth_set_id: &str, status: &str) -> Result<(), Error> {
+        let path = format!("/api/management/v2/devauth/devices/{device_id}/auth/{auth_set_id}/status");
         let response = self.request("PUT", &path, Body::Json(&json!({ "status": status })))?;
         expect_status(&response, "PUT", &path, &[204])
     }
 
     /// Accepts the device's (single) pending auth set.
     pub fn accept_pending(&self, device: &Device) -> Result<(), Error> {
-        let set = device
-            .auth_sets
-            .iter()
-            .find(|s| s.status == "pending")
-            .ok_or_else(|| {
-                Error::protocol(
-                    "mock-server",
-                    format!("device {} has no pending auth set", device.id),
-                )
-            })?;
+        let set = device.auth_sets.iter().find(|s| s.status == "pending").ok_or_else(|| {
+            Error::protocol("mock-server", format!("device {} has no pending auth set", device.id))
+        })?;
         self.set_auth_set_status(&device.id, &set.id, "accepted")
     }
 

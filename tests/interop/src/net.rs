@@ -19,11 +19,9 @@ pub struct EchoServer {
 impl EchoServer {
     /// Binds 127.0.0.1:0 and starts serving.
     pub fn start() -> Result<Self, Error> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .context(|| "binding the echo server".to_owned())?;
-        let addr = listener
-            .local_addr()
-            .context(|| "reading the echo server's address".to_owned())?;
+        let listener =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context(|| "binding the echo server".to_owned())?;
+        let addr = listener.local_addr().context(|| "reading the echo server's address".to_owned())?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         std::thread::spawn(move || {
@@ -69,31 +67,21 @@ impl Drop for EchoServer {
 pub fn free_port() -> Result<u16, Error> {
     let listener =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context(|| "finding a free port".to_owned())?;
-    Ok(listener
-        .local_addr()
-        .context(|| "reading a free port".to_owned())?
-        .port())
+    Ok(listener.local_addr().context(|| "reading a free port".to_owned())?.port())
 }
 
 /// A UDP port that was free a moment ago (see [`free_port`]).
 pub fn free_udp_port() -> Result<u16, Error> {
     let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
         .context(|| "finding a free UDP port".to_owned())?;
-    Ok(socket
-        .local_addr()
-        .context(|| "reading a free UDP port".to_owned())?
-        .port())
+    Ok(socket.local_addr().context(|| "reading a free UDP port".to_owned())?.port())
 }
 
 /// Sends `payload` over `stream` while reading the same number of bytes back (on a second thread,
 /// so that neither side's buffers can deadlock), and returns what came back.
 pub fn round_trip(stream: TcpStream, payload: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
-    stream
-        .set_read_timeout(Some(timeout))
-        .context(|| "setting a read timeout".to_owned())?;
-    let mut reader = stream
-        .try_clone()
-        .context(|| "duplicating the socket".to_owned())?;
+    stream.set_read_timeout(Some(timeout)).context(|| "setting a read timeout".to_owned())?;
+    let mut reader = stream.try_clone().context(|| "duplicating the socket".to_owned())?;
     let expected = payload.len();
     let receiver = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
         let mut got = vec![0u8; expected];
@@ -101,9 +89,7 @@ pub fn round_trip(stream: TcpStream, payload: &[u8], timeout: Duration) -> Resul
         Ok(got)
     });
     let mut writer = stream;
-    writer
-        .write_all(payload)
-        .context(|| "sending through the forwarded port".to_owned())?;
+    writer.write_all(payload).context(|| "sending through the forwarded port".to_owned())?;
     match receiver.join() {
         Ok(result) => result.context(|| format!("reading {expected} echoed bytes back")),
         Err(_) => Err(Error::protocol("echo", "the reader thread panicked")),
@@ -121,9 +107,7 @@ impl UdpEchoServer {
     pub fn start() -> Result<Self, Error> {
         let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
             .context(|| "binding the UDP echo server".to_owned())?;
-        let addr = socket
-            .local_addr()
-            .context(|| "reading the UDP echo server's address".to_owned())?;
+        let addr = socket.local_addr().context(|| "reading the UDP echo server's address".to_owned())?;
         // Wake up now and then to notice the stop flag.
         socket
             .set_read_timeout(Some(Duration::from_millis(200)))

@@ -70,14 +70,7 @@ impl OpenSessions {
         if !echoes(&mut conn, b"before", STEP_TIMEOUT)? {
             return Err(Error::Check("the forwarded connection did not echo before the event".into()));
         }
-        Ok(OpenSessions {
-            term,
-            forward,
-            local_port,
-            conn,
-            _echo: echo,
-            probes: 0,
-        })
+        Ok(OpenSessions { term, forward, local_port, conn, _echo: echo, probes: 0 })
     }
 
     /// Probes every session, giving each answer up to `wait`.
@@ -86,9 +79,7 @@ impl OpenSessions {
         let marker = format!("operator-probe-{}-{}", self.probes, 6 * 7);
         let from = self.term.output().len();
         // The marker is computed by the shell so that the echo of the typed line does not count.
-        let _ = self
-            .term
-            .send(format!("echo operator-probe-{}-$((6*7))\r", self.probes).as_bytes());
+        let _ = self.term.send(format!("echo operator-probe-{}-$((6*7))\r", self.probes).as_bytes());
         let terminal_answers = self.term.expect_from(from, &marker, wait).is_ok();
         let terminal_ended = self.term.child().try_status()?.is_some();
         let open_connection_echoes = echoes(&mut self.conn, b"after", wait).unwrap_or(false);
@@ -121,8 +112,7 @@ fn echoes(conn: &mut TcpStream, payload: &[u8], wait: Duration) -> Result<bool, 
         if left.is_zero() {
             return Ok(false);
         }
-        conn.set_read_timeout(Some(left))
-            .context(|| "setting a read timeout".to_owned())?;
+        conn.set_read_timeout(Some(left)).context(|| "setting a read timeout".to_owned())?;
         match conn.read(&mut buf) {
             Ok(0) | Err(_) => return Ok(false),
             Ok(n) => got.extend_from_slice(&buf[..n]),

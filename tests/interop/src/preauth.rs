@@ -28,8 +28,7 @@ fn run_script(
     dir: &Path,
 ) -> Result<String, Error> {
     let mut cmd = Command::new("/bin/bash");
-    cmd.args(["-euo", "pipefail", "-c", script])
-        .current_dir(dir);
+    cmd.args(["-euo", "pipefail", "-c", script]).current_dir(dir);
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -56,10 +55,7 @@ pub fn generate_key_pair_in(env: &TestEnv, subdir: &str) -> Result<KeyPair, Erro
         openssl rsa -in private.key -out private.key\n\
         openssl rsa -in private.key -out public.key -pubout\n";
     run_script(env, "openssl-keygen", script, &[], &dir)?;
-    Ok(KeyPair {
-        private: dir.join("private.key"),
-        public: dir.join("public.key"),
-    })
+    Ok(KeyPair { private: dir.join("private.key"), public: dir.join("public.key") })
 }
 
 /// What the preauthorization request answered.
@@ -127,13 +123,8 @@ curl -sS -w '\nHTTP_STATUS=%{http_code}\n' -H "Authorization: Bearer $JWT" -H "C
 pub fn public_key_pem(env: &TestEnv, private_key: &Path) -> Result<String, Error> {
     Peer::OpenSsl.path()?;
     let dir = env.subdir("keys")?;
-    let out = dir.join(format!(
-        "{}.pub.pem",
-        private_key
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("key")
-    ));
+    let out =
+        dir.join(format!("{}.pub.pem", private_key.file_name().and_then(|n| n.to_str()).unwrap_or("key")));
     let key = private_key.display().to_string();
     let out_text = out.display().to_string();
     run_script(

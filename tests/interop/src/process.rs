@@ -61,14 +61,11 @@ impl ManagedChild {
             Ok(Some(line)) => Ok((child, line)),
             Ok(None) => {
                 let status = child.wait_timeout(Duration::from_secs(5)).ok().flatten();
-                Err(child.failure(&format!(
-                    "closed stdout before printing a line (exit: {status:?})"
-                )))
+                Err(child.failure(&format!("closed stdout before printing a line (exit: {status:?})")))
             }
-            Err(_) => Err(Error::Timeout {
-                what: format!("the first stdout line of {name}"),
-                after: timeout,
-            }),
+            Err(_) => {
+                Err(Error::Timeout { what: format!("the first stdout line of {name}"), after: timeout })
+            }
         }
     }
 
@@ -83,19 +80,9 @@ impl ManagedChild {
     ) -> Result<Self, Error> {
         let (log, file) = env.log_file(name)?;
         writeln_cmd(&file, &cmd);
-        cmd.stdin(stdin)
-            .stdout(stdout)
-            .stderr(file)
-            .process_group(0);
-        let child = cmd
-            .spawn()
-            .context(|| format!("starting {name} ({cmd:?})"))?;
-        Ok(ManagedChild {
-            name: name.to_owned(),
-            child,
-            log,
-            reaped: None,
-        })
+        cmd.stdin(stdin).stdout(stdout).stderr(file).process_group(0);
+        let child = cmd.spawn().context(|| format!("starting {name} ({cmd:?})"))?;
+        Ok(ManagedChild { name: name.to_owned(), child, log, reaped: None })
     }
 
     fn spawn_with(
@@ -106,9 +93,7 @@ impl ManagedChild {
     ) -> Result<(Self, Option<FirstLine>), Error> {
         let (log, file) = env.log_file(name)?;
         writeln_cmd(&file, &cmd);
-        let stderr = file
-            .try_clone()
-            .context(|| format!("duplicating the log file of {name}"))?;
+        let stderr = file.try_clone().context(|| format!("duplicating the log file of {name}"))?;
         cmd.stdin(Stdio::null()).stderr(stderr).process_group(0);
         let log_copy = match stdout {
             Stdout::Log => {
@@ -120,9 +105,7 @@ impl ManagedChild {
                 Some(file)
             }
         };
-        let mut child = cmd
-            .spawn()
-            .context(|| format!("starting {name} ({cmd:?})"))?;
+        let mut child = cmd.spawn().context(|| format!("starting {name} ({cmd:?})"))?;
         let mut rx = None;
         if let (Some(mut log_file), Some(pipe)) = (log_copy, child.stdout.take()) {
             let (tx, receiver) = std::sync::mpsc::channel();
@@ -136,15 +119,7 @@ impl ManagedChild {
                 let _ = std::io::copy(&mut reader, &mut log_file);
             });
         }
-        Ok((
-            ManagedChild {
-                name: name.to_owned(),
-                child,
-                log,
-                reaped: None,
-            },
-            rx,
-        ))
+        Ok((ManagedChild { name: name.to_owned(), child, log, reaped: None }, rx))
     }
 
     /// The process id.
@@ -159,9 +134,7 @@ impl ManagedChild {
 
     /// The log's content so far (lossy UTF-8).
     pub fn log_text(&self) -> String {
-        std::fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// `Some(status)` once the process has exited.
@@ -169,10 +142,7 @@ impl ManagedChild {
         if let Some(status) = self.reaped {
             return Ok(Some(status));
         }
-        let status = self
-            .child
-            .try_wait()
-            .context(|| format!("checking whether {} exited", self.name))?;
+        let status = self.child.try_wait().context(|| format!("checking whether {} exited", self.name))?;
         self.reaped = status;
         Ok(status)
     }
@@ -201,19 +171,13 @@ impl ManagedChild {
 
     /// Waits up to `timeout` for the process to exit and returns its status, or a timeout error.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, Error> {
-        self.wait_timeout(timeout)?.ok_or_else(|| Error::Timeout {
-            what: format!("{} to exit", self.name),
-            after: timeout,
-        })
+        self.wait_timeout(timeout)?
+            .ok_or_else(|| Error::Timeout { what: format!("{} to exit", self.name), after: timeout })
     }
 
     /// An [`Error::Process`] about this child.
     pub fn failure(&self, detail: &str) -> Error {
-        Error::Process {
-            name: self.name.clone(),
-            detail: detail.to_owned(),
-            log: self.log.clone(),
-        }
+        Error::Process { name: self.name.clone(), detail: detail.to_owned(), log: self.log.clone() }
     }
 
     /// Sends `signal` to the child's process group.

@@ -41,14 +41,8 @@ fn open_pair() -> Result<(OwnedFd, OwnedFd), Error> {
     rustix::pty::unlockpt(&master).map_err(|e| Error::io("unlockpt", e.into()))?;
     let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags)
         .map_err(|e| Error::io("opening the pty's slave side", e.into()))?;
-    let size = Winsize {
-        ws_row: ROWS,
-        ws_col: COLUMNS,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    rustix::termios::tcsetwinsize(&slave, size)
-        .map_err(|e| Error::io("setting the pty size", e.into()))?;
+    let size = Winsize { ws_row: ROWS, ws_col: COLUMNS, ws_xpixel: 0, ws_ypixel: 0 };
+    rustix::termios::tcsetwinsize(&slave, size).map_err(|e| Error::io("setting the pty size", e.into()))?;
     Ok((master, slave))
 }
 
@@ -56,17 +50,12 @@ impl PtySession {
     /// Starts `cmd` (as `name`) with a pty for stdin and stdout; stderr goes to the log.
     pub fn spawn(env: &TestEnv, name: &str, cmd: Command) -> Result<Self, Error> {
         let (master, slave) = open_pair()?;
-        let slave_out = slave
-            .try_clone()
-            .context(|| "duplicating the pty slave".to_owned())?;
-        let child =
-            ManagedChild::spawn_on(env, name, cmd, Stdio::from(slave), Stdio::from(slave_out))?;
+        let slave_out = slave.try_clone().context(|| "duplicating the pty slave".to_owned())?;
+        let child = ManagedChild::spawn_on(env, name, cmd, Stdio::from(slave), Stdio::from(slave_out))?;
         // Our copies of the slave are gone (moved into the Command and closed after spawn), so a
         // read on the master ends with EIO once the child and its descendants close the slave.
         let master = File::from(master);
-        let mut reader = master
-            .try_clone()
-            .context(|| "duplicating the pty master".to_owned())?;
+        let mut reader = master.try_clone().context(|| "duplicating the pty master".to_owned())?;
         let output = Arc::new((Mutex::new(Output::default()), Condvar::new()));
         let sink = Arc::clone(&output);
         std::thread::spawn(move || {
@@ -84,18 +73,12 @@ impl PtySession {
                 cv.notify_all();
             }
         });
-        Ok(PtySession {
-            child,
-            master,
-            output,
-        })
+        Ok(PtySession { child, master, output })
     }
 
     /// Types `bytes` into the terminal.
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.master
-            .write_all(bytes)
-            .context(|| "writing to the pty".to_owned())
+        self.master.write_all(bytes).context(|| "writing to the pty".to_owned())
     }
 
     /// Everything the program wrote so far (lossy UTF-8).
@@ -107,12 +90,7 @@ impl PtySession {
 
     /// Waits until the output contains `needle` (searching from byte offset `from`), and returns
     /// the offset just after the match.
-    pub fn expect_from(
-        &self,
-        from: usize,
-        needle: &str,
-        timeout: Duration,
-    ) -> Result<usize, Error> {
+    pub fn expect_from(&self, from: usize, needle: &str, timeout: Duration) -> Result<usize, Error> {
         let deadline = Instant::now() + timeout;
         let (lock, cv) = &*self.output;
         let mut out = lock.lock().unwrap_or_else(|p| p.into_inner());

@@ -27,23 +27,18 @@ pub fn terminal_round_trip(env: &TestEnv, cli: &MenderCli, device_id: &str) -> R
     // the shell and relay nothing of its first prompt (once in many CI runs); a fresh prompt then
     // shows the session works. Lost output past the prompt still fails the command check below.
     let mut polls = 0u32;
-    let at = wait::until(
-        "a shell prompt on the terminal",
-        STEP_TIMEOUT,
-        Duration::from_millis(100),
-        || {
-            term.child().ensure_running()?;
-            let out = term.output();
-            if out.contains("# ") || out.contains("$ ") {
-                return Ok(Some(out.len()));
-            }
-            polls += 1;
-            if polls % 100 == 0 {
-                term.send(b"\r")?;
-            }
-            Ok(None)
-        },
-    )?;
+    let at = wait::until("a shell prompt on the terminal", STEP_TIMEOUT, Duration::from_millis(100), || {
+        term.child().ensure_running()?;
+        let out = term.output();
+        if out.contains("# ") || out.contains("$ ") {
+            return Ok(Some(out.len()));
+        }
+        polls += 1;
+        if polls % 100 == 0 {
+            term.send(b"\r")?;
+        }
+        Ok(None)
+    })?;
     term.send(b"echo interop-$((6*7))-done\r")?;
     let at = term.expect_from(at, "interop-42-done", STEP_TIMEOUT)?;
     term.send(b"exit\r")?;
@@ -90,19 +85,13 @@ pub fn sha256_file(path: &Path) -> Result<String, Error> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = file
-            .read(&mut buf)
-            .context(|| format!("reading {}", path.display()))?;
+        let n = file.read(&mut buf).context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// `size` random bytes from the kernel.
@@ -130,11 +119,7 @@ pub fn file_round_trip(
     let want = sha256_file(&original)?;
 
     let on_device = device_dir.join("uploaded.bin");
-    let up = cli.cp(
-        env,
-        &original.display().to_string(),
-        &format!("{device_id}:{}", on_device.display()),
-    )?;
+    let up = cli.cp(env, &original.display().to_string(), &format!("{device_id}:{}", on_device.display()))?;
     if !up.status.success() {
         return Err(Error::Check(format!(
             "upload exited with {}: {}",
@@ -150,11 +135,8 @@ pub fn file_round_trip(
     }
 
     let downloaded_path = local_dir.join("downloaded.bin");
-    let down = cli.cp(
-        env,
-        &format!("{device_id}:{}", on_device.display()),
-        &downloaded_path.display().to_string(),
-    )?;
+    let down =
+        cli.cp(env, &format!("{device_id}:{}", on_device.display()), &downloaded_path.display().to_string())?;
     if !down.status.success() {
         return Err(Error::Check(format!(
             "download exited with {}: {}",
@@ -164,20 +146,14 @@ pub fn file_round_trip(
     }
     let downloaded = sha256_file(&downloaded_path)?;
     if downloaded != want {
-        return Err(Error::Check(format!(
-            "downloaded file differs: sha256 {downloaded}, expected {want}"
-        )));
+        return Err(Error::Check(format!("downloaded file differs: sha256 {downloaded}, expected {want}")));
     }
     Ok(())
 }
 
 /// `port-forward`: an echo server on 127.0.0.1 stands for a service on the device; data sent to
 /// mender-cli's local port must come back unchanged, over two successive connections.
-pub fn port_forward_round_trip(
-    env: &TestEnv,
-    cli: &MenderCli,
-    device_id: &str,
-) -> Result<(), Error> {
+pub fn port_forward_round_trip(env: &TestEnv, cli: &MenderCli, device_id: &str) -> Result<(), Error> {
     let echo = EchoServer::start()?;
     // mender-cli takes a fixed local port; if another process grabs it first, the cli exits and
     // a new port is tried (bounded).
@@ -185,8 +161,7 @@ pub fn port_forward_round_trip(
     let (mut forward, local_port) = loop {
         attempt += 1;
         let local_port = net::free_port()?;
-        let mut forward =
-            cli.port_forward_to(env, device_id, local_port, "127.0.0.1", echo.port())?;
+        let mut forward = cli.port_forward_to(env, device_id, local_port, "127.0.0.1", echo.port())?;
         let connected = wait::until(
             "mender-cli port-forward to listen",
             STEP_TIMEOUT,
@@ -195,9 +170,7 @@ pub fn port_forward_round_trip(
                 if forward.try_status()?.is_some() {
                     return Ok(Some(false));
                 }
-                Ok(TcpStream::connect((Ipv4Addr::LOCALHOST, local_port))
-                    .ok()
-                    .map(|_| true))
+                Ok(TcpStream::connect((Ipv4Addr::LOCALHOST, local_port)).ok().map(|_| true))
             },
         )?;
         if connected {
@@ -258,10 +231,7 @@ pub fn file_transfer_errors(
         (
             "upload into a missing directory",
             small.display().to_string(),
-            format!(
-                "{device_id}:{}",
-                device_dir.join("no-such-dir/small.txt").display()
-            ),
+            format!("{device_id}:{}", device_dir.join("no-such-dir/small.txt").display()),
             "failed to create target file",
         ),
     ];
@@ -281,35 +251,23 @@ pub fn file_transfer_errors(
 /// `port-forward` of UDP (`udp/L:127.0.0.1:E`): a UDP echo server stands for a service on the
 /// device; each of several distinct datagrams sent to mender-cli's local port must come back
 /// unchanged. UDP may drop datagrams, so each is re-sent (bounded) until its echo arrives.
-pub fn udp_port_forward_round_trip(
-    env: &TestEnv,
-    cli: &MenderCli,
-    device_id: &str,
-) -> Result<(), Error> {
+pub fn udp_port_forward_round_trip(env: &TestEnv, cli: &MenderCli, device_id: &str) -> Result<(), Error> {
     let echo = net::UdpEchoServer::start()?;
     let local_port = net::free_udp_port()?;
     let spec = format!("udp/{local_port}:127.0.0.1:{}", echo.port());
     let mut forward = cli.port_forward_spec(env, device_id, &spec)?;
     // 1.9.0 prints this right before it binds the local UDP port (after the handshake).
-    wait::until(
-        "mender-cli to set up the UDP forward",
-        STEP_TIMEOUT,
-        Duration::from_millis(100),
-        || {
-            if forward.try_status()?.is_some() {
-                return Err(forward.failure(&format!(
-                    "exited before forwarding; last lines: {:?}",
-                    log_tail(&forward.log_text(), 5)
-                )));
-            }
-            Ok(forward
-                .log_text()
-                .contains("Forwarding from udp/")
-                .then_some(()))
-        },
-    )?;
-    let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .context(|| "binding a UDP client".to_owned())?;
+    wait::until("mender-cli to set up the UDP forward", STEP_TIMEOUT, Duration::from_millis(100), || {
+        if forward.try_status()?.is_some() {
+            return Err(forward.failure(&format!(
+                "exited before forwarding; last lines: {:?}",
+                log_tail(&forward.log_text(), 5)
+            )));
+        }
+        Ok(forward.log_text().contains("Forwarding from udp/").then_some(()))
+    })?;
+    let socket =
+        std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).context(|| "binding a UDP client".to_owned())?;
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
         .context(|| "setting a UDP timeout".to_owned())?;
@@ -344,12 +302,6 @@ pub fn udp_port_forward_round_trip(
 
 /// The last `n` lines of a child's log, without the harness's own lines.
 fn log_tail(log: &str, n: usize) -> Vec<String> {
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|l| !l.starts_with("[harness]"))
-        .collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| (*l).to_owned())
-        .collect()
+    let lines: Vec<&str> = log.lines().filter(|l| !l.starts_with("[harness]")).collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| (*l).to_owned()).collect()
 }

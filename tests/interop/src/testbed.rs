@@ -64,10 +64,7 @@ impl Testbed {
     ) -> Result<MockServer, Error> {
         MockServer::start(
             env,
-            &MockOptions {
-                auto_accept: matches!(admission, Admission::AutoAccept),
-                ..options
-            },
+            &MockOptions { auto_accept: matches!(admission, Admission::AutoAccept), ..options },
         )
     }
 
@@ -103,17 +100,7 @@ impl Testbed {
         }
         let jwt = client.wait_for_token(&bus_client)?;
         let device = api.wait_for_device("mac", identity.mac(), "accepted")?;
-        Ok(Testbed {
-            agent: None,
-            client,
-            bus_client,
-            bus,
-            mock,
-            api,
-            identity,
-            device_id: device.id,
-            jwt,
-        })
+        Ok(Testbed { agent: None, client, bus_client, bus, mock, api, identity, device_id: device.id, jwt })
     }
 
     /// Starts the agent and waits until the server reports the device connected.

@@ -79,10 +79,7 @@ impl Chroot {
     pub fn bare() -> Result<Self, Error> {
         let tmp = std::env::temp_dir();
         let tmp = tmp.canonicalize().unwrap_or(tmp);
-        Ok(Chroot {
-            root: root()?.to_owned(),
-            binds: vec![(tmp.clone(), tmp.display().to_string())],
-        })
+        Ok(Chroot { root: root()?.to_owned(), binds: vec![(tmp.clone(), tmp.display().to_string())] })
     }
 
     /// Adds a bind of host directory `host` at `inside` (an absolute path in the root).
@@ -152,14 +149,8 @@ impl RootDevice {
             std::fs::write(&path, text).context(|| format!("writing {}", path.display()))
         };
         write(etc.join("mender.conf"), format!("{config:#}\n"))?;
-        write(
-            etc.join("artifact_info"),
-            "artifact_name=mender-connect-interop\n".to_owned(),
-        )?;
-        write(
-            data.join("device_type"),
-            "device_type=interop-test\n".to_owned(),
-        )?;
+        write(etc.join("artifact_info"), "artifact_name=mender-connect-interop\n".to_owned())?;
+        write(data.join("device_type"), "device_type=interop-test\n".to_owned())?;
         let script = ident.join("mender-device-identity");
         write(
             script.clone(),
@@ -172,20 +163,14 @@ impl RootDevice {
             .context(|| format!("chmod {}", script.display()))?;
         if let Some(key) = device_key {
             let target = data.join("mender-agent.pem");
-            std::fs::copy(key, &target)
-                .context(|| format!("installing the device key {}", key.display()))?;
+            std::fs::copy(key, &target).context(|| format!("installing the device key {}", key.display()))?;
         }
         let chroot = Chroot::bare()?
             .bind(&etc, "/etc/mender")
             .bind(&data, "/data/mender")
             .bind(&ident, IDENTITY_DIR)
             .bind(&run_dbus, "/run/dbus");
-        Ok(RootDevice {
-            chroot,
-            etc,
-            data,
-            run_dbus,
-        })
+        Ok(RootDevice { chroot, etc, data, run_dbus })
     }
 
     /// How to run programs on this device.
@@ -215,17 +200,12 @@ mod tests {
 
     #[test]
     fn command_binds_then_runs_the_program_itself() {
-        let chroot = Chroot {
-            root: PathBuf::from("/r"),
-            binds: vec![(PathBuf::from("/tmp"), "/tmp".to_owned())],
-        }
-        .bind(Path::new("/t/etc"), "/etc/mender");
+        let chroot =
+            Chroot { root: PathBuf::from("/r"), binds: vec![(PathBuf::from("/tmp"), "/tmp".to_owned())] }
+                .bind(Path::new("/t/etc"), "/etc/mender");
         let cmd = chroot.command("/usr/bin/mender-auth", &["daemon"]);
         assert_eq!(cmd.get_program(), "unshare");
-        let args: Vec<String> = cmd
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         // unshare's options, sh -euc SCRIPT, $0, the root, bind pairs, "--", the program.
         assert_eq!(&args[..6], ["--mount", "--propagation", "private", "--", "/bin/sh", "-euc"]);
         assert_eq!(

@@ -23,10 +23,7 @@ pub fn until<T>(
             return Ok(value);
         }
         if Instant::now() >= deadline {
-            return Err(Error::Timeout {
-                what: what.to_owned(),
-                after: timeout,
-            });
+            return Err(Error::Timeout { what: what.to_owned(), after: timeout });
         }
         std::thread::sleep(interval);
     }

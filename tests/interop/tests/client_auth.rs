@@ -18,24 +18,12 @@ fn check_token_and_proxy(bed: &Testbed) -> Result<(), Error> {
         Some(bed.device_id.as_str()),
         "token subject is the device id: {claims}"
     );
-    assert_eq!(
-        claims["mender.device"],
-        serde_json::Value::Bool(true),
-        "a device token: {claims}"
-    );
+    assert_eq!(claims["mender.device"], serde_json::Value::Bool(true), "a device token: {claims}");
 
     // The mock accepts it as a device token, and refuses a tampered copy.
-    assert_eq!(
-        device_inventory_status(bed.mock.url(), token)?,
-        200,
-        "mock accepts the client's token"
-    );
+    assert_eq!(device_inventory_status(bed.mock.url(), token)?, 200, "mock accepts the client's token");
     let tampered = format!("{token}x");
-    assert_eq!(
-        device_inventory_status(bed.mock.url(), &tampered)?,
-        401,
-        "mock refuses a tampered token"
-    );
+    assert_eq!(device_inventory_status(bed.mock.url(), &tampered)?, 401, "mock refuses a tampered token");
 
     // The URL is the client's local proxy on loopback, not the server.
     let url = &bed.jwt.server_url;
@@ -43,40 +31,21 @@ fn check_token_and_proxy(bed: &Testbed) -> Result<(), Error> {
         .strip_prefix("http://127.0.0.1:")
         .and_then(|p| p.trim_end_matches('/').parse().ok())
         .unwrap_or_else(|| panic!("server URL {url:?} is not http://127.0.0.1:<port>"));
-    assert_ne!(
-        port,
-        bed.mock.port()?,
-        "the URL is the client's proxy, not the mock"
-    );
+    assert_ne!(port, bed.mock.port()?, "the URL is the client's proxy, not the mock");
     // The proxy forwards device API calls made with the client's token to the mock, and rejects
     // any other bearer token itself.
-    assert_eq!(
-        device_inventory_status(url, token)?,
-        200,
-        "proxy forwards with the device token"
-    );
-    assert_eq!(
-        device_inventory_status(url, "not-the-token")?,
-        401,
-        "proxy refuses other tokens"
-    );
+    assert_eq!(device_inventory_status(url, token)?, 200, "proxy forwards with the device token");
+    assert_eq!(device_inventory_status(url, "not-the-token")?, 401, "proxy refuses other tokens");
 
     // The same pair was announced with the JwtTokenStateChange signal (what mender-connect waits for).
-    let announced = wait::until(
-        "JwtTokenStateChange with the token",
-        Duration::from_secs(60),
-        Duration::ZERO,
-        || {
+    let announced =
+        wait::until("JwtTokenStateChange with the token", Duration::from_secs(60), Duration::ZERO, || {
             let seen = bed.bus_client.token_changes(Duration::from_millis(500))?;
             Ok(seen.contains(&bed.jwt).then_some(seen))
-        },
-    )?;
+        })?;
     eprintln!(
         "GetJwtToken URL: {url}; JwtTokenStateChange signals: {:?}",
-        announced
-            .iter()
-            .map(|s| (s.token.len(), s.server_url.as_str()))
-            .collect::<Vec<_>>()
+        announced.iter().map(|s| (s.token.len(), s.server_url.as_str())).collect::<Vec<_>>()
     );
     Ok(())
 }
@@ -95,16 +64,8 @@ fn client_authenticates_after_manual_accept() -> Result<(), Error> {
     assert_eq!(device.status, "accepted");
     assert_eq!(device.auth_sets.len(), 1, "one auth set: {device:?}");
     let generated = mender_connect_interop::preauth::public_key_pem(&env, &bed.client.key_path())?;
-    assert_eq!(
-        device.auth_sets[0].pubkey.trim(),
-        generated.trim(),
-        "server holds the client's key"
-    );
-    assert_eq!(
-        device.identity,
-        bed.identity.json(),
-        "server holds the client's identity"
-    );
+    assert_eq!(device.auth_sets[0].pubkey.trim(), generated.trim(), "server holds the client's key");
+    assert_eq!(device.identity, bed.identity.json(), "server holds the client's identity");
     bed.client.ensure_running()?;
     env.pass();
     Ok(())

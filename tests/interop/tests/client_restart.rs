@@ -25,21 +25,13 @@ fn follows_client_restart(kind: AgentKind) -> Result<(), Error> {
         "the server to see the device disconnected after the client stopped",
         wait::PEER_TIMEOUT,
         std::time::Duration::from_millis(500),
-        || {
-            Ok(
-                (bed.api.connect_status(&bed.device_id)?.as_deref() == Some("disconnected"))
-                    .then_some(()),
-            )
-        },
+        || Ok((bed.api.connect_status(&bed.device_id)?.as_deref() == Some("disconnected")).then_some(())),
     )?;
 
     bed.client.restart(&env, &bed.bus)?;
     bed.client.wait_for_bus_name(&bed.bus_client)?;
     let jwt = bed.client.wait_for_token(&bed.bus_client)?;
-    assert_ne!(
-        jwt.server_url, old_url,
-        "the restarted client's proxy listens on a new port"
-    );
+    assert_ne!(jwt.server_url, old_url, "the restarted client's proxy listens on a new port");
     bed.api.wait_connected(&bed.device_id)?;
 
     let cli = MenderCli::new(&env, bed.mock.url())?;

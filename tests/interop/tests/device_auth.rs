@@ -11,8 +11,7 @@ use mender_connect_interop::{Error, TestEnv, jwt, preauth};
 fn signed_auth_request_pending_then_accepted() -> Result<(), Error> {
     let env = TestEnv::new("device-auth")?;
     let keys = preauth::generate_key_pair(&env)?;
-    let public_pem =
-        std::fs::read_to_string(&keys.public).map_err(|e| Error::io("reading public.key", e))?;
+    let public_pem = std::fs::read_to_string(&keys.public).map_err(|e| Error::io("reading public.key", e))?;
     let mock = MockServer::start(&env, &MockOptions::default())?;
     let api = mock.login()?;
     let identity = Identity::mac_for("device-auth");

@@ -24,9 +24,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use mender_connect_interop::agent::AgentKind;
+use mender_connect_interop::cli::MenderCli;
 use mender_connect_interop::device_files::Identity;
 use mender_connect_interop::deviceconnect::{Answer, DeviceConnect, UploadFields};
-use mender_connect_interop::cli::MenderCli;
 use mender_connect_interop::mock::{USER_EMAIL, USER_PASSWORD};
 use mender_connect_interop::scenarios::{random_bytes, sha256_file};
 use mender_connect_interop::testbed::{Admission, Testbed};
@@ -34,7 +34,12 @@ use mender_connect_interop::{Error, TestEnv};
 use serde_json::{Value, json};
 
 /// A device whose agent (`kind`) runs with the `Limits` section `limits` (`Null`: none).
-fn device(env: &TestEnv, name: &str, kind: AgentKind, limits: Value) -> Result<(Testbed, DeviceConnect), Error> {
+fn device(
+    env: &TestEnv,
+    name: &str,
+    kind: AgentKind,
+    limits: Value,
+) -> Result<(Testbed, DeviceConnect), Error> {
     let admission = Admission::ManualAccept;
     let mock = Testbed::start_mock(env, &admission)?;
     let mut bed = Testbed::start_device(env, mock, Identity::mac_for(name), &admission)?;
@@ -121,7 +126,8 @@ fn download_ok(kind: AgentKind) -> Result<(), Error> {
         let conf = env.dir().join("mender-client/mender.conf");
         std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644))
             .map_err(|e| Error::io("chmod 644 mender.conf", e))?;
-        std::os::unix::fs::chown(&conf, Some(0), Some(0)).map_err(|e| Error::io("chown 0:0 mender.conf", e))?;
+        std::os::unix::fs::chown(&conf, Some(0), Some(0))
+            .map_err(|e| Error::io("chown 0:0 mender.conf", e))?;
         let path = path_str(&conf);
         let r = dc.download(&path)?;
         check(r.status == 200, "status 200", &r)?;
@@ -480,7 +486,11 @@ fn download_refused(kind: AgentKind, case: Refusal) -> Result<(), Error> {
         Refusal::FollowLink => {
             let link = tmp.join(format!("{fname}-profile-link"));
             std::os::unix::fs::symlink("/etc/profile", &link).map_err(|e| Error::io("ln -s", e))?;
-            (json!({ "FollowSymLinks": false }), path_str(&link), "access denied: forbidden to follow the link")
+            (
+                json!({ "FollowSymLinks": false }),
+                path_str(&link),
+                "access denied: forbidden to follow the link",
+            )
         }
         Refusal::FollowLinkOnPathPart => {
             let dir = tmp.join(&fname);
@@ -524,7 +534,8 @@ fn download_refused(kind: AgentKind, case: Refusal) -> Result<(), Error> {
 fn download_ok_allowed_to_follow_symlink(kind: AgentKind) -> Result<(), Error> {
     let name = format!("ft-lim-get-symlink-ok-{}", kind.name());
     let env = TestEnv::new(&name)?;
-    let (mut bed, dc) = device(&env, &name, kind, json!({ "Enabled": true, "FileTransfer": { "FollowSymLinks": true } }))?;
+    let (mut bed, dc) =
+        device(&env, &name, kind, json!({ "Enabled": true, "FileTransfer": { "FollowSymLinks": true } }))?;
     let link = env.subdir("tmp")?.join(format!("{}.symlink", random_filename()?));
     std::os::unix::fs::symlink("/etc/profile", &link).map_err(|e| Error::io("ln -s", e))?;
     let r = dc.download(&path_str(&link))?;
@@ -537,7 +548,8 @@ fn download_ok_allowed_to_follow_symlink(kind: AgentKind) -> Result<(), Error> {
 fn download_err_not_a_regular_file(kind: AgentKind) -> Result<(), Error> {
     let name = format!("ft-lim-get-fifo-{}", kind.name());
     let env = TestEnv::new(&name)?;
-    let (mut bed, dc) = device(&env, &name, kind, json!({ "Enabled": true, "FileTransfer": { "RegularFilesOnly": true } }))?;
+    let (mut bed, dc) =
+        device(&env, &name, kind, json!({ "Enabled": true, "FileTransfer": { "RegularFilesOnly": true } }))?;
     let fifo = env.subdir("tmp")?.join(format!("{}.fifo", random_filename()?));
     rustix::fs::mknodat(
         rustix::fs::CWD,
@@ -611,10 +623,28 @@ fn filetransfer_cli(kind: AgentKind) -> Result<(), Error> {
     ensure(down.status.success(), format!("cp down: {}", down.output_without_harness()))?;
     ensure(sha256_file(&original)? == sha256_file(&back)?, "the 40 MiB round trip differs")?;
     let missing_dir = env.dir().join("tmp/path-does-not-exist/random.bin");
-    cp_fails_with(&env, &cli, &path_str(&original), &format!("{dev}:{}", missing_dir.display()), "failed to create target file")?;
+    cp_fails_with(
+        &env,
+        &cli,
+        &path_str(&original),
+        &format!("{dev}:{}", missing_dir.display()),
+        "failed to create target file",
+    )?;
     let no_local = local.join("does-not-exist.bin");
-    cp_fails_with(&env, &cli, &path_str(&no_local), &format!("{dev}:{}", remote.display()), "no such file or directory")?;
-    cp_fails_with(&env, &cli, &path_str(&no_local), &format!("{dev}:{}", missing_dir.display()), "no such file or directory")?;
+    cp_fails_with(
+        &env,
+        &cli,
+        &path_str(&no_local),
+        &format!("{dev}:{}", remote.display()),
+        "no such file or directory",
+    )?;
+    cp_fails_with(
+        &env,
+        &cli,
+        &path_str(&no_local),
+        &format!("{dev}:{}", missing_dir.display()),
+        "no such file or directory",
+    )?;
     finish(&env, &mut bed)
 }
 
@@ -640,7 +670,13 @@ fn mender_cli_limits(kind: AgentKind) -> Result<(), Error> {
     let small = local.join("small.bin");
     std::fs::write(&small, random_bytes(16)?).map_err(|e| Error::io("writing 16 bytes", e))?;
     let outside = format!("/usr/{}", random_filename()?);
-    cp_fails_with(&env, &cli, &path_str(&small), &format!("{dev}:{outside}"), "access denied: the target file path is outside chroot")?;
+    cp_fails_with(
+        &env,
+        &cli,
+        &path_str(&small),
+        &format!("{dev}:{outside}"),
+        "access denied: the target file path is outside chroot",
+    )?;
     ensure(!Path::new(&outside).exists(), format!("{outside} was created"))?;
     let too_big = chroot.join("big.bin");
     cp_fails_with(
@@ -652,9 +688,21 @@ fn mender_cli_limits(kind: AgentKind) -> Result<(), Error> {
     )?;
     ensure(!too_big.exists(), "the refused upload left a file")?;
     let fifo = chroot.join("fifo");
-    rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0)
-        .map_err(|e| Error::io("mkfifo", e.into()))?;
-    cp_fails_with(&env, &cli, &format!("{dev}:{}", fifo.display()), &path_str(&local.join("never")), "path is not a regular file")?;
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .map_err(|e| Error::io("mkfifo", e.into()))?;
+    cp_fails_with(
+        &env,
+        &cli,
+        &format!("{dev}:{}", fifo.display()),
+        &path_str(&local.join("never")),
+        "path is not a regular file",
+    )?;
     let ok = chroot.join("small.bin");
     let up = cli.cp(&env, &path_str(&small), &format!("{dev}:{}", ok.display()))?;
     ensure(up.status.success(), format!("cp inside the chroot: {}", up.output_without_harness()))?;

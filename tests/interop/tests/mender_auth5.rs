@@ -103,10 +103,7 @@ fn rust_agent_gets_the_first_token_from_a_passive_mender_auth() -> Result<(), Er
     dev.api.wait_connected(&dev.device_id)?;
     let bed = Bed { agent, dev, mock };
     let token = current_token(&bed)?;
-    assert!(
-        bed.agent.log_text().contains("FetchJwtToken"),
-        "the agent asked mender-auth for the token"
-    );
+    assert!(bed.agent.log_text().contains("FetchJwtToken"), "the agent asked mender-auth for the token");
     let claims = jwt::claims(&token.token)?;
     assert_eq!(claims["sub"].as_str(), Some(bed.dev.device_id.as_str()), "{claims}");
     let signalled = bed.dev.bus_client.token_changes(Duration::from_secs(1))?;
@@ -269,9 +266,7 @@ fn rust_agent_stops_dialling_after_mender_auth_exits() -> Result<(), Error> {
     bed.dev.auth.stop();
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
         .map_err(|e| Error::io(format!("binding the dead forwarder port {port}"), e))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| Error::io("non-blocking listener", e))?;
+    listener.set_nonblocking(true).map_err(|e| Error::io("non-blocking listener", e))?;
     // ReconnectIntervalSeconds is 2: a redialling agent comes back within this window several
     // times over.
     let deadline = Instant::now() + Duration::from_secs(30);

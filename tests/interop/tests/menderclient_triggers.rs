@@ -55,7 +55,13 @@ const USR2: &str = "SIGUSR2 signal received";
 
 /// Sends `command` and waits until the client logged `signal` once more and the mock saw one more
 /// `request`.
-fn trigger(bed: &mut Testbed, dc: &DeviceConnect, command: &str, signal: &str, request: &str) -> Result<(), Error> {
+fn trigger(
+    bed: &mut Testbed,
+    dc: &DeviceConnect,
+    command: &str,
+    signal: &str,
+    request: &str,
+) -> Result<(), Error> {
     let (signals, requests) = (count(&bed.client.log_text(), signal), count(&bed.mock.log_text(), request));
     let r = dc.mender_client_command(command)?;
     ensure(r.status == 202, format!("POST {command}: expected 202, got {} {:?}", r.status, r.text()))?;
@@ -80,14 +86,24 @@ fn triggers(kind: AgentKind) -> Result<(), Error> {
     let mut bed = Testbed::start_device(&env, mock, Identity::mac_for(&name), &admission)?;
     let path = systemctl_stand_in(&env, bed.client.pid())?;
     let agent_env = [("PATH".to_owned(), path)];
-    bed.start_agent_with_config_env(&env, kind, &json!({ "MenderClient": { "Disable": false } }), &agent_env)?;
+    bed.start_agent_with_config_env(
+        &env,
+        kind,
+        &json!({ "MenderClient": { "Disable": false } }),
+        &agent_env,
+    )?;
     let dc = DeviceConnect::new(bed.mock.url(), bed.api.token(), &bed.device_id);
     // The client's own first inventory and update check come right after authentication; a
     // forced one is told apart by the signal in its log.
-    wait::until("the client's first update check and inventory", Duration::from_secs(60), Duration::from_millis(200), || {
-        let log = bed.mock.log_text();
-        Ok((log.contains(NEXT) && log.contains(INVENTORY)).then_some(()))
-    })?;
+    wait::until(
+        "the client's first update check and inventory",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let log = bed.mock.log_text();
+            Ok((log.contains(NEXT) && log.contains(INVENTORY)).then_some(()))
+        },
+    )?;
     trigger(&mut bed, &dc, "check-update", USR1, NEXT)?;
     trigger(&mut bed, &dc, "send-inventory", USR2, INVENTORY)?;
     let forced = bed.client.log_text();

@@ -132,8 +132,7 @@ fn triggers(kind: AgentKind) -> Result<(), Error> {
     let dev = Device5::start(&env, &mock, Identity::mac_for(&name))?;
     let mut updated = Daemon5::start_updated(&env, &dev.device)?;
     let (path, pid_file) = systemctl_stand_in(&env)?;
-    std::fs::write(&pid_file, updated.pid().to_string())
-        .map_err(|e| Error::io("writing the pid file", e))?;
+    std::fs::write(&pid_file, updated.pid().to_string()).map_err(|e| Error::io("writing the pid file", e))?;
     let overrides = json!({ "MenderClient": { "Disable": false } });
     let mut agent = Agent::start_in(
         &env,

@@ -135,11 +135,10 @@ fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn start_dns() -> Result<Dns, Error> {
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| Error::io("binding the DNS responder", e))?;
+    let socket =
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| Error::io("binding the DNS responder", e))?;
     let port = socket.local_addr().map_err(|e| Error::io("DNS address", e))?.port();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .map_err(|e| Error::io("DNS timeout", e))?;
+    socket.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| Error::io("DNS timeout", e))?;
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = Arc::clone(&stop);
     std::thread::spawn(move || {
@@ -223,13 +222,18 @@ fn test_portforward(kind: AgentKind) -> Result<(), Error> {
         "mender-cli-port-forward",
         cli.command("port-forward", &[&bed.device_id, &tcp_spec, &udp_spec, "--bind", "127.0.0.1"]),
     )?;
-    wait::until("mender-cli port-forward to listen on both ports", STEP_TIMEOUT, Duration::from_millis(100), || {
-        if forward.try_status()?.is_some() {
-            return Err(forward.failure("exited before forwarding"));
-        }
-        let udp_ready = forward.log_text().contains("Forwarding from udp/");
-        Ok((udp_ready && TcpStream::connect((Ipv4Addr::LOCALHOST, tcp_local)).is_ok()).then_some(()))
-    })?;
+    wait::until(
+        "mender-cli port-forward to listen on both ports",
+        STEP_TIMEOUT,
+        Duration::from_millis(100),
+        || {
+            if forward.try_status()?.is_some() {
+                return Err(forward.failure("exited before forwarding"));
+            }
+            let udp_ready = forward.log_text().contains("Forwarding from udp/");
+            Ok((udp_ready && TcpStream::connect((Ipv4Addr::LOCALHOST, tcp_local)).is_ok()).then_some(()))
+        },
+    )?;
 
     let a = resolve(udp_local, "mender.io", TYPE_A, 0x1234)?;
     ensure(a >= 1, format!("A query: {a} answers"))?;
@@ -248,11 +252,23 @@ fn test_portforward(kind: AgentKind) -> Result<(), Error> {
     let user = current_user()?;
     let remote = device.join("random.bin");
     let started = Instant::now();
-    scp(&env, &sshd, tcp_local, &original.display().to_string(), &format!("{user}@127.0.0.1:{}", remote.display()))?;
+    scp(
+        &env,
+        &sshd,
+        tcp_local,
+        &original.display().to_string(),
+        &format!("{user}@127.0.0.1:{}", remote.display()),
+    )?;
     let up = started.elapsed();
     let downloaded = local.join("random.bin.download");
     let started = Instant::now();
-    scp(&env, &sshd, tcp_local, &format!("{user}@127.0.0.1:{}", remote.display()), &downloaded.display().to_string())?;
+    scp(
+        &env,
+        &sshd,
+        tcp_local,
+        &format!("{user}@127.0.0.1:{}", remote.display()),
+        &downloaded.display().to_string(),
+    )?;
     let down = started.elapsed();
     ensure(
         sha256_file(&original)? == sha256_file(&downloaded)?,

@@ -15,9 +15,7 @@ fn preauthorized_device_terminal(kind: AgentKind) -> Result<(), Error> {
     let name = format!("preauth-{}", kind.name());
     let env = TestEnv::new(&name)?;
     let keys = preauth::generate_key_pair(&env)?;
-    let admission = Admission::Preauthorized {
-        private_key: keys.private.clone(),
-    };
+    let admission = Admission::Preauthorized { private_key: keys.private.clone() };
     let mock = Testbed::start_mock(&env, &admission)?;
     let identity = Identity::mac_for(&name);
     let answer = preauth::preauthorize_with_curl(
@@ -29,11 +27,7 @@ fn preauthorized_device_terminal(kind: AgentKind) -> Result<(), Error> {
         &keys.public,
     )?;
     assert_eq!(answer.status, 201, "preauthorization answered {answer:?}");
-    assert_eq!(
-        answer.body.trim(),
-        "",
-        "success prints nothing (as the docs say)"
-    );
+    assert_eq!(answer.body.trim(), "", "success prints nothing (as the docs say)");
 
     let api = mock.login()?;
     let listed = api
@@ -41,26 +35,14 @@ fn preauthorized_device_terminal(kind: AgentKind) -> Result<(), Error> {
         .unwrap_or_else(|| panic!("preauthorized device {} not listed", identity.mac()));
     assert_eq!(listed.status, "preauthorized");
     assert_eq!(listed.auth_sets.len(), 1, "{listed:?}");
-    let public_pem =
-        std::fs::read_to_string(&keys.public).map_err(|e| Error::io("reading public.key", e))?;
-    assert_eq!(
-        listed.auth_sets[0].pubkey.trim(),
-        public_pem.trim(),
-        "server holds the preauthorized key"
-    );
+    let public_pem = std::fs::read_to_string(&keys.public).map_err(|e| Error::io("reading public.key", e))?;
+    assert_eq!(listed.auth_sets[0].pubkey.trim(), public_pem.trim(), "server holds the preauthorized key");
 
     // No management call between here and the token: the first contact must be accepted.
     let mut bed = Testbed::start_device(&env, mock, identity, &admission)?;
-    assert_eq!(
-        bed.device_id, listed.id,
-        "the preauthorized device record is the one accepted"
-    );
+    assert_eq!(bed.device_id, listed.id, "the preauthorized device record is the one accepted");
     let device = bed.api.device(&bed.device_id)?;
-    assert_eq!(
-        device.auth_sets.len(),
-        1,
-        "no new auth set was created: {device:?}"
-    );
+    assert_eq!(device.auth_sets.len(), 1, "no new auth set was created: {device:?}");
     assert_eq!(device.auth_sets[0].id, listed.auth_sets[0].id);
     assert_eq!(device.auth_sets[0].status, "accepted");
 

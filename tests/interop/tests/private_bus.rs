@@ -19,10 +19,7 @@ fn real_client_owns_auth_name_on_private_bus() -> Result<(), Error> {
     let env = TestEnv::new("client-bus-name")?;
     let bus = PrivateBus::start(&env)?;
     let observer = AuthBusClient::connect(&bus)?;
-    assert!(
-        !observer.name_has_owner(AUTH_SERVICE)?,
-        "nobody owns the name on a fresh private bus"
-    );
+    assert!(!observer.name_has_owner(AUTH_SERVICE)?, "nobody owns the name on a fresh private bus");
     let closed_port = free_port()?;
     let mut client = MenderClient::start(
         &env,
@@ -52,11 +49,7 @@ fn pty_driver_runs_program_on_terminal() -> Result<(), Error> {
     cmd.args(["-c", "tty; stty size; read line; echo \"got:$line\""]);
     let mut session = PtySession::spawn(&env, "sh-on-pty", cmd)?;
     let at = session.expect_from(0, "/dev/pts/", Duration::from_secs(30))?;
-    let size = format!(
-        "{} {}",
-        mender_connect_interop::pty::ROWS,
-        mender_connect_interop::pty::COLUMNS
-    );
+    let size = format!("{} {}", mender_connect_interop::pty::ROWS, mender_connect_interop::pty::COLUMNS);
     let at = session.expect_from(at, &size, Duration::from_secs(30))?;
     session.send(b"hello-pty\r")?;
     session.expect_from(at, "got:hello-pty", Duration::from_secs(30))?;

@@ -54,10 +54,8 @@ fn qemu_dir() -> PathBuf {
 /// Builds the image (or finds it in qemu/cache) and returns its directory.
 fn build_image(env: &TestEnv) -> Result<PathBuf, Error> {
     let mut cmd = Command::new("bash");
-    cmd.arg(qemu_dir().join("build-image.sh"))
-        .args(["--arch", &arch()]);
-    let (mut child, dir) =
-        ManagedChild::spawn_reading_first_line(env, "build-image", cmd, BUILD_TIMEOUT)?;
+    cmd.arg(qemu_dir().join("build-image.sh")).args(["--arch", &arch()]);
+    let (mut child, dir) = ManagedChild::spawn_reading_first_line(env, "build-image", cmd, BUILD_TIMEOUT)?;
     let status = child.wait_exit(Duration::from_secs(60))?;
     if !status.success() {
         return Err(child.failure(&format!("exited with {status}")));
@@ -85,25 +83,14 @@ impl Mock {
             .args(["--user", &format!("{USER_EMAIL}:{USER_PASSWORD}")])
             .arg("--state")
             .arg(state);
-        let (child, url) = ManagedChild::spawn_reading_first_line(
-            env,
-            "mock-server",
-            cmd,
-            Duration::from_secs(60),
-        )?;
+        let (child, url) =
+            ManagedChild::spawn_reading_first_line(env, "mock-server", cmd, Duration::from_secs(60))?;
         let url = url.trim_end_matches('/').to_owned();
         let port = url
             .strip_prefix("http://127.0.0.1:")
             .and_then(|p| p.parse().ok())
-            .ok_or_else(|| {
-                child.failure(&format!("printed {url:?}, expected http://127.0.0.1:PORT"))
-            })?;
-        Ok(Mock {
-            child,
-            url,
-            port,
-            state: state.to_owned(),
-        })
+            .ok_or_else(|| child.failure(&format!("printed {url:?}, expected http://127.0.0.1:PORT")))?;
+        Ok(Mock { child, url, port, state: state.to_owned() })
     }
 
     /// Stops the process and starts a new one on the same port with the same state.
@@ -112,16 +99,14 @@ impl Mock {
         let port = self.port;
         let state = self.state.clone();
         // Bounded: the old socket is closed by now, but the port may take a moment to be free.
-        let fresh = wait::until(
-            "the mock server to start again",
-            STEP_TIMEOUT,
-            Duration::from_secs(1),
-            || match Mock::start(env, port, &state) {
-                Ok(mock) => Ok(Some(mock)),
-                Err(Error::Process { .. }) => Ok(None),
-                Err(e) => Err(e),
-            },
-        )?;
+        let fresh =
+            wait::until("the mock server to start again", STEP_TIMEOUT, Duration::from_secs(1), || {
+                match Mock::start(env, port, &state) {
+                    Ok(mock) => Ok(Some(mock)),
+                    Err(Error::Process { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })?;
         *self = fresh;
         Ok(())
     }
@@ -129,28 +114,18 @@ impl Mock {
     /// An accepted device with `identity`, and its device JWT (mock test-control API).
     fn create_device(&self, identity: &serde_json::Value) -> Result<(String, String), Error> {
         let url = format!("{}/__mock/devices", self.url);
-        let response = http::request(
-            "POST",
-            &url,
-            Auth::None,
-            Body::Json(&json!({ "identity_data": identity })),
-        )?;
+        let response =
+            http::request("POST", &url, Auth::None, Body::Json(&json!({ "identity_data": identity })))?;
         if !(200..300).contains(&response.status) {
             return Err(Error::protocol(
                 "mock-server",
-                format!(
-                    "POST /__mock/devices: status {}: {}",
-                    response.status, response.body
-                ),
+                format!("POST /__mock/devices: status {}: {}", response.status, response.body),
             ));
         }
         let value = response.json("mock-server")?;
         match (value["device_id"].as_str(), value["token"].as_str()) {
             (Some(id), Some(token)) => Ok((id.to_owned(), token.to_owned())),
-            _ => Err(Error::protocol(
-                "mock-server",
-                format!("no device_id/token in {value}"),
-            )),
+            _ => Err(Error::protocol("mock-server", format!("no device_id/token in {value}"))),
         }
     }
 
@@ -176,27 +151,18 @@ impl Guest {
             .args(["--arch", &arch()])
             .arg("--image")
             .arg(image)
-            .args([
-                "--server-url",
-                &format!("http://{HOST_FROM_GUEST}:{}", mock.port),
-            ])
+            .args(["--server-url", &format!("http://{HOST_FROM_GUEST}:{}", mock.port)])
             .arg("--token-file")
             .arg(&token_file)
             .arg("--log")
             .arg(&console)
             .args(["--timeout", &GUEST_LIMIT_SECS.to_string()]);
         let runner = ManagedChild::spawn(env, "qemu-run", cmd)?;
-        Ok(Guest {
-            runner,
-            console,
-            booted_at: Instant::now(),
-        })
+        Ok(Guest { runner, console, booted_at: Instant::now() })
     }
 
     fn console_text(&self) -> String {
-        std::fs::read(&self.console)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        std::fs::read(&self.console).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// Waits until deviceconnect reports the device connected; fails early if QEMU died.
@@ -215,8 +181,8 @@ impl Guest {
 
     /// Presses the power button (SIGTERM to run.sh only) and waits for QEMU to end.
     fn power_off(&mut self) -> Result<std::process::ExitStatus, Error> {
-        let pid = Pid::from_raw(self.runner.id() as i32)
-            .ok_or_else(|| Error::protocol("qemu-run", "no pid"))?;
+        let pid =
+            Pid::from_raw(self.runner.id() as i32).ok_or_else(|| Error::protocol("qemu-run", "no pid"))?;
         rustix::process::kill_process(pid, Signal::TERM)
             .map_err(|e| Error::io("signalling qemu/run.sh", e.into()))?;
         self.runner.wait_exit(SHUTDOWN_TIMEOUT)
@@ -236,8 +202,7 @@ struct Bed {
 fn boot_connected(env: &TestEnv, name: &str) -> Result<Bed, Error> {
     let image = build_image(env)?;
     let mock = Mock::start(env, 0, &env.dir().join("mock-state.json"))?;
-    let (device_id, token) =
-        mock.create_device(&json!({ "mac": "52:54:00:12:34:56", "test": name }))?;
+    let (device_id, token) = mock.create_device(&json!({ "mac": "52:54:00:12:34:56", "test": name }))?;
     let api = mock.login()?;
     let mut guest = Guest::boot(env, &image, &mock, &token)?;
     let took = guest.wait_connected(&api, &device_id)?;
@@ -247,47 +212,31 @@ fn boot_connected(env: &TestEnv, name: &str) -> Result<Bed, Error> {
     );
     let cli = MenderCli::new(env, &mock.url)?;
     cli.login(env, USER_EMAIL, USER_PASSWORD)?;
-    Ok(Bed {
-        guest,
-        mock,
-        api,
-        cli,
-        device_id,
-    })
+    Ok(Bed { guest, mock, api, cli, device_id })
 }
 
 /// Opens `mender-cli terminal`, runs `command` in the guest's shell and waits for `expect`, then
 /// `exit`s. Returns the terminal output.
 fn run_in_guest(env: &TestEnv, bed: &Bed, command: &str, expect: &str) -> Result<String, Error> {
     let mut term = bed.cli.terminal(env, &bed.device_id)?;
-    let at = wait::until(
-        "a shell prompt on the terminal",
-        STEP_TIMEOUT,
-        Duration::from_millis(100),
-        || {
-            term.child().ensure_running()?;
-            let out = term.output();
-            Ok((out.contains("# ") || out.contains("$ ")).then_some(out.len()))
-        },
-    )?;
+    let at = wait::until("a shell prompt on the terminal", STEP_TIMEOUT, Duration::from_millis(100), || {
+        term.child().ensure_running()?;
+        let out = term.output();
+        Ok((out.contains("# ") || out.contains("$ ")).then_some(out.len()))
+    })?;
     term.send(format!("{command}\r").as_bytes())?;
     term.expect_from(at, expect, STEP_TIMEOUT)?;
     term.send(b"exit\r")?;
     let status = term.child().wait_exit(STEP_TIMEOUT)?;
     if !status.success() {
-        return Err(Error::Check(format!(
-            "mender-cli terminal exited with {status} after `exit`"
-        )));
+        return Err(Error::Check(format!("mender-cli terminal exited with {status} after `exit`")));
     }
     Ok(term.output())
 }
 
 /// A command whose expected output is not in its own echo: the shell must run it in the guest.
 fn guest_probe(tag: &str) -> (String, String) {
-    (
-        format!("echo {tag}-$(cat /etc/hostname)-$((6*7))"),
-        format!("{tag}-{GUEST_HOSTNAME}-42"),
-    )
+    (format!("echo {tag}-$(cat /etc/hostname)-$((6*7))"), format!("{tag}-{GUEST_HOSTNAME}-42"))
 }
 
 /// Boot, connected, a shell command through mender-cli's user websocket, the agent reconnects
@@ -334,29 +283,17 @@ fn qemu_boot_shell_reconnect_shutdown() -> Result<(), Error> {
     let status = bed.guest.power_off()?;
     let console = bed.guest.console_text();
     if !status.success() {
-        return Err(Error::Check(format!(
-            "qemu/run.sh exited with {status} after the power button"
-        )));
+        return Err(Error::Check(format!("qemu/run.sh exited with {status} after the power button")));
     }
     if !console.contains("qemu-guest: shutdown: mender-connect stopped, exit status 0") {
-        return Err(Error::Check(
-            "the agent did not exit with status 0 on SIGTERM at shutdown".to_owned(),
-        ));
+        return Err(Error::Check("the agent did not exit with status 0 on SIGTERM at shutdown".to_owned()));
     }
     if !console.contains("reboot: Power down") {
         return Err(Error::Check("the guest did not power off".to_owned()));
     }
-    wait::until(
-        "the device to be reported disconnected",
-        STEP_TIMEOUT,
-        Duration::from_millis(500),
-        || {
-            Ok(
-                (bed.api.connect_status(&bed.device_id)?.as_deref() == Some("disconnected"))
-                    .then_some(()),
-            )
-        },
-    )?;
+    wait::until("the device to be reported disconnected", STEP_TIMEOUT, Duration::from_millis(500), || {
+        Ok((bed.api.connect_status(&bed.device_id)?.as_deref() == Some("disconnected")).then_some(()))
+    })?;
     env.pass();
     Ok(())
 }
@@ -375,10 +312,7 @@ fn qemu_file_round_trip() -> Result<(), Error> {
     let remote = format!("{}:/tmp/uploaded.bin", bed.device_id);
     let up = bed.cli.cp(&env, &original.display().to_string(), &remote)?;
     if !up.status.success() {
-        return Err(Error::Check(format!(
-            "upload exited with {}: {}",
-            up.status, up.output
-        )));
+        return Err(Error::Check(format!("upload exited with {}: {}", up.status, up.output)));
     }
     // busybox sha256sum in the guest prints the hash of what arrived there.
     run_in_guest(&env, &bed, "sha256sum /tmp/uploaded.bin", &want)?;
@@ -386,16 +320,11 @@ fn qemu_file_round_trip() -> Result<(), Error> {
     let back = local.join("downloaded.bin");
     let down = bed.cli.cp(&env, &remote, &back.display().to_string())?;
     if !down.status.success() {
-        return Err(Error::Check(format!(
-            "download exited with {}: {}",
-            down.status, down.output
-        )));
+        return Err(Error::Check(format!("download exited with {}: {}", down.status, down.output)));
     }
     let got = scenarios::sha256_file(&back)?;
     if got != want {
-        return Err(Error::Check(format!(
-            "downloaded sha256 {got}, sent {want}"
-        )));
+        return Err(Error::Check(format!("downloaded sha256 {got}, sent {want}")));
     }
     env.pass();
     Ok(())
@@ -409,33 +338,19 @@ fn qemu_port_forward() -> Result<(), Error> {
     let bed = boot_connected(&env, "qemu-pf")?;
     let echo = EchoServer::start()?;
     let local_port = net::free_port()?;
-    let mut forward = bed.cli.port_forward_to(
-        &env,
-        &bed.device_id,
-        local_port,
-        HOST_FROM_GUEST,
-        echo.port(),
-    )?;
-    wait::until(
-        "mender-cli port-forward to listen",
-        STEP_TIMEOUT,
-        Duration::from_millis(100),
-        || {
-            forward.ensure_running()?;
-            Ok(TcpStream::connect((Ipv4Addr::LOCALHOST, local_port))
-                .ok()
-                .map(|_| ()))
-        },
-    )?;
+    let mut forward =
+        bed.cli.port_forward_to(&env, &bed.device_id, local_port, HOST_FROM_GUEST, echo.port())?;
+    wait::until("mender-cli port-forward to listen", STEP_TIMEOUT, Duration::from_millis(100), || {
+        forward.ensure_running()?;
+        Ok(TcpStream::connect((Ipv4Addr::LOCALHOST, local_port)).ok().map(|_| ()))
+    })?;
     for size in [64 * 1024, 1000] {
         let payload = scenarios::random_bytes(size)?;
         let stream = TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, local_port)))
             .map_err(|e| Error::io("connecting to the forwarded port", e))?;
         let back = net::round_trip(stream, &payload, STEP_TIMEOUT)?;
         if back != payload {
-            return Err(Error::Check(format!(
-                "{size} bytes through the forward came back different"
-            )));
+            return Err(Error::Check(format!("{size} bytes through the forward came back different")));
         }
     }
     forward.ensure_running()?;

@@ -42,7 +42,13 @@ enum Direction {
     Tx,
 }
 
-fn device(env: &TestEnv, name: &str, kind: AgentKind, direction: Direction, limit: u64) -> Result<(Testbed, DeviceConnect), Error> {
+fn device(
+    env: &TestEnv,
+    name: &str,
+    kind: AgentKind,
+    direction: Direction,
+    limit: u64,
+) -> Result<(Testbed, DeviceConnect), Error> {
     let admission = Admission::ManualAccept;
     let mock = Testbed::start_mock(env, &admission)?;
     let mut bed = Testbed::start_device(env, mock, Identity::mac_for(name), &admission)?;
@@ -72,7 +78,8 @@ fn rx(kind: AgentKind, limit: u64) -> Result<String, Error> {
     let summary = if limit < 5 * RATE {
         ensure(
             r.status == 400
-                && r.error().as_deref() == Some("failed to write file chunk: transmitted bytes limit exhausted"),
+                && r.error().as_deref()
+                    == Some("failed to write file chunk: transmitted bytes limit exhausted"),
             format!(
                 "over the limit: expected 400 `failed to write file chunk: transmitted bytes limit exhausted`, got {} {:?}",
                 r.status,
@@ -143,9 +150,14 @@ fn tx(kind: AgentKind, limit: u64) -> Result<String, Error> {
         // R hides device errors behind 500 "internal error"; the mock's log keeps the device's text.
         let log = bed.mock.log_text();
         ensure(
-            log.lines().any(|l| l.contains(&format!("{path}: failed: 500 transmitted bytes limit exhausted")))
-                || log.lines().any(|l| l.contains("failed after") && l.contains("transmitted bytes limit exhausted")),
-            format!("refused ({how}), but the device's `transmitted bytes limit exhausted` is not in the mock's log"),
+            log.lines()
+                .any(|l| l.contains(&format!("{path}: failed: 500 transmitted bytes limit exhausted")))
+                || log
+                    .lines()
+                    .any(|l| l.contains("failed after") && l.contains("transmitted bytes limit exhausted")),
+            format!(
+                "refused ({how}), but the device's `transmitted bytes limit exhausted` is not in the mock's log"
+            ),
         )?;
         format!("{name}: refused after {ok} downloads ({:.0} s): {how}", started.elapsed().as_secs_f64())
     } else {

@@ -31,18 +31,11 @@ fn connected_with(
     bed.start_agent_with_config(env, kind, overrides)?;
     let cli = MenderCli::new(env, bed.mock.url())?;
     let login = cli.login(env, USER_EMAIL, USER_PASSWORD)?;
-    assert!(
-        login.output.contains("login successful"),
-        "login output: {}",
-        login.output
-    );
+    assert!(login.output.contains("login successful"), "login output: {}", login.output);
     // 1.9.0 stores the server's answer verbatim and sends it back untrimmed: it must be a bare JWT.
-    let token = std::fs::read_to_string(cli.token_path())
-        .map_err(|e| Error::io("reading mender-cli's token", e))?;
-    assert_eq!(
-        jwt::claims(&token)?["mender.user"],
-        serde_json::Value::Bool(true)
-    );
+    let token =
+        std::fs::read_to_string(cli.token_path()).map_err(|e| Error::io("reading mender-cli's token", e))?;
+    assert_eq!(jwt::claims(&token)?["mender.user"], serde_json::Value::Bool(true));
     Ok((bed, cli))
 }
 
@@ -84,7 +77,9 @@ fn idle_terminal_ends(kind: AgentKind) -> Result<(), Error> {
         }
         _ => {
             if !ended {
-                return Err(Error::Check(format!("mender-cli terminal still open {within:?} after the prompt")));
+                return Err(Error::Check(format!(
+                    "mender-cli terminal still open {within:?} after the prompt"
+                )));
             }
         }
     }

@@ -14,10 +14,8 @@ fn reconnects_after_server_restart(kind: AgentKind) -> Result<(), Error> {
     let name = format!("restart-{}", kind.name());
     let env = TestEnv::new(&name)?;
     let admission = Admission::ManualAccept;
-    let options = MockOptions {
-        state_file: Some(env.dir().join("mock-state.json")),
-        ..MockOptions::default()
-    };
+    let options =
+        MockOptions { state_file: Some(env.dir().join("mock-state.json")), ..MockOptions::default() };
     let mock = Testbed::start_mock_with(&env, &admission, options)?;
     let mut bed = Testbed::start_device(&env, mock, Identity::mac_for(&name), &admission)?;
     bed.start_agent(&env, kind)?;
@@ -25,11 +23,7 @@ fn reconnects_after_server_restart(kind: AgentKind) -> Result<(), Error> {
     bed.mock.restart(&env)?;
     // The restarted server knows the user and the device, and the agent comes back by itself.
     let api = bed.mock.login()?;
-    assert_eq!(
-        api.device(&bed.device_id)?.status,
-        "accepted",
-        "device survives the restart"
-    );
+    assert_eq!(api.device(&bed.device_id)?.status, "accepted", "device survives the restart");
     api.wait_connected(&bed.device_id)?;
 
     let cli = MenderCli::new(&env, bed.mock.url())?;

@@ -69,11 +69,16 @@ enum KeyKind {
 /// as SEC1, Ed25519 as PKCS#8) and its PKIX public key.
 fn device_key(dir: &Path, kind: KeyKind) -> Result<(PathBuf, PathBuf), Error> {
     let generate = match kind {
-        KeyKind::Rsa => "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -out k.pem && openssl rsa -traditional -in k.pem -out device.pem 2>/dev/null",
+        KeyKind::Rsa => {
+            "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -out k.pem && openssl rsa -traditional -in k.pem -out device.pem 2>/dev/null"
+        }
         KeyKind::EcP256 => "openssl ecparam -name prime256v1 -genkey -noout -out device.pem",
         KeyKind::Ed25519 => "openssl genpkey -algorithm ed25519 -out device.pem",
     };
-    sh(dir, &format!("{generate}\nchmod 600 device.pem\nopenssl pkey -in device.pem -pubout -out device.pub.pem"))?;
+    sh(
+        dir,
+        &format!("{generate}\nchmod 600 device.pem\nopenssl pkey -in device.pem -pubout -out device.pub.pem"),
+    )?;
     Ok((dir.join("device.pem"), dir.join("device.pub.pem")))
 }
 
@@ -146,7 +151,8 @@ fn preauthorized_device(kind: KeyKind) -> Result<(), Error> {
     let dir = env.subdir("device")?;
     let (private, public) = device_key(&dir, kind)?;
     let identity = Identity::mac_for(&name);
-    let answer = preauth::preauthorize_with_curl(&env, mock.url(), USER_EMAIL, USER_PASSWORD, &identity, &public)?;
+    let answer =
+        preauth::preauthorize_with_curl(&env, mock.url(), USER_EMAIL, USER_PASSWORD, &identity, &public)?;
     assert_eq!(answer.status, 201, "preauthorization answered {answer:?}");
     let api = mock.login()?;
     let listed = api
@@ -201,7 +207,8 @@ fn standalone_preauthorized_ed25519_device_terminal() -> Result<(), Error> {
 fn standalone_pending_then_accepted_and_reauth_after_token_expiry() -> Result<(), Error> {
     let env = TestEnv::new("standalone-pending")?;
     let ttl = 6;
-    let options = MockOptions { extra_args: vec!["--device-token-ttl".into(), ttl.to_string()], ..Default::default() };
+    let options =
+        MockOptions { extra_args: vec!["--device-token-ttl".into(), ttl.to_string()], ..Default::default() };
     let mock = MockServer::start(&env, &options)?;
     let dir = env.subdir("device")?;
     let (private, _) = device_key(&dir, KeyKind::Ed25519)?;
@@ -278,7 +285,8 @@ fn start_tls_mock(env: &TestEnv, tls: &TlsFiles) -> Result<(ManagedChild, u16), 
         .arg(&tls.cert)
         .arg("--tls-key")
         .arg(&tls.key);
-    let (child, url) = ManagedChild::spawn_reading_first_line(env, "mock-server-tls", cmd, Duration::from_secs(60))?;
+    let (child, url) =
+        ManagedChild::spawn_reading_first_line(env, "mock-server-tls", cmd, Duration::from_secs(60))?;
     let port = url
         .trim_end_matches('/')
         .strip_prefix("https://127.0.0.1:")
@@ -319,7 +327,9 @@ fn standalone_tls_refuses_untrusted_certificates_and_accepts_the_configured_ca()
     }
     for agent in &agents[2..] {
         let id = accepted_device_id(agent)?;
-        wait_log("the trusting agent's websocket", 1, &format!("ws device {id}: connected"), || mock.log_text())?;
+        wait_log("the trusting agent's websocket", 1, &format!("ws device {id}: connected"), || {
+            mock.log_text()
+        })?;
     }
     for agent in &agents[..2] {
         // Two refusals: the first retry was refused too.
@@ -435,7 +445,12 @@ fn standalone_https_proxy_and_no_proxy() -> Result<(), Error> {
     let (via, bypass) = (ConnectProxy::start()?, ConnectProxy::start()?);
     let cfg = serde_json::json!({ "ServerURL": url, "ServerCertificate": tls.ca });
     let via_url = format!("http://127.0.0.1:{}", via.port);
-    let through = start_agent(&env, "through-proxy", with(device(&env, "through")?, cfg.clone()), &[("HTTPS_PROXY", &via_url)])?;
+    let through = start_agent(
+        &env,
+        "through-proxy",
+        with(device(&env, "through")?, cfg.clone()),
+        &[("HTTPS_PROXY", &via_url)],
+    )?;
     let bypass_url = format!("http://127.0.0.1:{}", bypass.port);
     let direct = start_agent(
         &env,
@@ -452,7 +467,8 @@ fn standalone_https_proxy_and_no_proxy() -> Result<(), Error> {
     assert!(targets.len() >= 2 && targets.iter().all(|t| *t == expected), "{targets:?}");
 
     // The bypassing agent dials mender.test itself, which does not resolve here.
-    let log = wait_log("direct dial attempts", 2, "auth request to https://mender.test", || direct.log_text())?;
+    let log =
+        wait_log("direct dial attempts", 2, "auth request to https://mender.test", || direct.log_text())?;
     assert!(!log.contains("(device id "), "{log}");
     assert!(bypass.targets().is_empty(), "NO_PROXY ignored: {:?}", bypass.targets());
     env.pass();

@@ -70,7 +70,8 @@ fn measure(kind: AgentKind) -> Result<(), Error> {
     let original = local.join("payload.bin");
     {
         let mut f = std::fs::File::create(&original).map_err(|e| Error::io("creating the payload", e))?;
-        std::io::copy(&mut Paced::new(SIZE, u64::MAX), &mut f).map_err(|e| Error::io("writing the payload", e))?;
+        std::io::copy(&mut Paced::new(SIZE, u64::MAX), &mut f)
+            .map_err(|e| Error::io("writing the payload", e))?;
     }
     let want = sha256_file(&original)?;
 
@@ -99,7 +100,8 @@ fn measure(kind: AgentKind) -> Result<(), Error> {
     cli.login(&env, USER_EMAIL, USER_PASSWORD)?;
     let on_device = device.join("cli.bin");
     let started = Instant::now();
-    let up = cli.cp(&env, &original.display().to_string(), &format!("{}:{}", bed.device_id, on_device.display()))?;
+    let up =
+        cli.cp(&env, &original.display().to_string(), &format!("{}:{}", bed.device_id, on_device.display()))?;
     let took = started.elapsed();
     ensure(up.status.success(), format!("cp up: {}", up.output_without_harness()))?;
     wait::until("the cp upload to appear", Duration::from_secs(10), Duration::from_millis(50), || {
@@ -109,7 +111,8 @@ fn measure(kind: AgentKind) -> Result<(), Error> {
     rate("mender-cli cp (put)", kind, SIZE, took);
     let back = local.join("back.bin");
     let started = Instant::now();
-    let down = cli.cp(&env, &format!("{}:{}", bed.device_id, on_device.display()), &back.display().to_string())?;
+    let down =
+        cli.cp(&env, &format!("{}:{}", bed.device_id, on_device.display()), &back.display().to_string())?;
     let took = started.elapsed();
     ensure(down.status.success(), format!("cp down: {}", down.output_without_harness()))?;
     ensure(sha256_file(&back)? == want, "cp down: content differs")?;
@@ -129,7 +132,8 @@ fn measure(kind: AgentKind) -> Result<(), Error> {
     std::fs::File::open(&original)
         .and_then(|mut f| f.read_to_end(&mut payload))
         .map_err(|e| Error::io("reading the payload", e))?;
-    let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, local_port)).map_err(|e| Error::io("connecting", e))?;
+    let stream =
+        TcpStream::connect((Ipv4Addr::LOCALHOST, local_port)).map_err(|e| Error::io("connecting", e))?;
     let started = Instant::now();
     let echoed = net::round_trip(stream, &payload, Duration::from_secs(300))?;
     let took = started.elapsed();

@@ -9,9 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mender_connect_interop::agent::AgentKind;
 use mender_connect_interop::cli::MenderCli;
 use mender_connect_interop::device_files::Identity;
-use mender_connect_interop::mock::{
-    MockOptions, USER_EMAIL, USER_PASSWORD, device_inventory_status,
-};
+use mender_connect_interop::mock::{MockOptions, USER_EMAIL, USER_PASSWORD, device_inventory_status};
 use mender_connect_interop::testbed::{Admission, Testbed};
 use mender_connect_interop::{Error, TestEnv, jwt, scenarios, wait};
 
@@ -41,10 +39,7 @@ fn recovers_after_token_expiry(kind: AgentKind) -> Result<(), Error> {
         Duration::from_secs(TOKEN_TTL_SECS + 120),
         Duration::from_secs(1),
         || {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             if now <= exp {
                 return Ok(None);
             }
@@ -57,11 +52,7 @@ fn recovers_after_token_expiry(kind: AgentKind) -> Result<(), Error> {
     api.wait_connected(&bed.device_id)?;
     let fresh = bed.bus_client.get_jwt_token()?;
     assert_ne!(fresh.token, old_token, "the client holds a new token");
-    assert_eq!(
-        device_inventory_status(bed.mock.url(), &fresh.token)?,
-        200,
-        "and the server accepts it"
-    );
+    assert_eq!(device_inventory_status(bed.mock.url(), &fresh.token)?, 200, "and the server accepts it");
 
     let cli = MenderCli::new(&env, bed.mock.url())?;
     cli.login(&env, USER_EMAIL, USER_PASSWORD)?;

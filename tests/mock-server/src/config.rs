@@ -77,8 +77,7 @@ pub enum ConfigError {
 }
 
 fn value(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<String, ConfigError> {
-    args.next()
-        .ok_or_else(|| ConfigError::Usage(format!("{flag} needs a value")))
+    args.next().ok_or_else(|| ConfigError::Usage(format!("{flag} needs a value")))
 }
 
 fn positive(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<i64, ConfigError> {
@@ -121,9 +120,8 @@ impl Config {
                 "-h" | "--help" => return Err(ConfigError::Help),
                 "--listen" => {
                     let v = value(&mut it, "--listen")?;
-                    cfg.listen = v
-                        .parse()
-                        .map_err(|_| ConfigError::Usage(format!("--listen: not ADDR:PORT: {v}")))?;
+                    cfg.listen =
+                        v.parse().map_err(|_| ConfigError::Usage(format!("--listen: not ADDR:PORT: {v}")))?;
                 }
                 "--allow-non-loopback" => cfg.allow_non_loopback = true,
                 "--tls-cert" => cert = Some(PathBuf::from(value(&mut it, "--tls-cert")?)),
@@ -140,7 +138,8 @@ impl Config {
                 "--device-token-ttl" => cfg.device_token_ttl = positive(&mut it, "--device-token-ttl")?,
                 "--user-token-ttl" => cfg.user_token_ttl = positive(&mut it, "--user-token-ttl")?,
                 "--ping-interval" => {
-                    cfg.ping_interval = Duration::from_secs(positive(&mut it, "--ping-interval")?.unsigned_abs())
+                    cfg.ping_interval =
+                        Duration::from_secs(positive(&mut it, "--ping-interval")?.unsigned_abs())
                 }
                 "--no-disconnect-notice" => cfg.disconnect_notice = false,
                 "-v" | "--verbose" => cfg.verbose = true,
@@ -164,7 +163,9 @@ impl Config {
                         .ok_or_else(|| ConfigError::Usage(format!("--device: not a JSON object: {v}")))?;
                     cfg.device = Some(id);
                 }
-                "--device-token-out" => cfg.device_token_out = Some(PathBuf::from(value(&mut it, "--device-token-out")?)),
+                "--device-token-out" => {
+                    cfg.device_token_out = Some(PathBuf::from(value(&mut it, "--device-token-out")?))
+                }
                 other => return Err(ConfigError::Usage(format!("unknown argument: {other}"))),
             }
         }

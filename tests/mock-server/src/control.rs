@@ -29,10 +29,8 @@ pub fn handle(st: &State, method: &Method, rest: &[&str], body: &Bytes) -> Resp 
     };
     match (method, rest) {
         (&Method::POST, ["devices"]) => {
-            let Some(identity) = parsed
-                .get("identity_data")
-                .or_else(|| parsed.get("identity"))
-                .filter(|v| v.is_object())
+            let Some(identity) =
+                parsed.get("identity_data").or_else(|| parsed.get("identity")).filter(|v| v.is_object())
             else {
                 return error(StatusCode::BAD_REQUEST, "identity_data must be a JSON object");
             };
@@ -49,20 +47,15 @@ pub fn handle(st: &State, method: &Method, rest: &[&str], body: &Bytes) -> Resp 
             }
         }
         (&Method::POST, ["users"]) => {
-            let (Some(email), Some(password)) = (
-                parsed.get("email").and_then(Value::as_str),
-                parsed.get("password").and_then(Value::as_str),
-            ) else {
+            let (Some(email), Some(password)) =
+                (parsed.get("email").and_then(Value::as_str), parsed.get("password").and_then(Value::as_str))
+            else {
                 return error(StatusCode::BAD_REQUEST, "email and password are required");
             };
             let id = new_id();
-            st.lock().users.insert(
-                email.to_lowercase(),
-                User {
-                    id: id.clone(),
-                    password: password.to_owned(),
-                },
-            );
+            st.lock()
+                .users
+                .insert(email.to_lowercase(), User { id: id.clone(), password: password.to_owned() });
             json(StatusCode::CREATED, &json!({ "id": id }))
         }
         (&Method::GET, ["state"]) => {
@@ -78,11 +71,8 @@ pub fn handle(st: &State, method: &Method, rest: &[&str], body: &Bytes) -> Resp 
                 .iter()
                 .map(|(sid, s)| json!({ "sid": sid, "device_id": s.device_id }))
                 .collect();
-            let users: Vec<Value> = inner
-                .users
-                .iter()
-                .map(|(email, u)| json!({ "email": email, "id": u.id }))
-                .collect();
+            let users: Vec<Value> =
+                inner.users.iter().map(|(email, u)| json!({ "email": email, "id": u.id })).collect();
             json(
                 StatusCode::OK,
                 &json!({ "users": users, "devices": devices, "deviceconnect": dc, "sessions": sessions }),

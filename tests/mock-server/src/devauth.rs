@@ -65,7 +65,8 @@ pub fn auth_request(st: &State, headers: &HeaderMap, body: &Bytes) -> Resp {
     let Some(identity) = canonical_identity(id_data) else {
         return bad("failed to decode identity data");
     };
-    let Some(sig) = headers.get("X-MEN-Signature").and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty()) else {
+    let Some(sig) = headers.get("X-MEN-Signature").and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty())
+    else {
         return error(StatusCode::BAD_REQUEST, "missing request signature header");
     };
     let verified = STANDARD
@@ -133,12 +134,8 @@ fn list(st: &State, statuses: &[Status], ids: &[String], page: usize, per_page: 
     devs.sort_by(|a, b| a.status.as_str().cmp(b.status.as_str()).then(a.id.cmp(&b.id)));
     let total = devs.len();
     let start = (page - 1).saturating_mul(per_page);
-    let items: Vec<Value> = devs
-        .into_iter()
-        .skip(start)
-        .take(per_page)
-        .map(|d| inner.device_json(d))
-        .collect();
+    let items: Vec<Value> =
+        devs.into_iter().skip(start).take(per_page).map(|d| inner.device_json(d)).collect();
     let mut links = vec![format!("<{path}?page=1&per_page={per_page}>; rel=\"first\"")];
     if page > 1 {
         links.push(format!("<{path}?page={}&per_page={per_page}>; rel=\"prev\"", page - 1));
@@ -178,7 +175,8 @@ pub fn management(
                 Ok(p) => p,
                 Err(r) => return r,
             };
-            let statuses: Vec<String> = q.iter().filter(|(k, _)| k == "status").map(|(_, v)| v.clone()).collect();
+            let statuses: Vec<String> =
+                q.iter().filter(|(k, _)| k == "status").map(|(_, v)| v.clone()).collect();
             let statuses = match status_filter(&statuses) {
                 Ok(s) => s,
                 Err(r) => return r,
@@ -217,12 +215,7 @@ pub fn management(
                 Some(Some(s)) => Some(s),
                 None => None,
             };
-            let n = st
-                .lock()
-                .devices
-                .values()
-                .filter(|d| filter.is_none_or(|s| d.status == s))
-                .count();
+            let n = st.lock().devices.values().filter(|d| filter.is_none_or(|s| d.status == s)).count();
             json(StatusCode::OK, &json!({ "count": n }))
         }
         (&Method::POST, ["devices"]) => preauthorize(st, headers, body),
@@ -251,7 +244,9 @@ pub fn management(
         (&Method::PUT, ["devices", id, "auth", aid, "status"]) => {
             let req: Value = match serde_json::from_slice(body) {
                 Ok(v) => v,
-                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("failed to decode status data: {e}")),
+                Err(e) => {
+                    return error(StatusCode::BAD_REQUEST, &format!("failed to decode status data: {e}"));
+                }
             };
             let to = match req.get("status").and_then(Value::as_str).and_then(Status::parse) {
                 Some(s @ (Status::Accepted | Status::Rejected | Status::Pending)) => s,
@@ -264,7 +259,9 @@ pub fn management(
                     http_util::empty(StatusCode::NO_CONTENT)
                 }
                 Err(DevauthError::NotFound) => error(StatusCode::NOT_FOUND, "dev auth: not found"),
-                Err(DevauthError::Mismatch) => error(StatusCode::BAD_REQUEST, "dev auth: dev ID and auth ID mismatch"),
+                Err(DevauthError::Mismatch) => {
+                    error(StatusCode::BAD_REQUEST, "dev auth: dev ID and auth ID mismatch")
+                }
                 Err(DevauthError::BadTransition) => error(StatusCode::BAD_REQUEST, "dev auth: bad request"),
             }
         }
@@ -293,7 +290,10 @@ fn preauthorize(st: &State, headers: &HeaderMap, body: &Bytes) -> Resp {
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("failed to decode preauth request: {e}")),
     };
     let Some(identity) = req.get("identity_data").filter(|v| v.is_object()) else {
-        return error(StatusCode::BAD_REQUEST, "failed to decode preauth request: identity_data: must be an object");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "failed to decode preauth request: identity_data: must be an object",
+        );
     };
     let identity = idjson::canonical(identity);
     let Some(pubkey) = req.get("pubkey").and_then(Value::as_str) else {
@@ -301,7 +301,12 @@ fn preauthorize(st: &State, headers: &HeaderMap, body: &Bytes) -> Resp {
     };
     let key = match PublicKey::parse_pem(pubkey) {
         Ok(k) => k,
-        Err(_) => return error(StatusCode::BAD_REQUEST, "failed to decode preauth request: cannot decode public key"),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "failed to decode preauth request: cannot decode public key",
+            );
+        }
     };
     let force = req.get("force").and_then(Value::as_bool).unwrap_or(false);
     let mut inner = st.lock();

@@ -39,14 +39,9 @@ pub fn send_to_device(st: &State, device_id: &str, frame: Vec<u8>) -> bool {
 /// Registers a server-side session (user socket, file transfer) and returns its inbound queue.
 pub fn register_session(st: &State, sid: &str, device_id: &str) -> async_channel::Receiver<SessionIn> {
     let (tx, rx) = async_channel::bounded(SESSION_QUEUE);
-    st.lock().sessions.insert(
-        sid.to_owned(),
-        Session {
-            device_id: device_id.to_owned(),
-            tx,
-            shell_answered: false,
-        },
-    );
+    st.lock()
+        .sessions
+        .insert(sid.to_owned(), Session { device_id: device_id.to_owned(), tx, shell_answered: false });
     rx
 }
 
@@ -82,9 +77,7 @@ async fn run_device(st: Arc<State>, device_id: String, mut ws: Ws) {
         let mut inner = st.lock();
         if let Some(old) = inner.live.insert(device_id.clone(), LiveConn { conn_id, tx }) {
             log::info!("ws device {device_id}: newer connection #{conn_id} replaces #{}", old.conn_id);
-            let _ = old
-                .tx
-                .try_send(DeviceOut::Close(1011, "connection closed by the server".into()));
+            let _ = old.tx.try_send(DeviceOut::Close(1011, "connection closed by the server".into()));
         }
         let now = SystemTime::now();
         let rec = inner.dc.entry(device_id.clone()).or_insert_with(|| DcDevice {
@@ -200,10 +193,7 @@ async fn run_device(st: Arc<State>, device_id: String, mut ws: Ws) {
 }
 
 fn close_frame(code: u16, reason: &str) -> CloseFrame {
-    CloseFrame {
-        code: code.into(),
-        reason: reason.into(),
-    }
+    CloseFrame { code: code.into(), reason: reason.into() }
 }
 
 /// Forwards a device frame, unchanged, to the session named by its `sid`.
@@ -352,10 +342,8 @@ async fn run_user(
     let mut output_bytes = 0usize;
     let mut limit_hit = false;
     let reason: String = loop {
-        let ev = future::or(async { UserEv::In(ws.next().await) }, async {
-            UserEv::Dev(rx.recv().await)
-        })
-        .await;
+        let ev =
+            future::or(async { UserEv::In(ws.next().await) }, async { UserEv::Dev(rx.recv().await) }).await;
         let data = match ev {
             UserEv::In(Some(Ok(Message::Binary(b)))) => b,
             UserEv::In(Some(Ok(Message::Text(t)))) => t.into(),
@@ -379,7 +367,13 @@ async fn run_user(
                                 Some(text),
                             );
                             send_to_device(&st, &device_id, stop);
-                            let notice = protomsg::encode(PROTO_SHELL, "shell", &sid, &[("status", Prop::Int(2))], Some(text));
+                            let notice = protomsg::encode(
+                                PROTO_SHELL,
+                                "shell",
+                                &sid,
+                                &[("status", Prop::Int(2))],
+                                Some(text),
+                            );
                             if let Err(e) = ws.send(Message::Binary(notice.into())).await {
                                 break format!("write error: {e}");
                             }
@@ -501,7 +495,13 @@ async fn run_playback(st: Arc<State>, sid: String, mut ws: Ws) {
     while pos < output.len() || markers.peek().is_some() {
         if let Some((at, ms)) = markers.peek().copied() {
             if *at <= pos {
-                msgs.push(protomsg::encode(PROTO_SHELL, "delay", &sid, &[("delay_value", Prop::U16(*ms))], None));
+                msgs.push(protomsg::encode(
+                    PROTO_SHELL,
+                    "delay",
+                    &sid,
+                    &[("delay_value", Prop::U16(*ms))],
+                    None,
+                ));
                 markers.next();
                 continue;
             }

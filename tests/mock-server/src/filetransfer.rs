@@ -59,14 +59,7 @@ impl Transfer {
     fn new(st: Arc<State>, device_id: String, user_id: String) -> Transfer {
         let sid = new_id();
         let rx = register_session(&st, &sid, &device_id);
-        Transfer {
-            st,
-            sid,
-            device_id,
-            user_id,
-            rx,
-            opened: false,
-        }
+        Transfer { st, sid, device_id, user_id, rx, opened: false }
     }
 
     fn send(&self, proto: u16, typ: &str, offset: Option<i64>, body: Option<&[u8]>) {
@@ -76,7 +69,11 @@ impl Transfer {
         }
         props.push(("user_id", Prop::Str(&self.user_id)));
         let msg = protomsg::encode(proto, typ, &self.sid, &props, body);
-        log::debug!("file transfer {}: -> proto={proto} typ={typ} offset={offset:?} {} bytes", self.sid, msg.len());
+        log::debug!(
+            "file transfer {}: -> proto={proto} typ={typ} offset={offset:?} {} bytes",
+            self.sid,
+            msg.len()
+        );
         send_to_device(&self.st, &self.device_id, msg);
     }
 
@@ -93,8 +90,9 @@ impl Transfer {
                 Some(Err(_)) => return Err(Fail::new(StatusCode::INTERNAL_SERVER_ERROR, "session closed")),
                 Some(Ok(SessionIn::Frame(d))) => d,
             };
-            let msg = protomsg::parse(&data)
-                .map_err(|e| Fail::new(StatusCode::INTERNAL_SERVER_ERROR, format!("malformed message: {e}")))?;
+            let msg = protomsg::parse(&data).map_err(|e| {
+                Fail::new(StatusCode::INTERNAL_SERVER_ERROR, format!("malformed message: {e}"))
+            })?;
             if msg.proto == PROTO_CONTROL && msg.typ == "ping" {
                 self.send(PROTO_CONTROL, "pong", None, None);
                 continue;
@@ -125,7 +123,8 @@ impl Transfer {
         match (reply.proto, reply.typ.as_str()) {
             (PROTO_CONTROL, "accept") => {
                 let protocols = reply.body_value.as_ref().and_then(|v| v.get("protocols").cloned());
-                let has_ft = matches!(protocols, Some(Value::Array(a)) if a.iter().any(|p| p.as_int() == Some(2)));
+                let has_ft =
+                    matches!(protocols, Some(Value::Array(a)) if a.iter().any(|p| p.as_int() == Some(2)));
                 if has_ft {
                     Ok(())
                 } else {
@@ -141,7 +140,13 @@ impl Transfer {
 impl Drop for Transfer {
     fn drop(&mut self) {
         if self.opened {
-            let msg = protomsg::encode(PROTO_CONTROL, "close", &self.sid, &[("user_id", Prop::Str(&self.user_id))], None);
+            let msg = protomsg::encode(
+                PROTO_CONTROL,
+                "close",
+                &self.sid,
+                &[("user_id", Prop::Str(&self.user_id))],
+                None,
+            );
             send_to_device(&self.st, &self.device_id, msg);
         }
         unregister_session(&self.st, &self.sid);
@@ -149,13 +154,7 @@ impl Drop for Transfer {
 }
 
 fn err_text(reply: &Reply) -> String {
-    reply
-        .body_value
-        .as_ref()
-        .and_then(|v| v.get("err"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned()
+    reply.body_value.as_ref().and_then(|v| v.get("err")).and_then(Value::as_str).unwrap_or("").to_owned()
 }
 
 /// The status an FT `error` reply asks for: its `code` when set, else `default`.
@@ -181,11 +180,7 @@ fn device_check(st: &State, device_id: &str) -> Result<(), Resp> {
 
 /// R's download handler hides the text of every 5xx.
 fn download_error(f: Fail) -> Resp {
-    if f.0.is_server_error() {
-        error(f.0, "internal error")
-    } else {
-        error(f.0, &f.1)
-    }
+    if f.0.is_server_error() { error(f.0, "internal error") } else { error(f.0, &f.1) }
 }
 
 enum Step {
@@ -215,10 +210,9 @@ async fn download_step(t: &Transfer, received: &mut i64, chunks: &mut u64) -> Re
             }
             Ok(Step::Data(Bytes::from(r.body)))
         }
-        (PROTO_FILE_TRANSFER, "error") => Err(Fail::new(
-            err_status(&r, StatusCode::INTERNAL_SERVER_ERROR),
-            err_text(&r),
-        )),
+        (PROTO_FILE_TRANSFER, "error") => {
+            Err(Fail::new(err_status(&r, StatusCode::INTERNAL_SERVER_ERROR), err_text(&r)))
+        }
         (p, typ) => Err(Fail::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("unexpected message from device: proto {p} type {typ}"),
@@ -353,12 +347,7 @@ pub async fn upload(st: Arc<State>, req: Request<Incoming>, device_id: String, u
     if let Err(r) = device_check(&st, &device_id) {
         return r;
     }
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let Some(boundary) = multipart::boundary(&ct) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -434,12 +423,7 @@ async fn upload_inner(st: Arc<State>, mp: &mut Multipart, device_id: String, use
         return error(f.0, &f.1);
     }
     let src = filename.unwrap_or_default();
-    t.send(
-        PROTO_FILE_TRANSFER,
-        "put_file",
-        None,
-        Some(&body::put_file(&src, &path, uid, gid, mode)),
-    );
+    t.send(PROTO_FILE_TRANSFER, "put_file", None, Some(&body::put_file(&src, &path, uid, gid, mode)));
     let device_error = |r: &Reply| {
         log::info!("upload {device_id}:{path}: device error: {}", err_text(r));
         error(err_status(r, StatusCode::BAD_REQUEST), &err_text(r))
@@ -447,7 +431,9 @@ async fn upload_inner(st: Arc<State>, mp: &mut Multipart, device_id: String, use
     let mut last_ack: i64 = match t.recv().await {
         Ok(r) if r.proto == PROTO_FILE_TRANSFER && r.typ == "ack" => r.offset.unwrap_or(0),
         Ok(r) if r.proto == PROTO_FILE_TRANSFER && r.typ == "error" => return device_error(&r),
-        Ok(r) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("unexpected message type {}", r.typ)),
+        Ok(r) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("unexpected message type {}", r.typ));
+        }
         Err(f) => return error(f.0, &f.1),
     };
     // Handles one device message during streaming: acks move the window, errors end the upload.

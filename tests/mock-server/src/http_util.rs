@@ -41,10 +41,8 @@ pub fn error(status: StatusCode, msg: &str) -> Resp {
 
 pub fn unauthorized() -> Resp {
     let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized");
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"ManagementJWT\""),
-    );
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"ManagementJWT\""));
     r
 }
 
@@ -52,10 +50,9 @@ pub fn unauthorized() -> Resp {
 pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Resp> {
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "http: request body too large",
-        )),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(error(StatusCode::PAYLOAD_TOO_LARGE, "http: request body too large"))
+        }
         Err(e) => Err(error(StatusCode::BAD_REQUEST, &format!("failed to read request body: {e}"))),
     }
 }
@@ -102,7 +99,8 @@ pub fn percent_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex =
+                    std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(v) => {
                         out.push(v);

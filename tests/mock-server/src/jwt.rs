@@ -60,7 +60,8 @@ impl Signer {
     /// Checks signature and expiry; returns the claims.
     pub fn verify(&self, token: &str, now: i64) -> Result<Value, TokenError> {
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(TokenError::Malformed);
         };
         let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::Malformed)?;

@@ -68,7 +68,8 @@ impl PublicKey {
         if label != "PUBLIC KEY" {
             return Err(KeyError::CannotDecode);
         }
-        let spki = spki::SubjectPublicKeyInfoRef::try_from(der.as_slice()).map_err(|_| KeyError::CannotDecode)?;
+        let spki =
+            spki::SubjectPublicKeyInfoRef::try_from(der.as_slice()).map_err(|_| KeyError::CannotDecode)?;
         let oid = spki.algorithm.oid.to_string();
         let key_bytes = spki.subject_public_key.as_bytes().ok_or(KeyError::CannotDecode)?;
         let kind = match oid.as_str() {
@@ -79,24 +80,24 @@ impl PublicKey {
                 ))
             }
             OID_EC => {
-                let curve = spki
-                    .algorithm
-                    .parameters_oid()
-                    .map_err(|_| KeyError::CannotDecode)?
-                    .to_string();
+                let curve = spki.algorithm.parameters_oid().map_err(|_| KeyError::CannotDecode)?.to_string();
                 match curve.as_str() {
                     OID_P256 => KeyKind::P256(
-                        p256::ecdsa::VerifyingKey::from_sec1_bytes(key_bytes).map_err(|_| KeyError::CannotDecode)?,
+                        p256::ecdsa::VerifyingKey::from_sec1_bytes(key_bytes)
+                            .map_err(|_| KeyError::CannotDecode)?,
                     ),
                     OID_P384 => KeyKind::P384(
-                        p384::ecdsa::VerifyingKey::from_sec1_bytes(key_bytes).map_err(|_| KeyError::CannotDecode)?,
+                        p384::ecdsa::VerifyingKey::from_sec1_bytes(key_bytes)
+                            .map_err(|_| KeyError::CannotDecode)?,
                     ),
                     _ => return Err(KeyError::CannotDecode),
                 }
             }
             OID_ED25519 => {
                 let bytes: [u8; 32] = key_bytes.try_into().map_err(|_| KeyError::CannotDecode)?;
-                KeyKind::Ed25519(ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::CannotDecode)?)
+                KeyKind::Ed25519(
+                    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::CannotDecode)?,
+                )
             }
             _ => return Err(KeyError::CannotDecode),
         };
@@ -107,24 +108,21 @@ impl PublicKey {
     pub fn verify(&self, body: &[u8], sig: &[u8]) -> Result<(), KeyError> {
         let digest = Sha256::digest(body);
         let ok = match &self.kind {
-            KeyKind::Rsa(k) => k
-                .verify(rsa::Pkcs1v15Sign::new::<rsa::sha2::Sha256>(), &digest, sig)
-                .is_ok(),
+            KeyKind::Rsa(k) => k.verify(rsa::Pkcs1v15Sign::new::<rsa::sha2::Sha256>(), &digest, sig).is_ok(),
             KeyKind::P256(k) => {
                 use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
-                p256::ecdsa::Signature::from_der(sig)
-                    .is_ok_and(|s| k.verify_prehash(&digest, &s).is_ok())
+                p256::ecdsa::Signature::from_der(sig).is_ok_and(|s| k.verify_prehash(&digest, &s).is_ok())
             }
             KeyKind::P384(k) => {
                 use p384::ecdsa::signature::hazmat::PrehashVerifier as _;
-                p384::ecdsa::Signature::from_der(sig)
-                    .is_ok_and(|s| k.verify_prehash(&digest, &s).is_ok())
+                p384::ecdsa::Signature::from_der(sig).is_ok_and(|s| k.verify_prehash(&digest, &s).is_ok())
             }
-            KeyKind::Ed25519(k) => ed25519_dalek::Signature::from_slice(sig)
-                .is_ok_and(|s| k.verify_strict(body, &s).is_ok() || {
+            KeyKind::Ed25519(k) => ed25519_dalek::Signature::from_slice(sig).is_ok_and(|s| {
+                k.verify_strict(body, &s).is_ok() || {
                     use ed25519_dalek::Verifier as _;
                     k.verify(body, &s).is_ok()
-                }),
+                }
+            }),
         };
         if ok { Ok(()) } else { Err(KeyError::BadSignature) }
     }

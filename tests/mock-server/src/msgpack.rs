@@ -58,10 +58,7 @@ impl Value {
 
     pub fn get(&self, key: &str) -> Option<&Value> {
         match self {
-            Value::Map(entries) => entries
-                .iter()
-                .find(|(k, _)| k.as_str() == Some(key))
-                .map(|(_, v)| v),
+            Value::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -98,10 +95,7 @@ impl<'a> Reader<'a> {
     }
 
     fn peek_marker(&self) -> Result<Marker, DecodeError> {
-        self.buf
-            .get(self.pos)
-            .map(|b| Marker::from_u8(*b))
-            .ok_or(DecodeError::Truncated)
+        self.buf.get(self.pos).map(|b| Marker::from_u8(*b)).ok_or(DecodeError::Truncated)
     }
 
     /// True when the next value is nil (without consuming it).
@@ -152,9 +146,7 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::TooDeep);
         }
         let (skip_bytes, items) = match self.marker()? {
-            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => {
-                (0, 0)
-            }
+            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => (0, 0),
             Marker::U8 | Marker::I8 => (1, 0),
             Marker::U16 | Marker::I16 => (2, 0),
             Marker::U32 | Marker::I32 | Marker::F32 => (4, 0),

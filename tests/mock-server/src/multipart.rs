@@ -21,8 +21,12 @@ pub enum MultipartError {
 impl std::fmt::Display for MultipartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            MultipartError::Truncated => f.write_str("malformed request body: did not find closing multipart boundary"),
-            MultipartError::BadHeaders => f.write_str("malformed request body: multipart: malformed MIME header"),
+            MultipartError::Truncated => {
+                f.write_str("malformed request body: did not find closing multipart boundary")
+            }
+            MultipartError::BadHeaders => {
+                f.write_str("malformed request body: multipart: malformed MIME header")
+            }
             MultipartError::TooLarge => f.write_str("http: request body too large"),
             MultipartError::Io(e) => write!(f, "malformed request body: {e}"),
         }
@@ -36,13 +40,12 @@ pub fn boundary(content_type: &str) -> Option<String> {
     if !mime.eq_ignore_ascii_case("multipart/form-data") {
         return None;
     }
-    parts.find_map(|p| {
-        let (k, v) = p.trim().split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("boundary")
-            .then(|| v.trim().trim_matches('"').to_owned())
-    })
-    .filter(|b| !b.is_empty())
+    parts
+        .find_map(|p| {
+            let (k, v) = p.trim().split_once('=')?;
+            k.trim().eq_ignore_ascii_case("boundary").then(|| v.trim().trim_matches('"').to_owned())
+        })
+        .filter(|b| !b.is_empty())
 }
 
 pub struct PartHeaders {
@@ -86,9 +89,7 @@ fn find_from(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
 fn param(header: &str, name: &str) -> Option<String> {
     header.split(';').skip(1).find_map(|p| {
         let (k, v) = p.trim().split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().trim_matches('"').to_owned())
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().trim_matches('"').to_owned())
     })
 }
 
@@ -187,10 +188,7 @@ impl Multipart {
         }
         self.in_part = true;
         self.scanned = 0;
-        Ok(Some(PartHeaders {
-            name: name.unwrap_or_default(),
-            filename,
-        }))
+        Ok(Some(PartHeaders { name: name.unwrap_or_default(), filename }))
     }
 
     /// The next piece of the current part's data, at most `max` bytes; None at the part's end.

@@ -59,9 +59,7 @@ fn from_ns(n: u128) -> SystemTime {
 
 pub fn load(path: &Path) -> Result<Option<Snapshot>, String> {
     match std::fs::read(path) {
-        Ok(data) => serde_json::from_slice(&data)
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", path.display())),
+        Ok(data) => serde_json::from_slice(&data).map(Some).map_err(|e| format!("{}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
@@ -74,10 +72,7 @@ pub fn key_from(snap: &Snapshot) -> Option<[u8; 32]> {
 /// Fills `inner` from a snapshot; configured users keep their stored ids.
 pub fn restore(inner: &mut Inner, snap: Snapshot) {
     for u in snap.users {
-        let entry = inner.users.entry(u.email).or_insert(User {
-            id: u.id.clone(),
-            password: u.password,
-        });
+        let entry = inner.users.entry(u.email).or_insert(User { id: u.id.clone(), password: u.password });
         entry.id = u.id;
     }
     for a in snap.auth_sets {

@@ -47,10 +47,7 @@ impl std::error::Error for ProtoError {}
 
 impl<'a> Parsed<'a> {
     pub fn prop(&self, name: &str) -> Option<Value> {
-        self.props
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, raw)| msgpack::decode(raw).ok())
+        self.props.iter().find(|(k, _)| k == name).and_then(|(_, raw)| msgpack::decode(raw).ok())
     }
 
     /// The raw encoded bytes of a property (to check integer widths).
@@ -84,13 +81,7 @@ fn opt_string(r: &mut Reader<'_>, field: &'static str) -> Result<String, ProtoEr
 pub fn parse(buf: &[u8]) -> Result<Parsed<'_>, ProtoError> {
     let mut r = Reader::new(buf);
     let n = r.map_len()?.ok_or(ProtoError::NotAMap)?;
-    let mut msg = Parsed {
-        proto: 0,
-        typ: String::new(),
-        sid: String::new(),
-        props: Vec::new(),
-        body: None,
-    };
+    let mut msg = Parsed { proto: 0, typ: String::new(), sid: String::new(), props: Vec::new(), body: None };
     for _ in 0..n {
         let key = r.str_or_bin()?.ok_or(ProtoError::BadField("key"))?;
         match key {
@@ -242,7 +233,13 @@ pub mod body {
     }
 
     /// `put_file`: `{"src_path", "path", "uid"?, "gid"?, "mode"?}`; ids and mode as uint32.
-    pub fn put_file(src_path: &str, path: &str, uid: Option<u32>, gid: Option<u32>, mode: Option<u32>) -> Vec<u8> {
+    pub fn put_file(
+        src_path: &str,
+        path: &str,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        mode: Option<u32>,
+    ) -> Vec<u8> {
         let n = 2 + u32::from(uid.is_some()) + u32::from(gid.is_some()) + u32::from(mode.is_some());
         let mut out = Vec::new();
         write::map_len(&mut out, n);

@@ -1,7 +1,7 @@
 //! Request routing: the gateway's token checks merged with the services' handlers.
 
-use crate::deviceconnect;
 use crate::devauth;
+use crate::deviceconnect;
 use crate::filetransfer;
 use crate::http_util::{self, BODY_LIMIT, Resp, error, read_body};
 use crate::state::{AuthFail, Identity, State};
@@ -115,7 +115,13 @@ async fn route(st: Arc<State>, req: Request<Incoming>) -> Resp {
     }
 }
 
-async fn device_routes(st: Arc<State>, req: Request<Incoming>, method: &Method, rest: &[&str], device_id: String) -> Resp {
+async fn device_routes(
+    st: Arc<State>,
+    req: Request<Incoming>,
+    method: &Method,
+    rest: &[&str],
+    device_id: String,
+) -> Resp {
     match (method, rest) {
         (_, ["v1", "deviceconnect", "connect"]) => deviceconnect::device_connect(st, req, device_id),
         (&Method::PUT | &Method::PATCH, ["v1", "inventory", "device", "attributes"]) => {
@@ -173,9 +179,10 @@ async fn management_routes(
             let sid = (*sid).to_owned();
             deviceconnect::playback(st, req, sid)
         }
-        (&Method::POST, ["v1", "deviceconnect", "devices", id, cmd @ ("check-update" | "send-inventory")]) => {
-            deviceconnect::mender_client_command(&st, id, &user_id, cmd)
-        }
+        (
+            &Method::POST,
+            ["v1", "deviceconnect", "devices", id, cmd @ ("check-update" | "send-inventory")],
+        ) => deviceconnect::mender_client_command(&st, id, &user_id, cmd),
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
 }

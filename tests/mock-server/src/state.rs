@@ -172,23 +172,12 @@ impl State {
         };
         let mut inner = Inner::default();
         for (email, password) in &cfg.users {
-            inner.users.insert(
-                email.to_lowercase(),
-                User {
-                    id: new_id(),
-                    password: password.clone(),
-                },
-            );
+            inner.users.insert(email.to_lowercase(), User { id: new_id(), password: password.clone() });
         }
         if let Some(snap) = snapshot {
             crate::persist::restore(&mut inner, snap);
         }
-        Ok(State {
-            cfg,
-            signer,
-            inner: Mutex::new(inner),
-            seq: AtomicU64::new(1),
-        })
+        Ok(State { cfg, signer, inner: Mutex::new(inner), seq: AtomicU64::new(1) })
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -230,12 +219,7 @@ impl State {
 
     pub fn issue_device_token(&self, inner: &mut Inner, auth_set_id: &str, device_id: &str) -> String {
         inner.tokens.insert(auth_set_id.to_owned(), device_id.to_owned());
-        self.signer.sign(&jwt::device_claims(
-            auth_set_id,
-            device_id,
-            unix_now(),
-            self.cfg.device_token_ttl,
-        ))
+        self.signer.sign(&jwt::device_claims(auth_set_id, device_id, unix_now(), self.cfg.device_token_ttl))
     }
 }
 
@@ -290,11 +274,7 @@ impl Inner {
         let Some(dev_id) = self.auth_sets.get(aid).map(|a| a.device_id.clone()) else {
             return;
         };
-        let others: Vec<String> = self
-            .devices
-            .get(&dev_id)
-            .map(|d| d.auth_sets.clone())
-            .unwrap_or_default();
+        let others: Vec<String> = self.devices.get(&dev_id).map(|d| d.auth_sets.clone()).unwrap_or_default();
         let mut revoked = false;
         for other in others.iter().filter(|o| *o != aid) {
             if let Some(a) = self.auth_sets.get_mut(other) {
@@ -319,10 +299,7 @@ impl Inner {
 
     fn find_auth_set(&self, device_id: &str, pubkey: &str) -> Option<String> {
         self.devices.get(device_id).and_then(|d| {
-            d.auth_sets
-                .iter()
-                .find(|a| self.auth_sets.get(*a).is_some_and(|s| s.pubkey == pubkey))
-                .cloned()
+            d.auth_sets.iter().find(|a| self.auth_sets.get(*a).is_some_and(|s| s.pubkey == pubkey)).cloned()
         })
     }
 
@@ -387,10 +364,7 @@ impl Inner {
             return AuthOutcome::Unauthorized;
         }
         match self.auth_sets.get(&aid) {
-            Some(a) if a.status == Status::Accepted => AuthOutcome::Accepted {
-                auth_set_id: aid,
-                device_id,
-            },
+            Some(a) if a.status == Status::Accepted => AuthOutcome::Accepted { auth_set_id: aid, device_id },
             _ => AuthOutcome::Unauthorized,
         }
     }

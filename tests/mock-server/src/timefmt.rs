@@ -3,10 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -16,12 +13,7 @@ pub fn rfc3339(t: SystemTime) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, dd) = civil_from_days(days);
-    let mut s = format!(
-        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    );
+    let mut s = format!("{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}", sod / 3600, (sod / 60) % 60, sod % 60);
     if nanos != 0 {
         let frac = format!("{nanos:09}");
         s.push('.');

@@ -38,9 +38,7 @@ pub fn login(st: &State, headers: &HeaderMap, body: &Bytes) -> Resp {
             }
         }
     };
-    let token = st
-        .signer
-        .sign(&jwt::user_claims(&new_id(), &user_id, unix_now(), st.cfg.user_token_ttl));
+    let token = st.signer.sign(&jwt::user_claims(&new_id(), &user_id, unix_now(), st.cfg.user_token_ttl));
     log::info!("login: {email} (user {user_id})");
     http_util::response(StatusCode::OK, Some("application/jwt"), token)
 }

@@ -72,10 +72,7 @@ pub fn check(req: &Request<Incoming>) -> Result<(), Resp> {
         ));
     }
     if req.method() != Method::GET {
-        return Err(error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &format!("{NOT_WS}request method is not GET"),
-        ));
+        return Err(error(StatusCode::METHOD_NOT_ALLOWED, &format!("{NOT_WS}request method is not GET")));
     }
     if !has_token(h, header::SEC_WEBSOCKET_VERSION, "13") {
         return Err(error(

@@ -40,9 +40,8 @@ fn auth_request_each_key_type_pending_then_accepted() {
     let tmp = TempDir::new("keys");
     let srv = Server::start(&[]);
     let user = srv.login();
-    for (i, kind) in [KeyKind::Rsa3072, KeyKind::P256, KeyKind::P384, KeyKind::Ed25519]
-        .into_iter()
-        .enumerate()
+    for (i, kind) in
+        [KeyKind::Rsa3072, KeyKind::P256, KeyKind::P384, KeyKind::Ed25519].into_iter().enumerate()
     {
         let key = DeviceKey::generate(kind, &tmp.0, &format!("k{i}"));
         let identity = json!({ "mac": format!("52:54:00:00:00:{i:02}"), "sku": "a<b>&c" });
@@ -60,7 +59,10 @@ fn auth_request_each_key_type_pending_then_accepted() {
         assert_eq!(sets.len(), 1);
         // The stored key is the normalised PEM (64-column lines, trailing newline).
         let stored = sets[0]["pubkey"].as_str().expect("pubkey");
-        assert!(stored.starts_with("-----BEGIN PUBLIC KEY-----\n") && stored.ends_with("-----END PUBLIC KEY-----\n"));
+        assert!(
+            stored.starts_with("-----BEGIN PUBLIC KEY-----\n")
+                && stored.ends_with("-----END PUBLIC KEY-----\n")
+        );
         assert_eq!(stored.replace('\n', ""), key.public_pem.replace('\n', ""));
 
         let (dev_id, aid) = (dev["id"].as_str().expect("id"), sets[0]["id"].as_str().expect("aid"));
@@ -326,7 +328,9 @@ fn device_and_management_endpoints_check_tokens() {
 fn login_returns_raw_jwt() {
     let srv = Server::start(&["--user", "Alice@Example.com:pw1", "--user", "bob@example.com:pw:with:colons"]);
     use base64::Engine as _;
-    let basic = |u: &str, p: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
+    let basic = |u: &str, p: &str| {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
+    };
     let path = "/api/management/v1/useradm/auth/login";
     let r = srv.http("POST", path, &[("Authorization", &basic("alice@example.com", "pw1"))], b"");
     assert_eq!(r.status, 200);
@@ -340,7 +344,12 @@ fn login_returns_raw_jwt() {
     let (code, _) = srv.get_json("/api/management/v2/devauth/devices", &token);
     assert_eq!(code, 200);
 
-    let r = srv.http("POST", path, &[("Authorization", &basic("bob@example.com", "pw:with:colons"))], b"{\"token2fa\":\"\"}");
+    let r = srv.http(
+        "POST",
+        path,
+        &[("Authorization", &basic("bob@example.com", "pw:with:colons"))],
+        b"{\"token2fa\":\"\"}",
+    );
     assert_eq!(r.status, 200);
     let r = srv.http("POST", path, &[("Authorization", &basic("alice@example.com", "wrong"))], b"");
     assert_eq!((r.status, r.error().as_str()), (401, "unauthorized"));
@@ -432,7 +441,17 @@ fn https_with_verified_certificate() {
     let tmp = TempDir::new("tls");
     let (cert, key) = (tmp.path("cert.pem"), tmp.path("key.pem"));
     let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
         .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
         .arg("-keyout")
         .arg(&key)
@@ -484,12 +503,7 @@ curl -sS --fail -H "Authorization: Bearer $JWT" "$MENDER_SERVER_URI/api/manageme
         .env("MENDER_SERVER_USER", format!("{USER}:{PASSWORD}"))
         .output()
         .expect("run bash");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        srv.log()
-    );
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), srv.log());
     let list: serde_json::Value =
         serde_json::from_slice(&std::fs::read(tmp.path("list.json")).expect("list")).expect("JSON list");
     let dev = &list[0];
@@ -499,11 +513,7 @@ curl -sS --fail -H "Authorization: Bearer $JWT" "$MENDER_SERVER_URI/api/manageme
     assert_eq!(dev["auth_sets"][0]["pubkey"].as_str(), Some(public.as_str()));
 
     // The device with that key and identity is then accepted on its first request.
-    let key = DeviceKey {
-        kind: KeyKind::Rsa3072,
-        private: tmp.path("private.key"),
-        public_pem: public,
-    };
+    let key = DeviceKey { kind: KeyKind::Rsa3072, private: tmp.path("private.key"), public_pem: public };
     let r = auth_request(&srv, &key, &json!({ "mac": "02:12:61:13:6c:42" }));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(jwt_claims(&r.text())["sub"], dev["id"]);

@@ -50,7 +50,14 @@ struct Report {
     sessions: Vec<String>,
 }
 
-fn send(ws: &mut WebSocket<TcpStream>, proto: u16, typ: &str, sid: &str, offset: Option<i64>, body: Option<Vec<u8>>) {
+fn send(
+    ws: &mut WebSocket<TcpStream>,
+    proto: u16,
+    typ: &str,
+    sid: &str,
+    offset: Option<i64>,
+    body: Option<Vec<u8>>,
+) {
     // Written the way mender-connect (Go msgpack) does: int64 offsets, bin bodies.
     let mut props = Vec::new();
     if let Some(o) = offset {
@@ -98,13 +105,19 @@ fn map_body(entries: Vec<(&str, Value)>) -> Vec<u8> {
 fn check_width(raw: &[u8], key: &str, marker: u8, report: &mut Report) {
     if let Some(b) = bytes_after_key(raw, key) {
         if b.first() != Some(&marker) {
-            report.width_errors.push(format!("{key}: marker {:#x}, want {marker:#x}", b.first().copied().unwrap_or(0)));
+            report
+                .width_errors
+                .push(format!("{key}: marker {:#x}, want {marker:#x}", b.first().copied().unwrap_or(0)));
         }
     }
 }
 
 /// Runs the fake device until its socket closes; returns what it saw.
-fn fake_device(srv: &Server, token: &str, script: Script) -> (std::thread::JoinHandle<Report>, mpsc::Receiver<()>) {
+fn fake_device(
+    srv: &Server,
+    token: &str,
+    script: Script,
+) -> (std::thread::JoinHandle<Report>, mpsc::Receiver<()>) {
     let mut ws = srv.ws(DEVICE_WS, token);
     let (ready_tx, ready_rx) = mpsc::channel();
     let h = std::thread::spawn(move || {
@@ -153,15 +166,27 @@ fn fake_device(srv: &Server, token: &str, script: Script) -> (std::thread::JoinH
                             send(&mut ws, FT, "file_info", &sid, None, Some(body));
                         }
                         None => {
-                            let err = format!("failed to get file info from path '{path}': stat {path}: no such file or directory");
-                            let body = map_body(vec![("err", Value::from(err.as_str())), ("msgtype", Value::from("stat"))]);
+                            let err = format!(
+                                "failed to get file info from path '{path}': stat {path}: no such file or directory"
+                            );
+                            let body = map_body(vec![
+                                ("err", Value::from(err.as_str())),
+                                ("msgtype", Value::from("stat")),
+                            ]);
                             send(&mut ws, FT, "error", &sid, None, Some(body));
                         }
                     }
                 }
                 (FT, "get_file") => {
                     if let Some(e) = &script.get_error {
-                        send(&mut ws, FT, "error", &sid, None, Some(map_body(vec![("err", Value::from(e.as_str()))])));
+                        send(
+                            &mut ws,
+                            FT,
+                            "error",
+                            &sid,
+                            None,
+                            Some(map_body(vec![("err", Value::from(e.as_str()))])),
+                        );
                         continue;
                     }
                     let path = get(&m.body_value(), "path").and_then(Value::as_str).unwrap_or("").to_owned();
@@ -191,11 +216,19 @@ fn fake_device(srv: &Server, token: &str, script: Script) -> (std::thread::JoinH
                             continue;
                         }
                         let end = (offset + CHUNK).min(data.len());
-                        send(&mut ws, FT, "file_chunk", &sid, Some(offset as i64), Some(data[offset..end].to_vec()));
+                        send(
+                            &mut ws,
+                            FT,
+                            "file_chunk",
+                            &sid,
+                            Some(offset as i64),
+                            Some(data[offset..end].to_vec()),
+                        );
                         offset = end;
                     }
                     send(&mut ws, FT, "file_chunk", &sid, Some(data.len() as i64), None);
-                    while last_ack < data.len() as i64 || r.download_acks.last() != Some(&(data.len() as i64)) {
+                    while last_ack < data.len() as i64 || r.download_acks.last() != Some(&(data.len() as i64))
+                    {
                         last_ack = read_ack(&mut ws, &mut r);
                     }
                 }
@@ -208,7 +241,14 @@ fn fake_device(srv: &Server, token: &str, script: Script) -> (std::thread::JoinH
                     upload_chunks = 0;
                     r.uploaded.clear();
                     match &script.put_error {
-                        Some(e) => send(&mut ws, FT, "error", &sid, None, Some(map_body(vec![("err", Value::from(e.as_str()))]))),
+                        Some(e) => send(
+                            &mut ws,
+                            FT,
+                            "error",
+                            &sid,
+                            None,
+                            Some(map_body(vec![("err", Value::from(e.as_str()))])),
+                        ),
                         None => send(&mut ws, FT, "ack", &sid, Some(0), None),
                     }
                 }
@@ -225,7 +265,14 @@ fn fake_device(srv: &Server, token: &str, script: Script) -> (std::thread::JoinH
                     r.uploaded.extend_from_slice(&m.body);
                     if let Some((n, e)) = &script.put_error_after {
                         if upload_chunks == *n {
-                            send(&mut ws, FT, "error", &sid, None, Some(map_body(vec![("err", Value::from(e.as_str()))])));
+                            send(
+                                &mut ws,
+                                FT,
+                                "error",
+                                &sid,
+                                None,
+                                Some(map_body(vec![("err", Value::from(e.as_str()))])),
+                            );
                             continue;
                         }
                     }
@@ -247,11 +294,17 @@ fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 4096) as u8).collect()
 }
 
-fn multipart(fields_before: &[(&str, &str)], file: Option<(&str, &[u8])>, fields_after: &[(&str, &str)]) -> (String, Vec<u8>) {
+fn multipart(
+    fields_before: &[(&str, &str)],
+    file: Option<(&str, &[u8])>,
+    fields_after: &[(&str, &str)],
+) -> (String, Vec<u8>) {
     let boundary = "xYzBoundary123";
     let mut body = Vec::new();
     let field = |body: &mut Vec<u8>, k: &str, v: &str| {
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
+        );
     };
     for (k, v) in fields_before {
         field(&mut body, k, v);
@@ -353,7 +406,8 @@ fn download_streams_chunks_with_acks_every_ten() {
     // 46 data chunks: acks after chunk 10, 20, 30, 40 and the final ack of the EOF chunk (big
     // file), then the final ack for the empty file.
     let total = data.len() as i64;
-    let want: Vec<i64> = vec![10, 20, 30, 40].into_iter().map(|n| n * CHUNK as i64).chain([total, 0]).collect();
+    let want: Vec<i64> =
+        vec![10, 20, 30, 40].into_iter().map(|n| n * CHUNK as i64).chain([total, 0]).collect();
     assert_eq!(report.download_acks, want);
     assert!(report.width_errors.is_empty(), "{:?}", report.width_errors);
     assert!(report.max_frame <= 8192, "frame of {} bytes to the device", report.max_frame);
@@ -383,10 +437,7 @@ fn download_error_mapping() {
 
     // A device without file transfer → 502, text masked by R's download handler.
     let s = setup();
-    let h = s.device(Script {
-        protocols: Some(vec![1, 3]),
-        ..Script::default()
-    });
+    let h = s.device(Script { protocols: Some(vec![1, 3]), ..Script::default() });
     let r = s.download("/etc/passwd");
     assert_eq!((r.status, r.error().as_str()), (502, "internal error"));
     let report = s.finish(h);
@@ -473,7 +524,8 @@ fn upload_body_split_at_arbitrary_places() {
     let s = setup();
     let h = s.device(with_files(&[]));
     let data = pattern(5 * CHUNK + 77);
-    let (ct, body) = multipart(&[("path", "/tmp/split"), ("uid", "7")], Some(("f", &data)), &[("mode", "600")]);
+    let (ct, body) =
+        multipart(&[("path", "/tmp/split"), ("uid", "7")], Some(("f", &data)), &[("mode", "600")]);
     let r = http_pieces(
         &s.srv.addr,
         "PUT",
@@ -493,7 +545,9 @@ fn upload_body_split_at_arbitrary_places() {
 fn upload_error_mapping() {
     let s = setup();
     let mut script = with_files(&[]);
-    script.put_error = Some("failed to create target file: failed to create file: open /nope/x: no such file or directory".into());
+    script.put_error = Some(
+        "failed to create target file: failed to create file: open /nope/x: no such file or directory".into(),
+    );
     let h = s.device(script);
     let (ct, body) = multipart(&[("path", "/nope/x")], Some(("x", &pattern(10_000))), &[]);
     let r = s.upload(&ct, &body);
@@ -518,7 +572,8 @@ fn upload_error_mapping() {
     // An error in the middle of the stream is passed through verbatim.
     let s = setup();
     let mut script = with_files(&[]);
-    script.put_error_after = Some((3, "failed to write file chunk: transmitted bytes limit exhausted".into()));
+    script.put_error_after =
+        Some((3, "failed to write file chunk: transmitted bytes limit exhausted".into()));
     let h = s.device(script);
     // A truncated multipart body.
     let (ct, body) = multipart(&[("path", "/x")], Some(("x", &pattern(9000))), &[]);

@@ -154,7 +154,11 @@ fn user_close_with_running_shell_sends_stop() {
     assert_eq!(p.body, b"user disconnected");
     assert_eq!(p.prop_i64("status"), Some(2));
     assert_eq!(p.prop_str("user_id"), Some(user_id.as_str()));
-    assert_eq!(bytes_after_key(&stop, "status").map(|b| b[0]), Some(0x02), "status as Go msgpack v5 writes a named int");
+    assert_eq!(
+        bytes_after_key(&stop, "status").map(|b| b[0]),
+        Some(0x02),
+        "status as Go msgpack v5 writes a named int"
+    );
 
     // A shell stopped by the user before closing: no extra stop.
     let mut usr = srv.ws(&connect_path(&dev_id), &user);
@@ -197,7 +201,10 @@ fn exclusive_device_connection_and_status_versions() {
     assert_eq!(v["status"], "connected");
 
     // The device answers `new`; when its socket ends, the user is told.
-    send_bin(&mut second, msg(SHELL, "new", &p.sid, vec![("status", Value::from(1))], Some(b"Shell started")));
+    send_bin(
+        &mut second,
+        msg(SHELL, "new", &p.sid, vec![("status", Value::from(1))], Some(b"Shell started")),
+    );
     assert_eq!(parse(&read_bin(&mut usr)).typ, "new");
     second.close(None).expect("close");
     let _ = second.read();
@@ -333,14 +340,11 @@ fn session_playback_replays_shell_output_and_stays_open() {
     }
     assert_eq!(replay, live);
     // The server keeps the socket open after the last message.
-    play.get_mut()
-        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
-        .expect("timeout");
+    play.get_mut().set_read_timeout(Some(std::time::Duration::from_millis(500))).expect("timeout");
     match play.read() {
-        Err(tungstenite::Error::Io(e)) => assert!(
-            matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
-            "{e}"
-        ),
+        Err(tungstenite::Error::Io(e)) => {
+            assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{e}")
+        }
         other => panic!("expected the socket to stay open and silent, got {other:?}"),
     }
 }

@@ -152,10 +152,7 @@ impl TestBus {
             })?;
         // The daemon prints its address once it listens.
         let mut line = String::new();
-        let read = child
-            .stdout
-            .take()
-            .map(|out| BufReader::new(out).read_line(&mut line));
+        let read = child.stdout.take().map(|out| BufReader::new(out).read_line(&mut line));
         if !matches!(read, Some(Ok(n)) if n > 0) {
             let _ = child.kill();
             let _ = child.wait();
@@ -163,17 +160,9 @@ impl TestBus {
         }
         // Without the guid, like a system bus address: a restarted daemon has a new guid, and
         // libdbus refuses an address whose guid does not match.
-        let address = line
-            .trim()
-            .split(',')
-            .filter(|p| !p.starts_with("guid="))
-            .collect::<Vec<_>>()
-            .join(",");
-        Ok(TestBus {
-            child,
-            dir,
-            address,
-        })
+        let address =
+            line.trim().split(',').filter(|p| !p.starts_with("guid=")).collect::<Vec<_>>().join(",");
+        Ok(TestBus { child, dir, address })
     }
 
     /// The directory holding the socket and the configuration.
@@ -234,9 +223,7 @@ pub fn system_policy_config(socket: &Path) -> Result<String, Error> {
         io::Error::new(e.kind(), format!("{DEBIAN_SYSTEM_CONF}: {e} (apt-get install dbus-daemon)"))
     })?;
     if !Path::new(MENDER_AUTH_POLICY).exists() {
-        return Err(Error::Bus(format!(
-            "{MENDER_AUTH_POLICY} missing (apt-get install mender-client)"
-        )));
+        return Err(Error::Bus(format!("{MENDER_AUTH_POLICY} missing (apt-get install mender-client)")));
     }
     // Everything but the policy (user, fork, pid file, syslog, service helper, listen address)
     // belongs to the machine's own bus.
@@ -379,21 +366,14 @@ impl AuthService {
             fetch_token: config.fetch_token,
             events: events_tx,
         };
-        let thread = std::thread::Builder::new()
-            .name("test-auth".into())
-            .spawn(move || state.run(&control_rx))?;
-        Ok(AuthService {
-            control: control_tx,
-            events: events_rx,
-            thread: Some(thread),
-        })
+        let thread =
+            std::thread::Builder::new().name("test-auth".into()).spawn(move || state.run(&control_rx))?;
+        Ok(AuthService { control: control_tx, events: events_rx, thread: Some(thread) })
     }
 
     /// Sets token and URL and emits `JwtTokenStateChange`.
     pub fn set(&self, token: &str, server_url: &str) {
-        let _ = self
-            .control
-            .send(Control::Set(token.to_owned(), server_url.to_owned()));
+        let _ = self.control.send(Control::Set(token.to_owned(), server_url.to_owned()));
     }
 
     /// Empties token and URL and emits (what a failed authorization looks like).
@@ -467,10 +447,7 @@ impl Served {
                 return;
             }
             // Short waits keep control commands responsive; this is a test tool, not a daemon.
-            let _ = self
-                .conn
-                .channel()
-                .read_write(Some(Duration::from_millis(20)));
+            let _ = self.conn.channel().read_write(Some(Duration::from_millis(20)));
             while let Some(msg) = self.conn.channel().pop_message() {
                 self.handle(&msg);
             }
@@ -494,9 +471,7 @@ impl Served {
             let m = m.append2(self.token.as_str(), self.server_url.as_str());
             let _ = self.conn.channel().send(m);
             self.conn.channel().flush();
-            let _ = self
-                .events
-                .send(Event::Emitted(self.token.clone(), self.server_url.clone()));
+            let _ = self.events.send(Event::Emitted(self.token.clone(), self.server_url.clone()));
         }
     }
 
@@ -515,10 +490,7 @@ impl Served {
         match (path_ok, iface.as_deref(), member.as_str()) {
             (true, Some(INTERFACE) | None, "GetJwtToken") => {
                 let _ = self.events.send(Event::GetJwtToken);
-                self.reply(
-                    msg.method_return()
-                        .append2(self.token.as_str(), self.server_url.as_str()),
-                );
+                self.reply(msg.method_return().append2(self.token.as_str(), self.server_url.as_str()));
             }
             (true, Some(INTERFACE) | None, "FetchJwtToken") => {
                 let _ = self.events.send(Event::FetchJwtToken);
@@ -536,10 +508,8 @@ impl Served {
             }
             (_, Some("org.freedesktop.DBus.Peer"), "Ping") => self.reply(msg.method_return()),
             _ => {
-                let name =
-                    dbus::strings::ErrorName::from("org.freedesktop.DBus.Error.UnknownMethod");
-                let text =
-                    std::ffi::CString::new(format!("no method {member} here")).unwrap_or_default();
+                let name = dbus::strings::ErrorName::from("org.freedesktop.DBus.Error.UnknownMethod");
+                let text = std::ffi::CString::new(format!("no method {member} here")).unwrap_or_default();
                 self.reply(msg.error(&name, &text));
             }
         }

@@ -26,22 +26,14 @@ fn usage() -> ! {
 }
 
 fn parse_args() -> ServiceConfig {
-    let mut opts = ServiceConfig {
-        bus: std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok(),
-        ..Default::default()
-    };
+    let mut opts = ServiceConfig { bus: std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok(), ..Default::default() };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
             _ => (arg.clone(), None),
         };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .unwrap_or_else(|| usage())
-        };
+        let mut value = || inline.clone().or_else(|| args.next()).unwrap_or_else(|| usage());
         match name.as_str() {
             "--bus" | "--address" => opts.bus = Some(value()),
             "--system" => opts.bus = None,

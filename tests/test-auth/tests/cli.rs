@@ -37,11 +37,7 @@ impl Running {
                 }
             }
         });
-        let r = Running {
-            child,
-            stdin,
-            lines,
-        };
+        let r = Running { child, stdin, lines };
         r.expect_line("ready");
         r
     }
@@ -49,13 +45,9 @@ impl Running {
     fn expect_line(&self, want: &str) {
         let deadline = Instant::now() + LIMIT;
         loop {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .unwrap_or_else(|| panic!("no line {want:?}"));
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no line {want:?}"));
+            let left =
+                deadline.checked_duration_since(Instant::now()).unwrap_or_else(|| panic!("no line {want:?}"));
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line {want:?}"));
             if line == want {
                 return;
             }
@@ -85,47 +77,33 @@ fn client(bus: &TestBus) -> Connection {
 }
 
 fn get(conn: &Connection) -> (String, String) {
-    conn.with_proxy(SERVICE_NAME, OBJECT_PATH, LIMIT)
-        .method_call(INTERFACE, "GetJwtToken", ())
-        .unwrap()
+    conn.with_proxy(SERVICE_NAME, OBJECT_PATH, LIMIT).method_call(INTERFACE, "GetJwtToken", ()).unwrap()
 }
 
 fn next_signal(conn: &Connection) -> (String, String) {
     let deadline = Instant::now() + LIMIT;
     loop {
         while let Some(m) = conn.channel().pop_message() {
-            if m.msg_type() == MessageType::Signal
-                && m.member().is_some_and(|n| &*n == "JwtTokenStateChange")
+            if m.msg_type() == MessageType::Signal && m.member().is_some_and(|n| &*n == "JwtTokenStateChange")
             {
                 return m.read2().unwrap();
             }
         }
         assert!(Instant::now() < deadline, "no JwtTokenStateChange");
-        conn.channel()
-            .read_write(Some(Duration::from_millis(100)))
-            .unwrap();
+        conn.channel().read_write(Some(Duration::from_millis(100))).unwrap();
     }
 }
 
 #[test]
 fn serves_the_token_and_emits_changes_from_stdin() {
     let bus = TestBus::start().unwrap();
-    let mut svc = Running::start(&[
-        "--bus",
-        &bus.address,
-        "--token",
-        "tok1",
-        "--server-url",
-        "http://127.0.0.1:1",
-    ]);
+    let mut svc =
+        Running::start(&["--bus", &bus.address, "--token", "tok1", "--server-url", "http://127.0.0.1:1"]);
     let conn = client(&bus);
     assert_eq!(get(&conn), ("tok1".into(), "http://127.0.0.1:1".into()));
     svc.expect_line("GetJwtToken");
     svc.send("tok2 http://127.0.0.1:2");
-    assert_eq!(
-        next_signal(&conn),
-        ("tok2".into(), "http://127.0.0.1:2".into())
-    );
+    assert_eq!(next_signal(&conn), ("tok2".into(), "http://127.0.0.1:2".into()));
     svc.expect_line("emit tok2 http://127.0.0.1:2");
     assert_eq!(get(&conn), ("tok2".into(), "http://127.0.0.1:2".into()));
     svc.send("clear");
@@ -156,10 +134,7 @@ fn fetch_hands_out_the_fetch_token() {
         .unwrap();
     assert!(ok);
     svc.expect_line("FetchJwtToken");
-    assert_eq!(
-        next_signal(&conn),
-        ("fresh".into(), "http://127.0.0.1:9".into())
-    );
+    assert_eq!(next_signal(&conn), ("fresh".into(), "http://127.0.0.1:9".into()));
 }
 
 #[test]
@@ -172,10 +147,7 @@ fn a_second_instance_cannot_take_the_name() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("could not own"),
-        "{out:?}"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("could not own"), "{out:?}");
 }
 
 #[test]
@@ -189,9 +161,7 @@ fn the_bus_address_can_come_from_the_environment() {
         .spawn()
         .unwrap();
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
     assert_eq!(first.trim(), "ready");
     assert_eq!(get(&client(&bus)).0, "env-token");
     let _ = child.kill();

@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn creds(token: &str, url: &str) -> Credentials {
-    Credentials {
-        token: token.into(),
-        server_url: url.into(),
-    }
+    Credentials { token: token.into(), server_url: url.into() }
 }
 
 fn service(bus: &TestBus, token: &str, url: &str, fetch: Option<&str>) -> AuthService {
@@ -83,11 +80,7 @@ fn empty_token_makes_the_client_fetch_one() {
     let auth = spawn(Some(bus.address.clone())).unwrap();
     let rx = auth.credentials();
     assert_eq!(next(&rx), creds("", ""));
-    assert!(
-        svc.wait_for(LIMIT, |e| *e == Event::FetchJwtToken)
-            .is_some(),
-        "FetchJwtToken not called"
-    );
+    assert!(svc.wait_for(LIMIT, |e| *e == Event::FetchJwtToken).is_some(), "FetchJwtToken not called");
     assert_eq!(next(&rx).token, "fetched");
 }
 
@@ -99,11 +92,7 @@ fn fetch_asks_for_a_new_token() {
     let rx = auth.credentials();
     assert_eq!(next(&rx).token, "tok-1");
     auth.fetch();
-    assert!(
-        svc.wait_for(LIMIT, |e| *e == Event::FetchJwtToken)
-            .is_some(),
-        "FetchJwtToken not called"
-    );
+    assert!(svc.wait_for(LIMIT, |e| *e == Event::FetchJwtToken).is_some(), "FetchJwtToken not called");
     // The service answers with a signal, delivered even though the token did not change.
     assert_eq!(next(&rx), creds("tok-1", "http://127.0.0.1:1001"));
 }
@@ -129,11 +118,7 @@ fn auth_service_starting_late_is_picked_up() {
     let auth = spawn(Some(bus.address.clone())).unwrap();
     let rx = auth.credentials();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        rx.is_empty(),
-        "credentials without a service: {:?}",
-        rx.try_recv()
-    );
+    assert!(rx.is_empty(), "credentials without a service: {:?}", rx.try_recv());
     let _svc = service(&bus, "late", "http://127.0.0.1:3003", None);
     assert_eq!(next(&rx), creds("late", "http://127.0.0.1:3003"));
 }
@@ -158,11 +143,7 @@ fn signals_from_other_connections_are_ignored() {
     svc.set("tok-2", "http://127.0.0.1:1002");
     assert_eq!(next(&rx), creds("tok-2", "http://127.0.0.1:1002"));
     std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        rx.is_empty(),
-        "forged signal delivered: {:?}",
-        rx.try_recv()
-    );
+    assert!(rx.is_empty(), "forged signal delivered: {:?}", rx.try_recv());
 }
 
 #[test]
@@ -187,11 +168,7 @@ fn unreachable_bus_is_an_error() {
     let dir = std::env::temp_dir().join(format!("mcrs-nobus-{}", std::process::id()));
     let e = spawn(Some(format!("unix:path={}/none", dir.display()))).unwrap_err();
     assert!(matches!(e, AuthError::Bus(_)), "{e}");
-    assert!(
-        e.to_string()
-            .starts_with("mender-connect dbus failed to connect"),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with("mender-connect dbus failed to connect"), "{e}");
 }
 
 #[test]
@@ -218,24 +195,13 @@ fn unauthorized_client_asks_again_slowly() {
     let auth = spawn(Some(bus.address.clone())).unwrap();
     let rx = auth.credentials();
     assert_eq!(next(&rx), creds("", ""));
-    assert!(
-        svc.wait_for(LIMIT, |e| *e == Event::FetchJwtToken)
-            .is_some(),
-        "first FetchJwtToken"
-    );
+    assert!(svc.wait_for(LIMIT, |e| *e == Event::FetchJwtToken).is_some(), "first FetchJwtToken");
     assert_eq!(next(&rx), creds("", "")); // the failed fetch's signal
     // Not immediately again (that would hammer a server that rejects the device) ...
     std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        !svc.drain_events().contains(&Event::FetchJwtToken),
-        "re-fetched without delay"
-    );
+    assert!(!svc.drain_events().contains(&Event::FetchJwtToken), "re-fetched without delay");
     // ... but after the back-off (2 s in tests, 60 s in the daemon).
-    assert!(
-        svc.wait_for(LIMIT, |e| *e == Event::FetchJwtToken)
-            .is_some(),
-        "no second FetchJwtToken"
-    );
+    assert!(svc.wait_for(LIMIT, |e| *e == Event::FetchJwtToken).is_some(), "no second FetchJwtToken");
     // Once a token arrives, the schedule stops.
     svc.set("tok", "http://127.0.0.1:1");
     let deadline = Instant::now() + LIMIT;
@@ -243,10 +209,7 @@ fn unauthorized_client_asks_again_slowly() {
         assert!(Instant::now() < deadline);
     }
     std::thread::sleep(Duration::from_secs(5));
-    assert!(
-        !svc.drain_events().contains(&Event::FetchJwtToken),
-        "re-fetched while authorized"
-    );
+    assert!(!svc.drain_events().contains(&Event::FetchJwtToken), "re-fetched while authorized");
 }
 
 /// A private bus with Debian's system policy: any local user may send signals to anyone.

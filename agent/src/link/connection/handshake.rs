@@ -14,7 +14,12 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Sends the upgrade request for `path` on `host` (`host[:port]`, as the Host header) with
 /// `Authorization: Bearer <token>` and checks the answer. Returns the bytes read past the
 /// response header: the first websocket frames, if the server sent them at once.
-pub(crate) async fn client<S>(stream: &mut S, host: &str, path: &str, token: &str) -> Result<Vec<u8>, ConnectError>
+pub(crate) async fn client<S>(
+    stream: &mut S,
+    host: &str,
+    path: &str,
+    token: &str,
+) -> Result<Vec<u8>, ConnectError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -51,7 +56,11 @@ where
 #[doc(hidden)]
 pub fn check_buffered(buf: &[u8], key: &str) -> Result<Option<usize>, ConnectError> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > MAX_HEAD { Err(ConnectError::Handshake("oversized response header")) } else { Ok(None) };
+        return if buf.len() > MAX_HEAD {
+            Err(ConnectError::Handshake("oversized response header"))
+        } else {
+            Ok(None)
+        };
     };
     check_response(&buf[..end], key)?;
     Ok(Some(end + 4))
@@ -70,7 +79,8 @@ pub fn accept_for(key: &str) -> String {
 /// `Upgrade: websocket`, `Connection: Upgrade`, the accept hash, and no subprotocol (none was
 /// asked for).
 fn check_response(head: &[u8], key: &str) -> Result<(), ConnectError> {
-    let head = std::str::from_utf8(head).map_err(|_| ConnectError::Handshake("response header is not UTF-8"))?;
+    let head =
+        std::str::from_utf8(head).map_err(|_| ConnectError::Handshake("response header is not UTF-8"))?;
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
@@ -137,7 +147,10 @@ mod tests {
     #[test]
     fn buffered_response_waits_for_the_whole_header_and_keeps_what_follows() {
         let key = "dGhlIHNhbXBsZSBub25jZQ==";
-        let head = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n", accept_for(key));
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            accept_for(key)
+        );
         let full = [head.as_bytes(), &[0x81, 0x00]].concat();
         for cut in 0..head.len() {
             assert!(matches!(check_buffered(&full[..cut], key), Ok(None)), "cut at {cut}");

@@ -28,12 +28,12 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// CA bundles, first readable one wins (Go's `certFiles` for Linux).
 const BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",                // Debian, Ubuntu, Yocto, Buildroot
-    "/etc/pki/tls/certs/ca-bundle.crt",                  // Fedora, RHEL 6
-    "/etc/ssl/ca-bundle.pem",                            // openSUSE
-    "/etc/pki/tls/cacert.pem",                           // OpenELEC
+    "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Yocto, Buildroot
+    "/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL 6
+    "/etc/ssl/ca-bundle.pem",             // openSUSE
+    "/etc/pki/tls/cacert.pem",            // OpenELEC
     "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", // CentOS, RHEL 7
-    "/etc/ssl/cert.pem",                                 // Alpine
+    "/etc/ssl/cert.pem",                  // Alpine
 ];
 
 /// Directories of PEM files (Go's `certDirectories` for Linux).
@@ -111,7 +111,8 @@ fn with_extra(extra: &[TrustAnchor<'static>]) -> Arc<RootCertStore> {
         return system();
     }
     // One entry: a process has one `ServerCertificate`.
-    static LAST: Mutex<Option<(Vec<TrustAnchor<'static>>, std::sync::Weak<RootCertStore>)>> = Mutex::new(None);
+    static LAST: Mutex<Option<(Vec<TrustAnchor<'static>>, std::sync::Weak<RootCertStore>)>> =
+        Mutex::new(None);
     let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(store) = last.as_ref().filter(|(key, _)| key == extra).and_then(|(_, weak)| weak.upgrade()) {
         return store;
@@ -193,7 +194,12 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -202,7 +208,12 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -234,7 +245,17 @@ mod tests {
         let dir = temp_dir("bundle");
         let (key, ca) = (dir.join("ca.key"), dir.join("ca.pem"));
         let status = std::process::Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+            ])
             .args(["-subj", "/CN=roots test CA", "-keyout"])
             .args([&key, &std::path::PathBuf::from("-out"), &ca])
             .stderr(std::process::Stdio::null())
@@ -312,7 +333,8 @@ mod tests {
                 other => panic!("{other:?}"),
             })
         };
-        let verify = |v: &Verifier, chain: &[CertificateDer<'_>], host: &str| verify_at(v, chain, host, in_days(0));
+        let verify =
+            |v: &Verifier, chain: &[CertificateDer<'_>], host: &str| verify_at(v, chain, host, in_days(0));
         use rustls::CertificateError as E;
 
         let chain = std::slice::from_ref(&inter);

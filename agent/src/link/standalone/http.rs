@@ -107,7 +107,9 @@ pub fn parse(buf: &[u8], eof: bool) -> Result<Option<Response>, HttpError> {
                 return Err(HttpError::Malformed("Content-Length too large"));
             }
             length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") && value.to_ascii_lowercase().contains("chunked") {
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            && value.to_ascii_lowercase().contains("chunked")
+        {
             chunked = true;
         }
     }
@@ -127,11 +129,13 @@ pub fn parse(buf: &[u8], eof: bool) -> Result<Option<Response>, HttpError> {
 fn dechunk(mut rest: &[u8], eof: bool) -> Result<Option<Vec<u8>>, HttpError> {
     let mut body = Vec::new();
     while let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") {
-        let size_text = std::str::from_utf8(&rest[..line_end]).map_err(|_| HttpError::Malformed("bad chunk size"))?;
+        let size_text =
+            std::str::from_utf8(&rest[..line_end]).map_err(|_| HttpError::Malformed("bad chunk size"))?;
         let size_text = size_text.split(';').next().unwrap_or("").trim();
         // The size is the server's word: anything past the response cap is refused before any
         // arithmetic on it (`ffffffffffffffff` + 2 used to wrap).
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| HttpError::Malformed("bad chunk size"))?;
+        let size =
+            usize::from_str_radix(size_text, 16).map_err(|_| HttpError::Malformed("bad chunk size"))?;
         if size > MAX_RESPONSE || body.len() + size > MAX_RESPONSE {
             return Err(HttpError::Malformed("chunked body too large"));
         }

@@ -93,10 +93,7 @@ mod tests {
     #[test]
     fn lines_to_sorted_json_with_repeated_keys_as_arrays() {
         let attrs = parse("mac=00:11:22:33:44:55\nserial=a=b\n\nmac=66:77:88:99:aa:bb\r\n").unwrap();
-        assert_eq!(
-            to_json(&attrs),
-            r#"{"mac":["00:11:22:33:44:55","66:77:88:99:aa:bb"],"serial":"a=b"}"#
-        );
+        assert_eq!(to_json(&attrs), r#"{"mac":["00:11:22:33:44:55","66:77:88:99:aa:bb"],"serial":"a=b"}"#);
         assert_eq!(parse("novalue\n"), Err((1, "expected key=value, got \"novalue\"".into())));
         assert!(parse("a=1\n=x\n").is_err());
         assert!(parse("").unwrap().is_empty());

@@ -23,7 +23,9 @@ pub enum KeyError {
     #[error("cannot read a private key PEM from {path}: {reason}")]
     Read { path: String, reason: String },
     /// A PEM block was found but no supported key in it.
-    #[error("{path}: unsupported private key ({reason}); supported: RSA 2048-4096 bit (PKCS#1 or PKCS#8), EC P-256 (SEC1 or PKCS#8), Ed25519 (PKCS#8)")]
+    #[error(
+        "{path}: unsupported private key ({reason}); supported: RSA 2048-4096 bit (PKCS#1 or PKCS#8), EC P-256 (SEC1 or PKCS#8), Ed25519 (PKCS#8)"
+    )]
     Unsupported { path: String, reason: String },
     /// ring refused to sign (should not happen with a loaded key).
     #[error("signing failed")]

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::protocol::{
-    self, Direction, ErrorKind, FrameError, MAX_RESPONSE, PROTOCOL_VERSION, Request, Response, Session, Status,
+    self, Direction, ErrorKind, FrameError, MAX_RESPONSE, PROTOCOL_VERSION, Request, Response, Session,
+    Status,
 };
-use super::text::{human_duration, iso_time, link_name, Hundredths};
+use super::text::{Hundredths, human_duration, iso_time, link_name};
 use crate::ops::logging::escape_controls as esc;
 
 /// How long the CLI waits for the daemon.
@@ -71,11 +72,13 @@ pub fn request(path: &Path, req: &Request) -> Result<Response, ClientError> {
         Ok(p) => p,
         Err(FrameError::Io(e)) => {
             let e = written.err().unwrap_or(e);
-            return Err(if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut {
-                io(&"the daemon did not answer in time")
-            } else {
-                io(&e)
-            });
+            return Err(
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut {
+                    io(&"the daemon did not answer in time")
+                } else {
+                    io(&e)
+                },
+            );
         }
         Err(e) => return Err(io(&e)),
     };
@@ -178,12 +181,18 @@ pub fn render(s: &Status) -> String {
         iso_time(c.since),
         human_duration(c.for_secs)
     ));
-    out.push_str(&format!("  server: {}\n", if c.server_url.is_empty() { "-".into() } else { esc(&c.server_url) }));
+    out.push_str(&format!(
+        "  server: {}\n",
+        if c.server_url.is_empty() { "-".into() } else { esc(&c.server_url) }
+    ));
     match &c.last_error {
         Some(e) => out.push_str(&format!("  last error: {} (at {})\n", esc(&e.message), iso_time(e.at))),
         None => out.push_str("  last error: none\n"),
     }
-    out.push_str(&format!("  reconnect attempts: {} (connections made: {})\n", c.reconnect_attempts, c.connects));
+    out.push_str(&format!(
+        "  reconnect attempts: {} (connections made: {})\n",
+        c.reconnect_attempts, c.connects
+    ));
     out.push_str(&render_sessions(&s.sessions));
     if s.omitted > 0 {
         out.push_str(&format!("  ({} more sessions, forwards or transfers not listed)\n", s.omitted));

@@ -319,7 +319,10 @@ pub fn decode_payload<'de, T: Deserialize<'de>>(payload: &'de [u8]) -> Result<T,
 }
 
 /// Reads one frame's payload (at most `max` bytes).
-pub async fn read_frame<R: futures_lite::AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Vec<u8>, FrameError> {
+pub async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Vec<u8>, FrameError> {
     use futures_lite::AsyncReadExt;
     let mut len = [0u8; 4];
     r.read_exact(&mut len).await?;
@@ -364,7 +367,9 @@ mod tests {
     fn other_versions_and_garbage_are_errors() {
         let payload = postcard::to_stdvec(&(PROTOCOL_VERSION + 1)).unwrap();
         let payload = postcard::to_extend(&Request::Status, payload).unwrap();
-        assert!(matches!(decode_payload::<Request>(&payload), Err(FrameError::Version(v)) if v == PROTOCOL_VERSION + 1));
+        assert!(
+            matches!(decode_payload::<Request>(&payload), Err(FrameError::Version(v)) if v == PROTOCOL_VERSION + 1)
+        );
         assert!(matches!(decode_payload::<Request>(&[]), Err(FrameError::Malformed(_))));
         let mut bad = postcard::to_stdvec(&PROTOCOL_VERSION).unwrap();
         bad.extend_from_slice(&[0xff, 0xff, 0xff]);
@@ -374,6 +379,9 @@ mod tests {
     #[test]
     fn oversized_frames_are_refused_before_reading() {
         let mut data: &[u8] = &[0, 0, 0x10, 0x01, 1, 2, 3];
-        assert!(matches!(read_frame_blocking(&mut data, MAX_REQUEST), Err(FrameError::TooLarge { len: 4097, .. })));
+        assert!(matches!(
+            read_frame_blocking(&mut data, MAX_REQUEST),
+            Err(FrameError::TooLarge { len: 4097, .. })
+        ));
     }
 }

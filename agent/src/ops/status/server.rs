@@ -12,7 +12,9 @@ use futures_lite::{AsyncWriteExt, FutureExt};
 use smol::net::unix::{UnixListener, UnixStream};
 use smol::{Task, Timer};
 
-use super::protocol::{self, ErrorKind, FrameError, MAX_ID_LEN, MAX_REQUEST, PROTOCOL_VERSION, Request, Response};
+use super::protocol::{
+    self, ErrorKind, FrameError, MAX_ID_LEN, MAX_REQUEST, PROTOCOL_VERSION, Request, Response,
+};
 
 /// Clients served at once; more get a `busy` error.
 pub const MAX_CLIENTS: usize = 8;
@@ -137,7 +139,9 @@ async fn accept_loop(listener: UnixListener, asks: async_channel::Sender<Ask>) {
         if n >= MAX_CLIENTS {
             crate::os::runtime::spawn(async move {
                 let mut s = stream;
-                let _ = write_response(&mut s, &error(ErrorKind::Busy, "too many control clients; try again")).await;
+                let _ =
+                    write_response(&mut s, &error(ErrorKind::Busy, "too many control clients; try again"))
+                        .await;
                 drop(slot);
             })
             .detach();
@@ -164,13 +168,20 @@ enum PeerError {
 /// Only root and the daemon's own user may use the socket, whatever its mode was changed to.
 fn peer_allowed(stream: &UnixStream) -> Result<(), PeerError> {
     let uid = rustix::net::sockopt::socket_peercred(stream).map_err(PeerError::Unknown)?.uid.as_raw();
-    if uid == 0 || uid == rustix::process::geteuid().as_raw() { Ok(()) } else { Err(PeerError::NotAllowed(uid)) }
+    if uid == 0 || uid == rustix::process::geteuid().as_raw() {
+        Ok(())
+    } else {
+        Err(PeerError::NotAllowed(uid))
+    }
 }
 
 async fn write_response(s: &mut UnixStream, response: &Response) -> std::io::Result<()> {
     let mut frame = protocol::encode_frame(response).map_err(std::io::Error::other)?;
     if frame.len() > 4 + protocol::MAX_RESPONSE {
-        let e = error(ErrorKind::Unavailable, format!("the answer ({} bytes) exceeds the protocol limit", frame.len()));
+        let e = error(
+            ErrorKind::Unavailable,
+            format!("the answer ({} bytes) exceeds the protocol limit", frame.len()),
+        );
         frame = protocol::encode_frame(&e).map_err(std::io::Error::other)?;
     }
     async {
@@ -223,7 +234,9 @@ async fn answer(payload: &[u8], asks: &async_channel::Sender<Ask>) -> Response {
         Err(FrameError::Version(v)) => {
             return error(
                 ErrorKind::UnsupportedVersion,
-                format!("the daemon speaks control protocol version {PROTOCOL_VERSION}, the request has version {v}"),
+                format!(
+                    "the daemon speaks control protocol version {PROTOCOL_VERSION}, the request has version {v}"
+                ),
             );
         }
         Err(e) => return error(ErrorKind::Malformed, e.to_string()),

@@ -10,7 +10,8 @@ use super::protocol::LinkState;
 pub fn go_time(unix_secs: u64) -> String {
     let (y, m, d, hh, mm, ss, wd) = civil(unix_secs);
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let month = MONTHS.get(m.wrapping_sub(1) as usize).copied().unwrap_or("???");
     format!("{} {month} {d} {hh:02}:{mm:02}:{ss:02} +0000 UTC {y}", DAYS[wd as usize % 7])
 }

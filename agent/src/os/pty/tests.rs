@@ -59,14 +59,8 @@ fn read_until(shell: &Shell, needle: &str) -> String {
             "timed out waiting for {needle:?}; got {:?}",
             String::from_utf8_lossy(&out)
         );
-        let mut fds = [rustix::event::PollFd::new(
-            &shell.master,
-            rustix::event::PollFlags::IN,
-        )];
-        let t = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: 200_000_000,
-        };
+        let mut fds = [rustix::event::PollFd::new(&shell.master, rustix::event::PollFlags::IN)];
+        let t = rustix::event::Timespec { tv_sec: 0, tv_nsec: 200_000_000 };
         let _ = rustix::event::poll(&mut fds, Some(&t));
         match rustix::io::read(&shell.master, &mut buf) {
             Ok(0) | Err(rustix::io::Errno::IO) => {
@@ -110,14 +104,8 @@ fn environment_session_and_controlling_terminal() {
           : </dev/tty && echo CTTY-\"OK\"; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo STDIO-\"OK\"; echo E\"ND\"\n",
     );
     let out = read_until(&shell, "END");
-    assert!(
-        out.contains(&format!("T=xterm-256color U={user} L={user} S=/bin/sh")),
-        "{out:?}"
-    );
-    assert!(
-        out.contains("SID-OK"),
-        "shell is not a session leader: {out:?}"
-    );
+    assert!(out.contains(&format!("T=xterm-256color U={user} L={user} S=/bin/sh")), "{out:?}");
+    assert!(out.contains("SID-OK"), "shell is not a session leader: {out:?}");
     assert!(out.contains("CTTY-OK"), "no controlling terminal: {out:?}");
     assert!(out.contains("STDIO-OK"), "stdio is not the pty: {out:?}");
 }
@@ -144,10 +132,7 @@ fn hangup_ends_the_shell() {
     read_until(&shell, "READY");
     shell.hangup().unwrap();
     let status = wait_bounded(&mut shell);
-    assert!(
-        status.signal() == Some(libc::SIGHUP) || status.code().is_some(),
-        "{status:?}"
-    );
+    assert!(status.signal() == Some(libc::SIGHUP) || status.code().is_some(), "{status:?}");
     // After reaping, signals are no-ops rather than hitting a recycled pid.
     shell.hangup().unwrap();
     shell.kill().unwrap();
@@ -180,11 +165,8 @@ fn signals_the_agent_was_started_ignoring_are_not_ignored_in_the_shell() {
 
 #[test]
 fn kill_ends_a_shell_that_ignores_hangup() {
-    let mut shell = spawn_shell(&spec(&[
-        "-c",
-        "trap '' HUP; echo TRAPPED; while :; do sleep 1; done",
-    ]))
-    .unwrap();
+    let mut shell =
+        spawn_shell(&spec(&["-c", "trap '' HUP; echo TRAPPED; while :; do sleep 1; done"])).unwrap();
     read_until(&shell, "TRAPPED");
     shell.kill().unwrap();
     assert_eq!(wait_bounded(&mut shell).signal(), Some(libc::SIGKILL));
@@ -240,9 +222,7 @@ fn missing_shell_is_an_error() {
 /// Creates (once) the user `mcrs-test` with the supplementary group `mcrs-test-grp`.
 fn ensure_test_user() -> UserEntry {
     let run = |args: &[&str]| {
-        let st = std::process::Command::new(args[0])
-            .args(&args[1..])
-            .status();
+        let st = std::process::Command::new(args[0]).args(&args[1..]).status();
         assert!(st.is_ok(), "{args:?}: {st:?}");
     };
     if lookup_group("mcrs-test-grp").unwrap().is_none() {
@@ -254,40 +234,27 @@ fn ensure_test_user() -> UserEntry {
             .args(["-m", "-s", "/bin/sh", "-G", "mcrs-test-grp", "mcrs-test"])
             .status();
     }
-    lookup_user("mcrs-test")
-        .unwrap()
-        .expect("useradd mcrs-test")
+    lookup_user("mcrs-test").unwrap().expect("useradd mcrs-test")
 }
 
 #[test]
 fn root_runs_the_shell_as_the_configured_user_with_groups() {
     if !rustix::process::geteuid().is_root() {
-        eprintln!(
-            "\n*** SKIPPED root_runs_the_shell_as_the_configured_user_with_groups: needs root ***\n"
-        );
+        eprintln!("\n*** SKIPPED root_runs_the_shell_as_the_configured_user_with_groups: needs root ***\n");
         return;
     }
     let user = ensure_test_user();
     let gid = lookup_group("mcrs-test-grp").unwrap().expect("group");
-    let mut s = spec(&[
-        "-c",
-        "echo \"ids:$(id -u):$(id -g):$(id -G | tr ' ' ,):$HOME:$(pwd)\"",
-    ]);
+    let mut s = spec(&["-c", "echo \"ids:$(id -u):$(id -g):$(id -G | tr ' ' ,):$HOME:$(pwd)\""]);
     s.user = "mcrs-test".into();
     let shell = spawn_shell(&s).unwrap();
     let out = read_until(&shell, "\u{0}never");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("ids:"))
-        .unwrap_or_else(|| panic!("{out:?}"));
+    let line = out.lines().find(|l| l.starts_with("ids:")).unwrap_or_else(|| panic!("{out:?}"));
     let f: Vec<&str> = line.trim_end().split(':').collect();
     assert_eq!(f[1], user.uid.to_string(), "{line}");
     assert_eq!(f[2], user.gid.to_string(), "{line}");
     let groups: Vec<&str> = f[3].split(',').collect();
-    assert!(
-        groups.contains(&gid.to_string().as_str()),
-        "supplementary group missing: {line}"
-    );
+    assert!(groups.contains(&gid.to_string().as_str()), "supplementary group missing: {line}");
     assert!(!groups.contains(&"0"), "root group kept: {line}");
     assert_eq!(f[4], user.home.display().to_string());
     assert_eq!(f[5], user.home.display().to_string());
@@ -309,11 +276,8 @@ fn non_root_refuses_another_user() {
             ])
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         if !out.status.success() && text.contains("Permission denied") {
             eprintln!(
                 "\n*** SKIPPED non_root_refuses_another_user: nobody cannot run {} ***\n",
@@ -335,12 +299,7 @@ fn non_root_refuses_another_user() {
 
 fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
+        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -349,36 +308,21 @@ fn process_alive(pid: u32) -> bool {
 fn hangup_reaches_background_jobs_in_their_own_process_groups() {
     let mut shell = spawn_shell(&spec(&[])).unwrap();
     // An interactive shell with job control runs `&` jobs in a process group of their own.
-    write_all(
-        &shell,
-        b"sleep 1000 & echo \"BG=$! PG=$(cut -d' ' -f5 /proc/$!/stat) E$((1+1))ND\"\n",
-    );
+    write_all(&shell, b"sleep 1000 & echo \"BG=$! PG=$(cut -d' ' -f5 /proc/$!/stat) E$((1+1))ND\"\n");
     let out = read_until(&shell, "E2ND");
-    let line = out
-        .lines()
-        .find(|l| l.contains("E2ND"))
-        .unwrap_or_else(|| panic!("{out:?}"));
+    let line = out.lines().find(|l| l.contains("E2ND")).unwrap_or_else(|| panic!("{out:?}"));
     let field = |name: &str| -> u32 {
         let rest = &line[line.find(name).unwrap_or_else(|| panic!("{line:?}")) + name.len()..];
-        rest.split(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{line:?}"))
+        rest.split(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line:?}"))
     };
     let (bg, pgid) = (field("BG="), field("PG="));
-    assert_ne!(
-        pgid, shell.pid,
-        "the job shares the shell's process group: the test would prove nothing"
-    );
+    assert_ne!(pgid, shell.pid, "the job shares the shell's process group: the test would prove nothing");
     assert!(process_alive(bg));
     shell.hangup().unwrap();
     wait_bounded(&mut shell);
     let deadline = Instant::now() + LIMIT;
     while process_alive(bg) {
-        assert!(
-            Instant::now() < deadline,
-            "background job {bg} survived the hangup"
-        );
+        assert!(Instant::now() < deadline, "background job {bg} survived the hangup");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -176,8 +176,10 @@ fn pattern(n: usize) -> Vec<u8> {
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
@@ -210,7 +212,10 @@ fn stat_reports_go_file_info() {
 
     let missing = d.s("missing");
     let r = h.one(&frame(ft::STAT, &[], &path_body(&missing)));
-    assert_eq!(err_text(&r), format!("failed to get file info from path '{missing}': stat {missing}: no such file or directory"));
+    assert_eq!(
+        err_text(&r),
+        format!("failed to get file info from path '{missing}': stat {missing}: no such file or directory")
+    );
     let r = h.one(&frame(ft::STAT, &[], &[0x80]));
     assert_eq!(err_text(&r), "invalid request parameters: path: cannot be blank.");
 }
@@ -230,7 +235,10 @@ fn download_round_trip_and_errors() {
         format!("failed to open file for reading: open {missing}: no such file or directory")
     );
     let dir = d.s("");
-    assert_eq!(h.download(&dir).unwrap_err(), format!("failed to copy file chunk to session: read {dir}: is a directory"));
+    assert_eq!(
+        h.download(&dir).unwrap_err(),
+        format!("failed to copy file chunk to session: read {dir}: is a directory")
+    );
 }
 
 #[test]
@@ -355,14 +363,24 @@ fn upload_target_errors_and_directories() {
     assert!(e.starts_with("failed to create target file: "), "{e}");
     assert!(e.ends_with("no such file or directory"), "{e}");
     std::fs::create_dir(d.path("sub")).unwrap();
-    assert_eq!(h.upload(&d.s("sub"), b"x", None).unwrap_err(), "conflicting file path: cannot overwrite directory");
-    let r = h.put(&UploadRequest { path: Some(&d.s("sub")), src_path: Some("/home/me/source.txt"), ..Default::default() });
+    assert_eq!(
+        h.upload(&d.s("sub"), b"x", None).unwrap_err(),
+        "conflicting file path: cannot overwrite directory"
+    );
+    let r = h.put(&UploadRequest {
+        path: Some(&d.s("sub")),
+        src_path: Some("/home/me/source.txt"),
+        ..Default::default()
+    });
     assert_eq!(typ(&r), ft::ACK);
     h.chunk(0, b"abc");
     h.chunk(3, &[]);
     assert_eq!(std::fs::read(d.path("sub/source.txt")).unwrap(), b"abc");
     std::os::unix::fs::symlink("/etc/passwd", d.path("link")).unwrap();
-    assert_eq!(h.upload(&d.s("link"), b"x", None).unwrap_err(), "conflicting file path: cannot overwrite irregular file");
+    assert_eq!(
+        h.upload(&d.s("link"), b"x", None).unwrap_err(),
+        "conflicting file path: cannot overwrite irregular file"
+    );
     let r = h.one(&frame(ft::PUT_FILE, &[], &put_body(&UploadRequest::default())));
     assert_eq!(err_text(&r), "invalid request parameters: path: cannot be blank.");
     // A chunk without an int64 offset.
@@ -370,7 +388,10 @@ fn upload_target_errors_and_directories() {
     let r = h.serve(&frame(ft::FILE_CHUNK, &[], b"x"));
     assert_eq!(err_text(&r[0]), "invalid file chunk message: missing offset property");
     // The error answers the put_file request.
-    assert_eq!(FtError::decode(Frame::decode_any_size(&r[0]).unwrap().body).unwrap().msgtype, Some(ft::PUT_FILE));
+    assert_eq!(
+        FtError::decode(Frame::decode_any_size(&r[0]).unwrap().body).unwrap().msgtype,
+        Some(ft::PUT_FILE)
+    );
 }
 
 fn chroot_setup(tag: &str) -> (TempDir, FileTransferLimits) {
@@ -400,13 +421,21 @@ fn chroot_refuses_dotdot_and_prefix_tricks() {
     assert_eq!(err_text(&r), OUTSIDE);
     assert!(!d.path("escaped").exists());
     // The chroot itself as target directory, with a source name.
-    let r = h.put(&UploadRequest { path: Some(&d.s("root")), src_path: Some("local/name.txt"), ..Default::default() });
+    let r = h.put(&UploadRequest {
+        path: Some(&d.s("root")),
+        src_path: Some("local/name.txt"),
+        ..Default::default()
+    });
     assert_eq!(typ(&r), ft::ACK);
     h.chunk(0, b"n");
     assert_eq!(typ(&h.chunk(1, &[])[0]), ft::ACK);
     assert_eq!(std::fs::read(d.path("root/name.txt")).unwrap(), b"n");
     // A source name cannot smuggle a path: only its last component is used.
-    let r = h.put(&UploadRequest { path: Some(&d.s("root/sub")), src_path: Some("../../x/../evil"), ..Default::default() });
+    let r = h.put(&UploadRequest {
+        path: Some(&d.s("root/sub")),
+        src_path: Some("../../x/../evil"),
+        ..Default::default()
+    });
     assert_eq!(typ(&r), ft::ACK);
     h.chunk(0, &[]);
     assert!(d.path("root/sub/evil").exists());
@@ -455,8 +484,14 @@ fn symlink_swapped_in_during_upload_cannot_redirect_it() {
 #[test]
 fn special_files_are_not_read() {
     let (d, l) = chroot_setup("special");
-    rustix::fs::mknodat(rustix::fs::CWD, d.path("root/fifo"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0)
-        .unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        d.path("root/fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
     let dev = rustix::fs::mknodat(
         rustix::fs::CWD,
         d.path("root/null"),
@@ -467,7 +502,10 @@ fn special_files_are_not_read() {
     let mut h = handler(settings(true, l));
     assert_eq!(h.download(&d.s("root/fifo")).unwrap_err(), "access denied: only regular files are allowed");
     if dev.is_ok() {
-        assert_eq!(h.download(&d.s("root/null")).unwrap_err(), "access denied: only regular files are allowed");
+        assert_eq!(
+            h.download(&d.s("root/null")).unwrap_err(),
+            "access denied: only regular files are allowed"
+        );
     }
     // Even without limits a FIFO is not opened for a blocking read.
     let mut h = open_handler();
@@ -496,7 +534,10 @@ fn limit_keys() {
     assert_eq!(err_text(&r), "access denied: the file size is over the limit");
     // AllowOverwrite
     let mut h = lim(&|l| l.allow_overwrite = false);
-    assert_eq!(h.upload(&d.s("f"), b"x", None).unwrap_err(), "access denied: forbidden to overwrite the file");
+    assert_eq!(
+        h.upload(&d.s("f"), b"x", None).unwrap_err(),
+        "access denied: forbidden to overwrite the file"
+    );
     h.upload(&d.s("fresh"), b"x", None).unwrap();
     // RegularFilesOnly
     let mut h = lim(&|l| l.regular_files_only = true);
@@ -515,7 +556,10 @@ fn limit_keys() {
         h.upload(&d.s("s"), b"x", Some(go_file_mode::SETUID | 0o755)).unwrap_err(),
         "access denied: the set uid mode is forbidden"
     );
-    assert_eq!(h.upload(&d.s("s"), b"x", Some(0o4755)).unwrap_err(), "access denied: the set uid mode is forbidden");
+    assert_eq!(
+        h.upload(&d.s("s"), b"x", Some(0o4755)).unwrap_err(),
+        "access denied: the set uid mode is forbidden"
+    );
     assert!(!d.path("s").exists());
     // Umask: the reference sets 0777 &^ umask whatever was requested.
     let mut h = lim(&|l| l.umask = Some(0o027));
@@ -525,13 +569,19 @@ fn limit_keys() {
     if rustix::process::geteuid().is_root() {
         let nobody = crate::os::users::lookup_user("nobody").unwrap().unwrap();
         let mut h = lim(&|l| l.owner_put = Some("nobody".into()));
-        assert_eq!(h.upload(&d.s("f"), b"x", None).unwrap_err(), "access denied: the file owner does not match");
+        assert_eq!(
+            h.upload(&d.s("f"), b"x", None).unwrap_err(),
+            "access denied: the file owner does not match"
+        );
         h.upload(&d.s("owned"), b"x", None).unwrap();
         assert_eq!(std::fs::metadata(d.path("owned")).unwrap().uid(), nobody.uid);
         h.upload(&d.s("owned"), b"y", None).unwrap();
         assert_eq!(std::fs::read(d.path("owned")).unwrap(), b"y");
         let mut h = lim(&|l| l.group_put = Some("nogroup".into()));
-        assert_eq!(h.upload(&d.s("f"), b"x", None).unwrap_err(), "access denied: the file group does not match");
+        assert_eq!(
+            h.upload(&d.s("f"), b"x", None).unwrap_err(),
+            "access denied: the file group does not match"
+        );
         // AllowSuid keeps the bit (after chown, which clears it).
         let mut h = lim(&|l| l.allow_suid = true);
         h.upload(&d.s("suid"), b"x", Some(go_file_mode::SETUID | 0o755)).unwrap();
@@ -613,8 +663,14 @@ fn policy_is_decided_before_anything_is_opened() {
     use std::os::unix::fs::OpenOptionsExt;
     let d = TempDir::new("fifo-writer");
     let fifo = d.path("fifo");
-    rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0)
-        .unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
     let writer = {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo).is_ok())
@@ -622,7 +678,10 @@ fn policy_is_decided_before_anything_is_opened() {
     std::thread::sleep(Duration::from_millis(200));
     let mut h = handler(settings(true, FileTransferLimits { regular_files_only: true, ..limits() }));
     assert_eq!(h.download(&d.s("fifo")).unwrap_err(), "access denied: only regular files are allowed");
-    assert_eq!(h.upload(&d.s("fifo"), b"x", None).unwrap_err(), "conflicting file path: cannot overwrite irregular file");
+    assert_eq!(
+        h.upload(&d.s("fifo"), b"x", None).unwrap_err(),
+        "conflicting file path: cannot overwrite irregular file"
+    );
     std::thread::sleep(Duration::from_millis(300));
     let released = writer.is_finished();
     // Let the writer go in any case, then judge.
@@ -652,8 +711,12 @@ fn long_names_upload() {
 fn named_temporary_files_are_short_and_random() {
     let d = TempDir::new("named-temp");
     let name = "n".repeat(240);
-    let dir = rustix::fs::open(&d.0, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty())
-        .unwrap();
+    let dir = rustix::fs::open(
+        &d.0,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
     let jail = crate::os::chroot::Jail::default();
     let (fd, temp) = super::create_named_temp(&jail, &dir, &d.s(&name)).unwrap();
     let temp = temp.unwrap();
@@ -689,7 +752,10 @@ fn upload_error_texts_are_the_references() {
             UploadError::PreserveMode { mode: 0o4755, why: p("chmod") },
             "failed to preserve file mode (4755): chmod /data/f: permission denied",
         ),
-        (UploadError::Commit(p("rename")), "failed to commit uploaded file: rename /data/f: permission denied"),
+        (
+            UploadError::Commit(p("rename")),
+            "failed to commit uploaded file: rename /data/f: permission denied",
+        ),
         (UploadError::Locate(p("lstat")), "error checking file location: lstat /data/f: permission denied"),
         (
             UploadError::Create(TempError::Os(p("open"))),
@@ -713,8 +779,16 @@ fn download_error_texts_are_the_references() {
     use crate::os::chroot::JailError;
     use rustix::io::Errno;
     let cases: Vec<(DownloadError, &str, bool)> = vec![
-        (DownloadError::Jail(JailError::OutsideChroot), "access denied: the target file path is outside chroot", true),
-        (DownloadError::Policy("the file owner does not match"), "access denied: the file owner does not match", true),
+        (
+            DownloadError::Jail(JailError::OutsideChroot),
+            "access denied: the target file path is outside chroot",
+            true,
+        ),
+        (
+            DownloadError::Policy("the file owner does not match"),
+            "access denied: the file owner does not match",
+            true,
+        ),
         (
             DownloadError::Open(PathError::new("stat", "/data/f", Errno::ACCESS)),
             "failed to open file for reading: stat /data/f: permission denied",
@@ -726,9 +800,16 @@ fn download_error_texts_are_the_references() {
             "failed to open file for reading: no threads",
             false,
         ),
-        (DownloadError::OpenTimeout("/data/f".into()), "failed to open file for reading: open /data/f: i/o timeout", false),
         (
-            DownloadError::Read { path: "/data/f".into(), error: std::io::Error::from_raw_os_error(libc::EIO) },
+            DownloadError::OpenTimeout("/data/f".into()),
+            "failed to open file for reading: open /data/f: i/o timeout",
+            false,
+        ),
+        (
+            DownloadError::Read {
+                path: "/data/f".into(),
+                error: std::io::Error::from_raw_os_error(libc::EIO),
+            },
             "failed to copy file chunk to session: read /data/f: input/output error",
             false,
         ),
@@ -741,7 +822,11 @@ fn download_error_texts_are_the_references() {
             false,
         ),
         (DownloadError::TxLimit, "transmitted bytes limit exhausted", false),
-        (DownloadError::Unexpected("put_file".into()), "received unexpected message type 'put_file'; expected 'ack'", false),
+        (
+            DownloadError::Unexpected("put_file".into()),
+            "received unexpected message type 'put_file'; expected 'ack'",
+            false,
+        ),
     ];
     for (e, text, by_policy) in cases {
         assert_eq!((e.to_string().as_str(), e.by_policy()), (text, by_policy));

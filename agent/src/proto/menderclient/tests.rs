@@ -38,7 +38,9 @@ fn script(d: &Dir, name: &str, exit: i32) -> PathBuf {
 fn request(typ: &str) -> Vec<u8> {
     let mut buf = vec![0u8; MAX_FRAME_LEN];
     let props = [Prop::str("user_id", "u1")];
-    let n = FrameOut { proto: Proto::MENDER_CLIENT, typ, props: &props, ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+    let n = FrameOut { proto: Proto::MENDER_CLIENT, typ, props: &props, ..FrameOut::EMPTY }
+        .encode(&mut buf)
+        .unwrap();
     buf.truncate(n);
     buf
 }
@@ -68,7 +70,10 @@ fn runs_the_first_existing_client() {
     let d = dir("ok");
     let first = script(&d, "mender-update", 0);
     let second = script(&d, "mender", 0);
-    let s = || Settings { candidates: vec![d.0.join("missing"), first.clone(), second.clone()], ..Settings::default() };
+    let s = || Settings {
+        candidates: vec![d.0.join("missing"), first.clone(), second.clone()],
+        ..Settings::default()
+    };
     assert_eq!(ask(s(), mc::CHECK_UPDATE), (mc::CHECK_UPDATE.to_owned(), 1, String::new()));
     assert_eq!(ask(s(), mc::SEND_INVENTORY), (mc::SEND_INVENTORY.to_owned(), 1, String::new()));
     assert_eq!(std::fs::read_to_string(d.0.join("calls")).unwrap(), "check-update\nsend-inventory\n");
@@ -83,7 +88,14 @@ fn failures_have_reference_texts() {
     let none = vec![d.0.join("a"), d.0.join("b")];
     let (_, status, body) = ask(Settings { candidates: none, ..Settings::default() }, mc::SEND_INVENTORY);
     assert_eq!(status, 2);
-    assert_eq!(body, format!("Cannot find Mender client binary, tried [{} {}]", d.0.join("a").display(), d.0.join("b").display()));
+    assert_eq!(
+        body,
+        format!(
+            "Cannot find Mender client binary, tried [{} {}]",
+            d.0.join("a").display(),
+            d.0.join("b").display()
+        )
+    );
     let (typ, status, body) = ask(Settings::default(), "reboot");
     assert_eq!((typ.as_str(), status, body.as_str()), ("reboot", 2, "unknown message type"));
 }
@@ -164,7 +176,10 @@ fn duplicate_requests_join_the_running_command() {
     assert_eq!(refused.len(), 1);
     let f = Frame::decode(&refused[0]).unwrap();
     assert_eq!(f.header.props.get_i64(mc::PROP_STATUS), Some(2));
-    assert_eq!(String::from_utf8_lossy(f.body), format!("too many requests waiting for check-update (at most {})", super::MAX_WAITING));
+    assert_eq!(
+        String::from_utf8_lossy(f.body),
+        format!("too many requests waiting for check-update (at most {})", super::MAX_WAITING)
+    );
     assert_eq!(in_flight.running(), 2);
 
     std::fs::remove_file(&gate).unwrap();

@@ -27,14 +27,18 @@ fn frame(typ: &str, id: &str, body: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; MAX_FRAME_LEN];
     let props = [Prop::str(pf::PROP_CONNECTION_ID, id)];
     let props: &[Prop<'_>] = if id.is_empty() { &[] } else { &props };
-    let n = FrameOut { proto: Proto::PORT_FORWARD, typ, sid: SID, props, body, ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+    let n = FrameOut { proto: Proto::PORT_FORWARD, typ, sid: SID, props, body, ..FrameOut::EMPTY }
+        .encode(&mut buf)
+        .unwrap();
     buf.truncate(n);
     buf
 }
 
 fn new_body(host: &str, port: u16, proto: &str) -> Vec<u8> {
     let mut b = vec![0u8; 512];
-    let n = PortForwardNew { remote_host: Some(host), remote_port: Some(port), protocol: Some(proto) }.encode(&mut b).unwrap();
+    let n = PortForwardNew { remote_host: Some(host), remote_port: Some(port), protocol: Some(proto) }
+        .encode(&mut b)
+        .unwrap();
     b.truncate(n);
     b
 }
@@ -232,9 +236,15 @@ fn udp_datagrams_round_trip() {
 fn reference_errors() {
     let mut h = handler(Settings::default());
     let r = h.serve(&frame(pf::NEW, "", &new_body("127.0.0.1", 1, "tcp")));
-    assert_eq!(err_text(&r[0]), "invalid port-forward message: missing connection_id, remote_port or protocol");
+    assert_eq!(
+        err_text(&r[0]),
+        "invalid port-forward message: missing connection_id, remote_port or protocol"
+    );
     let r = h.serve(&frame(pf::NEW, "x", &new_body("127.0.0.1", 0, "tcp")));
-    assert_eq!(err_text(&r[0]), "invalid port-forward message: missing connection_id, remote_port or protocol");
+    assert_eq!(
+        err_text(&r[0]),
+        "invalid port-forward message: missing connection_id, remote_port or protocol"
+    );
     let r = h.serve(&frame(pf::NEW, "x", &new_body("127.0.0.1", 5, "sctp")));
     assert_eq!(err_text(&r[0]), "unknown protocol: sctp");
     let r = h.serve(&frame(pf::ACK, "nope", &[]));
@@ -291,7 +301,8 @@ fn hanging_target() -> (u16, rustix::fd::OwnedFd, std::net::TcpStream) {
     let port = std::net::SocketAddr::try_from(rustix::net::getsockname(&fd).unwrap()).unwrap().port();
     let filler = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     // A second connect with a short timeout confirms the queue is full.
-    let probe = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300));
+    let probe =
+        std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300));
     assert!(probe.is_err(), "the accept queue is not full; the test cannot make a dial hang");
     (port, fd, filler)
 }

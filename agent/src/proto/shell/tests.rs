@@ -66,12 +66,25 @@ impl Fx {
     }
 
     /// Routes one message, returning the replies as (typ, sid, status, body).
-    fn send(&mut self, typ: &str, sid: &str, user: &str, body: &[u8], ms: u64) -> Vec<(String, String, Option<i64>, String)> {
+    fn send(
+        &mut self,
+        typ: &str,
+        sid: &str,
+        user: &str,
+        body: &[u8],
+        ms: u64,
+    ) -> Vec<(String, String, Option<i64>, String)> {
         let mut buf = vec![0u8; 1024 + body.len()];
         let props = [Prop::str(proto::PROP_USER_ID, user)];
-        let n = FrameOut { proto: Proto::SHELL, typ, sid, props: &props, body, ..FrameOut::EMPTY }.encode(&mut buf).unwrap();
+        let n = FrameOut { proto: Proto::SHELL, typ, sid, props: &props, body, ..FrameOut::EMPTY }
+            .encode(&mut buf)
+            .unwrap();
         let now = self.at(ms);
-        self.router.route(&buf[..n], &mut self.shells, now).into_iter().map(|Action::Reply(f)| decode(&f)).collect()
+        self.router
+            .route(&buf[..n], &mut self.shells, now)
+            .into_iter()
+            .map(|Action::Reply(f)| decode(&f))
+            .collect()
     }
 
     /// Runs the device's timers up to `ms` (dials are left unanswered).
@@ -114,7 +127,12 @@ impl Fx {
     }
 
     fn pid(&self, sid: &str) -> u32 {
-        self.shells.info(self.router.device().shells()).into_iter().find(|s| s.id == sid).map(|s| s.pid).expect("session listed")
+        self.shells
+            .info(self.router.device().shells())
+            .into_iter()
+            .find(|s| s.id == sid)
+            .map(|s| s.pid)
+            .expect("session listed")
     }
 }
 
@@ -152,7 +170,8 @@ fn stop_of(f: &[u8]) -> (String, (String, Option<i64>, String)) {
 /// Idle expiry: input moves the deadline, the expired shell is stopped and the server told.
 #[test]
 fn idle_expiry_on_a_virtual_clock() {
-    let mut fx = Fx::new(Expiry::from_reference(true, 0, 10), Duration::from_secs(3600), Duration::from_secs(60));
+    let mut fx =
+        Fx::new(Expiry::from_reference(true, 0, 10), Duration::from_secs(3600), Duration::from_secs(60));
     started(&mut fx, "a", "u1", 0);
     started(&mut fx, "b", "u2", 0);
     let (pa, pb) = (fx.pid("a"), fx.pid("b"));
@@ -231,11 +250,22 @@ fn refusals_and_stops_through_the_executor() {
     let r = fx.send(proto::NEW, "a2", "u1", b"", 1);
     assert_eq!(r, vec![("new".into(), "a2".into(), Some(2), "user has too many open sessions".into())]);
     let r = fx.send(proto::NEW, "a", "u2", b"", 1);
-    assert_eq!(r, vec![("new".into(), "a".into(), Some(2), "failed to start shell: shell is already running".into())]);
+    assert_eq!(
+        r,
+        vec![("new".into(), "a".into(), Some(2), "failed to start shell: shell is already running".into())]
+    );
     let r = fx.send(proto::SHELL, "zz", "u1", b"x", 1);
     assert_eq!(r, vec![("shell".into(), "zz".into(), Some(2), "session not found".into())]);
     let r = fx.send(proto::STOP, "zz", "u1", b"", 1);
-    assert_eq!(r, vec![("stop".into(), "zz".into(), Some(2), "routeMessage: StopShellMessage: session not found for id zz".into())]);
+    assert_eq!(
+        r,
+        vec![(
+            "stop".into(),
+            "zz".into(),
+            Some(2),
+            "routeMessage: StopShellMessage: session not found for id zz".into()
+        )]
+    );
     let pid = fx.pid("a");
     let r = fx.send(proto::STOP, "", "u1", b"", 2);
     assert_eq!(r, vec![("stop".into(), "".into(), Some(1), "".into())]);

@@ -16,19 +16,21 @@
 use core::hint::black_box;
 use mender_connect_core::control_sessions::IdleConfig;
 use mender_connect_core::device::{Action as DeviceAction, Delivered, FixedDevice};
-use mender_connect_core::engine::{Action as EngineAction, Config as EngineConfig, FixedEngine, Routed, REPLY_BUF_LEN};
+use mender_connect_core::engine::{
+    Action as EngineAction, Config as EngineConfig, FixedEngine, REPLY_BUF_LEN, Routed,
+};
 use mender_connect_core::filetransfer::{self as ft, FileInfo, FileTransferMessage};
 use mender_connect_core::forwards::{
-    Action as ForwardAction, ForwardConfig, ForwardTable, DEFAULT_MAX_CONNECTIONS, queue_len,
+    Action as ForwardAction, DEFAULT_MAX_CONNECTIONS, ForwardConfig, ForwardTable, queue_len,
 };
-use mender_connect_core::frame::{Proto, MAX_FRAME_LEN};
-use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig, DEFAULT_DISCONNECT_GRACE_MS};
+use mender_connect_core::frame::{MAX_FRAME_LEN, Proto};
 use mender_connect_core::keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
+use mender_connect_core::link::{CredentialsUpdate, DEFAULT_DISCONNECT_GRACE_MS, LinkAction, LinkConfig};
 use mender_connect_core::menderclient::{self as mc, MenderClientMessage};
 use mender_connect_core::portforward::{self as pf, PortForwardMessage};
 use mender_connect_core::rate::RateCounters;
-use mender_connect_core::shells::{self as shells, Action as ShellAction, DefaultShellTable, ShellConfig};
 use mender_connect_core::shell::{self, Status};
+use mender_connect_core::shells::{self as shells, Action as ShellAction, DefaultShellTable, ShellConfig};
 use mender_connect_core::time::Instant;
 use mender_connect_core::transfer::{ChunkOutcome, DownloadWindow, UploadState};
 use mender_connect_mcu_tests::{exit, stack_used, write_str, write_usize};
@@ -99,7 +101,9 @@ impl Device {
                 DeviceAction::Engine(EngineAction::Send { len, .. }) | DeviceAction::SendShell { len } => {
                     self.send(Ok(len))
                 }
-                DeviceAction::Engine(EngineAction::Link(LinkAction::Dial)) => self.engine.handle_connected(now),
+                DeviceAction::Engine(EngineAction::Link(LinkAction::Dial)) => {
+                    self.engine.handle_connected(now)
+                }
                 DeviceAction::Engine(EngineAction::SessionEnded { sid, .. }) => {
                     self.forwards.handle_session_closed(&sid);
                     self.forward_actions(now);
@@ -125,7 +129,8 @@ impl Device {
     fn route(&mut self, len: usize, now: Instant) {
         let rx = black_box(&self.rx[..len]);
         let f = match self.engine.handle_frame(rx, now, &mut self.tx) {
-            Delivered::Handled { reply: Some(n) } | Delivered::Engine(Routed::Handled { reply: Some(n), .. }) => {
+            Delivered::Handled { reply: Some(n) }
+            | Delivered::Engine(Routed::Handled { reply: Some(n), .. }) => {
                 return self.send(Ok(n));
             }
             // The device's "shell" echoes the input.
@@ -140,7 +145,8 @@ impl Device {
         let n = match f.header.proto {
             Proto::FILE_TRANSFER => match FileTransferMessage::from_frame(&f) {
                 Ok(FileTransferMessage::Stat(s)) => {
-                    let info = FileInfo { path: s.path, size: Some(5), mode: Some(0o644), ..Default::default() };
+                    let info =
+                        FileInfo { path: s.path, size: Some(5), mode: Some(0o644), ..Default::default() };
                     ft::encode_file_info(tx, f.header.sid, &info)
                 }
                 Ok(FileTransferMessage::GetFile(_)) => {
@@ -157,11 +163,13 @@ impl Device {
                     self.upload = UploadState::new();
                     ft::encode_ack(tx, f.header.sid, 0)
                 }
-                Ok(FileTransferMessage::Chunk { offset, data }) => match self.upload.on_chunk(offset, data.len()) {
-                    Ok(ChunkOutcome::Data { .. }) if !self.upload.should_ack(false) => return,
-                    Ok(_) => ft::encode_ack_of(tx, &f),
-                    Err(_) => ft::encode_coded_error_reply(tx, &f, "bad chunk", 400),
-                },
+                Ok(FileTransferMessage::Chunk { offset, data }) => {
+                    match self.upload.on_chunk(offset, data.len()) {
+                        Ok(ChunkOutcome::Data { .. }) if !self.upload.should_ack(false) => return,
+                        Ok(_) => ft::encode_ack_of(tx, &f),
+                        Err(_) => ft::encode_coded_error_reply(tx, &f, "bad chunk", 400),
+                    }
+                }
                 _ => ft::encode_error_reply(tx, &f, "not supported"),
             },
             Proto::PORT_FORWARD => {
@@ -237,7 +245,9 @@ impl Device {
                     continue;
                 }
                 ForwardAction::Send { msg, sid, cid } => pf::encode(&mut self.tx, msg.typ(), &sid, &cid, b""),
-                ForwardAction::SendError { about, sid, .. } => pf::encode_error(&mut self.tx, &sid, about.typ(), "refused"),
+                ForwardAction::SendError { about, sid, .. } => {
+                    pf::encode_error(&mut self.tx, &sid, about.typ(), "refused")
+                }
                 _ => continue,
             };
             self.send(n);

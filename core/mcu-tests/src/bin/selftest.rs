@@ -5,7 +5,7 @@
 
 use core::fmt::Write;
 use mender_connect_core::selftest::ALL;
-use mender_connect_mcu_tests::{cmdline, exit, stack_size, stack_used, Out};
+use mender_connect_mcu_tests::{Out, cmdline, exit, stack_size, stack_used};
 
 /// run.sh's check of the runner itself (`-append check-failure` / `check-hang`): a failing or
 /// hanging test must fail the run.

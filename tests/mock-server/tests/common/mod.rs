@@ -110,7 +110,8 @@ impl Server {
     /// An accepted keyless device and its token, via the test-control API.
     pub fn device(&self, mac: &str) -> (String, String) {
         let body = serde_json::json!({ "identity_data": { "mac": mac } }).to_string();
-        let r = self.http("POST", "/__mock/devices", &[("Content-Type", "application/json")], body.as_bytes());
+        let r =
+            self.http("POST", "/__mock/devices", &[("Content-Type", "application/json")], body.as_bytes());
         assert_eq!(r.status, 200, "{}", r.text());
         let v = r.json();
         (
@@ -132,7 +133,8 @@ impl Server {
     /// Polls the deviceconnect status until it equals `want` (bounded).
     pub fn wait_status(&self, device_id: &str, token: &str, want: &str) {
         for _ in 0..200 {
-            let (code, v) = self.get_json(&format!("/api/management/v1/deviceconnect/devices/{device_id}"), token);
+            let (code, v) =
+                self.get_json(&format!("/api/management/v1/deviceconnect/devices/{device_id}"), token);
             if code == 200 && v["status"] == want {
                 return;
             }
@@ -157,10 +159,7 @@ pub struct HttpResp {
 
 impl HttpResp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -212,19 +211,15 @@ pub fn parse_response(raw: &[u8], head: bool) -> HttpResp {
         .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
     let head_text = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = head_text.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
+    let status: u16 =
+        lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).expect("status line");
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
     let mut body = raw[end + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let chunked =
+        headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if chunked && !head {
         body = dechunk(&body);
     }
@@ -246,10 +241,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 pub fn ws_connect(addr: &str, path: &str, token: &str) -> Result<WebSocket<TcpStream>, tungstenite::Error> {
     let mut req = format!("ws://{addr}{path}").into_client_request()?;
-    req.headers_mut().insert(
-        "Authorization",
-        format!("Bearer {token}").parse().expect("header value"),
-    );
+    req.headers_mut().insert("Authorization", format!("Bearer {token}").parse().expect("header value"));
     let stream = TcpStream::connect(addr).map_err(tungstenite::Error::Io)?;
     stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(tungstenite::Error::Io)?;
     let (ws, _) = tungstenite::client(req, stream).map_err(|e| match e {
@@ -360,9 +352,7 @@ pub fn bytes_after_key<'a>(raw: &'a [u8], key: &str) -> Option<&'a [u8]> {
 /// The user id (`sub`) inside one of the server's JWTs.
 pub fn jwt_claims(token: &str) -> Json {
     let payload = token.split('.').nth(1).expect("JWT payload");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url payload");
     serde_json::from_slice(&bytes).expect("JSON claims")
 }
 
@@ -391,26 +381,25 @@ impl DeviceKey {
         let private = dir.join(format!("{name}.pem"));
         let p = private.to_str().expect("utf-8 path");
         match kind {
-            KeyKind::Rsa3072 => openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072", "-out", p]),
-            KeyKind::P256 => openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", p]),
-            KeyKind::P384 => openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out", p]),
+            KeyKind::Rsa3072 => {
+                openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072", "-out", p])
+            }
+            KeyKind::P256 => {
+                openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", p])
+            }
+            KeyKind::P384 => {
+                openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out", p])
+            }
             KeyKind::Ed25519 => openssl(&["genpkey", "-algorithm", "ed25519", "-out", p]),
         };
         let public_pem = String::from_utf8(openssl(&["pkey", "-in", p, "-pubout"])).expect("PEM is text");
-        DeviceKey {
-            kind,
-            private,
-            public_pem,
-        }
+        DeviceKey { kind, private, public_pem }
     }
 
     pub fn sign(&self, data: &[u8]) -> Vec<u8> {
         let file = self.private.with_extension(format!("msg{}", std::process::id()));
         std::fs::write(&file, data).expect("write message");
-        let (k, f) = (
-            self.private.to_str().expect("utf-8"),
-            file.to_str().expect("utf-8"),
-        );
+        let (k, f) = (self.private.to_str().expect("utf-8"), file.to_str().expect("utf-8"));
         let sig = match self.kind {
             KeyKind::Ed25519 => openssl(&["pkeyutl", "-sign", "-inkey", k, "-rawin", "-in", f]),
             _ => openssl(&["dgst", "-sha256", "-sign", k, f]),
@@ -438,11 +427,7 @@ pub fn auth_request(srv: &Server, key: &DeviceKey, identity: &Json) -> HttpResp 
     srv.http(
         "POST",
         "/api/devices/v1/authentication/auth_requests",
-        &[
-            ("Content-Type", "application/json"),
-            ("Authorization", "Bearer "),
-            ("X-MEN-Signature", &sig),
-        ],
+        &[("Content-Type", "application/json"), ("Authorization", "Bearer "), ("X-MEN-Signature", &sig)],
         &body,
     )
 }
