@@ -114,3 +114,17 @@ pub fn supplementary_groups(user: &UserEntry) -> io::Result<Vec<u32>> {
         }
     }
 }
+
+/// The name of the user the tests run as (they spawn real shells as that user).
+#[cfg(test)]
+pub(crate) fn current_user() -> String {
+    let uid = rustix::process::geteuid().as_raw();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_owned())
+        })
+        .expect("current uid in /etc/passwd")
+}

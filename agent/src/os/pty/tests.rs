@@ -1,24 +1,12 @@
 //! Real ptys and real shells.
 
 use super::*;
-use crate::os::users::lookup_group;
+use crate::os::users::{current_user, lookup_group};
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 /// Failure bound only; the machine may be loaded.
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn current_user() -> String {
-    let uid = rustix::process::geteuid().as_raw();
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
-    passwd
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_owned())
-        })
-        .expect("current uid in /etc/passwd")
-}
 
 fn spec(args: &[&str]) -> ShellSpec {
     ShellSpec {

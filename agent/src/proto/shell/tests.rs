@@ -8,21 +8,10 @@ use mender_connect_core::link::LinkConfig;
 use mender_connect_core::shell as proto;
 use mender_connect_core::{Frame, FrameOut, Proto};
 
+use crate::os::users::current_user;
 use crate::proto::router::{Output, Router};
 
 use super::*;
-
-fn current_user() -> String {
-    let uid = rustix::process::geteuid().as_raw();
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
-    passwd
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_owned())
-        })
-        .expect("current uid in /etc/passwd")
-}
 
 struct Fx {
     router: Router,
