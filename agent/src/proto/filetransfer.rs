@@ -538,14 +538,8 @@ impl FileTransfer {
             let loc = s.jail.locate(&path).map_err(UploadError::Jail)?;
             let Some((parent, name)) = loc.split_last() else {
                 // The root (of the chroot) itself: a directory.
-                match src_path.take() {
-                    Some(src) => {
-                        let base = src.rsplit('/').find(|c| !c.is_empty()).unwrap_or("").to_owned();
-                        path = format!("{}/{base}", path.trim_end_matches('/'));
-                        continue;
-                    }
-                    None => return Err(UploadError::Conflict("directory")),
-                }
+                into_directory(&mut path, &mut src_path)?;
+                continue;
             };
             let name = name.to_owned();
             let dir =
@@ -585,14 +579,8 @@ impl FileTransfer {
                 return Err(UploadError::RxLimit);
             }
             if is_dir {
-                match src_path.take() {
-                    Some(src) => {
-                        let base = src.rsplit('/').find(|c| !c.is_empty()).unwrap_or("").to_owned();
-                        path = format!("{}/{base}", path.trim_end_matches('/'));
-                        continue;
-                    }
-                    None => return Err(UploadError::Conflict("directory")),
-                }
+                into_directory(&mut path, &mut src_path)?;
+                continue;
             }
             if existing.is_some_and(|st| FileType::from_raw_mode(st.st_mode) != FileType::RegularFile) {
                 return Err(UploadError::Conflict("irregular file"));
@@ -1128,6 +1116,15 @@ fn open_checked(s: &Settings, path: &str) -> Result<(std::fs::File, i64), Downlo
 }
 
 mod reader;
+
+/// An upload whose target is a directory goes into it as `dir/basename(src_path)`, once: the
+/// source name is used up, and a directory target without one is a conflict.
+fn into_directory(path: &mut String, src_path: &mut Option<String>) -> Result<(), UploadError> {
+    let src = src_path.take().ok_or(UploadError::Conflict("directory"))?;
+    let base = src.rsplit('/').find(|c| !c.is_empty()).unwrap_or("");
+    *path = format!("{}/{base}", path.trim_end_matches('/'));
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests;
