@@ -257,13 +257,22 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
         })
         .collect();
     log::info!("mender-connect daemon starting; protocols: {}", protocols.join(", "));
+    // What the previous turn computed, kept over a turn that changed nothing: the one right
+    // after the code pages were released, which would otherwise fault the engine's code back
+    // in (a 64 KiB block per function it visits) only to find the same answer.
+    let mut unchanged: Option<(bool, Option<Instant>)> = None;
     loop {
         let turn = Instant::now();
-        link_stats.observe(link_state(router.engine().link_state()), turn);
-        // Shell expiry and health checks, control sessions, redials and the disconnect grace
-        // all run on the device's one timer.
-        let busy = !router.device().shells().is_empty() || router.has_sessions();
-        let timer_at = router.device().poll_timeout().map(crate::os::clock::to_std);
+        let (busy, timer_at) = match unchanged.take() {
+            Some(kept) => kept,
+            None => {
+                link_stats.observe(link_state(router.engine().link_state()), turn);
+                // Shell expiry and health checks, control sessions, redials and the disconnect
+                // grace all run on the device's one timer.
+                let busy = !router.device().shells().is_empty() || router.has_sessions();
+                (busy, router.device().poll_timeout().map(crate::os::clock::to_std))
+            }
+        };
         if busy {
             release_at = Some(turn + RELEASE_AFTER);
         }
@@ -395,6 +404,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 release_at = None;
                 let bytes = resident::release_code();
                 log::debug!("idle: released {} KiB of code mappings", bytes / 1024);
+                unchanged = Some((busy, timer_at));
             }
             Event::Dialed(Ok(socket)) => {
                 link_stats.connected();

@@ -43,30 +43,59 @@ fn parse(line: &str) -> Option<Mapping<'_>> {
     })
 }
 
+/// Most mappings [`unwritten_image`] reports: a static binary has two (read-only data, code),
+/// a PIE one a few more before its code.
+const MAX_RANGES: usize = 8;
+
+/// Address ranges, `(start, len)`, in a fixed array: what [`release_code`] holds across the
+/// `madvise` calls must not need the heap afterwards (see there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Ranges {
+    items: [(usize, usize); MAX_RANGES],
+    len: usize,
+}
+
+impl Ranges {
+    fn as_slice(&self) -> &[(usize, usize)] {
+        &self.items[..self.len]
+    }
+}
+
 /// The mappings of the file whose executable mapping holds `code`, that nobody writes: that
-/// executable mapping and the read-only ones before it in the file.
-fn unwritten_image(maps: &str, code: usize) -> Vec<(usize, usize)> {
+/// executable mapping and the read-only ones before it in the file (at most [`MAX_RANGES`]).
+fn unwritten_image(maps: &str, code: usize) -> Ranges {
+    let mut out = Ranges::default();
     let mappings: Vec<Mapping<'_>> = maps.lines().filter_map(parse).collect();
     let Some(text) = mappings.iter().find(|m| m.start <= code && code < m.end && m.perms == "r-xp") else {
-        return Vec::new();
+        return out;
     };
     if text.file.1 == 0 {
-        return Vec::new();
+        return out;
     }
-    mappings
+    let unwritten = mappings
         .iter()
         .filter(|m| m.file == text.file)
-        .filter(|m| m.perms == "r-xp" || (m.perms == "r--p" && m.offset < text.offset))
-        .map(|m| (m.start, m.end - m.start))
-        .collect()
+        .filter(|m| m.perms == "r-xp" || (m.perms == "r--p" && m.offset < text.offset));
+    for (slot, m) in out.items.iter_mut().zip(unwritten) {
+        *slot = (m.start, m.end - m.start);
+        out.len += 1;
+    }
+    out
 }
 
 /// Unmaps the binary's unwritten pages (see the module documentation); returns the bytes of
 /// address space released. Best effort: nothing happens when `/proc` is not mounted.
+///
+/// Everything this call allocates is freed before the first `madvise`: a `free` after it
+/// would fault the allocator's code and data back in (a 64 KiB block each), only to drop a
+/// string.
 pub fn release_code() -> usize {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return 0 };
+    let ranges = match std::fs::read_to_string("/proc/self/maps") {
+        Ok(maps) => unwritten_image(&maps, release_code as fn() -> usize as usize),
+        Err(_) => return 0,
+    };
     let mut released = 0;
-    for (start, len) in unwritten_image(&maps, release_code as fn() -> usize as usize) {
+    for &(start, len) in ranges.as_slice() {
         // SAFETY: the range is a whole mapping of our own binary that is never written (see
         // `unwritten_image`): dropping its pages only makes the next access fault them in
         // again from the same file; no Rust object lives in it.
@@ -106,13 +135,13 @@ mod tests {
     #[test]
     fn only_the_code_and_the_read_only_data_before_it_are_released() {
         assert_eq!(
-            unwritten_image(LLD_STATIC, 0x0030_0000),
-            vec![(0x0020_0000, 0x56000), (0x0025_6000, 0x134000)]
+            unwritten_image(LLD_STATIC, 0x0030_0000).as_slice(),
+            [(0x0020_0000, 0x56000), (0x0025_6000, 0x134000)]
         );
         // Neither the RELRO segments after the code nor another file's mappings.
         assert_eq!(
-            unwritten_image(GNU_PIE, 0x55d0_0001_2345),
-            vec![(0x55d0_0000_0000, 0x10000), (0x55d0_0001_0000, 0x1f0000)]
+            unwritten_image(GNU_PIE, 0x55d0_0001_2345).as_slice(),
+            [(0x55d0_0000_0000, 0x10000), (0x55d0_0001_0000, 0x1f0000)]
         );
     }
 
@@ -120,9 +149,9 @@ mod tests {
     fn code_outside_a_file_mapping_releases_nothing() {
         // The vDSO (inode 0), writable memory, an address nothing maps.
         for code in [0x7fab_3812_a100, 0x227e_3100, 0x10] {
-            assert!(unwritten_image(LLD_STATIC, code).is_empty(), "{code:#x}");
+            assert!(unwritten_image(LLD_STATIC, code).as_slice().is_empty(), "{code:#x}");
         }
-        assert!(unwritten_image("garbage\n\n1-2\n", 1).is_empty());
+        assert!(unwritten_image("garbage\n\n1-2\n", 1).as_slice().is_empty());
     }
 
     #[test]
