@@ -23,15 +23,36 @@ pub enum IdentityError {
     #[error("identity script {path} exited with {status}: {stderr}")]
     Failed { path: String, status: String, stderr: String },
     /// Output that is not `key=value` lines.
-    #[error("identity script {path}, line {line}: {reason}")]
-    Parse { path: String, line: usize, reason: String },
+    #[error("identity script {path}, line {}: {reason}", reason.line())]
+    Parse { path: String, reason: LineError },
     /// No attribute at all.
     #[error("identity script {path} printed no key=value line")]
     Empty { path: String },
 }
 
+/// A line of identity output that is not `key=value`; `line` counts from 1.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LineError {
+    /// No `=` in the line.
+    #[error("expected key=value, got {text:?}")]
+    NoEquals { line: usize, text: String },
+    /// Nothing before the `=`.
+    #[error("empty key in {text:?}")]
+    EmptyKey { line: usize, text: String },
+}
+
+impl LineError {
+    /// The line's number, from 1.
+    pub fn line(&self) -> usize {
+        match self {
+            Self::NoEquals { line, .. } | Self::EmptyKey { line, .. } => *line,
+        }
+    }
+}
+
 /// Parses `key=value` lines into attributes (several values per key kept in order).
-pub fn parse(text: &str) -> Result<BTreeMap<String, Vec<String>>, (usize, String)> {
+pub fn parse(text: &str) -> Result<BTreeMap<String, Vec<String>>, LineError> {
     let mut attrs: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
@@ -39,10 +60,10 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, Vec<String>>, (usize, String
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
-            return Err((n + 1, format!("expected key=value, got {line:?}")));
+            return Err(LineError::NoEquals { line: n + 1, text: line.to_owned() });
         };
         if key.is_empty() {
-            return Err((n + 1, format!("empty key in {line:?}")));
+            return Err(LineError::EmptyKey { line: n + 1, text: line.to_owned() });
         }
         attrs.entry(key.to_owned()).or_default().push(value.to_owned());
     }
@@ -79,7 +100,7 @@ pub fn from_script(path: &Path) -> Result<BTreeMap<String, Vec<String>>, Identit
         });
     }
     let attrs = parse(&String::from_utf8_lossy(&out.stdout))
-        .map_err(|(line, reason)| IdentityError::Parse { path: shown.clone(), line, reason })?;
+        .map_err(|reason| IdentityError::Parse { path: shown.clone(), reason })?;
     if attrs.is_empty() {
         return Err(IdentityError::Empty { path: shown });
     }
@@ -94,8 +115,10 @@ mod tests {
     fn lines_to_sorted_json_with_repeated_keys_as_arrays() {
         let attrs = parse("mac=00:11:22:33:44:55\nserial=a=b\n\nmac=66:77:88:99:aa:bb\r\n").unwrap();
         assert_eq!(to_json(&attrs), r#"{"mac":["00:11:22:33:44:55","66:77:88:99:aa:bb"],"serial":"a=b"}"#);
-        assert_eq!(parse("novalue\n"), Err((1, "expected key=value, got \"novalue\"".into())));
-        assert!(parse("a=1\n=x\n").is_err());
+        let err = parse("novalue\n").unwrap_err();
+        assert_eq!((err.line(), err.to_string().as_str()), (1, "expected key=value, got \"novalue\""));
+        let err = parse("a=1\n=x\n").unwrap_err();
+        assert_eq!((err.line(), err.to_string().as_str()), (2, "empty key in \"=x\""));
         assert!(parse("").unwrap().is_empty());
     }
 }

@@ -26,10 +26,31 @@ pub enum KeyError {
     #[error(
         "{path}: unsupported private key ({reason}); supported: RSA 2048-4096 bit (PKCS#1 or PKCS#8), EC P-256 (SEC1 or PKCS#8), Ed25519 (PKCS#8)"
     )]
-    Unsupported { path: String, reason: String },
+    Unsupported { path: String, reason: Unsupported },
     /// ring refused to sign (should not happen with a loaded key).
     #[error("signing failed")]
     Sign,
+}
+
+/// What is wrong with a decoded private key; `Display` names the format and ring's reason.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unsupported {
+    /// A PKCS#1 block ring does not take as an RSA key.
+    #[error("RSA: {0}")]
+    Rsa(ring::error::KeyRejected),
+    /// A SEC1 block whose DER is not an `ECPrivateKey` with its public key.
+    #[error("malformed SEC1 EC key")]
+    Sec1Malformed,
+    /// A SEC1 key that is not P-256 (or whose parts do not match).
+    #[error("EC (only P-256 with the public key included): {0}")]
+    Ec(ring::error::KeyRejected),
+    /// A PKCS#8 block that is neither Ed25519, P-256 nor RSA (ring's RSA reason).
+    #[error("PKCS#8: {0}")]
+    Pkcs8(ring::error::KeyRejected),
+    /// A PEM label no key format uses.
+    #[error("unknown PEM key format")]
+    UnknownFormat,
 }
 
 enum Inner {
@@ -68,14 +89,14 @@ impl DeviceKey {
     }
 
     /// Loads a private key already decoded from PEM.
-    pub(crate) fn from_der(der: &PrivateKeyDer<'_>) -> Result<Self, String> {
+    pub(crate) fn from_der(der: &PrivateKeyDer<'_>) -> Result<Self, Unsupported> {
         let rng = SystemRandom::new();
         let inner = match der {
             PrivateKeyDer::Pkcs1(k) => {
-                Inner::Rsa(RsaKeyPair::from_der(k.secret_pkcs1_der()).map_err(|e| format!("RSA: {e}"))?)
+                Inner::Rsa(RsaKeyPair::from_der(k.secret_pkcs1_der()).map_err(Unsupported::Rsa)?)
             }
             PrivateKeyDer::Sec1(k) => {
-                let (d, q) = sec1_parts(k.secret_sec1_der()).ok_or("malformed SEC1 EC key")?;
+                let (d, q) = sec1_parts(k.secret_sec1_der()).ok_or(Unsupported::Sec1Malformed)?;
                 Inner::Ec(
                     EcdsaKeyPair::from_private_key_and_public_key(
                         &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
@@ -83,7 +104,7 @@ impl DeviceKey {
                         q,
                         &rng,
                     )
-                    .map_err(|e| format!("EC (only P-256 with the public key included): {e}"))?,
+                    .map_err(Unsupported::Ec)?,
                 )
             }
             PrivateKeyDer::Pkcs8(k) => {
@@ -95,10 +116,10 @@ impl DeviceKey {
                 {
                     Inner::Ec(k)
                 } else {
-                    Inner::Rsa(RsaKeyPair::from_pkcs8(der).map_err(|e| format!("PKCS#8: {e}"))?)
+                    Inner::Rsa(RsaKeyPair::from_pkcs8(der).map_err(Unsupported::Pkcs8)?)
                 }
             }
-            _ => return Err("unknown PEM key format".into()),
+            _ => return Err(Unsupported::UnknownFormat),
         };
         let spki = match &inner {
             Inner::Rsa(k) => spki(&[OID_RSA, DER_NULL].concat(), k.public().as_ref()),
@@ -235,5 +256,20 @@ mod tests {
         assert_eq!(lines[0], "-----BEGIN PUBLIC KEY-----");
         assert_eq!(lines[1].len(), 64);
         assert_eq!(lines.last().copied(), Some("-----END PUBLIC KEY-----"));
+    }
+
+    #[test]
+    fn unusable_keys_say_which_format_failed() {
+        use rustls::pki_types::{PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+        let junk = vec![0x30, 0x03, 0x02, 0x01, 0x00];
+        let text = |der: PrivateKeyDer<'_>| DeviceKey::from_der(&der).unwrap_err().to_string();
+        assert!(text(PrivatePkcs1KeyDer::from(junk.clone()).into()).starts_with("RSA: "));
+        assert_eq!(text(PrivateSec1KeyDer::from(junk.clone()).into()), "malformed SEC1 EC key");
+        assert!(text(PrivatePkcs8KeyDer::from(junk).into()).starts_with("PKCS#8: "));
+        let err = KeyError::Unsupported { path: "/k.pem".into(), reason: Unsupported::UnknownFormat };
+        assert!(
+            err.to_string()
+                .starts_with("/k.pem: unsupported private key (unknown PEM key format); supported: RSA")
+        );
     }
 }
