@@ -206,9 +206,15 @@ impl<S: SessionStore, const N: usize, const Q: usize, F: ForwardStore + Default>
     /// The device running port forward (protocol 3, when the engine serves it) with its
     /// connection table: settings `cfg` (limits, dial and idle timeouts).
     pub fn with_forwards(mut self, cfg: ForwardConfig) -> Self {
+        self.enable_forwards(cfg);
+        self
+    }
+
+    /// [`Device::with_forwards`] in place; any open connection is forgotten (call it before
+    /// the link comes up).
+    pub fn enable_forwards(&mut self, cfg: ForwardConfig) {
         self.forwards = ForwardTable::with_store(cfg, F::default());
         self.forwarding = true;
-        self
     }
 
     /// The port-forward table (read-only).
