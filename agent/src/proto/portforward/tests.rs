@@ -448,3 +448,19 @@ fn forwards_queued_during_a_hanging_dial_are_bounded() {
     h.settle();
     assert_eq!(h.open_connections(), 0);
 }
+
+/// A dial that takes longer than `PortForward.ConnectTimeoutSeconds` is abandoned by the
+/// device's timer; the user side gets Go's dial error for it, and the connection is gone.
+#[test]
+fn hanging_dial_times_out_with_the_dial_error() {
+    let (port, _l, _filler) = hanging_target();
+    let mut h = handler(Settings { connect_timeout: Duration::from_millis(300), ..Settings::default() });
+    assert!(h.serve(&frame(pf::NEW, "t", &new_body("127.0.0.1", port, "tcp"))).is_empty());
+    assert_eq!(h.open_connections(), 1);
+    let o = h.recv();
+    assert_eq!(err_text(&o), format!("dial tcp 127.0.0.1:{port}: i/o timeout"));
+    assert_eq!(PfError::decode(&o.body).unwrap().msgtype, Some(pf::NEW));
+    assert_eq!(h.open_connections(), 0);
+    let r = h.serve(&frame(pf::FORWARD, "t", b"late"));
+    assert_eq!(err_text(&r[0]), "unknown connection");
+}
