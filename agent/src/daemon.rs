@@ -156,6 +156,8 @@ enum Event {
     WriterEnded(Result<(), Ended>),
     /// A request from the control socket (`mender-connect status`, `sessions kill`).
     Control(crate::ops::status::server::Ask),
+    /// A port-forward connection's task reported.
+    Forward(crate::proto::portforward::Event),
 }
 
 struct Queues {
@@ -234,7 +236,10 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
         settings.shell.table_config(),
         crate::os::clock::seed(),
     );
-    crate::proto::features::register(&mut router, &settings.features, &q.data_tx);
+    // Reports of the port-forward connections' tasks; bounded by the device's flow control
+    // (a dial, one read, at most `forwards::INBOUND_QUEUE` writes and an end per connection).
+    let (forward_tx, forward_rx) = async_channel::unbounded();
+    crate::proto::features::register(&mut router, &settings.features, &q.data_tx, &forward_tx);
     let mut creds = Credentials { token: String::new(), server_url: String::new() };
     let mut auth_open = true;
     let mut link = Link::Idle;
@@ -292,6 +297,12 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     Err(_) => std::future::pending().await,
                 }
             };
+            let forward = async {
+                match forward_rx.recv().await {
+                    Ok(e) => Event::Forward(e),
+                    Err(_) => std::future::pending().await,
+                }
+            };
             let release = async {
                 match release_due {
                     Some(at) => {
@@ -330,7 +341,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     None => std::future::pending().await,
                 }
             };
-            sig.or(cred).or(exited).or(link_ev).or(control).or(timer).or(release).await
+            sig.or(cred).or(exited).or(forward).or(link_ev).or(control).or(timer).or(release).await
         };
         let now = Instant::now();
         match ev {
@@ -399,6 +410,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
             Event::Exited(e) => {
                 router.device_mut().handle_shell_exited(&e.sid, e.serial);
             }
+            Event::Forward(e) => router.forward_event(e, now),
             Event::Timer => router.device_mut().handle_timeout(clock::to_core(now)),
             Event::Release => {
                 release_at = None;
@@ -544,6 +556,13 @@ async fn execute(
             Output::Shell(f) => {
                 if matches!(link, Link::Up { .. }) && q.reply_tx.try_send(f).is_err() {
                     log::warn!("reply queue full: the server is not told about an ended shell");
+                }
+            }
+            // A connection's `new`, `ack` or `stop`: the user side waits for it, so it is
+            // queued as replies to messages are.
+            Output::Forward(f) => {
+                if matches!(link, Link::Up { .. }) {
+                    let _ = q.reply_tx.send(f).await;
                 }
             }
         }

@@ -161,3 +161,43 @@ fn throughput_100_mib() {
     });
     assert_eq!(sink.join().unwrap(), SIZE);
 }
+
+/// The other direction, a quick measurement too: the target sends 100 MiB, the user side acks
+/// each `forward` (one in flight).
+#[test]
+#[ignore = "measurement (100 MiB back through a forwarded TCP connection)"]
+fn throughput_100_mib_target_to_user() {
+    const SIZE: usize = 100 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let source = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let block = vec![7u8; 65536];
+        for _ in 0..SIZE / block.len() {
+            s.write_all(&block).unwrap();
+        }
+    });
+    smol::block_on(async {
+        let fx = Fixture::start("pf-throughput-back", "", &[]).await;
+        let mut conn = fx.server.accept(SOON).await;
+        open_session(&mut conn, "p").await;
+        let id = [Prop::str(pf::PROP_CONNECTION_ID, "c")];
+        conn.send(encode(PF, pf::NEW, "p", &id, &new_body(port))).await;
+        assert_eq!(next_pf(&mut conn).await.0, pf::NEW);
+        let start = std::time::Instant::now();
+        let mut total = 0;
+        while total < SIZE {
+            let (typ, _, body) = next_pf(&mut conn).await;
+            assert_eq!(typ, pf::FORWARD);
+            total += body.len();
+            conn.send(encode(PF, pf::ACK, "p", &id, &[])).await;
+        }
+        let d = start.elapsed();
+        println!(
+            "port forward 100 MiB target→user (one forward in flight): {d:?} ({:.1} MiB/s)",
+            100.0 / d.as_secs_f64()
+        );
+        drop(fx);
+    });
+    source.join().unwrap();
+}

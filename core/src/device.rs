@@ -20,7 +20,10 @@ use core::fmt::Write as _;
 
 use crate::control_sessions::{Note, SessionStore};
 use crate::engine::{self, Config, Engine};
+use crate::forwards::{self, FixedForwards, ForwardConfig, ForwardStore, ForwardTable};
+use crate::frame::Proto;
 use crate::link::{CredentialsUpdate, LinkAction};
+use crate::portforward::{self as pf, PortForwardMessage, Protocol};
 use crate::shell::{self as proto, ShellMessage, Status, TermSize};
 use crate::shells::{self, Reply, SHELL_STARTED, STOPPED_SHELL_TEXT, ShellConfig, ShellTable};
 use crate::time::Instant;
@@ -45,6 +48,17 @@ pub enum Action {
     /// Send the first `len` bytes of the buffer given to [`Device::poll_action`]: a shell
     /// protocol frame (a reply, a `stop`, or a health-check `ping`).
     SendShell {
+        /// Frame length.
+        len: usize,
+    },
+    /// Socket work of a forwarded connection: [`forwards::Action::Dial`] (the target came
+    /// with [`Delivered::ForwardOpen`]; answer with [`Device::handle_forward_dialed`]),
+    /// [`forwards::Action::Close`], [`forwards::Action::ReadMore`]. The table's frames come
+    /// out as [`Action::SendForward`] instead.
+    Forward(forwards::Action),
+    /// Send the first `len` bytes of the buffer given to [`Device::poll_action`]: a
+    /// port-forward frame (`new` once dialled, `ack`, `stop`, or an `error` with the refusal).
+    SendForward {
         /// Frame length.
         len: usize,
     },
@@ -91,23 +105,82 @@ pub enum Delivered<'a> {
         /// Session id.
         sid: &'a str,
     },
+    /// A port-forward `new` was admitted: keep its target; the [`forwards::Action::Dial`]
+    /// for it follows (after the close of a connection it replaces).
+    ForwardOpen {
+        /// Session id.
+        sid: &'a str,
+        /// Connection id.
+        cid: &'a str,
+        /// Transport.
+        protocol: Protocol,
+        /// `remote_host`
+        host: &'a str,
+        /// `remote_port`
+        port: u16,
+    },
+    /// A `forward` taken for connection `cid`: write it to the target (once dialled), then
+    /// report [`Device::handle_forward_written`].
+    ForwardData {
+        /// Session id.
+        sid: &'a str,
+        /// Connection id.
+        cid: &'a str,
+        /// The bytes.
+        bytes: &'a [u8],
+    },
+    /// A port-forward `new` was refused; the `error` is queued (a [`Action::SendForward`]).
+    ForwardRefused {
+        /// Session id.
+        sid: &'a str,
+        /// Connection id.
+        cid: &'a str,
+        /// Why.
+        refusal: forwards::Refusal,
+    },
+    /// A port-forward `error` from the user side (not answered: an error for an error could
+    /// ping-pong).
+    ForwardPeerError {
+        /// Session id.
+        sid: &'a str,
+        /// Its `err`.
+        err: Option<&'a str>,
+    },
 }
 
+/// The [`forwards`] storage of a [`Device`] that does not choose one: 4 connections inline.
+pub type DefaultForwards = FixedForwards<DEFAULT_FORWARDS, { forwards::queue_len(DEFAULT_FORWARDS) }>;
+/// Connections of [`DefaultForwards`].
+pub const DEFAULT_FORWARDS: usize = 4;
+
+/// The `error` for a `new` without a valid target (the reference's text).
+pub const FORWARD_INVALID_TEXT: &str =
+    "invalid port-forward message: missing connection_id, remote_port or protocol";
+/// The `error` for a port-forward type the device does not know.
+pub const FORWARD_UNKNOWN_TYPE_TEXT: &str = "unknown message type";
+
 /// The engine and a table of at most `N` shells (`Q` ≥ [`shells::queue_len`]`(N)` queued
-/// actions), control sessions in `S`.
+/// actions), control sessions in `S`, forwarded connections in `F`.
 #[derive(Clone, Debug)]
-pub struct Device<S, const N: usize, const Q: usize> {
+pub struct Device<S, const N: usize, const Q: usize, F = DefaultForwards> {
     engine: Engine<S>,
     shells: ShellTable<N, Q>,
+    forwards: ForwardTable<F>,
+    /// Port-forward frames go to `forwards` ([`Device::with_forwards`]); otherwise they are
+    /// delivered to the caller as the other served protocols' are.
+    forwarding: bool,
     up: bool,
     /// An engine action held back until the shell actions it caused are out.
     held: Option<engine::Action>,
 }
 
-/// A device with `C` control sessions and `N` shells inline.
-pub type FixedDevice<const C: usize, const N: usize, const Q: usize> = Device<FixedStore<C>, N, Q>;
+/// A device with `C` control sessions and `N` shells inline (and [`DefaultForwards`]).
+pub type FixedDevice<const C: usize, const N: usize, const Q: usize, F = DefaultForwards> =
+    Device<FixedStore<C>, N, Q, F>;
 
-impl<const C: usize, const N: usize, const Q: usize> Device<FixedStore<C>, N, Q> {
+impl<const C: usize, const N: usize, const Q: usize, F: ForwardStore + Default>
+    Device<FixedStore<C>, N, Q, F>
+{
     /// A new device (no credentials). The table's own disconnect grace is turned off: the
     /// link supervisor's ([`crate::link::LinkConfig::disconnect_grace_ms`]) applies.
     pub fn new(cfg: &Config<'_>, shells: ShellConfig, seed: u64) -> Self {
@@ -115,11 +188,38 @@ impl<const C: usize, const N: usize, const Q: usize> Device<FixedStore<C>, N, Q>
     }
 }
 
-impl<S: SessionStore, const N: usize, const Q: usize> Device<S, N, Q> {
-    /// Composes `engine` (no link up yet) with a shell table.
+impl<S: SessionStore, const N: usize, const Q: usize, F: ForwardStore + Default> Device<S, N, Q, F> {
+    /// Composes `engine` (no link up yet) with a shell table. Port-forward messages are
+    /// delivered to the caller ([`Routed::Deliver`]) until [`Device::with_forwards`].
     pub fn with_engine(engine: Engine<S>, shells: ShellConfig) -> Self {
         let cfg = ShellConfig { disconnect_grace_ms: None, ..shells };
-        Self { up: engine.link().is_up(), engine, shells: ShellTable::new(cfg), held: None }
+        Self {
+            up: engine.link().is_up(),
+            engine,
+            shells: ShellTable::new(cfg),
+            forwards: ForwardTable::with_store(ForwardConfig::default(), F::default()),
+            forwarding: false,
+            held: None,
+        }
+    }
+
+    /// The device running port forward (protocol 3, when the engine serves it) with its
+    /// connection table: settings `cfg` (limits, dial and idle timeouts).
+    pub fn with_forwards(mut self, cfg: ForwardConfig) -> Self {
+        self.enable_forwards(cfg);
+        self
+    }
+
+    /// [`Device::with_forwards`] in place; any open connection is forgotten (call it before
+    /// the link comes up).
+    pub fn enable_forwards(&mut self, cfg: ForwardConfig) {
+        self.forwards = ForwardTable::with_store(cfg, F::default());
+        self.forwarding = true;
+    }
+
+    /// The port-forward table (read-only).
+    pub fn forwards(&self) -> &ForwardTable<F> {
+        &self.forwards
     }
 
     /// The engine (read-only).
@@ -145,6 +245,8 @@ impl<S: SessionStore, const N: usize, const Q: usize> Device<S, N, Q> {
                 self.shells.handle_reconnected(now);
             } else {
                 self.shells.handle_disconnected(now);
+                // Control sessions do not survive the websocket, nor do their connections.
+                self.forwards.handle_all_closed();
             }
             self.up = up;
         }
@@ -187,6 +289,7 @@ impl<S: SessionStore, const N: usize, const Q: usize> Device<S, N, Q> {
         self.engine.handle_shutdown(now);
         self.sync_link(now);
         self.shells.handle_stop_all();
+        self.forwards.handle_all_closed();
     }
 
     /// The executor started (or failed to start) the shell of an [`shells::Action::SpawnShell`].
@@ -209,6 +312,9 @@ impl<S: SessionStore, const N: usize, const Q: usize> Device<S, N, Q> {
     pub fn handle_frame<'a>(&mut self, bytes: &'a [u8], now: Instant, reply: &mut [u8]) -> Delivered<'a> {
         let frame = match self.engine.handle_frame(bytes, now, reply) {
             Routed::Shell(f) => f,
+            Routed::Deliver(f) if self.forwarding && f.header.proto == Proto::PORT_FORWARD => {
+                return self.forward_frame(&f, now, reply);
+            }
             Routed::Handled { reply, note: Note::ShellDisabled } => return Delivered::Handled { reply },
             other => return Delivered::Engine(other),
         };
@@ -256,12 +362,94 @@ impl<S: SessionStore, const N: usize, const Q: usize> Device<S, N, Q> {
         Delivered::Handled { reply: None }
     }
 
+    /// A port-forward message inside an open session (the engine delivered it: the protocol
+    /// is served). Validation errors are answered in `reply`; the table's answers are queued.
+    fn forward_frame<'a>(
+        &mut self,
+        frame: &crate::Frame<'a>,
+        now: Instant,
+        reply: &mut [u8],
+    ) -> Delivered<'a> {
+        let (typ, sid) = (frame.header.typ, frame.header.sid);
+        let error = |reply: &mut [u8], args: core::fmt::Arguments<'_>| {
+            let n = crate::control_sessions::encode_with_text(reply, args, |b, text| {
+                pf::encode_error(b, sid, typ, text)
+            });
+            Delivered::Handled { reply: n.ok() }
+        };
+        let msg = match PortForwardMessage::from_frame(frame) {
+            Ok(m) => m,
+            Err(e) => return error(reply, format_args!("invalid port-forward message: {e}")),
+        };
+        match msg {
+            PortForwardMessage::New { connection_id: cid, request } => {
+                let Some((host, port, proto)) = request.target().filter(|_| !cid.is_empty()) else {
+                    return error(reply, format_args!("{FORWARD_INVALID_TEXT}"));
+                };
+                let Some(protocol) = Protocol::parse(proto) else {
+                    return error(reply, format_args!("unknown protocol: {proto}"));
+                };
+                match self.forwards.handle_new(sid, cid, now) {
+                    Ok(()) => Delivered::ForwardOpen { sid, cid, protocol, host, port },
+                    Err(refusal) => Delivered::ForwardRefused { sid, cid, refusal },
+                }
+            }
+            PortForwardMessage::Forward { connection_id: cid, data } => {
+                if self.forwards.handle_forward(sid, cid, now) {
+                    Delivered::ForwardData { sid, cid, bytes: data }
+                } else {
+                    Delivered::Handled { reply: None }
+                }
+            }
+            PortForwardMessage::Ack { connection_id: cid } => {
+                self.forwards.handle_ack(sid, cid, now);
+                Delivered::Handled { reply: None }
+            }
+            PortForwardMessage::Stop { connection_id: cid } => {
+                let _ = self.forwards.handle_stop(sid, cid);
+                Delivered::Handled { reply: None }
+            }
+            PortForwardMessage::Error(e) => Delivered::ForwardPeerError { sid, err: e.err },
+            _ => error(reply, format_args!("{FORWARD_UNKNOWN_TYPE_TEXT}")),
+        }
+    }
+
+    /// The outcome of a [`forwards::Action::Dial`]: connected (`new` is answered), or failed
+    /// (the caller sends its dial error). False if the connection is gone already (closed, or
+    /// the dial timed out: the caller sent that error on the close).
+    pub fn handle_forward_dialed(&mut self, sid: &str, cid: &str, connected: bool, now: Instant) -> bool {
+        self.forwards.handle_dialed(sid, cid, connected, now)
+    }
+
+    /// The caller wrote one [`Delivered::ForwardData`] to the target: it is acked.
+    pub fn handle_forward_written(&mut self, sid: &str, cid: &str, now: Instant) {
+        self.forwards.handle_written(sid, cid, now);
+    }
+
+    /// The caller read from the target: true if it may send it as a `forward` now (then it
+    /// waits for [`forwards::Action::ReadMore`] before reading again).
+    pub fn handle_forward_read(&mut self, sid: &str, cid: &str, now: Instant) -> bool {
+        self.forwards.handle_read(sid, cid, now)
+    }
+
+    /// The target ended the connection (EOF, read or write error): `stop` goes to the user.
+    pub fn handle_forward_ended(&mut self, sid: &str, cid: &str) {
+        self.forwards.handle_ended(sid, cid);
+    }
+
+    /// See [`Engine::kill_session`]; the session's forwarded connections close too.
+    pub fn kill_session(&mut self, sid: &str, buf: &mut [u8]) -> Option<(Option<usize>, Option<Proto>)> {
+        let r = self.engine.kill_session(sid, buf)?;
+        self.forwards.handle_session_closed(sid);
+        Some(r)
+    }
+
     /// When [`Device::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.engine.poll_timeout(), self.shells.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.engine.poll_timeout(), self.shells.poll_timeout(), self.forwards.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs the timers due at `now`.
@@ -271,6 +459,9 @@ impl<S: SessionStore, const N: usize, const Q: usize> Device<S, N, Q> {
         if self.shells.poll_timeout().is_some_and(|at| at <= now) {
             self.shells.handle_timeout(now);
         }
+        if self.forwards.poll_timeout().is_some_and(|at| at <= now) {
+            self.forwards.handle_timeout(now);
+        }
     }
 
     /// The next action; frames to send are encoded into `buf` (at least [`POLL_BUF_LEN`]
@@ -279,6 +470,12 @@ impl<S: SessionStore, const N: usize, const Q: usize> Device<S, N, Q> {
         loop {
             if let Some(a) = self.shells.poll_action() {
                 if let Some(a) = self.shell_action(a, buf) {
+                    return Some(a);
+                }
+                continue;
+            }
+            if let Some(a) = self.forwards.poll_action() {
+                if let Some(a) = self.forward_action(a, buf) {
                     return Some(a);
                 }
                 continue;
@@ -293,10 +490,15 @@ impl<S: SessionStore, const N: usize, const Q: usize> Device<S, N, Q> {
                 }
                 engine::Action::Link(LinkAction::StopAllSessions) => {
                     self.shells.handle_stop_all();
+                    self.forwards.handle_all_closed();
+                }
+                engine::Action::SessionEnded { ref sid, .. } => {
+                    self.forwards.handle_session_closed(sid);
                 }
                 _ => return Some(Action::Engine(a)),
             }
-            // Its shell stops first, then the action itself (for the caller's log).
+            // Its shell stops and connection closes first, then the action itself (for the
+            // caller's log).
             self.held = Some(a);
         }
     }
@@ -325,9 +527,29 @@ impl<S: SessionStore, const N: usize, const Q: usize> Device<S, N, Q> {
         };
         n.ok().map(|len| Action::SendShell { len })
     }
+
+    /// Encodes the port-forward table's frames into `buf`; socket work goes to the caller.
+    fn forward_action(&mut self, a: forwards::Action, buf: &mut [u8]) -> Option<Action> {
+        let n = match &a {
+            forwards::Action::Send { msg, sid, cid } => pf::encode(buf, msg.typ(), sid, cid, &[]),
+            forwards::Action::SendError { about, sid, refusal } => {
+                let text = refusal.text(self.forwards.config());
+                crate::control_sessions::encode_with_text(buf, format_args!("{text}"), |b, text| {
+                    pf::encode_error(b, sid, about.typ(), text)
+                })
+            }
+            _ => return Some(Action::Forward(a)),
+        };
+        n.ok().map(|len| Action::SendForward { len })
+    }
 }
 
 /// Tests that need no std: run on the host and on the bare-metal runner.
 #[cfg(any(test, feature = "selftest"))]
 #[doc(hidden)]
 pub mod selftests;
+
+/// Port-forward simulations of the device that need no std.
+#[cfg(any(test, feature = "selftest"))]
+#[doc(hidden)]
+pub mod forward_selftests;

@@ -210,8 +210,9 @@ pub enum Action {
     },
 }
 
+/// One connection's state (opaque: kept by a [`ForwardStore`]).
 #[derive(Clone, Debug)]
-struct Conn {
+pub struct Conn {
     sid: Id,
     cid: Id,
     /// False while dialling (since `opened`).
@@ -222,25 +223,96 @@ struct Conn {
     awaiting_ack: bool,
 }
 
-/// The forwarded connections of every session: up to `N` connections and `Q`
-/// (≥ [`queue_len`]`(N)`) queued actions.
-#[derive(Clone, Debug)]
-pub struct ForwardTable<const N: usize, const Q: usize> {
-    cfg: ForwardConfig,
+/// Where a [`ForwardTable`] keeps its connections and queued actions: fixed capacities
+/// ([`FixedForwards`]) on a microcontroller, or storage that grows on demand (the agent allows
+/// up to 4096 connections, which fixed would hold megabytes from the start).
+pub trait ForwardStore {
+    /// The connections.
+    fn conns(&self) -> &[Conn];
+    /// The connections, mutable.
+    fn conns_mut(&mut self) -> &mut [Conn];
+    /// Adds one; false if full.
+    fn push_conn(&mut self, c: Conn) -> bool;
+    /// Removes the `i`th, keeping the order of the rest.
+    fn remove_conn(&mut self, i: usize) -> Conn;
+    /// How many connections fit.
+    fn conn_capacity(&self) -> usize;
+    /// Queues an action; false if full.
+    fn push_action(&mut self, a: Action) -> bool;
+    /// The oldest queued action.
+    fn pop_action(&mut self) -> Option<Action>;
+    /// Room left in the action queue.
+    fn action_room(&self) -> usize;
+}
+
+/// Inline storage for up to `N` connections and `Q` (≥ [`queue_len`]`(N)`) queued actions.
+#[derive(Clone, Debug, Default)]
+pub struct FixedForwards<const N: usize, const Q: usize> {
     conns: Vec<Conn, N>,
     actions: Deque<Action, Q>,
+}
+
+impl<const N: usize, const Q: usize> FixedForwards<N, Q> {
+    /// Empty.
+    pub const fn new() -> Self {
+        const { assert!(Q >= queue_len(N), "the action queue must hold 2 * N + 2 actions") };
+        Self { conns: Vec::new(), actions: Deque::new() }
+    }
+}
+
+impl<const N: usize, const Q: usize> ForwardStore for FixedForwards<N, Q> {
+    fn conns(&self) -> &[Conn] {
+        &self.conns
+    }
+    fn conns_mut(&mut self) -> &mut [Conn] {
+        &mut self.conns
+    }
+    fn push_conn(&mut self, c: Conn) -> bool {
+        self.conns.push(c).is_ok()
+    }
+    fn remove_conn(&mut self, i: usize) -> Conn {
+        self.conns.remove(i)
+    }
+    fn conn_capacity(&self) -> usize {
+        N
+    }
+    fn push_action(&mut self, a: Action) -> bool {
+        self.actions.push_back(a).is_ok()
+    }
+    fn pop_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+    fn action_room(&self) -> usize {
+        self.actions.capacity() - self.actions.len()
+    }
+}
+
+/// The forwarded connections of every session, kept in `St`.
+#[derive(Clone, Debug)]
+pub struct ForwardTable<St> {
+    cfg: ForwardConfig,
+    st: St,
     overflowed: u32,
+}
+
+/// A table of up to `N` connections and `Q` (≥ [`queue_len`]`(N)`) queued actions, inline.
+pub type FixedForwardTable<const N: usize, const Q: usize> = ForwardTable<FixedForwards<N, Q>>;
+
+impl<const N: usize, const Q: usize> ForwardTable<FixedForwards<N, Q>> {
+    /// An empty table.
+    pub const fn new(cfg: ForwardConfig) -> Self {
+        Self::with_store(cfg, FixedForwards::new())
+    }
 }
 
 fn id(s: &str) -> Option<Id> {
     Id::try_from(s).ok()
 }
 
-impl<const N: usize, const Q: usize> ForwardTable<N, Q> {
-    /// An empty table.
-    pub const fn new(cfg: ForwardConfig) -> Self {
-        const { assert!(Q >= queue_len(N), "the action queue must hold 2 * N + 2 actions") };
-        Self { cfg, conns: Vec::new(), actions: Deque::new(), overflowed: 0 }
+impl<St: ForwardStore> ForwardTable<St> {
+    /// An empty table keeping its state in `st` (empty).
+    pub const fn with_store(cfg: ForwardConfig, st: St) -> Self {
+        Self { cfg, st, overflowed: 0 }
     }
 
     /// The settings.
@@ -250,22 +322,22 @@ impl<const N: usize, const Q: usize> ForwardTable<N, Q> {
 
     /// Open or dialling connections.
     pub fn len(&self) -> usize {
-        self.conns.len()
+        self.st.conns().len()
     }
 
     /// True if there is none.
     pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
+        self.st.conns().is_empty()
     }
 
     /// Connections of session `sid`.
     pub fn count_in(&self, sid: &str) -> usize {
-        self.conns.iter().filter(|c| c.sid == sid).count()
+        self.st.conns().iter().filter(|c| c.sid == sid).count()
     }
 
     /// Whether `sid`/`cid` is dialled and open.
     pub fn is_open(&self, sid: &str, cid: &str) -> bool {
-        self.find(sid, cid).is_some_and(|i| self.conns[i].open)
+        self.find(sid, cid).is_some_and(|i| self.st.conns()[i].open)
     }
 
     /// Actions dropped because the caller did not drain the queue (0 when used as documented).
@@ -275,17 +347,17 @@ impl<const N: usize, const Q: usize> ForwardTable<N, Q> {
 
     /// The next thing to do, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        self.st.pop_action()
     }
 
     fn push(&mut self, a: Action) {
-        if self.actions.push_back(a).is_err() {
+        if !self.st.push_action(a) {
             self.overflowed = self.overflowed.saturating_add(1);
         }
     }
 
     fn find(&self, sid: &str, cid: &str) -> Option<usize> {
-        self.conns.iter().position(|c| c.sid == sid && c.cid == cid)
+        self.st.conns().iter().position(|c| c.sid == sid && c.cid == cid)
     }
 
     fn refuse(&mut self, about: Msg, sid: &str, refusal: Refusal) -> Refusal {
@@ -295,7 +367,7 @@ impl<const N: usize, const Q: usize> ForwardTable<N, Q> {
     }
 
     fn close(&mut self, i: usize, why: CloseReason, stop: bool) {
-        let c = self.conns.remove(i);
+        let c = self.st.remove_conn(i);
         if stop {
             self.push(Action::Close { sid: c.sid.clone(), cid: c.cid.clone(), why });
             self.push(Action::Send { msg: Msg::Stop, sid: c.sid, cid: c.cid });
@@ -315,7 +387,7 @@ impl<const N: usize, const Q: usize> ForwardTable<N, Q> {
         if self.count_in(sid) >= self.cfg.max_per_session {
             return Err(self.refuse(Msg::New, sid, Refusal::TooManyInSession));
         }
-        if self.conns.len() >= self.cfg.max_connections.min(N) {
+        if self.st.conns().len() >= self.cfg.max_connections.min(self.st.conn_capacity()) {
             return Err(self.refuse(Msg::New, sid, Refusal::TooManyOnDevice));
         }
         let c = Conn {
@@ -327,7 +399,7 @@ impl<const N: usize, const Q: usize> ForwardTable<N, Q> {
             unacked_in: 0,
             awaiting_ack: false,
         };
-        if self.conns.push(c).is_err() {
+        if !self.st.push_conn(c) {
             return Err(self.refuse(Msg::New, sid, Refusal::TooManyOnDevice));
         }
         self.push(Action::Dial { sid: sid_id, cid: cid_id });
@@ -337,12 +409,12 @@ impl<const N: usize, const Q: usize> ForwardTable<N, Q> {
     /// The outcome of [`Action::Dial`]: connected (the user side is answered `new`), or failed
     /// (forgotten; the executor sends the dial error). False if the connection is gone already.
     pub fn handle_dialed(&mut self, sid: &str, cid: &str, connected: bool, now: Instant) -> bool {
-        let Some(i) = self.find(sid, cid).filter(|&i| !self.conns[i].open) else { return false };
+        let Some(i) = self.find(sid, cid).filter(|&i| !self.st.conns()[i].open) else { return false };
         if !connected {
-            self.conns.remove(i);
+            self.st.remove_conn(i);
             return true;
         }
-        let c = &mut self.conns[i];
+        let c = &mut self.st.conns_mut()[i];
         c.open = true;
         c.last_activity = now;
         let (sid, cid) = (c.sid.clone(), c.cid.clone());
@@ -358,12 +430,12 @@ impl<const N: usize, const Q: usize> ForwardTable<N, Q> {
             self.refuse(Msg::Forward, sid, Refusal::UnknownConnection);
             return false;
         };
-        if self.conns[i].unacked_in >= INBOUND_QUEUE {
+        if self.st.conns()[i].unacked_in >= INBOUND_QUEUE {
             self.refuse(Msg::Forward, sid, Refusal::Unacked);
             self.close(i, CloseReason::Unacked, true);
             return false;
         }
-        let c = &mut self.conns[i];
+        let c = &mut self.st.conns_mut()[i];
         c.unacked_in += 1;
         c.last_activity = now;
         true
@@ -372,7 +444,7 @@ impl<const N: usize, const Q: usize> ForwardTable<N, Q> {
     /// The executor wrote one taken forward to the target: it is acked.
     pub fn handle_written(&mut self, sid: &str, cid: &str, now: Instant) {
         let Some(i) = self.find(sid, cid) else { return };
-        let c = &mut self.conns[i];
+        let c = &mut self.st.conns_mut()[i];
         c.unacked_in = c.unacked_in.saturating_sub(1);
         c.last_activity = now;
         let (sid, cid) = (c.sid.clone(), c.cid.clone());
@@ -383,7 +455,7 @@ impl<const N: usize, const Q: usize> ForwardTable<N, Q> {
     /// nothing in flight); it then waits for [`Action::ReadMore`].
     pub fn handle_read(&mut self, sid: &str, cid: &str, now: Instant) -> bool {
         let Some(i) = self.find(sid, cid) else { return false };
-        let c = &mut self.conns[i];
+        let c = &mut self.st.conns_mut()[i];
         if !c.open || c.awaiting_ack {
             return false;
         }
@@ -399,7 +471,7 @@ impl<const N: usize, const Q: usize> ForwardTable<N, Q> {
             self.refuse(Msg::Ack, sid, Refusal::UnknownConnection);
             return;
         };
-        let c = &mut self.conns[i];
+        let c = &mut self.st.conns_mut()[i];
         if core::mem::replace(&mut c.awaiting_ack, false) {
             c.last_activity = now;
             let (sid, cid) = (c.sid.clone(), c.cid.clone());
@@ -428,8 +500,16 @@ impl<const N: usize, const Q: usize> ForwardTable<N, Q> {
     /// Session `sid` ended (or the websocket): its connections close without `stop`, as the
     /// reference's.
     pub fn handle_session_closed(&mut self, sid: &str) {
-        while let Some(i) = self.conns.iter().position(|c| c.sid == sid) {
+        while let Some(i) = self.st.conns().iter().position(|c| c.sid == sid) {
             self.close(i, CloseReason::SessionClosed, false);
+        }
+    }
+
+    /// Every session ended (the websocket dropped, the device stops): every connection
+    /// closes without `stop`.
+    pub fn handle_all_closed(&mut self) {
+        while !self.st.conns().is_empty() {
+            self.close(0, CloseReason::SessionClosed, false);
         }
     }
 
@@ -443,19 +523,19 @@ impl<const N: usize, const Q: usize> ForwardTable<N, Q> {
 
     /// When [`ForwardTable::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns.iter().map(|c| self.due(c)).min()
+        self.st.conns().iter().map(|c| self.due(c)).min()
     }
 
     /// Abandons dials past the connect timeout and closes connections idle for the idle
     /// timeout (with `stop`), as due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut i = 0;
-        while i < self.conns.len() {
-            if self.actions.capacity() - self.actions.len() < 2 {
+        while i < self.st.conns().len() {
+            if self.st.action_room() < 2 {
                 return;
             }
-            if now >= self.due(&self.conns[i]) {
-                if self.conns[i].open {
+            if now >= self.due(&self.st.conns()[i]) {
+                if self.st.conns()[i].open {
                     self.close(i, CloseReason::Idle, true);
                 } else {
                     self.close(i, CloseReason::DialTimedOut, false);
@@ -473,7 +553,7 @@ impl<const N: usize, const Q: usize> ForwardTable<N, Q> {
 pub mod selftests {
     use super::*;
 
-    type Table = ForwardTable<4, { queue_len(4) }>;
+    type Table = FixedForwardTable<4, { queue_len(4) }>;
 
     fn t(ms: u64) -> Instant {
         Instant::from_millis(ms)
@@ -666,7 +746,7 @@ mod tests {
         #[test]
         fn executor_and_table_agree(evs in proptest::collection::vec(ev(), 0..150), per in 1usize..4, max in 1usize..6) {
             let cfg = ForwardConfig { max_per_session: per, max_connections: max, connect_timeout_ms: 3_000, idle_timeout_ms: 8_000 };
-            let mut tab = ForwardTable::<4, { queue_len(4) }>::new(cfg);
+            let mut tab = FixedForwardTable::<4, { queue_len(4) }>::new(cfg);
             let mut sockets: BTreeSet<(String, String)> = BTreeSet::new();
             let mut now = 0u64;
             for e in evs {
@@ -714,7 +794,7 @@ mod tests {
     }
 
     fn execute(
-        tab: &mut ForwardTable<4, { queue_len(4) }>,
+        tab: &mut FixedForwardTable<4, { queue_len(4) }>,
         sockets: &mut BTreeSet<(String, String)>,
     ) -> Result<(), TestCaseError> {
         while let Some(a) = tab.poll_action() {

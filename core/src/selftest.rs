@@ -73,4 +73,5 @@ pub const ALL: &[&[SelfTest]] = &[
     crate::link::selftests::SELFTESTS,
     crate::engine::selftests::SELFTESTS,
     crate::device::selftests::SELFTESTS,
+    crate::device::forward_selftests::SELFTESTS,
 ];

@@ -49,8 +49,14 @@ impl Features {
     }
 }
 
-/// Registers the enabled protocols; their handlers send bulk frames through `out`.
-pub fn register(router: &mut Router, features: &Features, out: &async_channel::Sender<Vec<u8>>) {
+/// Registers the enabled protocols; their handlers send bulk frames through `out`, the
+/// port-forward connections report on `forward_events` (for [`Router::forward_event`]).
+pub fn register(
+    router: &mut Router,
+    features: &Features,
+    out: &async_channel::Sender<Vec<u8>>,
+    forward_events: &async_channel::Sender<crate::proto::portforward::Event>,
+) {
     if let Some(s) = &features.file_transfer {
         let (s, out) = (Arc::clone(s), out.clone());
         router.register(
@@ -61,17 +67,8 @@ pub fn register(router: &mut Router, features: &Features, out: &async_channel::S
             }),
         );
     }
-    if let Some(s) = features.port_forward {
-        let out = out.clone();
-        // One budget for all sessions: `PortForward.MaxConnections` is per device.
-        let budget = crate::proto::portforward::Budget::default();
-        router.register(
-            Proto::PORT_FORWARD,
-            Box::new(move || {
-                Box::new(crate::proto::portforward::PortForward::sharing(s, out.clone(), budget.clone()))
-                    as Box<dyn SessionHandler>
-            }),
-        );
+    if let Some(s) = &features.port_forward {
+        router.enable_port_forward(s, out.clone(), forward_events.clone());
     }
     if let Some(s) = &features.mender_client {
         let (s, out) = (Arc::clone(s), out.clone());
@@ -99,7 +96,8 @@ mod tests {
         let features = Features::from_config(&loaded.config);
         let mut router = Router::new(false);
         let (tx, _rx) = async_channel::bounded(1);
-        register(&mut router, &features, &tx);
+        let (events, _) = async_channel::unbounded();
+        register(&mut router, &features, &tx, &events);
         router.protocols()
     }
 

@@ -12,28 +12,25 @@
 //! - several connections per session; all are closed when the session or the websocket ends.
 //!
 //! Unlike the reference, the dial has a timeout and the idle timeout (600 s hard-coded there)
-//! counts traffic in both directions; both are settings. Socket I/O runs in one task per
-//! connection so a slow target never blocks the daemon's event loop.
+//! counts traffic in both directions; both are settings.
+//!
+//! Core's device decides all of that (`mender_connect_core::forwards`: admission, limits, the
+//! unacked forwards, one device forward in flight, both timeouts, what a session's end closes);
+//! this module only executes it. Socket I/O runs in one task per connection so a slow target
+//! never blocks the daemon's event loop; the task does I/O only and reports what happened
+//! ([`Event`]) to the router, which feeds it to the device.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
-use mender_connect_core::Frame;
-use mender_connect_core::portforward::{self as pf, PortForwardMessage, Protocol};
+use mender_connect_core::forwards::{self, Action, CloseReason, ForwardConfig, ForwardStore};
+use mender_connect_core::portforward::{self as pf, Protocol};
 use smol::Task;
 use smol::net::{TcpStream, UdpSocket};
-
-use crate::proto::router::SessionHandler;
-
-/// `forward` messages from the user buffered per connection. The user side (mender-cli) waits
-/// for each ack, so more than one queued means a misbehaving peer; this bounds memory (up to
-/// 8 KiB each, also while the dial is pending: 64 used to let 150 connections hold 72 MiB; with
-/// 2, `MaxConnections` dialling connections hold at most 1 MiB).
-pub const INBOUND_QUEUE: usize = 2;
 
 /// Largest TCP read sent as one `forward` to the user side. One message is in flight per
 /// connection, so throughput is this over the round trip through the server. The peers accept
@@ -46,10 +43,6 @@ pub const TCP_READ_LEN: usize = 32 * 1024;
 /// Room for a `forward` frame's header next to its body: the map, keys, session and connection
 /// ids (36-byte UUIDs from mender-cli) take under 200 bytes; ids are added on top.
 const FRAME_OVERHEAD: usize = 256;
-
-const ERR_INVALID: &str = "invalid port-forward message: missing connection_id, remote_port or protocol";
-const ERR_UNKNOWN_CONNECTION: &str = "unknown connection";
-const ERR_UNKNOWN_TYPE: &str = "unknown message type";
 
 /// Port-forward settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,214 +68,288 @@ impl Default for Settings {
     }
 }
 
-/// The connections open in every session of a daemon, against `Settings::max_connections`.
-#[derive(Clone, Debug, Default)]
-pub struct Budget(Arc<AtomicUsize>);
-
-impl Budget {
-    /// A slot if fewer than `max` are taken; it is given back when dropped.
-    fn take(&self, max: usize) -> Option<Slot> {
-        self.0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .ok()
-            .map(|_| Slot(Arc::clone(&self.0)))
-    }
-
-    #[cfg(test)]
-    /// Connections open now.
-    pub fn in_use(&self) -> usize {
-        self.0.load(Ordering::Acquire)
+impl Settings {
+    /// Core's table settings.
+    pub(crate) fn table_config(&self) -> ForwardConfig {
+        ForwardConfig {
+            max_per_session: self.max_connections_per_session,
+            max_connections: self.max_connections,
+            connect_timeout_ms: crate::os::clock::millis(self.connect_timeout),
+            idle_timeout_ms: crate::os::clock::millis(self.idle_timeout),
+        }
     }
 }
 
-/// One connection's share of the [`Budget`]; lives as long as the connection's task.
-struct Slot(Arc<AtomicUsize>);
+/// The device's connection table, grown on demand: `PortForward.MaxConnections` may be 4096,
+/// which a fixed table would hold (megabytes) from the start.
+#[derive(Debug, Default)]
+pub(crate) struct Store {
+    conns: Vec<forwards::Conn>,
+    actions: std::collections::VecDeque<Action>,
+}
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+impl ForwardStore for Store {
+    fn conns(&self) -> &[forwards::Conn] {
+        &self.conns
+    }
+    fn conns_mut(&mut self) -> &mut [forwards::Conn] {
+        &mut self.conns
+    }
+    fn push_conn(&mut self, c: forwards::Conn) -> bool {
+        self.conns.push(c);
+        true
+    }
+    fn remove_conn(&mut self, i: usize) -> forwards::Conn {
+        self.conns.remove(i)
+    }
+    fn conn_capacity(&self) -> usize {
+        usize::MAX
+    }
+    // Bounded by the table: at most `queue_len(connections)` between two drains.
+    fn push_action(&mut self, a: Action) -> bool {
+        self.actions.push_back(a);
+        true
+    }
+    fn pop_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+    fn action_room(&self) -> usize {
+        usize::MAX
     }
 }
 
-fn encode(f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>) -> Option<Vec<u8>> {
-    crate::proto::outframe::encode(&"port forward", f)
+/// What a connection's task reports to the router (tagged with its connection's serial, so a
+/// replaced connection's late reports are ignored).
+#[derive(Debug)]
+pub(crate) struct Event {
+    sid: String,
+    cid: String,
+    serial: u64,
+    what: Happened,
 }
 
-/// [`encode`] into a buffer of `cap` bytes, for `forward` frames sized to their data.
-fn encode_within(
-    cap: usize,
-    f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>,
-) -> Option<Vec<u8>> {
-    crate::proto::outframe::encode_within(&"port forward", cap, f)
+#[derive(Debug)]
+enum Happened {
+    /// The dial succeeded, or failed with Go's `net.Dial` text.
+    Dialed(Result<(), String>),
+    /// Bytes read from the target (kept by the task until the device allows them out).
+    Read,
+    /// One `forward` of the user's written to the target.
+    Written,
+    /// Writing failed (the text of the `error` for `forward`).
+    WriteFailed(String),
+    /// EOF or a read error.
+    Ended,
 }
 
-fn error_frame(sid: &str, typ: &str, text: &str) -> Option<Vec<u8>> {
-    encode(|b| pf::encode_error(b, sid, typ, text))
+/// What the router tells a connection's reader.
+#[derive(Debug)]
+enum Permit {
+    /// Send what was read.
+    Send,
+    /// The user acked it: read more.
+    More,
+}
+
+/// `(protocol, host, port)` as requested.
+#[derive(Clone, Debug)]
+struct Target {
+    protocol: Protocol,
+    host: String,
+    port: u16,
 }
 
 struct Conn {
-    inbound: async_channel::Sender<Vec<u8>>,
-    acks: async_channel::Sender<()>,
-    task: Task<()>,
-    /// `(protocol, host, port)` as requested (status CLI).
-    target: (String, String, u16),
+    serial: u64,
+    target: Target,
+    writes: async_channel::Sender<Vec<u8>>,
+    permits: async_channel::Sender<Permit>,
+    /// Dropping it cancels the I/O and closes the socket.
+    _task: Task<()>,
 }
 
-/// One session's port forwards.
-pub struct PortForward {
-    settings: Settings,
+/// Executes the device's port-forward actions: the sockets, one task each.
+pub(crate) struct Forwards {
     out: async_channel::Sender<Vec<u8>>,
-    conns: HashMap<String, Conn>,
-    /// Bytes of the frames the connections' tasks sent (status CLI).
-    sent: Arc<AtomicU64>,
-    budget: Budget,
+    events: async_channel::Sender<Event>,
+    conns: HashMap<(String, String), Conn>,
+    /// Targets of admitted `new`s whose dial comes next.
+    pending: HashMap<(String, String), Target>,
+    /// Bytes of the `forward` frames the tasks sent, per session (status CLI).
+    sent: HashMap<String, Arc<AtomicU64>>,
+    serial: u64,
 }
 
-impl PortForward {
-    #[cfg(test)]
-    /// A handler sending connection traffic through `out`, with a budget of its own.
-    pub fn new(settings: Settings, out: async_channel::Sender<Vec<u8>>) -> Self {
-        Self::sharing(settings, out, Budget::default())
+fn key(sid: &str, cid: &str) -> (String, String) {
+    (sid.to_owned(), cid.to_owned())
+}
+
+/// An `error` about `typ` with `text`, no props (as the reference).
+pub(crate) fn error_frame(sid: &str, typ: &str, text: &str) -> Option<Vec<u8>> {
+    crate::proto::outframe::encode(&"port forward", |b| pf::encode_error(b, sid, typ, text))
+}
+
+/// What the router must do after a report or an action.
+pub(crate) enum Effect {
+    /// Nothing.
+    None,
+    /// Send this frame to the user side.
+    Send(Vec<u8>),
+}
+
+impl Forwards {
+    /// Tasks send `forward` frames through `out` and report on `events`.
+    pub(crate) fn new(out: async_channel::Sender<Vec<u8>>, events: async_channel::Sender<Event>) -> Self {
+        Self { out, events, conns: HashMap::new(), pending: HashMap::new(), sent: HashMap::new(), serial: 0 }
     }
 
-    /// A handler whose connections count against `budget`, shared by every session.
-    pub fn sharing(settings: Settings, out: async_channel::Sender<Vec<u8>>, budget: Budget) -> Self {
-        Self { settings, out, conns: HashMap::new(), sent: Arc::new(AtomicU64::new(0)), budget }
+    /// An admitted `new`: its dial follows.
+    pub(crate) fn opened(&mut self, sid: &str, cid: &str, protocol: Protocol, host: &str, port: u16) {
+        log::info!("port-forward: new {sid}/{cid}: {}/{host}:{port}", protocol.as_str());
+        self.pending.insert(key(sid, cid), Target { protocol, host: host.to_owned(), port });
     }
 
-    /// Forgets connections whose task ended (EOF, error, timeout: `stop` was sent).
-    fn prune(&mut self) {
-        self.conns.retain(|_, c| !c.task.is_finished());
-    }
-
-    fn open(&mut self, sid: &str, id: &str, request: &pf::PortForwardNew<'_>, out: &mut Vec<Vec<u8>>) {
-        let Some((host, port, proto)) = request.target().filter(|_| !id.is_empty()) else {
-            out.extend(error_frame(sid, pf::NEW, ERR_INVALID));
-            return;
-        };
-        let Some(protocol) = Protocol::parse(proto) else {
-            out.extend(error_frame(sid, pf::NEW, &format!("unknown protocol: {proto}")));
-            return;
-        };
-        // A reused id replaces the old connection (closing it, which the reference leaks).
-        self.conns.remove(id);
-        if self.conns.len() >= self.settings.max_connections_per_session {
-            let text = format!(
-                "too many port-forward connections in this session (at most {}, PortForward.MaxConnectionsPerSession)",
-                self.settings.max_connections_per_session
-            );
-            log::warn!("port-forward: refusing {sid}/{id}: {text}");
-            out.extend(error_frame(sid, pf::NEW, &text));
-            return;
+    /// A `forward` the device took: to the connection's writer.
+    pub(crate) fn write(&mut self, sid: &str, cid: &str, bytes: &[u8]) {
+        if let Some(c) = self.conns.get(&key(sid, cid)) {
+            // The device admits at most `forwards::INBOUND_QUEUE` unacked: the queue holds them.
+            if c.writes.try_send(bytes.to_vec()).is_err() {
+                log::error!("port-forward[{sid}/{cid}]: write queue full; dropping a forward");
+            }
         }
-        let Some(slot) = self.budget.take(self.settings.max_connections) else {
-            let text = format!(
-                "too many port-forward connections on this device (at most {}, PortForward.MaxConnections)",
-                self.settings.max_connections
-            );
-            log::warn!("port-forward: refusing {sid}/{id}: {text}");
-            out.extend(error_frame(sid, pf::NEW, &text));
-            return;
-        };
-        log::info!("port-forward: new {sid}/{id}: {proto}/{host}:{port}");
-        let (inbound, inbound_rx) = async_channel::bounded(INBOUND_QUEUE);
-        let (acks, acks_rx) = async_channel::bounded(1);
-        let link = Link {
-            sid: sid.to_owned(),
-            id: id.to_owned(),
-            out: self.out.clone(),
-            settings: self.settings,
-            inbound: inbound_rx,
-            acks: acks_rx,
-            last_activity: AtomicU64::new(crate::os::clock::now().as_millis()),
-            sent: Arc::clone(&self.sent),
-            _slot: slot,
-        };
-        let task = crate::os::runtime::spawn(link.run(protocol, host.to_owned(), port));
-        let target = (proto.to_owned(), host.to_owned(), port);
-        self.conns.insert(id.to_owned(), Conn { inbound, acks, task, target });
     }
-}
 
-impl SessionHandler for PortForward {
-    fn serve(&mut self, sid: &str, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>) {
-        self.prune();
-        let typ = frame.header.typ;
-        let msg = match PortForwardMessage::from_frame(frame) {
-            Ok(m) => m,
-            Err(e) => {
-                out.extend(error_frame(sid, typ, &format!("invalid port-forward message: {e}")));
-                return;
-            }
-        };
-        match msg {
-            PortForwardMessage::New { connection_id, request } => {
-                self.open(sid, connection_id, &request, out)
-            }
-            PortForwardMessage::Forward { connection_id, data } => {
-                let Some(c) = self.conns.get(connection_id) else {
-                    return out.extend(error_frame(sid, typ, ERR_UNKNOWN_CONNECTION));
+    /// Executes one of the device's socket actions.
+    pub(crate) fn execute(&mut self, a: Action) -> Effect {
+        match a {
+            Action::Dial { sid, cid } => {
+                let Some(target) = self.pending.remove(&key(&sid, &cid)) else { return Effect::None };
+                self.serial += 1;
+                let (writes, writes_rx) = async_channel::bounded(usize::from(forwards::INBOUND_QUEUE));
+                let (permits, permits_rx) = async_channel::bounded(2);
+                let sent = Arc::clone(self.sent.entry(sid.to_string()).or_default());
+                let io = Io {
+                    sid: sid.to_string(),
+                    cid: cid.to_string(),
+                    serial: self.serial,
+                    out: self.out.clone(),
+                    events: self.events.clone(),
+                    writes: writes_rx,
+                    permits: permits_rx,
+                    sent,
                 };
-                match c.inbound.try_send(data.to_vec()) {
-                    Ok(()) => {}
-                    Err(async_channel::TrySendError::Full(_)) => {
-                        log::error!(
-                            "port-forward[{sid}/{connection_id}]: peer sends without waiting for acks; closing"
-                        );
-                        self.conns.remove(connection_id);
-                        out.extend(error_frame(sid, typ, "too many unacknowledged forward messages"));
-                        out.extend(encode(|b| pf::encode(b, pf::STOP, sid, connection_id, &[])));
+                let task = crate::os::runtime::spawn(io.run(target.clone()));
+                let c = Conn { serial: self.serial, target, writes, permits, _task: task };
+                self.conns.insert(key(&sid, &cid), c);
+                Effect::None
+            }
+            Action::Close { sid, cid, why } => {
+                let Some(c) = self.conns.remove(&key(&sid, &cid)) else { return Effect::None };
+                match why {
+                    CloseReason::DialTimedOut => {
+                        let t = &c.target;
+                        let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "i/o timeout");
+                        let text = dial_error(t.protocol, &t.host, t.port, &e);
+                        log::error!("port-forward[{sid}/{cid}]: {text}");
+                        return error_frame(&sid, pf::NEW, &text).map_or(Effect::None, Effect::Send);
                     }
-                    Err(async_channel::TrySendError::Closed(_)) => {
-                        self.conns.remove(connection_id);
-                        out.extend(error_frame(sid, typ, ERR_UNKNOWN_CONNECTION));
+                    CloseReason::Idle => log::info!("port-forward[{sid}/{cid}] idle: closing"),
+                    CloseReason::Requested => log::info!("port-forward: stop {sid}/{cid}"),
+                    CloseReason::Unacked => {
+                        log::error!("port-forward[{sid}/{cid}]: peer sends without waiting for acks; closing")
                     }
+                    _ => log::debug!("port-forward[{sid}/{cid}] closed ({why:?})"),
                 }
+                Effect::None
             }
-            PortForwardMessage::Ack { connection_id } => match self.conns.get(connection_id) {
-                // A surplus ack is ignored, as the reference's recovered double unlock.
-                Some(c) => {
-                    let _ = c.acks.try_send(());
+            Action::ReadMore { sid, cid } => {
+                if let Some(c) = self.conns.get(&key(&sid, &cid)) {
+                    let _ = c.permits.try_send(Permit::More);
                 }
-                None => out.extend(error_frame(sid, typ, ERR_UNKNOWN_CONNECTION)),
-            },
-            PortForwardMessage::Stop { connection_id } => {
-                if self.conns.remove(connection_id).is_some() {
-                    log::info!("port-forward: stop {sid}/{connection_id}");
-                    out.extend(encode(|b| pf::encode(b, pf::STOP, sid, connection_id, &[])));
-                } else {
-                    out.extend(error_frame(sid, typ, ERR_UNKNOWN_CONNECTION));
-                }
+                Effect::None
             }
-            // Answering an error with an error could ping-pong; the reference's answer
-            // ("unknown message type") carries no information.
-            PortForwardMessage::Error(e) => {
-                log::error!("port-forward[{sid}]: error from the user side: {}", e.err.unwrap_or("(none)"));
-            }
-            _ => out.extend(error_frame(sid, typ, ERR_UNKNOWN_TYPE)),
+            _ => Effect::None,
         }
     }
 
-    fn close(&mut self) {
-        // Dropping the tasks closes the sockets; like the reference, no `stop` is sent.
-        self.conns.clear();
+    /// Feeds a task's report to the device; returns a frame to send, if any.
+    pub(crate) fn handle<S, const N: usize, const Q: usize>(
+        &mut self,
+        ev: Event,
+        device: &mut mender_connect_core::device::Device<S, N, Q, Store>,
+        now: mender_connect_core::time::Instant,
+    ) -> Effect
+    where
+        S: mender_connect_core::control_sessions::SessionStore,
+    {
+        let Event { sid, cid, serial, what } = ev;
+        let Some(c) = self.conns.get(&key(&sid, &cid)).filter(|c| c.serial == serial) else {
+            return Effect::None;
+        };
+        match what {
+            Happened::Dialed(Ok(())) => {
+                device.handle_forward_dialed(&sid, &cid, true, now);
+            }
+            Happened::Dialed(Err(text)) => {
+                self.conns.remove(&key(&sid, &cid));
+                if device.handle_forward_dialed(&sid, &cid, false, now) {
+                    log::error!("port-forward[{sid}/{cid}]: {text}");
+                    return error_frame(&sid, pf::NEW, &text).map_or(Effect::None, Effect::Send);
+                }
+            }
+            Happened::Read => {
+                if device.handle_forward_read(&sid, &cid, now) {
+                    let _ = c.permits.try_send(Permit::Send);
+                }
+            }
+            Happened::Written => device.handle_forward_written(&sid, &cid, now),
+            Happened::WriteFailed(text) => {
+                log::error!("port-forward[{sid}/{cid}] error: {text}");
+                device.handle_forward_ended(&sid, &cid);
+                return error_frame(&sid, pf::FORWARD, &text).map_or(Effect::None, Effect::Send);
+            }
+            Happened::Ended => {
+                log::debug!("port-forward[{sid}/{cid}] closed");
+                device.handle_forward_ended(&sid, &cid);
+            }
+        }
+        Effect::None
     }
 
-    fn bulk_bytes_out(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
+    /// Session `sid` ended (its connections were closed by the device): its counter goes.
+    pub(crate) fn session_ended(&mut self, sid: &str) {
+        self.sent.remove(sid);
+        self.pending.retain(|(s, _), _| s != sid);
     }
 
-    fn activity(&self, sid: &str, out: &mut Vec<crate::proto::router::Activity>) {
-        for (id, c) in self.conns.iter().filter(|(_, c)| !c.task.is_finished()) {
-            let (protocol, remote_host, remote_port) = c.target.clone();
+    /// The websocket dropped (the device closed every connection).
+    pub(crate) fn disconnected(&mut self) {
+        self.sent.clear();
+        self.pending.clear();
+    }
+
+    /// Bytes of the `forward` frames sent for session `sid`.
+    pub(crate) fn bulk_bytes_out(&self, sid: &str) -> u64 {
+        self.sent.get(sid).map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// The open (or dialling) connections, for the status CLI.
+    pub(crate) fn activity(&self, out: &mut Vec<crate::proto::router::Activity>) {
+        for ((sid, cid), c) in &self.conns {
             out.push(crate::proto::router::Activity::Forward(crate::ops::status::protocol::PortForward {
-                session_id: sid.to_owned(),
-                connection_id: id.clone(),
-                protocol,
-                remote_host,
-                remote_port,
+                session_id: sid.clone(),
+                connection_id: cid.clone(),
+                protocol: c.target.protocol.as_str().to_owned(),
+                remote_host: c.target.host.clone(),
+                remote_port: c.target.port,
             }));
         }
+    }
+
+    /// Open (or dialling) connections.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.conns.len()
     }
 }
 
@@ -347,96 +414,59 @@ async fn dial(proto: Protocol, host: &str, port: u16) -> std::io::Result<Socket>
     }
 }
 
-struct Link {
+/// One connection's I/O.
+struct Io {
     sid: String,
-    id: String,
+    cid: String,
+    serial: u64,
     out: async_channel::Sender<Vec<u8>>,
-    settings: Settings,
-    inbound: async_channel::Receiver<Vec<u8>>,
-    acks: async_channel::Receiver<()>,
-    /// The last traffic, on the core's clock (milliseconds).
-    last_activity: AtomicU64,
+    events: async_channel::Sender<Event>,
+    writes: async_channel::Receiver<Vec<u8>>,
+    permits: async_channel::Receiver<Permit>,
     /// The session's sent-bytes counter.
     sent: Arc<AtomicU64>,
-    /// Given back when the task ends or is dropped.
-    _slot: Slot,
 }
 
-enum End {
-    /// The target closed or failed, or the connection idled out: tell the user side.
-    Stop,
-    /// Tell the user side this error, then `stop`.
-    Error(&'static str, String),
-    /// The daemon side is gone (queue closed): nothing to send.
-    Gone,
-}
-
-impl Link {
-    fn touch(&self) {
-        self.last_activity.store(crate::os::clock::now().as_millis(), Ordering::Relaxed);
+impl Io {
+    /// Reports to the router; false once it is gone.
+    async fn report(&self, what: Happened) -> bool {
+        let ev = Event { sid: self.sid.clone(), cid: self.cid.clone(), serial: self.serial, what };
+        self.events.send(ev).await.is_ok()
     }
 
-    async fn send(&self, frame: Option<Vec<u8>>) -> Result<(), End> {
-        match frame {
-            Some(f) => {
-                self.sent.fetch_add(f.len() as u64, Ordering::Relaxed);
-                self.out.send(f).await.map_err(|_| End::Gone)
-            }
-            None => Ok(()),
-        }
-    }
-
-    async fn run(self, proto: Protocol, host: String, port: u16) {
-        let dialled = dial(proto, &host, port)
-            .or(async {
-                smol::Timer::after(self.settings.connect_timeout).await;
-                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "i/o timeout"))
-            })
-            .await;
-        let socket = match dialled {
+    /// Dials (the device times the dial out by closing the connection, which drops this task),
+    /// then copies both ways until either ends.
+    async fn run(self, target: Target) {
+        let socket = match dial(target.protocol, &target.host, target.port).await {
             Ok(s) => s,
             Err(e) => {
-                let text = dial_error(proto, &host, port, &e);
-                log::error!("port-forward[{}/{}]: {text}", self.sid, self.id);
-                let _ = self.send(error_frame(&self.sid, pf::NEW, &text)).await;
+                let text = dial_error(target.protocol, &target.host, target.port, &e);
+                self.report(Happened::Dialed(Err(text))).await;
                 return;
             }
         };
-        if self.send(encode(|b| pf::encode(b, pf::NEW, &self.sid, &self.id, &[]))).await.is_err() {
+        if !self.report(Happened::Dialed(Ok(()))).await {
             return;
         }
-        self.touch();
-        let end = self.upstream(&socket).or(self.downstream(&socket)).or(self.watchdog()).await;
-        match end {
-            End::Gone => {}
-            End::Error(typ, text) => {
-                log::error!("port-forward[{}/{}] error: {text}", self.sid, self.id);
-                let _ = self.send(error_frame(&self.sid, typ, &text)).await;
-                let _ = self.send(encode(|b| pf::encode(b, pf::STOP, &self.sid, &self.id, &[]))).await;
-            }
-            End::Stop => {
-                log::debug!("port-forward[{}/{}] closed", self.sid, self.id);
-                let _ = self.send(encode(|b| pf::encode(b, pf::STOP, &self.sid, &self.id, &[]))).await;
-            }
-        }
+        self.upstream(&socket).or(self.downstream(&socket)).await;
     }
 
-    /// User → target: write each `forward`, then ack it.
-    async fn upstream(&self, socket: &Socket) -> End {
-        loop {
-            let Ok(data) = self.inbound.recv().await else { return End::Gone };
-            self.touch();
+    /// User → target: each `forward` the device took, written, then reported.
+    async fn upstream(&self, socket: &Socket) {
+        while let Ok(data) = self.writes.recv().await {
             if let Err(e) = socket.write(&data).await {
-                return End::Error(pf::FORWARD, format!("write: {e}"));
+                self.report(Happened::WriteFailed(format!("write: {e}"))).await;
+                return;
             }
-            if let Err(e) = self.send(encode(|b| pf::encode(b, pf::ACK, &self.sid, &self.id, &[]))).await {
-                return e;
+            if !self.report(Happened::Written).await {
+                return;
             }
         }
     }
 
-    /// Target → user: one `forward` in flight at a time.
-    async fn downstream(&self, socket: &Socket) -> End {
+    /// Target → user: a read is sent once the device allows it, the next read once the user
+    /// acked it.
+    async fn downstream(&self, socket: &Socket) {
         let len = match socket {
             Socket::Tcp(_) => TCP_READ_LEN,
             Socket::Udp(_) => pf::BUFFER_SIZE,
@@ -444,41 +474,36 @@ impl Link {
         let mut buf = vec![0u8; len];
         loop {
             let n = match socket.read(&mut buf).await {
-                Ok(0) if matches!(socket, Socket::Tcp(_)) => return End::Stop,
+                Ok(0) if matches!(socket, Socket::Tcp(_)) => {
+                    self.report(Happened::Ended).await;
+                    return;
+                }
                 Ok(n) => n,
                 Err(e) => {
-                    log::error!("port-forward[{}/{}] read error: {e}", self.sid, self.id);
-                    return End::Stop;
+                    log::error!("port-forward[{}/{}] read error: {e}", self.sid, self.cid);
+                    self.report(Happened::Ended).await;
+                    return;
                 }
             };
-            self.touch();
-            let cap = n + self.sid.len() + self.id.len() + FRAME_OVERHEAD;
-            let frame = encode_within(cap, |b| pf::encode(b, pf::FORWARD, &self.sid, &self.id, &buf[..n]));
-            if let Err(e) = self.send(frame).await {
-                return e;
+            if !self.report(Happened::Read).await {
+                return;
             }
-            if self.acks.recv().await.is_err() {
-                return End::Gone;
+            if !matches!(self.permits.recv().await, Ok(Permit::Send)) {
+                return;
             }
-        }
-    }
-
-    async fn watchdog(&self) -> End {
-        let idle_ms = crate::os::clock::millis(self.settings.idle_timeout);
-        loop {
-            let last = self.last_activity.load(Ordering::Relaxed);
-            let now = crate::os::clock::now().as_millis();
-            let due = last.saturating_add(idle_ms);
-            if now >= due {
-                log::info!(
-                    "port-forward[{}/{}] idle for {:?}: closing",
-                    self.sid,
-                    self.id,
-                    self.settings.idle_timeout
-                );
-                return End::Stop;
+            let cap = n + self.sid.len() + self.cid.len() + FRAME_OVERHEAD;
+            let frame = crate::proto::outframe::encode_within(&"port forward", cap, |b| {
+                pf::encode(b, pf::FORWARD, &self.sid, &self.cid, &buf[..n])
+            });
+            if let Some(f) = frame {
+                self.sent.fetch_add(f.len() as u64, Ordering::Relaxed);
+                if self.out.send(f).await.is_err() {
+                    return;
+                }
             }
-            smol::Timer::after(Duration::from_millis(due - now)).await;
+            if !matches!(self.permits.recv().await, Ok(Permit::More)) {
+                return;
+            }
         }
     }
 }

@@ -6,8 +6,10 @@
 //! - shell (1): the legacy path, no handshake, handled by `crate::proto::shell::Shells`;
 //! - control (0xFFFF) and every other proto: per-sid control sessions, their handshake, idle
 //!   pings and timeout, and the caps on what a peer can open ([`MAX_SESSIONS`], [`MAX_ID_LEN`]);
-//! - file transfer (2), port forward (3), mender-client (4): served by a [`SessionHandler`]
-//!   registered for the proto; without one the reference's "no handler registered" error.
+//! - port forward (3): core's device keeps the connection table; its socket work is executed
+//!   by `crate::proto::portforward::Forwards`, whose tasks report back through `Router::forward_event`;
+//! - file transfer (2), mender-client (4): served by a [`SessionHandler`] registered for the
+//!   proto; without one the reference's "no handler registered" error.
 //!
 //! The router owns the engine (the daemon feeds it the link's events too) and the handlers, the
 //! part that needs the OS: it creates a handler on a session's first message of its proto and
@@ -24,6 +26,7 @@ use mender_connect_core::shells::ShellConfig;
 use mender_connect_core::{EncodeError, Frame, MAX_FRAME_LEN, Proto};
 
 use crate::os::clock;
+use crate::proto::portforward::{self, Effect, Forwards};
 use crate::proto::shell::{self, Action, Shells};
 
 pub use mender_connect_core::control_sessions::{MAX_ID_LEN, MAX_SESSIONS};
@@ -90,6 +93,8 @@ pub(crate) enum Output {
     Send(Vec<u8>),
     /// A shell frame the server must get: the `stop` of a shell the agent ended, a reply.
     Shell(Vec<u8>),
+    /// A port-forward frame the user side must get (`new`, `ack`, `stop`, an `error`).
+    Forward(Vec<u8>),
 }
 
 /// The control sessions' table, grown on demand (up to the engine's cap of [`MAX_SESSIONS`]):
@@ -118,14 +123,18 @@ impl SessionStore for SessionTable {
 
 /// The agent's protocol engine.
 pub(crate) type AgentEngine = Engine<SessionTable>;
-/// Core's device: the engine and the shell table, with the reference's capacity.
-pub(crate) type AgentDevice = Device<SessionTable, { shell::MAX_SHELLS }, { shell::QUEUE }>;
+/// Core's device: the engine, the shell table with the reference's capacity, and the
+/// port-forward table (grown on demand).
+pub(crate) type AgentDevice =
+    Device<SessionTable, { shell::MAX_SHELLS }, { shell::QUEUE }, portforward::Store>;
 
 /// The message router: core's device and the session handlers.
 pub(crate) struct Router {
     device: AgentDevice,
     factories: Vec<(Proto, HandlerFactory)>,
     handlers: HashMap<String, HashMap<Proto, Box<dyn SessionHandler>>>,
+    /// The port-forward executor, when the protocol is enabled.
+    forwards: Option<Forwards>,
     /// Where the engine encodes replies ([`engine::REPLY_BUF_LEN`]), allocated on the first
     /// message: an idle connected daemon holds none of it.
     reply: Vec<u8>,
@@ -194,6 +203,7 @@ impl Router {
             device: Device::with_engine(engine, shells),
             factories: Vec::new(),
             handlers: HashMap::new(),
+            forwards: None,
             reply: Vec::new(),
             pending: std::collections::VecDeque::new(),
         }
@@ -221,6 +231,43 @@ impl Router {
         self.device.engine_mut().serve(proto);
     }
 
+    /// Enables port forward (3): the device keeps the connections, `Forwards` runs their
+    /// sockets; tasks send `forward` frames through `out` and report on `events`.
+    pub(crate) fn enable_port_forward(
+        &mut self,
+        settings: &portforward::Settings,
+        out: async_channel::Sender<Vec<u8>>,
+        events: async_channel::Sender<portforward::Event>,
+    ) {
+        self.device.enable_forwards(settings.table_config());
+        self.device.engine_mut().serve(Proto::PORT_FORWARD);
+        self.forwards = Some(Forwards::new(out, events));
+    }
+
+    /// A connection task's report: fed to the device; drain [`Router::poll`] after.
+    pub(crate) fn forward_event(&mut self, ev: portforward::Event, now: Instant) {
+        let Some(f) = self.forwards.as_mut() else { return };
+        if let Effect::Send(frame) = f.handle(ev, &mut self.device, clock::to_core(now)) {
+            let o = self.forward_output(frame);
+            self.pending.push_back(o);
+        }
+    }
+
+    /// Connections the port-forward executor holds (tests).
+    #[cfg(test)]
+    pub(crate) fn forwards_len(&self) -> usize {
+        self.forwards.as_ref().map_or(0, Forwards::len)
+    }
+
+    /// A port-forward frame for the user side, counted in its session's `bytes_out`.
+    fn forward_output(&mut self, frame: Vec<u8>) -> Output {
+        if let Ok(f) = Frame::decode(&frame) {
+            let sid = f.header.sid.to_owned();
+            self.device.engine_mut().count_sent(&sid, frame.len());
+        }
+        Output::Forward(frame)
+    }
+
     /// Protocols listed in `accept`.
     pub(crate) fn protocols(&self) -> Vec<u16> {
         self.device.engine().protocols().to_vec()
@@ -241,7 +288,35 @@ impl Router {
         }
         let mut out = match self.device.handle_frame(bytes, clock::to_core(now), &mut reply) {
             Delivered::Handled { reply: n } => {
-                n.and_then(|n| reply.get(..n)).and_then(reply_frame).map(Action::Reply).into_iter().collect()
+                let f = n.and_then(|n| reply.get(..n)).and_then(reply_frame);
+                if let Some(f) = &f
+                    && let Ok(h) = Frame::decode(f)
+                    && h.header.proto == Proto::PORT_FORWARD
+                {
+                    self.device.engine_mut().count_sent(h.header.sid, f.len());
+                }
+                f.map(Action::Reply).into_iter().collect()
+            }
+            Delivered::ForwardOpen { sid, cid, protocol, host, port } => {
+                if let Some(f) = self.forwards.as_mut() {
+                    f.opened(sid, cid, protocol, host, port);
+                }
+                Vec::new()
+            }
+            Delivered::ForwardData { sid, cid, bytes } => {
+                if let Some(f) = self.forwards.as_mut() {
+                    f.write(sid, cid, bytes);
+                }
+                Vec::new()
+            }
+            Delivered::ForwardRefused { sid, cid, refusal } => {
+                let text = refusal.text(self.device.forwards().config());
+                log::warn!("port-forward: refusing {sid}/{cid}: {text}");
+                Vec::new()
+            }
+            Delivered::ForwardPeerError { sid, err } => {
+                log::error!("port-forward[{sid}]: error from the user side: {}", err.unwrap_or("(none)"));
+                Vec::new()
             }
             Delivered::ShellInput { sid, bytes } => shells.input(sid, bytes),
             Delivered::ShellResize { sid, size } => {
@@ -273,7 +348,7 @@ impl Router {
         // replies; the rest (a session the message ended, its handlers go now) waits for `poll`.
         while let Some(o) = self.poll_device(shells, now) {
             match o {
-                Output::Shell(f) => out.push(Action::Reply(f)),
+                Output::Shell(f) | Output::Forward(f) => out.push(Action::Reply(f)),
                 o => self.pending.push_back(o),
             }
         }
@@ -331,6 +406,15 @@ impl Router {
                         Frame::decode(&f).is_ok_and(|f| f.header.typ == mender_connect_core::shell::PING);
                     return Some(if ping { Output::Send(f) } else { Output::Shell(f) });
                 }
+                device::Action::SendForward { len } => {
+                    let f = buf[..len].to_vec();
+                    return Some(self.forward_output(f));
+                }
+                device::Action::Forward(a) => {
+                    if let Some(Effect::Send(f)) = self.forwards.as_mut().map(|f| f.execute(a)) {
+                        return Some(self.forward_output(f));
+                    }
+                }
                 _ => {}
             }
         }
@@ -355,6 +439,9 @@ impl Router {
     }
 
     fn close(&mut self, sid: &str) {
+        if let Some(f) = self.forwards.as_mut() {
+            f.session_ended(sid);
+        }
         if let Some(handlers) = self.handlers.remove(sid) {
             for (_, mut h) in handlers {
                 h.close();
@@ -377,7 +464,8 @@ impl Router {
                 let bulk = self
                     .handlers
                     .get(s.sid())
-                    .map_or(0, |hs| hs.values().fold(0u64, |n, h| n.saturating_add(h.bulk_bytes_out())));
+                    .map_or(0, |hs| hs.values().fold(0u64, |n, h| n.saturating_add(h.bulk_bytes_out())))
+                    .saturating_add(self.forwards.as_ref().map_or(0, |f| f.bulk_bytes_out(s.sid())));
                 SessionInfo {
                     id: s.sid().to_owned(),
                     user: s.user().to_owned(),
@@ -396,6 +484,9 @@ impl Router {
     /// Transfers and forwarded connections of every session.
     pub(crate) fn activity(&self) -> Vec<Activity> {
         let mut out = Vec::new();
+        if let Some(f) = &self.forwards {
+            f.activity(&mut out);
+        }
         for (sid, hs) in &self.handlers {
             for h in hs.values() {
                 h.activity(sid, &mut out);
@@ -409,7 +500,7 @@ impl Router {
     /// the session's first protocol. `None` when there is no such session.
     pub(crate) fn kill(&mut self, sid: &str) -> Option<(Option<Vec<u8>>, Option<Proto>)> {
         let mut buf = [0u8; mender_connect_core::control_sessions::POLL_BUF_LEN];
-        let (n, proto) = self.device.engine_mut().kill_session(sid, &mut buf)?;
+        let (n, proto) = self.device.kill_session(sid, &mut buf)?;
         self.close(sid);
         log::info!("session: closed {sid} on local request");
         Some((n.map(|n| buf[..n].to_vec()), proto))
@@ -418,6 +509,9 @@ impl Router {
     /// The websocket dropped: control sessions do not survive it (the server's side is gone);
     /// every handler is closed.
     fn disconnected(&mut self) {
+        if let Some(f) = self.forwards.as_mut() {
+            f.disconnected();
+        }
         for (_, handlers) in self.handlers.drain() {
             for (_, mut h) in handlers {
                 h.close();

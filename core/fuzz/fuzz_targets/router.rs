@@ -1,6 +1,7 @@
 //! Fuzzes the device side of the protocol (`mender_connect_core::device::Device`: the engine with
-//! the shell table composed in) with arbitrary sequences of websocket messages, clock steps and
-//! link events, on a virtual clock; every shell it asks for starts at once.
+//! the shell and port-forward tables composed in) with arbitrary sequences of websocket
+//! messages, clock steps and link events, on a virtual clock; every shell it asks for starts
+//! and every connection it dials connects at once.
 //!
 //! Input: a sequence of records. `0x00 n` advances the clock by `n` seconds and runs the due
 //! timers; `0xFF k` feeds link event `k % 7` (credentials changed / unchanged / unauthorized,
@@ -14,7 +15,10 @@
 //! (or dropped with the link), the table never exceeds its capacity, timers never lie in the
 //! past after they ran, and link actions fit the link's state; shell frames are decodable
 //! protocol-1 frames, shell input and resizes go only to open shells, the shell table never
-//! exceeds its capacity and is empty once the device is unauthorized or shut down.
+//! exceeds its capacity and is empty once the device is unauthorized or shut down; port-forward
+//! frames are decodable protocol-3 frames for open sessions, dials and data are for admitted
+//! connections of open sessions, and no connection outlives its session, the link or the
+//! table's capacity.
 #![no_main]
 
 use std::collections::HashSet;
@@ -25,6 +29,7 @@ use mender_connect_core::control::{self, ControlMessage};
 use mender_connect_core::control_sessions::IdleConfig;
 use mender_connect_core::device::{Action, Delivered, FixedDevice, POLL_BUF_LEN as DEVICE_POLL_BUF_LEN};
 use mender_connect_core::engine::{Action as EngineAction, Config, REPLY_BUF_LEN, Routed};
+use mender_connect_core::forwards::{self, FixedForwards, ForwardConfig};
 use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig, LinkState};
 use mender_connect_core::shells::{self, ShellConfig};
 use mender_connect_core::time::Instant;
@@ -32,7 +37,13 @@ use mender_connect_core::{Frame, MAX_FRAME_LEN, Proto};
 
 const CAP: usize = 16;
 const SHELLS: usize = 16;
-type Dev = FixedDevice<CAP, SHELLS, { shells::queue_len(SHELLS) }>;
+const FORWARDS: usize = 8;
+type Dev = FixedDevice<
+    CAP,
+    SHELLS,
+    { shells::queue_len(SHELLS) },
+    FixedForwards<FORWARDS, { forwards::queue_len(FORWARDS) }>,
+>;
 
 fn open_sids(e: &Dev) -> HashSet<String> {
     e.engine().sessions().map(|s| s.sid().to_owned()).collect()
@@ -50,8 +61,8 @@ fn check_reply(reply: &[u8], sid: &str) {
 
 /// Drains the actions, checking each against the model of open sessions.
 /// `fresh`: the sid of the message just handled, which may have opened and ended a session at
-/// once (a `close` or a rejected `open` as its first message).
-fn drain(e: &mut Dev, open: &mut HashSet<String>, buf: &mut [u8], fresh: Option<&str>) {
+/// once (a `close` or a rejected `open` as its first message). Dials connect at `now`.
+fn drain(e: &mut Dev, open: &mut HashSet<String>, buf: &mut [u8], fresh: Option<&str>, now: Instant) {
     let mut fresh_seen = false;
     while let Some(a) = e.poll_action(buf) {
         let a = match a {
@@ -68,6 +79,21 @@ fn drain(e: &mut Dev, open: &mut HashSet<String>, buf: &mut [u8], fresh: Option<
             }
             Action::Shell(shells::Action::StopShell { sid, .. }) => {
                 assert!(e.shells().get(&sid).is_none(), "a shell stopped whose session stays");
+                continue;
+            }
+            Action::SendForward { len } => {
+                let f = Frame::decode(&buf[..len]).expect("port-forward frames decode");
+                assert_eq!(f.header.proto, Proto::PORT_FORWARD);
+                continue;
+            }
+            Action::Forward(forwards::Action::Dial { sid, cid }) => {
+                assert!(open_sids(e).contains(sid.as_str()), "a dial outside a session");
+                assert!(!e.forwards().is_open(&sid, &cid), "dialled twice");
+                e.handle_forward_dialed(&sid, &cid, true, now);
+                continue;
+            }
+            Action::Forward(forwards::Action::Close { sid, cid, .. }) => {
+                assert!(!e.forwards().is_open(&sid, &cid), "a closed connection stays open");
                 continue;
             }
             _ => continue,
@@ -101,6 +127,8 @@ fn drain(e: &mut Dev, open: &mut HashSet<String>, buf: &mut [u8], fresh: Option<
     }
     assert!(e.engine().session_count() <= CAP);
     assert!(e.shells().len() <= SHELLS);
+    assert!(e.forwards().len() <= FORWARDS);
+    assert_eq!(e.forwards().overflowed(), 0);
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -114,13 +142,14 @@ fuzz_target!(|data: &[u8]| {
         terminal: true,
         served: &[Proto::FILE_TRANSFER, Proto::PORT_FORWARD],
     };
-    let mut e: Box<Dev> = Box::new(Dev::new(&cfg, ShellConfig::default(), 0x5eed));
+    let mut e: Box<Dev> =
+        Box::new(Dev::new(&cfg, ShellConfig::default(), 0x5eed).with_forwards(ForwardConfig::default()));
     let mut reply = vec![0u8; REPLY_BUF_LEN];
     let mut buf = [0u8; DEVICE_POLL_BUF_LEN];
     let mut open = HashSet::new();
     let mut now = Instant::ZERO;
     e.handle_credentials(CredentialsUpdate::Changed, now);
-    drain(&mut e, &mut open, &mut buf, None);
+    drain(&mut e, &mut open, &mut buf, None, now);
     e.handle_connected(now);
 
     let mut rest = data;
@@ -133,7 +162,7 @@ fuzz_target!(|data: &[u8]| {
                 let mut rounds = 0;
                 while let Some(at) = e.poll_timeout().filter(|at| *at <= now) {
                     e.handle_timeout(at);
-                    drain(&mut e, &mut open, &mut buf, None);
+                    drain(&mut e, &mut open, &mut buf, None, now);
                     rounds += 1;
                     assert!(rounds < 4 * CAP + 16, "timer at {at:?} does not advance");
                 }
@@ -154,9 +183,10 @@ fuzz_target!(|data: &[u8]| {
                     }
                     _ => assert_eq!(e.handle_link_closed(now).is_some(), was_up),
                 }
-                drain(&mut e, &mut open, &mut buf, None);
+                drain(&mut e, &mut open, &mut buf, None, now);
                 if !e.engine().link().is_up() {
                     assert_eq!(e.engine().session_count(), 0);
+                    assert!(e.forwards().is_empty(), "connections outlive the link");
                 }
                 if k % 7 == 2 {
                     assert!(e.shells().is_empty(), "shells outlive the device's authorization");
@@ -175,11 +205,21 @@ fuzz_target!(|data: &[u8]| {
                 match e.handle_frame(msg, now, &mut reply) {
                     Delivered::Handled { reply: n } => {
                         assert!(up, "a shell message handled without a link");
+                        let proto = decoded.map(|f| f.header.proto);
                         if let Some(n) = n {
-                            let f = Frame::decode(&reply[..n]).expect("shell replies decode");
-                            assert_eq!((f.header.proto, f.header.sid), (Proto::SHELL, sid));
+                            let f =
+                                Frame::decode(&reply[..n]).expect("shell and port-forward replies decode");
+                            assert_eq!(Some(f.header.proto), proto);
+                            assert!(matches!(f.header.proto, Proto::SHELL | Proto::PORT_FORWARD));
+                            assert_eq!(f.header.sid, sid);
                         }
-                        assert_eq!(open_sids(&e), before, "a shell message changed the control sessions");
+                        if proto == Some(Proto::SHELL) {
+                            assert_eq!(open_sids(&e), before, "a shell message changed the control sessions");
+                        }
+                    }
+                    Delivered::ForwardOpen { sid: s, .. } | Delivered::ForwardData { sid: s, .. } => {
+                        assert!(up);
+                        assert!(open_sids(&e).contains(s), "a connection outside a session");
                     }
                     Delivered::ShellInput { sid: s, .. } | Delivered::ShellResize { sid: s, .. } => {
                         assert!(up);
@@ -201,7 +241,7 @@ fuzz_target!(|data: &[u8]| {
                     }
                     Delivered::Engine(Routed::Deliver(f)) => {
                         assert!(up);
-                        assert!(matches!(f.header.proto, Proto::FILE_TRANSFER | Proto::PORT_FORWARD));
+                        assert_eq!(f.header.proto, Proto::FILE_TRANSFER, "the device handles port forward");
                         assert!(open_sids(&e).contains(f.header.sid), "delivered outside a session");
                     }
                     Delivered::Engine(Routed::Shell(_)) => panic!("the device handles shell messages"),
@@ -212,13 +252,14 @@ fuzz_target!(|data: &[u8]| {
                     open.insert(s);
                 }
                 let fresh = (!before.contains(sid)).then_some(sid);
-                drain(&mut e, &mut open, &mut buf, fresh);
+                drain(&mut e, &mut open, &mut buf, fresh, now);
                 assert_eq!(open, open_sids(&e), "the model and the table disagree");
             }
         }
     }
     e.handle_shutdown(now);
-    drain(&mut e, &mut open, &mut buf, None);
+    drain(&mut e, &mut open, &mut buf, None, now);
     assert_eq!(e.engine().session_count(), 0);
     assert!(e.shells().is_empty());
+    assert!(e.forwards().is_empty());
 });

@@ -56,6 +56,7 @@ fn drain(d: &mut Dev) -> Vec<Out, 16> {
                     body: s(core::str::from_utf8(f.body).unwrap()),
                 }
             }
+            other => panic!("not a shell scenario: {other:?}"),
         };
         out.push(o).expect("at most 16 actions");
     }

@@ -1,33 +1,68 @@
-//! Unit tests of port forwarding with real TCP/UDP sockets on 127.0.0.1.
+//! Unit tests of port forwarding with real TCP/UDP sockets on 127.0.0.1: the router with
+//! core's device deciding and `Forwards` executing, the connection tasks' reports pumped back
+//! as the daemon does, the device's timer run when due.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::time::Duration;
 
+use futures_lite::FutureExt;
+
 use mender_connect_core::portforward::{self as pf, PfError, PortForwardNew};
 use mender_connect_core::{Frame, FrameOut, MAX_FRAME_LEN, Prop, Proto};
 
-use super::{PortForward, Settings};
-use crate::proto::router::SessionHandler;
+use super::{Event, Settings};
+use crate::os::clock;
+use crate::proto::router::{Output, Router};
+use crate::proto::shell::{Action, Shells};
 
 const SID: &str = "pf-session";
 const WAIT: Duration = Duration::from_secs(20);
 
 struct H {
-    h: PortForward,
+    r: Router,
+    shells: Shells,
+    /// `forward` frames of the connections' tasks.
     rx: async_channel::Receiver<Vec<u8>>,
+    events: async_channel::Receiver<Event>,
+    /// Frames of the device, in order.
+    queued: VecDeque<Vec<u8>>,
+}
+
+fn shells() -> Shells {
+    let settings = crate::proto::shell::ShellSettings {
+        command: "/bin/sh".into(),
+        args: Vec::new(),
+        user: "mender-connect-test-no-such-user".into(),
+        size: mender_connect_core::shell::TermSize { width: 80, height: 24 },
+        max_per_user: 1,
+        expiry: None,
+        health_interval: crate::proto::shell::HEALTH_INTERVAL,
+        disconnect_grace: Duration::from_secs(60),
+    };
+    let (data_tx, _) = async_channel::bounded(1);
+    let (exited_tx, _) = async_channel::unbounded();
+    Shells::new(settings, data_tx, exited_tx)
 }
 
 fn handler(settings: Settings) -> H {
     let (tx, rx) = async_channel::bounded(16);
-    H { h: PortForward::new(settings, tx), rx }
+    let (etx, events) = async_channel::unbounded();
+    let mut r = Router::new(false);
+    r.enable_port_forward(&settings, tx, etx);
+    H { r, shells: shells(), rx, events, queued: VecDeque::new() }
 }
 
 fn frame(typ: &str, id: &str, body: &[u8]) -> Vec<u8> {
+    frame_in(SID, typ, id, body)
+}
+
+fn frame_in(sid: &str, typ: &str, id: &str, body: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; MAX_FRAME_LEN];
     let props = [Prop::str(pf::PROP_CONNECTION_ID, id)];
     let props: &[Prop<'_>] = if id.is_empty() { &[] } else { &props };
-    let n = FrameOut { proto: Proto::PORT_FORWARD, typ, sid: SID, props, body, ..FrameOut::EMPTY }
+    let n = FrameOut { proto: Proto::PORT_FORWARD, typ, sid, props, body, ..FrameOut::EMPTY }
         .encode(&mut buf)
         .unwrap();
     buf.truncate(n);
@@ -53,7 +88,6 @@ struct Out {
 
 fn decode(bytes: &[u8]) -> Out {
     let f = Frame::decode_any_size(bytes).unwrap();
-    assert_eq!(f.header.sid, SID);
     assert_eq!(f.header.proto, Proto::PORT_FORWARD);
     Out {
         typ: f.header.typ.to_owned(),
@@ -67,20 +101,69 @@ fn err_text(o: &Out) -> String {
     PfError::decode(&o.body).unwrap().err.unwrap_or_default().to_owned()
 }
 
+enum Next {
+    Frame(Vec<u8>),
+    Event(Event),
+    Timer,
+    TimedOut,
+}
+
 impl H {
-    fn serve(&mut self, bytes: &[u8]) -> Vec<Out> {
-        let f = Frame::decode_any_size(bytes).unwrap();
-        let mut out = Vec::new();
-        self.h.serve(SID, &f, &mut out);
-        out.iter().map(|b| decode(b)).collect()
+    /// What the device asked for after an input, as the daemon's `execute` does.
+    fn drain(&mut self) {
+        while let Some(o) = self.r.poll(&mut self.shells) {
+            if let Output::Forward(f) = o {
+                self.queued.push_back(f);
+            }
+        }
     }
-    fn recv(&self) -> Out {
-        let b = smol::block_on(futures_lite::FutureExt::or(async { self.rx.recv().await.ok() }, async {
-            smol::Timer::after(WAIT).await;
-            None
-        }))
-        .expect("no frame from the connection task in time");
-        decode(&b)
+    /// Routes one message; returns the replies to it.
+    fn serve(&mut self, bytes: &[u8]) -> Vec<Out> {
+        let replies = self.r.route(bytes, &mut self.shells, std::time::Instant::now());
+        self.drain();
+        replies.iter().map(|Action::Reply(b)| decode(b)).collect()
+    }
+    /// The next frame for the user side (the device's or a task's), feeding the tasks' reports
+    /// and the device's timer meanwhile.
+    fn recv(&mut self) -> Out {
+        let until = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(f) = self.queued.pop_front() {
+                return decode(&f);
+            }
+            let timer = self.r.device().poll_timeout().map(clock::to_std).unwrap_or(until).min(until);
+            let next = smol::block_on(
+                async { self.rx.recv().await.map_or(Next::TimedOut, Next::Frame) }
+                    .or(async { self.events.recv().await.map_or(Next::TimedOut, Next::Event) })
+                    .or(async {
+                        smol::Timer::at(timer).await;
+                        if timer >= until { Next::TimedOut } else { Next::Timer }
+                    }),
+            );
+            match next {
+                Next::Frame(f) => return decode(&f),
+                Next::Event(e) => self.r.forward_event(e, std::time::Instant::now()),
+                Next::Timer => self.r.device_mut().handle_timeout(clock::now()),
+                Next::TimedOut => panic!("no frame from the device or a connection task in time"),
+            }
+            self.drain();
+        }
+    }
+    /// Feeds the reports that are there (bounded wait) without expecting a frame.
+    fn settle(&mut self) {
+        for _ in 0..20 {
+            while let Ok(e) = self.events.try_recv() {
+                self.r.forward_event(e, std::time::Instant::now());
+                self.drain();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    /// Connections the device holds.
+    fn open_connections(&self) -> usize {
+        let n = self.r.device().forwards().len();
+        assert_eq!(n, self.r.forwards_len(), "the device and the executor disagree");
+        n
     }
     fn open(&mut self, id: &str, port: u16, proto: &str) {
         assert!(self.serve(&frame(pf::NEW, id, &new_body("127.0.0.1", port, proto))).is_empty());
@@ -181,7 +264,10 @@ fn tcp_echo_round_trip_on_two_connections() {
     let r = h.serve(&frame(pf::FORWARD, "c1", b"late"));
     assert_eq!(err_text(&r[0]), "unknown connection");
     // Session end closes the rest without messages.
-    h.h.close();
+    assert!(h.r.kill(SID).is_some());
+    h.drain();
+    assert!(h.queued.is_empty());
+    assert_eq!(h.open_connections(), 0);
     assert_eq!(echo.join().unwrap(), 2);
 }
 
@@ -279,18 +365,6 @@ fn idle_connections_are_closed() {
     assert_eq!(t.join().unwrap(), 0);
 }
 
-/// Waits (bounded) until `budget` counts `n`: a cancelled connection task gives its slot back
-/// when the executor drops it, just after.
-fn settles(budget: &super::Budget, n: usize) {
-    for _ in 0..400 {
-        if budget.in_use() == n {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(budget.in_use(), n, "connections counted");
-}
-
 /// A listener whose accept queue is full: connecting to it hangs (the kernel drops the SYN), as
 /// a dial to an unresponsive host does. Keeps the filler connection open.
 fn hanging_target() -> (u16, rustix::fd::OwnedFd, std::net::TcpStream) {
@@ -324,34 +398,31 @@ fn connections_per_session_are_bounded() {
     assert!(h.serve(&frame(pf::NEW, "c", &new_body("127.0.0.1", port, "tcp"))).is_empty());
     assert_eq!(h.serve(&frame(pf::STOP, "a", &[]))[0].typ, pf::STOP);
     assert!(h.serve(&frame(pf::NEW, "d", &new_body("127.0.0.1", port, "tcp"))).is_empty());
-    settles(&h.h.budget, 3);
+    assert_eq!(h.open_connections(), 3);
 }
 
-/// Issue 16, finding 6: connections of all sessions together are bounded by a shared budget,
-/// given back when a session ends.
+/// Issue 16, finding 6: connections of all sessions together are bounded, and given back
+/// when a session ends.
 #[test]
 fn connections_of_all_sessions_are_bounded() {
     let (port, _l, _filler) = hanging_target();
-    let settings = Settings { max_connections: 4, ..Settings::default() };
-    let budget = super::Budget::default();
-    let (tx, _rx) = async_channel::bounded(16);
-    let mut sessions: Vec<H> = (0..3)
-        .map(|_| H { h: PortForward::sharing(settings, tx.clone(), budget.clone()), rx: _rx.clone() })
-        .collect();
+    let mut h = handler(Settings { max_connections: 4, ..Settings::default() });
     let mut refused = 0;
-    for (i, s) in sessions.iter_mut().enumerate() {
+    for sid in ["s0", "s1", "s2"] {
         for id in ["x", "y"] {
-            let r = s.serve(&frame(pf::NEW, id, &new_body("127.0.0.1", port, "tcp")));
+            let r = h.serve(&frame_in(sid, pf::NEW, id, &new_body("127.0.0.1", port, "tcp")));
             if let Some(o) = r.first() {
-                assert!(err_text(o).contains("PortForward.MaxConnections"), "session {i}: {r:?}");
+                assert!(err_text(o).contains("PortForward.MaxConnections"), "session {sid}: {r:?}");
                 refused += 1;
             }
         }
     }
-    assert_eq!((refused, budget.in_use()), (2, 4));
-    sessions[0].h.close();
-    settles(&budget, 2);
-    assert!(sessions[2].serve(&frame(pf::NEW, "z", &new_body("127.0.0.1", port, "tcp"))).is_empty());
+    h.drain();
+    assert_eq!((refused, h.open_connections()), (2, 4));
+    assert!(h.r.kill("s0").is_some());
+    h.drain();
+    assert_eq!(h.open_connections(), 2);
+    assert!(h.serve(&frame_in("s2", pf::NEW, "z", &new_body("127.0.0.1", port, "tcp"))).is_empty());
 }
 
 /// Issue 16, finding 6: `forward` messages queued while the dial hangs are bounded per
@@ -371,8 +442,25 @@ fn forwards_queued_during_a_hanging_dial_are_bounded() {
         queued += 1;
         assert!(queued <= 63, "63 forwards queued behind a hanging dial");
     };
-    assert_eq!(queued, super::INBOUND_QUEUE);
+    assert_eq!(queued, usize::from(mender_connect_core::forwards::INBOUND_QUEUE));
     assert_eq!(err_text(&refusal[0]), "too many unacknowledged forward messages");
     assert_eq!((refusal[1].typ.as_str(), refusal[1].id.as_str()), (pf::STOP, "q"));
-    settles(&h.h.budget, 0);
+    h.settle();
+    assert_eq!(h.open_connections(), 0);
+}
+
+/// A dial that takes longer than `PortForward.ConnectTimeoutSeconds` is abandoned by the
+/// device's timer; the user side gets Go's dial error for it, and the connection is gone.
+#[test]
+fn hanging_dial_times_out_with_the_dial_error() {
+    let (port, _l, _filler) = hanging_target();
+    let mut h = handler(Settings { connect_timeout: Duration::from_millis(300), ..Settings::default() });
+    assert!(h.serve(&frame(pf::NEW, "t", &new_body("127.0.0.1", port, "tcp"))).is_empty());
+    assert_eq!(h.open_connections(), 1);
+    let o = h.recv();
+    assert_eq!(err_text(&o), format!("dial tcp 127.0.0.1:{port}: i/o timeout"));
+    assert_eq!(PfError::decode(&o.body).unwrap().msgtype, Some(pf::NEW));
+    assert_eq!(h.open_connections(), 0);
+    let r = h.serve(&frame(pf::FORWARD, "t", b"late"));
+    assert_eq!(err_text(&r[0]), "unknown connection");
 }

@@ -1,9 +1,9 @@
 //! The smallest useful device build of the protocol core, for its flash and RAM figures
 //! (footprint.sh): the device engine (`core::device`: link supervision with backoff, control
-//! sessions: handshake, idle ping and timeout, routing; the shell session table composed in)
-//! for 16 control sessions and 16 shells, every protocol (shell, file transfer, port forward,
-//! mender client), the port-forward connection table at its default capacity (driven as an
-//! executor drives it), the transfer window,
+//! sessions: handshake, idle ping and timeout, routing; the shell session and port-forward
+//! connection tables composed in) for 16 control sessions, 16 shells and the port-forward
+//! table at its default capacity, every protocol (shell, file transfer, port forward, mender
+//! client), the transfer window,
 //! keep-alive and rate counters, a receive buffer of `MAX_FRAME_LEN` and the engine's reply
 //! buffer (`REPLY_BUF_LEN`).
 //!
@@ -21,13 +21,13 @@ use mender_connect_core::engine::{
 };
 use mender_connect_core::filetransfer::{self as ft, FileInfo, FileTransferMessage};
 use mender_connect_core::forwards::{
-    Action as ForwardAction, DEFAULT_MAX_CONNECTIONS, ForwardConfig, ForwardTable, queue_len,
+    Action as ForwardAction, DEFAULT_MAX_CONNECTIONS, FixedForwards, ForwardConfig, ForwardTable, queue_len,
 };
 use mender_connect_core::frame::{MAX_FRAME_LEN, Proto};
 use mender_connect_core::keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
 use mender_connect_core::link::{CredentialsUpdate, DEFAULT_DISCONNECT_GRACE_MS, LinkAction, LinkConfig};
 use mender_connect_core::menderclient::{self as mc, MenderClientMessage};
-use mender_connect_core::portforward::{self as pf, PortForwardMessage};
+use mender_connect_core::portforward as pf;
 use mender_connect_core::rate::RateCounters;
 use mender_connect_core::shell::{self, Status};
 use mender_connect_core::shells::{self as shells, Action as ShellAction, DefaultShellTable, ShellConfig};
@@ -35,8 +35,8 @@ use mender_connect_core::time::Instant;
 use mender_connect_core::transfer::{ChunkOutcome, DownloadWindow, UploadState};
 use mender_connect_mcu_tests::{exit, stack_used, write_str, write_usize};
 
-/// The port-forward table at its default capacity (`PortForward.MaxConnections`).
-type Forwards = ForwardTable<DEFAULT_MAX_CONNECTIONS, { queue_len(DEFAULT_MAX_CONNECTIONS) }>;
+/// The port-forward table's storage at its default capacity (`PortForward.MaxConnections`).
+type Forwards = FixedForwards<DEFAULT_MAX_CONNECTIONS, { queue_len(DEFAULT_MAX_CONNECTIONS) }>;
 
 /// Control sessions the device keeps at once (the agent on Linux allows 1024).
 const CONTROL_SESSIONS: usize = 16;
@@ -44,11 +44,10 @@ const CONTROL_SESSIONS: usize = 16;
 const SERVED: &[Proto] = &[Proto::FILE_TRANSFER, Proto::PORT_FORWARD, Proto::MENDER_CLIENT];
 /// Shells at once (the reference's `MaxShellsSpawned`).
 const SHELLS: usize = mender_connect_core::sessions::DEFAULT_CAPACITY;
-type Engine = FixedDevice<CONTROL_SESSIONS, SHELLS, { shells::queue_len(SHELLS) }>;
+type Engine = FixedDevice<CONTROL_SESSIONS, SHELLS, { shells::queue_len(SHELLS) }, Forwards>;
 
 /// Everything the device keeps between frames.
 struct Device {
-    forwards: Forwards,
     download: DownloadWindow,
     upload: UploadState,
     engine: Engine,
@@ -63,7 +62,6 @@ struct Device {
 impl Device {
     fn new(now: Instant) -> Self {
         Self {
-            forwards: Forwards::new(ForwardConfig::default()),
             download: DownloadWindow::new(),
             upload: UploadState::new(),
             engine: Engine::new(
@@ -75,7 +73,8 @@ impl Device {
                 },
                 ShellConfig::default(),
                 black_box(0x1234_5678),
-            ),
+            )
+            .with_forwards(ForwardConfig::default()),
             keepalive: Keepalive::new(KeepaliveConfig::default(), now),
             rate: RateCounters::new(now),
             rx: [0; MAX_FRAME_LEN],
@@ -98,15 +97,16 @@ impl Device {
     fn engine_actions(&mut self, now: Instant) {
         while let Some(a) = self.engine.poll_action(&mut self.tx) {
             match a {
-                DeviceAction::Engine(EngineAction::Send { len, .. }) | DeviceAction::SendShell { len } => {
-                    self.send(Ok(len))
-                }
+                DeviceAction::Engine(EngineAction::Send { len, .. })
+                | DeviceAction::SendShell { len }
+                | DeviceAction::SendForward { len } => self.send(Ok(len)),
                 DeviceAction::Engine(EngineAction::Link(LinkAction::Dial)) => {
                     self.engine.handle_connected(now)
                 }
-                DeviceAction::Engine(EngineAction::SessionEnded { sid, .. }) => {
-                    self.forwards.handle_session_closed(&sid);
-                    self.forward_actions(now);
+                // The "target" accepts every dial; sockets are the executor's, so closing and
+                // reading more are nothing here.
+                DeviceAction::Forward(ForwardAction::Dial { sid, cid }) => {
+                    self.engine.handle_forward_dialed(&sid, &cid, true, now);
                 }
                 DeviceAction::Shell(ShellAction::SpawnShell { sid, serial, .. }) => {
                     self.engine.handle_shell_spawned(&sid, serial, true)
@@ -137,6 +137,15 @@ impl Device {
             Delivered::ShellInput { sid, bytes } => {
                 let n = shell::encode_with_status(&mut self.tx, shell::SHELL, sid, Status::Normal, bytes);
                 return self.send(n);
+            }
+            // Written to the target, which answers with the same bytes at once.
+            Delivered::ForwardData { sid, cid, bytes } => {
+                self.engine.handle_forward_written(sid, cid, now);
+                if self.engine.handle_forward_read(sid, cid, now) {
+                    let n = pf::encode(&mut self.tx, pf::FORWARD, sid, cid, bytes);
+                    self.send(n);
+                }
+                return;
             }
             Delivered::Engine(Routed::Deliver(f)) => f,
             _ => return,
@@ -172,43 +181,6 @@ impl Device {
                 }
                 _ => ft::encode_error_reply(tx, &f, "not supported"),
             },
-            Proto::PORT_FORWARD => {
-                let sid = f.header.sid;
-                let n = match PortForwardMessage::from_frame(&f) {
-                    // The executor checks the target, then the table admits the connection.
-                    Ok(PortForwardMessage::New { connection_id, request }) => match request.target() {
-                        Some(_) => {
-                            let _ = self.forwards.handle_new(sid, connection_id, now);
-                            None
-                        }
-                        None => Some(pf::encode_error(tx, sid, pf::NEW, "invalid port-forward message")),
-                    },
-                    Ok(PortForwardMessage::Forward { connection_id, data }) => {
-                        let mut echo = None;
-                        if self.forwards.handle_forward(sid, connection_id, now) {
-                            // Written to the target, which answers with the same bytes at once.
-                            self.forwards.handle_written(sid, connection_id, now);
-                            if self.forwards.handle_read(sid, connection_id, now) {
-                                echo = Some(pf::encode(tx, pf::FORWARD, sid, connection_id, data));
-                            }
-                        }
-                        echo
-                    }
-                    Ok(PortForwardMessage::Ack { connection_id }) => {
-                        self.forwards.handle_ack(sid, connection_id, now);
-                        None
-                    }
-                    Ok(PortForwardMessage::Stop { connection_id }) => {
-                        let _ = self.forwards.handle_stop(sid, connection_id);
-                        None
-                    }
-                    _ => Some(pf::encode_error(tx, sid, f.header.typ, "unknown message")),
-                };
-                if let Some(n) = n {
-                    self.send(n);
-                }
-                return self.forward_actions(now);
-            }
             Proto::MENDER_CLIENT => match MenderClientMessage::from_frame(&f) {
                 Ok(m) if m.command().is_some() => mc::encode_reply(tx, &f, None),
                 _ => mc::encode_reply(tx, &f, Some(mc::UNKNOWN_TYPE_ERROR)),
@@ -229,29 +201,6 @@ impl Device {
         }
         self.engine_actions(now);
         self.rate.poll(now);
-        if self.forwards.poll_timeout().is_some_and(|at| at <= now) {
-            self.forwards.handle_timeout(now);
-            self.forward_actions(now);
-        }
-    }
-
-    /// Carries out the port-forward table's actions (the "target" accepts every dial; sockets
-    /// are the executor's, so closing and reading more are nothing here).
-    fn forward_actions(&mut self, now: Instant) {
-        while let Some(a) = self.forwards.poll_action() {
-            let n = match a {
-                ForwardAction::Dial { sid, cid } => {
-                    self.forwards.handle_dialed(&sid, &cid, true, now);
-                    continue;
-                }
-                ForwardAction::Send { msg, sid, cid } => pf::encode(&mut self.tx, msg.typ(), &sid, &cid, b""),
-                ForwardAction::SendError { about, sid, .. } => {
-                    pf::encode_error(&mut self.tx, &sid, about.typ(), "refused")
-                }
-                _ => continue,
-            };
-            self.send(n);
-        }
     }
 }
 
@@ -327,7 +276,7 @@ extern "C" fn mcu_main() -> ! {
     write_str(", shell table ");
     write_usize(core::mem::size_of::<DefaultShellTable>());
     write_str(", port-forward table ");
-    write_usize(core::mem::size_of::<Forwards>());
+    write_usize(core::mem::size_of::<ForwardTable<Forwards>>());
     write_str("), replies ");
     write_usize(dev.sent);
     write_str(", stack high-water ");
