@@ -295,9 +295,7 @@ pub mod selftests {
     const CAP: usize = 4;
     const SERVED: &[Proto] = &[Proto::FILE_TRANSFER, Proto::PORT_FORWARD];
 
-    fn t(ms: u64) -> Instant {
-        Instant::from_millis(ms)
-    }
+    use crate::selftest::t;
 
     fn engine() -> FixedEngine<CAP> {
         let cfg = Config {

@@ -555,9 +555,7 @@ pub mod selftests {
 
     type Table = FixedForwardTable<4, { queue_len(4) }>;
 
-    fn t(ms: u64) -> Instant {
-        Instant::from_millis(ms)
-    }
+    use crate::selftest::t;
 
     fn s(v: &str) -> Id {
         Id::try_from(v).unwrap_or_default()

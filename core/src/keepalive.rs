@@ -170,9 +170,7 @@ impl Keepalive {
 pub mod selftests {
     use super::*;
 
-    fn t(ms: u64) -> Instant {
-        Instant::from_millis(ms)
-    }
+    use crate::selftest::t;
 
     fn reference_schedule() {
         let mut k = Keepalive::new(KeepaliveConfig::default(), t(0));

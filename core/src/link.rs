@@ -391,9 +391,7 @@ impl Supervisor {
 pub mod selftests {
     use super::*;
 
-    fn t(ms: u64) -> Instant {
-        Instant::from_millis(ms)
-    }
+    use crate::selftest::t;
 
     fn cfg(reread: bool) -> LinkConfig {
         LinkConfig {

@@ -105,9 +105,7 @@ impl RateCounters {
 pub mod selftests {
     use super::*;
 
-    fn t(ms: u64) -> Instant {
-        Instant::from_millis(ms)
-    }
+    use crate::selftest::t;
 
     fn decay_constant_matches_exp() {
         // exp(-1/12) via its series; the constant must agree to f64 precision.

@@ -24,6 +24,11 @@ macro_rules! selftests {
     };
 }
 
+/// The virtual clock's instant `ms` milliseconds after its origin: every simulation's time.
+pub fn t(ms: u64) -> crate::time::Instant {
+    crate::time::Instant::from_millis(ms)
+}
+
 /// Hex to bytes, as the host tests' `hex` (whitespace and `|` separators ignored), into a
 /// fixed-capacity buffer; panics on odd length, a non-hex digit, or more than 256 bytes.
 pub fn hex(s: &str) -> heapless::Vec<u8, 256> {

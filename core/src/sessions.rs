@@ -76,9 +76,7 @@ pub mod selftests {
     use super::*;
     use crate::shells::{ShellConfig, ShellTable, queue_len};
 
-    fn t(ms: u64) -> Instant {
-        Instant::from_millis(ms)
-    }
+    use crate::selftest::t;
 
     /// mender-connect 2.1.0 and 3.0.0 `app/daemon.go`:
     /// `if d.expireSessionsAfter == 0 && d.expireSessionsAfterIdle == 0 { return false }` in

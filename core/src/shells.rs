@@ -721,9 +721,7 @@ pub mod selftests {
     type Table = ShellTable<4, { queue_len(4) }>;
     type Out = Vec<Action, { queue_len(4) }>;
 
-    fn t(ms: u64) -> Instant {
-        Instant::from_millis(ms)
-    }
+    use crate::selftest::t;
 
     fn s(v: &str) -> Id {
         Id::try_from(v).unwrap_or_default()

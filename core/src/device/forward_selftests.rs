@@ -14,9 +14,7 @@ use heapless::{String, Vec};
 
 type Dev = FixedDevice<4, 2, { shells::queue_len(2) }, FixedForwards<4, { forwards::queue_len(4) }>>;
 
-fn t(ms: u64) -> Instant {
-    Instant::from_millis(ms)
-}
+use crate::selftest::t;
 
 fn id(v: &str) -> Id {
     Id::try_from(v).unwrap()

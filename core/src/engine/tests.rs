@@ -10,9 +10,7 @@ use crate::control::{self, ControlMessage};
 use crate::control_sessions::{MAX_SESSIONS, POLL_BUF_LEN, Refusal};
 use crate::frame::{FrameOut, Prop};
 
-fn t(ms: u64) -> Instant {
-    Instant::from_millis(ms)
-}
+use crate::selftest::t;
 
 fn agent_engine() -> std::boxed::Box<FixedEngine<MAX_SESSIONS>> {
     let cfg = Config {
