@@ -55,7 +55,7 @@ use heapless::{Deque, Vec};
 use crate::control_sessions::Id;
 use crate::error::EncodeError;
 use crate::filetransfer::{self as ft, FileTransferMessage, GetFile, StatFile, UploadRequest};
-use crate::frame::{Frame, FrameOut, Props};
+use crate::frame::{Frame, FrameOut, Prop, Props};
 use crate::rate::RateCounters;
 use crate::time::Instant;
 use crate::transfer::{
@@ -235,8 +235,11 @@ impl Stored {
         let mut buf = [0u8; HEADER_CAP];
         let out = FrameOut { proto: h.proto, typ: h.typ, sid: h.sid, base_props: h.props, ..FrameOut::EMPTY };
         let n = out.encode(&mut buf).or_else(|_| {
-            // Props too large to keep: answered without them.
-            FrameOut { base_props: Props::EMPTY, ..out }.encode(&mut buf)
+            // Props too large to keep: answered without them but the `offset` an ack must carry.
+            let offset = h.props.get_int(ft::PROP_OFFSET).and_then(crate::msgpack::Int::as_go_int64);
+            let kept = offset.map(|o| [Prop::int64(ft::PROP_OFFSET, o)]);
+            let props: &[Prop<'_>] = kept.as_ref().map_or(&[], |p| &p[..]);
+            FrameOut { base_props: Props::EMPTY, props, ..out }.encode(&mut buf)
         });
         let mut v = Vec::new();
         if let Ok(n) = n {

@@ -144,6 +144,22 @@ fn upload_offsets_and_ack_batching() {
     assert!(matches!(&acts[..], [Action::Abort { sid }] if sid == "s"));
     assert!(!table.is_busy("s"));
 
+    // A chunk whose props do not fit the stored header: its ack keeps the offset.
+    started_upload(&mut table, "s", t(3));
+    let c = chunk("s", 0, b"ab");
+    assert!(matches!(feed(&mut table, &c, t(3), &mut reply), Delivered::Write { .. }));
+    table.handle_written("s", 2, t(3));
+    assert!(drain(&mut table).0.is_empty(), "acked every 10 chunks only");
+    let big = [b'p'; 400];
+    let big = core::str::from_utf8(&big).unwrap();
+    let eof = msg(ft::FILE_CHUNK, "s", &[Prop::str("x", big), Prop::int64(ft::PROP_OFFSET, 2)], &[]);
+    assert_eq!(feed(&mut table, &eof, t(3), &mut reply), Delivered::Handled { reply: None });
+    let (_, acts) = drain(&mut table);
+    assert!(matches!(&acts[..], [Action::Commit { .. }]));
+    table.handle_committed("s");
+    let (frames, _) = drain(&mut table);
+    assert_eq!((frames[0].0.as_str(), frames[0].1), (ft::ACK, 2));
+
     // No offset (or not an int64): the reference's text.
     started_upload(&mut table, "s", t(4));
     let c = msg(ft::FILE_CHUNK, "s", &[Prop::uint16(ft::PROP_OFFSET, 0)], b"ab");
