@@ -187,13 +187,26 @@ pub enum Delivered<'a> {
         /// The path, not blank.
         path: &'a str,
     },
-    /// A `put_file`: check `path` against the policy and open a temporary file for it, then
+    /// A `put_file`: check `path` against the policy (the Rx limit among the checks:
+    /// [`TransferTable::rx_limited`]) and open a temporary file for it, then
     /// [`TransferTable::handle_upload_opened`] or [`TransferTable::handle_failed`].
     OpenUpload {
         /// Session id.
         sid: &'a str,
         /// The request.
         request: UploadRequest<'a>,
+        /// Its path, not blank.
+        path: &'a str,
+    },
+    /// A `put_file` in a session whose transfer runs: check `path` against the policy as for
+    /// [`Delivered::OpenUpload`] but open nothing, and answer `request` with the failure or,
+    /// when the checks pass, with [`ERR_IN_PROGRESS`] ([`ft::encode_error_reply`]). Nothing
+    /// changes here.
+    CheckUpload {
+        /// The request (its header for the answer).
+        request: Frame<'a>,
+        /// Its body.
+        upload: UploadRequest<'a>,
         /// Its path, not blank.
         path: &'a str,
     },
@@ -398,14 +411,28 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
         &self.rates
     }
 
-    /// Brings the rate counters up to `now` (for a status report).
+    /// Brings the rate counters up to `now`.
     pub fn poll_rates(&mut self, now: Instant) {
         self.rates.poll(now);
+    }
+
+    /// The rate counters as they stand at `now` (for a status report, which has the device
+    /// only to read).
+    pub fn rates_at(&self, now: Instant) -> RateCounters {
+        let mut r = self.rates.clone();
+        r.poll(now);
+        r
     }
 
     /// Running transfers.
     pub fn iter(&self) -> impl Iterator<Item = TransferInfo<'_>> {
         self.slots.iter().map(|s| TransferInfo { sid: &s.sid, direction: s.direction(), bytes: s.bytes() })
+    }
+
+    /// Whether the Rx limit refuses uploads at `now` (for an executor that checks it among its
+    /// own checks, in the reference's order).
+    pub fn rx_limited(&self, now: Instant) -> bool {
+        self.cfg.enforce && !self.rates_at(now).rx.below(self.cfg.rx_limit)
     }
 
     /// Whether session `sid` has a transfer running (its requests are refused).
@@ -493,6 +520,10 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
                 let Some(path) = request.path.filter(|p| !p.is_empty()) else {
                     return handled(text(reply, ERR_BLANK_PATH));
                 };
+                if self.is_busy(sid) {
+                    // The reference checks the target before it looks for a running transfer.
+                    return Delivered::CheckUpload { request: *frame, upload: request, path };
+                }
                 match self.admit(sid, frame, State::Upload(Upload::Opening)) {
                     Ok(()) => Delivered::OpenUpload { sid, request, path },
                     Err(t) => handled(text(reply, t)),
@@ -646,7 +677,7 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
     /// reached).
     pub fn handle_upload_opened(&mut self, sid: &str, now: Instant) {
         let Some(i) = self.slot(sid) else { return };
-        if self.slots[i].state != State::Upload(Upload::Opening) {
+        if !matches!(self.slots[i].state, State::Upload(Upload::Opening)) {
             return;
         }
         if !self.rx_ok(0, now) {
@@ -697,7 +728,7 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
     /// reached).
     pub fn handle_download_opened(&mut self, sid: &str, now: Instant) {
         let Some(i) = self.slot(sid) else { return };
-        if self.slots[i].state != State::Download(Download::Opening) {
+        if !matches!(self.slots[i].state, State::Download(Download::Opening)) {
             return;
         }
         if !self.tx_ok(0, now) {

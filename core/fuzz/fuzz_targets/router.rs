@@ -262,6 +262,9 @@ fuzz_target!(|data: &[u8]| {
                                 let sid = sid.to_owned();
                                 e.handle_transfer_upload_opened(&sid, now);
                             }
+                            transfers::Delivered::CheckUpload { request, .. } => {
+                                assert!(e.transfers().is_busy(request.header.sid), "checked while idle");
+                            }
                             transfers::Delivered::Write { sid, bytes, .. } => {
                                 let (sid, n) = (sid.to_owned(), bytes.len());
                                 e.handle_transfer_written(&sid, n, now);

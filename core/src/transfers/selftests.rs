@@ -303,10 +303,14 @@ fn one_transfer_per_session() {
     let mut reply = [0u8; 1024];
     let get = path_msg(ft::GET_FILE, "a", "/f");
     assert!(matches!(feed(&mut table, &get, t(0), &mut reply), Delivered::OpenDownload { .. }));
-    for m in [get.clone(), put("a", "/g")] {
-        let f = replied(feed(&mut table, &m, t(0), &mut reply), &reply);
-        assert_eq!(err_text(&f), "another file transfer is in progress");
-    }
+    let f = replied(feed(&mut table, &get, t(0), &mut reply), &reply);
+    assert_eq!(err_text(&f), "another file transfer is in progress");
+    // A put_file is checked by the executor first (its policy refusals come before this one).
+    let put_a = put("a", "/g");
+    let d = feed(&mut table, &put_a, t(0), &mut reply);
+    let Delivered::CheckUpload { request, path: "/g", .. } = d else { panic!("{d:?}") };
+    assert_eq!((request.header.typ, request.header.sid), (ft::PUT_FILE, "a"));
+    assert_eq!(table.iter().map(|i| i.direction).next(), Some(Direction::Download));
     // A stat runs beside it; another session has its own.
     let stat = path_msg(ft::STAT, "a", "/f");
     assert!(matches!(feed(&mut table, &stat, t(0), &mut reply), Delivered::Stat { path: "/f", .. }));
@@ -396,6 +400,10 @@ fn limits_apply_when_enforced() {
     assert!(matches!(table.poll_action(&mut pb), Some(Action::Abort { .. })));
     let Some(Action::Send { len }) = table.poll_action(&mut pb) else { panic!() };
     assert_eq!(err_text(&Frame::decode(&pb[..len]).unwrap()), "transmitted bytes limit exhausted");
+    // Device-wide totals, for the status.
+    let r = table.rates_at(t(10_000));
+    assert_eq!((r.tx.total(), r.rx.total()), (4106, 1601));
+    assert!(!r.tx.below(100));
 
     // MaxFileSize: the upload fails once its offset reaches it.
     let cfg = TransferConfig { enforce: true, max_file_size: Some(10), ..TransferConfig::default() };
