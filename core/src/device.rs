@@ -59,8 +59,9 @@ pub enum Action {
         /// Frame length.
         len: usize,
     },
-    /// File work of a transfer: [`transfers::Action::Read`], [`transfers::Action::Commit`] or
-    /// [`transfers::Action::Abort`] (answer with the `handle_transfer_*` it names).
+    /// File work of a transfer: [`transfers::Action::Read`], [`transfers::Action::Commit`],
+    /// [`transfers::Action::Abort`] or [`transfers::Action::TimedOut`] (answer with the
+    /// `handle_transfer_*` it names).
     Transfer(transfers::Action),
     /// Send the first `len` bytes of the buffer given to [`Device::poll_action`]: a file
     /// transfer frame (an ack, an error).
@@ -395,10 +396,12 @@ impl<S: SessionStore, const N: usize, const Q: usize, const T: usize, const TQ: 
 
     /// When [`Device::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.engine.poll_timeout(), self.shells.poll_timeout()) {
+        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
+        };
+        let t = earliest(self.engine.poll_timeout(), self.shells.poll_timeout());
+        earliest(t, self.transfers.poll_timeout())
     }
 
     /// Runs the timers due at `now`.
@@ -407,6 +410,9 @@ impl<S: SessionStore, const N: usize, const Q: usize, const T: usize, const TQ: 
         self.sync_link(now);
         if self.shells.poll_timeout().is_some_and(|at| at <= now) {
             self.shells.handle_timeout(now);
+        }
+        if self.transfers.poll_timeout().is_some_and(|at| at <= now) {
+            self.transfers.handle_timeout(now);
         }
     }
 

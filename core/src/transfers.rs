@@ -18,9 +18,10 @@
 //!  handle_written / handle_committed / handle_read            (executor: I/O done)
 //!  handle_failed(sid, text, code, buf)                        (executor: any step failed)
 //!  handle_session_ended / handle_link_down / handle_stop_all  (sessions, link)
+//!  handle_timeout(now) at poll_timeout()                      (clock: open/read deadlines)
 //!        |
 //!        v
-//!  poll_action(buf) -> Read, Commit, Abort, Send (a frame encoded into buf)
+//!  poll_action(buf) -> Read, Commit, Abort, TimedOut, Send (a frame encoded into buf)
 //! ```
 //!
 //! Frames about the message being handled are encoded into the `reply` buffer of
@@ -45,8 +46,10 @@
 //!
 //! Ours: stored headers are bounded ([`HEADER_CAP`]): a request whose header does not fit is
 //! answered with its `sid` and `typ` but without its props; at most `N` transfers run at once
-//! ([`TABLE_FULL`] beyond). Transfers have no deadline of their own: the executor bounds its
-//! opens and reads (a file on a hung file system) and reports a failure.
+//! ([`TABLE_FULL`] beyond). A download's open and each read may have a deadline
+//! ([`TransferConfig::open_timeout_ms`], [`TransferConfig::read_timeout_ms`]; the reference has
+//! none and blocks on a FIFO forever): when one passes, [`Action::TimedOut`] asks the executor to
+//! interrupt what blocks and answer with its text (which names the path).
 
 use core::fmt;
 
@@ -101,6 +104,11 @@ pub struct TransferConfig {
     pub chunk_len: usize,
     /// Download bytes in flight beyond the last ack.
     pub window_bytes: i64,
+    /// How long the executor may take to open and check a download (`None`: as long as it
+    /// likes, as the reference, which blocks on a FIFO forever).
+    pub open_timeout_ms: Option<u64>,
+    /// How long a download's read may take.
+    pub read_timeout_ms: Option<u64>,
 }
 
 impl Default for TransferConfig {
@@ -112,6 +120,8 @@ impl Default for TransferConfig {
             rx_limit: 0,
             chunk_len: CHUNK_SIZE,
             window_bytes: DOWNLOAD_WINDOW_CHUNKS as i64 * CHUNK_SIZE as i64,
+            open_timeout_ms: None,
+            read_timeout_ms: None,
         }
     }
 }
@@ -161,6 +171,16 @@ pub enum Action {
     Abort {
         /// Session id.
         sid: Id,
+    },
+    /// Session `sid`'s download did not finish `step` in time
+    /// ([`TransferConfig::open_timeout_ms`], [`TransferConfig::read_timeout_ms`]): stop it
+    /// (interrupt what blocks) and answer with [`TransferTable::handle_failed`] (the text names
+    /// the path: the executor's).
+    TimedOut {
+        /// Session id.
+        sid: Id,
+        /// What took too long.
+        step: Step,
     },
     /// Send the first `len` bytes of the buffer given to [`TransferTable::poll_action`].
     Send {
@@ -303,6 +323,16 @@ enum State {
     Download(Download),
 }
 
+/// A download step with a deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// Opening and checking the file.
+    Open,
+    /// One read.
+    Read,
+}
+
 /// Which way a transfer goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -319,6 +349,8 @@ struct Slot {
     state: State,
     /// What errors answer: the request, then (a download) the latest ack.
     answer: Stored,
+    /// When the executor's open or read is overdue.
+    deadline: Option<(Instant, Step)>,
 }
 
 impl Slot {
@@ -357,6 +389,7 @@ pub struct TransferInfo<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Queued {
     Read(Id),
+    TimedOut(Id, Step),
     Commit(Id),
     Abort(Id),
     /// Encode the initial ack (`offset` 0) of `sid`'s upload.
@@ -511,7 +544,7 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
                 let Some(path) = path.filter(|p| !p.is_empty()) else {
                     return handled(text(reply, ERR_BLANK_PATH));
                 };
-                match self.admit(sid, frame, State::Download(Download::Opening)) {
+                match self.admit(sid, frame, State::Download(Download::Opening), now) {
                     Ok(()) => Delivered::OpenDownload { sid, path },
                     Err(t) => handled(text(reply, t)),
                 }
@@ -524,13 +557,13 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
                     // The reference checks the target before it looks for a running transfer.
                     return Delivered::CheckUpload { request: *frame, upload: request, path };
                 }
-                match self.admit(sid, frame, State::Upload(Upload::Opening)) {
+                match self.admit(sid, frame, State::Upload(Upload::Opening), now) {
                     Ok(()) => Delivered::OpenUpload { sid, request, path },
                     Err(t) => handled(text(reply, t)),
                 }
             }
             FileTransferMessage::Chunk { offset, data } => self.chunk(frame, offset, data, reply),
-            FileTransferMessage::Ack { offset } => self.ack(frame, offset, reply),
+            FileTransferMessage::Ack { offset } => self.ack(frame, offset, now, reply),
             FileTransferMessage::Error(e) => {
                 if let Some(i) = self.slot(sid) {
                     let slot = self.remove(i);
@@ -547,11 +580,31 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
     }
 
     /// One transfer at a time per session, at most `N` in all.
-    fn admit(&mut self, sid: &str, frame: &Frame<'_>, state: State) -> Result<(), &'static str> {
+    fn admit(
+        &mut self,
+        sid: &str,
+        frame: &Frame<'_>,
+        state: State,
+        now: Instant,
+    ) -> Result<(), &'static str> {
         if self.is_busy(sid) {
             return Err(ERR_IN_PROGRESS);
         }
-        self.slots.push(Slot { sid: id(sid), state, answer: Stored::of(frame) }).map_err(|_| TABLE_FULL)
+        let deadline = match state {
+            State::Download(_) => self.cfg.open_timeout_ms.map(|ms| (now.add_millis(ms), Step::Open)),
+            State::Upload(_) => None,
+        };
+        let slot = Slot { sid: id(sid), state, answer: Stored::of(frame), deadline };
+        self.slots.push(slot).map_err(|_| TABLE_FULL)
+    }
+
+    /// Asks for the next read of the download at `i` (marked as out by the caller).
+    fn queue_read(&mut self, i: usize, now: Instant) {
+        let deadline = self.cfg.read_timeout_ms.map(|ms| (now.add_millis(ms), Step::Read));
+        let slot = &mut self.slots[i];
+        slot.deadline = deadline;
+        let sid = slot.sid.clone();
+        self.push(Queued::Read(sid));
     }
 
     fn chunk<'a>(
@@ -625,6 +678,7 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
         &mut self,
         frame: &Frame<'a>,
         offset: Option<crate::msgpack::Int>,
+        now: Instant,
         reply: &mut [u8],
     ) -> Delivered<'a> {
         let sid = frame.header.sid;
@@ -667,7 +721,7 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
         } else {
             self.slots[i].answer = Stored::of(frame);
             if read {
-                self.push(Queued::Read(id(sid)));
+                self.queue_read(i, now);
             }
         }
         Delivered::Handled { reply: None }
@@ -731,25 +785,30 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
         if !matches!(self.slots[i].state, State::Download(Download::Opening)) {
             return;
         }
+        self.slots[i].deadline = None;
         if !self.tx_ok(0, now) {
             return self.fail(i, Failure::TxLimit);
         }
         let window = DownloadWindow::with_window(self.cfg.window_bytes);
         self.slots[i].state = State::Download(Download::Sending { window, reading: true });
-        self.push(Queued::Read(id(sid)));
+        self.queue_read(i, now);
     }
 
     /// The executor read `data` of `sid`'s download (empty: the end of the file). The chunk
     /// goes into `buf` (room for the data and [`POLL_BUF_LEN`]); send the first `n` bytes.
     pub fn handle_read(&mut self, sid: &str, data: &[u8], now: Instant, buf: &mut [u8]) -> Option<usize> {
         let i = self.slot(sid)?;
-        let State::Download(Download::Sending { window, reading }) = &mut self.slots[i].state else {
+        let State::Download(Download::Sending { reading, .. }) = &mut self.slots[i].state else {
             return None;
         };
         if !*reading {
             return None;
         }
         *reading = false;
+        self.slots[i].deadline = None;
+        let State::Download(Download::Sending { window, .. }) = &mut self.slots[i].state else {
+            return None;
+        };
         if data.is_empty() {
             let total = window.on_eof();
             let complete = window.is_complete();
@@ -772,7 +831,7 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
             if let State::Download(Download::Sending { reading, .. }) = &mut self.slots[i].state {
                 *reading = true;
             }
-            self.push(Queued::Read(id(sid)));
+            self.queue_read(i, now);
         }
         Some(n)
     }
@@ -786,6 +845,25 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
         let slot = self.remove(i);
         let req = slot.answer.frame()?;
         reply(buf, |b| ft::encode_coded_error_reply(b, &req, text, i64::from(code)))
+    }
+
+    /// When [`TransferTable::handle_timeout`] must be called next: the earliest open or read
+    /// deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.slots.iter().filter_map(|s| s.deadline.map(|(at, _)| at)).min()
+    }
+
+    /// Reports the opens and reads overdue at `now` ([`Action::TimedOut`]); each transfer
+    /// stays until the executor answers it with [`TransferTable::handle_failed`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            if let Some((_, step)) = slot.deadline.filter(|(at, _)| *at <= now) {
+                slot.deadline = None;
+                let sid = slot.sid.clone();
+                self.push(Queued::TimedOut(sid, step));
+            }
+        }
     }
 
     /// Session `sid` ended: its transfer is aborted.
@@ -823,15 +901,18 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
                     let max = window.room().min(self.cfg.chunk_len);
                     if max == 0 {
                         // A stale ack shrank the window meanwhile: the next ack asks again.
-                        if let State::Download(Download::Sending { reading, .. }) = &mut self.slots[i].state {
+                        let slot = &mut self.slots[i];
+                        if let State::Download(Download::Sending { reading, .. }) = &mut slot.state {
                             *reading = false;
                         }
+                        slot.deadline = None;
                         continue;
                     }
                     return Some(Action::Read { sid, max });
                 }
                 Queued::Commit(sid) => return Some(Action::Commit { sid }),
                 Queued::Abort(sid) => return Some(Action::Abort { sid }),
+                Queued::TimedOut(sid, step) => return Some(Action::TimedOut { sid, step }),
                 Queued::Ack0(sid) => reply(buf, |b| ft::encode_ack(b, &sid, 0)),
                 Queued::AckOf(h) => h.frame().and_then(|f| reply(buf, |b| ft::encode_ack_of(b, &f))),
                 Queued::Error(h, failure) => {

@@ -81,6 +81,12 @@ fn drain(e: &mut Dev, open: &mut HashSet<String>, buf: &mut [u8], fresh: Option<
                 );
                 continue;
             }
+            Action::Transfer(transfers::Action::TimedOut { sid, .. }) => {
+                let mut answer = [0u8; 1024];
+                let n = e.handle_transfer_failed(&sid, "i/o timeout", 0, &mut answer);
+                assert!(n.is_some_and(|n| Frame::decode(&answer[..n]).is_ok()), "a timeout unanswered");
+                continue;
+            }
             Action::Transfer(transfers::Action::Commit { sid }) => {
                 e.handle_transfer_committed(&sid);
                 continue;
@@ -158,7 +164,13 @@ fuzz_target!(|data: &[u8]| {
         served: &[Proto::FILE_TRANSFER, Proto::PORT_FORWARD],
     };
     let mut e: Box<Dev> = Box::new(Dev::new(&cfg, ShellConfig::default(), 0x5eed));
-    let ft = TransferConfig { chunk_len: CHUNK, window_bytes: 1_500, ..TransferConfig::default() };
+    let ft = TransferConfig {
+        chunk_len: CHUNK,
+        window_bytes: 1_500,
+        open_timeout_ms: Some(30_000),
+        read_timeout_ms: Some(60_000),
+        ..TransferConfig::default()
+    };
     e.serve_transfers(ft, Instant::ZERO);
     let mut files = Files::new();
     let mut reply = vec![0u8; REPLY_BUF_LEN];

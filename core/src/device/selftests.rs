@@ -375,6 +375,26 @@ fn file_transfer_through_the_device() {
     assert_eq!(out[0], abort("c1"));
     assert!(matches!(&out[1], Out::Engine(engine::Action::SessionEnded { sid, .. }) if sid == "c1"));
 
+    // The device's timer includes a download's open deadline.
+    let deadline =
+        transfers::TransferConfig { open_timeout_ms: Some(30_000), ..transfers::TransferConfig::default() };
+    d.serve_transfers(deadline, t(4));
+    open_session(&mut d, "c3", t(4));
+    let n = path_body(&mut body, "/f");
+    d.handle_frame(ft_msg(&mut inb, crate::filetransfer::GET_FILE, "c3", None, &body[..n]), t(4), &mut reply);
+    assert_eq!(d.poll_timeout(), Some(t(30_004)));
+    d.handle_timeout(t(30_004));
+    let out = drain(&mut d);
+    assert!(
+        out.contains(&Out::Transfer(transfers::Action::TimedOut {
+            sid: s("c3"),
+            step: transfers::Step::Open
+        })),
+        "{out:?}"
+    );
+    let n = d.handle_transfer_failed("c3", "too slow", 0, &mut reply).unwrap();
+    assert_eq!(ft_frame(&reply[..n]), Out::FtFrame(s("error"), s("c3"), None));
+
     // A dropped link aborts what runs.
     open_session(&mut d, "c2", t(5));
     let n = path_body(&mut body, "/f");

@@ -419,7 +419,63 @@ fn limits_apply_when_enforced() {
     assert!(!table.is_busy("s"));
 }
 
+/// Opens and reads that take too long, on a virtual clock: the executor is told once, the
+/// transfer waits for its answer; a read in time clears the deadline.
+fn slow_opens_and_reads_time_out() {
+    let cfg = TransferConfig {
+        open_timeout_ms: Some(30_000),
+        read_timeout_ms: Some(60_000),
+        ..TransferConfig::default()
+    };
+    let mut table = Table::new(cfg, t(0));
+    let mut reply = [0u8; 1024];
+    let mut buf = [0u8; 8192];
+    assert_eq!(table.poll_timeout(), None);
+    let get = path_msg(ft::GET_FILE, "d", "/dev/slow");
+    feed(&mut table, &get, t(1_000), &mut reply);
+    assert_eq!(table.poll_timeout(), Some(t(31_000)));
+    table.handle_timeout(t(30_999));
+    assert!(drain(&mut table).1.is_empty());
+    table.handle_timeout(t(31_000));
+    let (_, acts) = drain(&mut table);
+    assert!(matches!(&acts[..], [Action::TimedOut { sid, step: Step::Open }] if sid == "d"), "{acts:?}");
+    assert_eq!(table.poll_timeout(), None, "told once");
+    let n = table.handle_failed(
+        "d",
+        "failed to open file for reading: open /dev/slow: i/o timeout",
+        0,
+        &mut reply,
+    );
+    assert_eq!(
+        err_text(&Frame::decode(&reply[..n.unwrap()]).unwrap()),
+        "failed to open file for reading: open /dev/slow: i/o timeout"
+    );
+    assert!(!table.is_busy("d"));
+
+    // Opened in time: the read has its own deadline, renewed with each read asked.
+    feed(&mut table, &get, t(40_000), &mut reply);
+    table.handle_download_opened("d", t(45_000));
+    drain(&mut table);
+    assert_eq!(table.poll_timeout(), Some(t(105_000)));
+    table.handle_read("d", b"abc", t(100_000), &mut buf).unwrap();
+    drain(&mut table);
+    assert_eq!(table.poll_timeout(), Some(t(160_000)));
+    table.handle_timeout(t(160_000));
+    let (_, acts) = drain(&mut table);
+    assert!(matches!(&acts[..], [Action::TimedOut { step: Step::Read, .. }]), "{acts:?}");
+    // A window that is full waits for the peer, not for the executor: no deadline.
+    let cfg = TransferConfig { read_timeout_ms: Some(60_000), window_bytes: 3, ..TransferConfig::default() };
+    let mut table = Table::new(cfg, t(0));
+    feed(&mut table, &get, t(0), &mut reply);
+    table.handle_download_opened("d", t(0));
+    drain(&mut table);
+    table.handle_read("d", b"abc", t(1), &mut buf).unwrap();
+    assert!(drain(&mut table).1.is_empty());
+    assert_eq!(table.poll_timeout(), None);
+}
+
 crate::selftests!(
+    slow_opens_and_reads_time_out,
     upload_offsets_and_ack_batching,
     download_keeps_to_the_window,
     malformed_acks_and_chunks_get_the_reference_texts,
