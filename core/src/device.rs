@@ -171,7 +171,8 @@ impl<S: SessionStore, const N: usize, const Q: usize, const T: usize, const TQ: 
     }
 
     /// Serves file transfer (protocol 2, listed in `accept`) with the device's own table: its
-    /// messages no longer come out as [`Routed::Deliver`]. Rate counters start at `now`.
+    /// messages no longer come out as [`Routed::Deliver`]. Rate counters start at `now`. Call it
+    /// once, before sessions open: a table in use is replaced without aborting its transfers.
     pub fn serve_transfers(&mut self, cfg: TransferConfig, now: Instant) {
         self.engine.serve(crate::frame::Proto::FILE_TRANSFER);
         self.transfers = TransferTable::new(cfg, now);
