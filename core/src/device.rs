@@ -13,6 +13,13 @@
 //! processes) comes out as [`Action::Shell`] and goes back in as
 //! [`Device::handle_shell_spawned`]/[`Device::handle_shell_exited`].
 //!
+//! File transfer (protocol 2) is composed the same way once [`Device::serve_transfers`] is
+//! called (before that its messages are delivered as [`Routed::Deliver`], for a handler of the
+//! caller's): its messages go to a [`TransferTable`], what they ask of the executor comes back
+//! as [`Delivered::Transfer`] (borrowed: a path, a chunk's body) and [`Action::Transfer`]
+//! (read, commit, abort), its frames as [`Action::SendTransfer`]; the executor reports back with
+//! `handle_transfer_*`. A session that ends, a dropped link and stop-all abort its transfers.
+//!
 //! Rules for the caller as for the engine: after every `handle_*`, drain
 //! [`Device::poll_action`] until `None`, then re-arm one timer at [`Device::poll_timeout`].
 
@@ -27,12 +34,16 @@ use crate::portforward::{self as pf, PortForwardMessage, Protocol};
 use crate::shell::{self as proto, ShellMessage, Status, TermSize};
 use crate::shells::{self, Reply, SHELL_STARTED, STOPPED_SHELL_TEXT, ShellConfig, ShellTable};
 use crate::time::Instant;
+use crate::transfers::{self, TransferConfig, TransferTable};
 
 pub use crate::control_sessions::{FixedStore, Routed};
 
 /// Buffer size [`Device::poll_action`] needs: the engine's, or a shell reply on the longest
 /// sid with the longest refusal text.
 pub const POLL_BUF_LEN: usize = crate::control_sessions::POLL_BUF_LEN + 2 * crate::sessions::ID_CAP + 128;
+
+// The table's frames are encoded into the same buffer.
+const _: () = assert!(POLL_BUF_LEN >= transfers::POLL_BUF_LEN);
 
 /// What the caller must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +70,16 @@ pub enum Action {
     /// Send the first `len` bytes of the buffer given to [`Device::poll_action`]: a
     /// port-forward frame (`new` once dialled, `ack`, `stop`, or an `error` with the refusal).
     SendForward {
+        /// Frame length.
+        len: usize,
+    },
+    /// File work of a transfer: [`transfers::Action::Read`], [`transfers::Action::Commit`],
+    /// [`transfers::Action::Abort`] or [`transfers::Action::TimedOut`] (answer with the
+    /// `handle_transfer_*` it names).
+    Transfer(transfers::Action),
+    /// Send the first `len` bytes of the buffer given to [`Device::poll_action`]: a file
+    /// transfer frame (an ack, an error).
+    SendTransfer {
         /// Frame length.
         len: usize,
     },
@@ -146,6 +167,9 @@ pub enum Delivered<'a> {
         /// Its `err`.
         err: Option<&'a str>,
     },
+    /// A file-transfer message asks something of the executor (or was answered: then
+    /// [`transfers::Delivered::Handled`] with the reply in the caller's buffer).
+    Transfer(transfers::Delivered<'a>),
 }
 
 /// The [`forwards`] storage of a [`Device`] that does not choose one: 4 connections inline.
@@ -159,10 +183,21 @@ pub const FORWARD_INVALID_TEXT: &str =
 /// The `error` for a port-forward type the device does not know.
 pub const FORWARD_UNKNOWN_TYPE_TEXT: &str = "unknown message type";
 
+/// Transfers a device runs at once by default.
+pub const DEFAULT_TRANSFERS: usize = 2;
+
 /// The engine and a table of at most `N` shells (`Q` ≥ [`shells::queue_len`]`(N)` queued
-/// actions), control sessions in `S`, forwarded connections in `F`.
+/// actions), forwarded connections in `F`, and `T` file transfers (`TQ` ≥
+/// [`transfers::queue_len`]`(T)`); control sessions in `S`.
 #[derive(Clone, Debug)]
-pub struct Device<S, const N: usize, const Q: usize, F = DefaultForwards> {
+pub struct Device<
+    S,
+    const N: usize,
+    const Q: usize,
+    F = DefaultForwards,
+    const T: usize = DEFAULT_TRANSFERS,
+    const TQ: usize = { transfers::queue_len(DEFAULT_TRANSFERS) },
+> {
     engine: Engine<S>,
     shells: ShellTable<N, Q>,
     forwards: ForwardTable<F>,
@@ -172,14 +207,23 @@ pub struct Device<S, const N: usize, const Q: usize, F = DefaultForwards> {
     up: bool,
     /// An engine action held back until the shell actions it caused are out.
     held: Option<engine::Action>,
+    transfers: TransferTable<T, TQ>,
+    /// Protocol 2 goes to `transfers` ([`Device::serve_transfers`]).
+    serve_transfers: bool,
 }
 
 /// A device with `C` control sessions and `N` shells inline (and [`DefaultForwards`]).
 pub type FixedDevice<const C: usize, const N: usize, const Q: usize, F = DefaultForwards> =
     Device<FixedStore<C>, N, Q, F>;
 
-impl<const C: usize, const N: usize, const Q: usize, F: ForwardStore + Default>
-    Device<FixedStore<C>, N, Q, F>
+impl<
+    const C: usize,
+    const N: usize,
+    const Q: usize,
+    F: ForwardStore + Default,
+    const T: usize,
+    const TQ: usize,
+> Device<FixedStore<C>, N, Q, F, T, TQ>
 {
     /// A new device (no credentials). The table's own disconnect grace is turned off: the
     /// link supervisor's ([`crate::link::LinkConfig::disconnect_grace_ms`]) applies.
@@ -188,9 +232,18 @@ impl<const C: usize, const N: usize, const Q: usize, F: ForwardStore + Default>
     }
 }
 
-impl<S: SessionStore, const N: usize, const Q: usize, F: ForwardStore + Default> Device<S, N, Q, F> {
+impl<
+    S: SessionStore,
+    const N: usize,
+    const Q: usize,
+    F: ForwardStore + Default,
+    const T: usize,
+    const TQ: usize,
+> Device<S, N, Q, F, T, TQ>
+{
     /// Composes `engine` (no link up yet) with a shell table. Port-forward messages are
-    /// delivered to the caller ([`Routed::Deliver`]) until [`Device::with_forwards`].
+    /// delivered to the caller ([`Routed::Deliver`]) until [`Device::with_forwards`], file
+    /// transfer messages until [`Device::serve_transfers`].
     pub fn with_engine(engine: Engine<S>, shells: ShellConfig) -> Self {
         let cfg = ShellConfig { disconnect_grace_ms: None, ..shells };
         Self {
@@ -200,6 +253,8 @@ impl<S: SessionStore, const N: usize, const Q: usize, F: ForwardStore + Default>
             forwards: ForwardTable::with_store(ForwardConfig::default(), F::default()),
             forwarding: false,
             held: None,
+            transfers: TransferTable::new(TransferConfig::default(), Instant::from_millis(0)),
+            serve_transfers: false,
         }
     }
 
@@ -220,6 +275,82 @@ impl<S: SessionStore, const N: usize, const Q: usize, F: ForwardStore + Default>
     /// The port-forward table (read-only).
     pub fn forwards(&self) -> &ForwardTable<F> {
         &self.forwards
+    }
+
+    /// Serves file transfer (protocol 2, listed in `accept`) with the device's own table: its
+    /// messages no longer come out as [`Routed::Deliver`]. Rate counters start at `now`. Call it
+    /// once, before sessions open: a table in use is replaced without aborting its transfers.
+    pub fn serve_transfers(&mut self, cfg: TransferConfig, now: Instant) {
+        self.engine.serve(crate::frame::Proto::FILE_TRANSFER);
+        self.transfers = TransferTable::new(cfg, now);
+        self.serve_transfers = true;
+    }
+
+    /// The file-transfer table (read-only).
+    pub fn transfers(&self) -> &TransferTable<T, TQ> {
+        &self.transfers
+    }
+
+    /// The executor opened the temporary file of `sid`'s upload
+    /// ([`transfers::Delivered::OpenUpload`]).
+    pub fn handle_transfer_upload_opened(&mut self, sid: &str, now: Instant) {
+        self.transfers.handle_upload_opened(sid, now);
+    }
+
+    /// The executor opened and checked `sid`'s download ([`transfers::Delivered::OpenDownload`]).
+    pub fn handle_transfer_download_opened(&mut self, sid: &str, now: Instant) {
+        self.transfers.handle_download_opened(sid, now);
+    }
+
+    /// The executor wrote `n` bytes of `sid`'s upload ([`transfers::Delivered::Write`]).
+    pub fn handle_transfer_written(&mut self, sid: &str, n: usize, now: Instant) {
+        self.transfers.handle_written(sid, n, now);
+    }
+
+    /// The executor committed `sid`'s upload ([`transfers::Action::Commit`]).
+    pub fn handle_transfer_committed(&mut self, sid: &str) {
+        self.transfers.handle_committed(sid);
+    }
+
+    /// The executor read `data` of `sid`'s download ([`transfers::Action::Read`]; empty: the
+    /// end of the file): the chunk to send is the first `n` bytes of `buf`.
+    pub fn handle_transfer_read(
+        &mut self,
+        sid: &str,
+        data: &[u8],
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        let n = self.transfers.handle_read(sid, data, now, buf);
+        if let Some(n) = n {
+            self.engine.count_sent(sid, n);
+        }
+        n
+    }
+
+    /// A step of `sid`'s transfer failed in the executor: the answer (`text`, `code`) is the
+    /// first `n` bytes of `buf`.
+    pub fn handle_transfer_failed(
+        &mut self,
+        sid: &str,
+        text: &str,
+        code: u16,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        let n = self.transfers.handle_failed(sid, text, code, buf);
+        if let Some(n) = n {
+            self.engine.count_sent(sid, n);
+        }
+        n
+    }
+
+    /// Ends control session `sid` on the device's initiative (see [`Engine::kill_session`]);
+    /// its forwarded connections are closed and its transfer is aborted.
+    pub fn kill_session(&mut self, sid: &str, buf: &mut [u8]) -> Option<(Option<usize>, Option<Proto>)> {
+        let r = self.engine.kill_session(sid, buf)?;
+        self.forwards.handle_session_closed(sid);
+        self.transfers.handle_session_ended(sid);
+        Some(r)
     }
 
     /// The engine (read-only).
@@ -245,8 +376,10 @@ impl<S: SessionStore, const N: usize, const Q: usize, F: ForwardStore + Default>
                 self.shells.handle_reconnected(now);
             } else {
                 self.shells.handle_disconnected(now);
-                // Control sessions do not survive the websocket, nor do their connections.
+                // Control sessions do not survive the link, nor do their connections and
+                // transfers.
                 self.forwards.handle_all_closed();
+                self.transfers.handle_link_down();
             }
             self.up = up;
         }
@@ -290,6 +423,7 @@ impl<S: SessionStore, const N: usize, const Q: usize, F: ForwardStore + Default>
         self.sync_link(now);
         self.shells.handle_stop_all();
         self.forwards.handle_all_closed();
+        self.transfers.handle_stop_all();
     }
 
     /// The executor started (or failed to start) the shell of an [`shells::Action::SpawnShell`].
@@ -314,6 +448,15 @@ impl<S: SessionStore, const N: usize, const Q: usize, F: ForwardStore + Default>
             Routed::Shell(f) => f,
             Routed::Deliver(f) if self.forwarding && f.header.proto == Proto::PORT_FORWARD => {
                 return self.forward_frame(&f, now, reply);
+            }
+            Routed::Deliver(f)
+                if self.serve_transfers && f.header.proto == crate::frame::Proto::FILE_TRANSFER =>
+            {
+                let d = self.transfers.handle_frame(&f, now, reply);
+                if let transfers::Delivered::Handled { reply: Some(n) } = d {
+                    self.engine.count_sent(f.header.sid, n);
+                }
+                return Delivered::Transfer(d);
             }
             Routed::Handled { reply, note: Note::ShellDisabled } => return Delivered::Handled { reply },
             other => return Delivered::Engine(other),
@@ -437,19 +580,17 @@ impl<S: SessionStore, const N: usize, const Q: usize, F: ForwardStore + Default>
         self.forwards.handle_ended(sid, cid);
     }
 
-    /// See [`Engine::kill_session`]; the session's forwarded connections close too.
-    pub fn kill_session(&mut self, sid: &str, buf: &mut [u8]) -> Option<(Option<usize>, Option<Proto>)> {
-        let r = self.engine.kill_session(sid, buf)?;
-        self.forwards.handle_session_closed(sid);
-        Some(r)
-    }
-
     /// When [`Device::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.engine.poll_timeout(), self.shells.poll_timeout(), self.forwards.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.engine.poll_timeout(),
+            self.shells.poll_timeout(),
+            self.forwards.poll_timeout(),
+            self.transfers.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs the timers due at `now`.
@@ -461,6 +602,9 @@ impl<S: SessionStore, const N: usize, const Q: usize, F: ForwardStore + Default>
         }
         if self.forwards.poll_timeout().is_some_and(|at| at <= now) {
             self.forwards.handle_timeout(now);
+        }
+        if self.transfers.poll_timeout().is_some_and(|at| at <= now) {
+            self.transfers.handle_timeout(now);
         }
     }
 
@@ -480,25 +624,38 @@ impl<S: SessionStore, const N: usize, const Q: usize, F: ForwardStore + Default>
                 }
                 continue;
             }
+            if let Some(a) = self.transfers.poll_action(buf) {
+                return Some(match a {
+                    transfers::Action::Send { len } => {
+                        if let Some(f) = buf.get(..len).and_then(|b| crate::Frame::decode(b).ok()) {
+                            self.engine.count_sent(f.header.sid, len);
+                        }
+                        Action::SendTransfer { len }
+                    }
+                    a => Action::Transfer(a),
+                });
+            }
             if let Some(a) = self.held.take() {
                 return Some(Action::Engine(a));
             }
             let a = self.engine.poll_action(buf)?;
-            match a {
+            match &a {
+                engine::Action::SessionEnded { sid, .. } => {
+                    self.forwards.handle_session_closed(sid);
+                    self.transfers.handle_session_ended(sid);
+                }
                 engine::Action::Link(LinkAction::ReapOrphans) => {
                     self.shells.handle_reap_orphans();
                 }
                 engine::Action::Link(LinkAction::StopAllSessions) => {
                     self.shells.handle_stop_all();
                     self.forwards.handle_all_closed();
-                }
-                engine::Action::SessionEnded { ref sid, .. } => {
-                    self.forwards.handle_session_closed(sid);
+                    self.transfers.handle_stop_all();
                 }
                 _ => return Some(Action::Engine(a)),
             }
-            // Its shell stops and connection closes first, then the action itself (for the
-            // caller's log).
+            // Its shell stops, connection closes and transfer aborts first, then the action
+            // itself (for the caller's log and its own per-session state).
             self.held = Some(a);
         }
     }

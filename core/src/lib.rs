@@ -23,6 +23,7 @@
 //! | sessions   session ids, expiry rule (the reference's, settled once)      |
 //! | shells     shell session table: limits, expiry, health check             |
 //! | transfer   file-transfer chunk/ack window bookkeeping                    |
+//! | transfers  file-transfer request state per session: uploads, downloads   |
 //! | forwards   port-forward connection table: limits, acks, timeouts         |
 //! | rate       per-minute Tx/Rx byte counters (moving average)               |
 //! | backoff    reconnect delay, full jitter, reset after stable period       |
@@ -64,6 +65,7 @@ pub mod shell;
 pub mod shells;
 pub mod time;
 pub mod transfer;
+pub mod transfers;
 
 pub use error::{DecodeError, EncodeError};
 pub use frame::{Frame, FrameOut, Header, MAX_FRAME_LEN, Prop, PropValue, Props, Proto};

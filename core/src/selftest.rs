@@ -73,6 +73,7 @@ pub const ALL: &[&[SelfTest]] = &[
     crate::shells::selftests::SELFTESTS,
     crate::forwards::selftests::SELFTESTS,
     crate::transfer::selftests::SELFTESTS,
+    crate::transfers::selftests::SELFTESTS,
     crate::rate::selftests::SELFTESTS,
     crate::keepalive::selftests::SELFTESTS,
     crate::link::selftests::SELFTESTS,

@@ -1,27 +1,29 @@
 //! Fuzzes the device side of the protocol (`mender_connect_core::device::Device`: the engine with
-//! the shell and port-forward tables composed in) with arbitrary sequences of websocket
-//! messages, clock steps and link events, on a virtual clock; every shell it asks for starts
-//! and every connection it dials connects at once.
+//! the shell, port-forward and file-transfer tables composed in) with arbitrary sequences of
+//! websocket messages, clock steps and link events, on a virtual clock; every shell it asks for
+//! starts, every connection it dials connects at once, and every file step succeeds at once.
 //!
 //! Input: a sequence of records. `0x00 n` advances the clock by `n` seconds and runs the due
 //! timers; `0xFF k` feeds link event `k % 7` (credentials changed / unchanged / unauthorized,
 //! revoked, dial succeeded, dial failed, link closed); any other first byte is followed by a
 //! little-endian `u16` length and that many bytes, handled as one websocket message.
 //!
-//! File transfer (2) and port forward (3) are served, mender-client (4) is not (the "no handler"
+//! File transfer (2) and port forward (3) are served by the device's own tables (every download
+//! is 2,500 bytes, read 1,000 at a time); mender-client (4) is not served (the "no handler"
 //! path); the shell protocol is on. Checked: every reply is a decodable frame for the message's
-//! sid, an undecodable message gets exactly one control error, messages are delivered only for
-//! served protocols and open sessions, every session that leaves the table is reported once
-//! (or dropped with the link), the table never exceeds its capacity, timers never lie in the
-//! past after they ran, and link actions fit the link's state; shell frames are decodable
-//! protocol-1 frames, shell input and resizes go only to open shells, the shell table never
-//! exceeds its capacity and is empty once the device is unauthorized or shut down; port-forward
-//! frames are decodable protocol-3 frames for open sessions, dials and data are for admitted
-//! connections of open sessions, and no connection outlives its session, the link or the
-//! table's capacity.
+//! sid, an undecodable message gets exactly one control error, no message is delivered raw,
+//! every session that leaves the table is reported once (or dropped with the link), the table
+//! never exceeds its capacity, timers never lie in the past after they ran, and link actions fit
+//! the link's state; shell frames are decodable protocol-1 frames, shell input and resizes go
+//! only to open shells, the shell table never exceeds its capacity and is empty once the device
+//! is unauthorized or shut down; port-forward frames are decodable protocol-3 frames for open
+//! sessions, dials and data are for admitted connections of open sessions, and no connection
+//! outlives its session, the link or the table's capacity; file-transfer frames are decodable
+//! protocol-2 frames, a read is asked only of a running download, never beyond the window, and
+//! transfers run only in open sessions.
 #![no_main]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use libfuzzer_sys::fuzz_target;
 use mender_connect_core::backoff::BackoffConfig;
@@ -33,6 +35,7 @@ use mender_connect_core::forwards::{self, FixedForwards, ForwardConfig};
 use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig, LinkState};
 use mender_connect_core::shells::{self, ShellConfig};
 use mender_connect_core::time::Instant;
+use mender_connect_core::transfers::{self, TransferConfig};
 use mender_connect_core::{Frame, MAX_FRAME_LEN, Proto};
 
 const CAP: usize = 16;
@@ -62,11 +65,54 @@ fn check_reply(reply: &[u8], sid: &str) {
 /// Drains the actions, checking each against the model of open sessions.
 /// `fresh`: the sid of the message just handled, which may have opened and ended a session at
 /// once (a `close` or a rejected `open` as its first message). Dials connect at `now`.
-fn drain(e: &mut Dev, open: &mut HashSet<String>, buf: &mut [u8], fresh: Option<&str>, now: Instant) {
+fn drain(
+    e: &mut Dev,
+    open: &mut HashSet<String>,
+    buf: &mut [u8],
+    fresh: Option<&str>,
+    files: &mut Files,
+    now: Instant,
+) {
     let mut fresh_seen = false;
     while let Some(a) = e.poll_action(buf) {
         let a = match a {
             Action::Engine(a) => a,
+            Action::SendTransfer { len } => {
+                let f = Frame::decode(&buf[..len]).expect("file-transfer frames decode");
+                assert_eq!(f.header.proto, Proto::FILE_TRANSFER);
+                continue;
+            }
+            Action::Transfer(transfers::Action::Read { sid, max }) => {
+                assert!(e.transfers().is_busy(&sid), "a read for no transfer");
+                assert!(max > 0 && max <= CHUNK, "read of {max}");
+                let done = files.entry(sid.to_string()).or_insert(0);
+                let n = max.min(1_000).min(FILE - *done);
+                *done += n;
+                let mut chunk = vec![0u8; n + 1024];
+                let len =
+                    e.handle_transfer_read(&sid, &vec![7u8; n], Instant::ZERO, &mut chunk).expect("a chunk");
+                let f = Frame::decode(&chunk[..len]).expect("chunks decode");
+                assert_eq!(
+                    (f.header.proto, f.header.sid, f.body.len()),
+                    (Proto::FILE_TRANSFER, sid.as_str(), n)
+                );
+                continue;
+            }
+            Action::Transfer(transfers::Action::TimedOut { sid, .. }) => {
+                let mut answer = [0u8; 1024];
+                let n = e.handle_transfer_failed(&sid, "i/o timeout", 0, &mut answer);
+                assert!(n.is_some_and(|n| Frame::decode(&answer[..n]).is_ok()), "a timeout unanswered");
+                continue;
+            }
+            Action::Transfer(transfers::Action::Commit { sid }) => {
+                e.handle_transfer_committed(&sid);
+                continue;
+            }
+            Action::Transfer(transfers::Action::Abort { sid }) => {
+                assert!(!e.transfers().is_busy(&sid), "an aborted transfer stays");
+                files.remove(sid.as_str());
+                continue;
+            }
             Action::SendShell { len } => {
                 let f = Frame::decode(&buf[..len]).expect("shell frames decode");
                 assert_eq!(f.header.proto, Proto::SHELL);
@@ -129,7 +175,16 @@ fn drain(e: &mut Dev, open: &mut HashSet<String>, buf: &mut [u8], fresh: Option<
     assert!(e.shells().len() <= SHELLS);
     assert!(e.forwards().len() <= FORWARDS);
     assert_eq!(e.forwards().overflowed(), 0);
+    let sids = open_sids(e);
+    assert!(e.transfers().iter().all(|t| sids.contains(t.sid)), "a transfer outside a session");
 }
+
+/// Bytes read of each session's download.
+type Files = HashMap<String, usize>;
+/// Every download's size.
+const FILE: usize = 2_500;
+/// Download chunk and window.
+const CHUNK: usize = 1_000;
 
 fuzz_target!(|data: &[u8]| {
     let cfg = Config {
@@ -144,12 +199,21 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut e: Box<Dev> =
         Box::new(Dev::new(&cfg, ShellConfig::default(), 0x5eed).with_forwards(ForwardConfig::default()));
+    let ft = TransferConfig {
+        chunk_len: CHUNK,
+        window_bytes: 1_500,
+        open_timeout_ms: Some(30_000),
+        read_timeout_ms: Some(60_000),
+        ..TransferConfig::default()
+    };
+    e.serve_transfers(ft, Instant::ZERO);
+    let mut files = Files::new();
     let mut reply = vec![0u8; REPLY_BUF_LEN];
     let mut buf = [0u8; DEVICE_POLL_BUF_LEN];
     let mut open = HashSet::new();
     let mut now = Instant::ZERO;
     e.handle_credentials(CredentialsUpdate::Changed, now);
-    drain(&mut e, &mut open, &mut buf, None, now);
+    drain(&mut e, &mut open, &mut buf, None, &mut files, now);
     e.handle_connected(now);
 
     let mut rest = data;
@@ -162,7 +226,7 @@ fuzz_target!(|data: &[u8]| {
                 let mut rounds = 0;
                 while let Some(at) = e.poll_timeout().filter(|at| *at <= now) {
                     e.handle_timeout(at);
-                    drain(&mut e, &mut open, &mut buf, None, now);
+                    drain(&mut e, &mut open, &mut buf, None, &mut files, now);
                     rounds += 1;
                     assert!(rounds < 4 * CAP + 16, "timer at {at:?} does not advance");
                 }
@@ -183,7 +247,7 @@ fuzz_target!(|data: &[u8]| {
                     }
                     _ => assert_eq!(e.handle_link_closed(now).is_some(), was_up),
                 }
-                drain(&mut e, &mut open, &mut buf, None, now);
+                drain(&mut e, &mut open, &mut buf, None, &mut files, now);
                 if !e.engine().link().is_up() {
                     assert_eq!(e.engine().session_count(), 0);
                     assert!(e.forwards().is_empty(), "connections outlive the link");
@@ -239,10 +303,36 @@ fuzz_target!(|data: &[u8]| {
                             check_reply(&reply[..n], sid);
                         }
                     }
+                    Delivered::Transfer(d) => {
+                        assert!(up);
+                        assert!(open_sids(&e).contains(sid), "a transfer message outside a session");
+                        match d {
+                            transfers::Delivered::Handled { reply: Some(n) } => {
+                                let f = Frame::decode(&reply[..n]).expect("file-transfer replies decode");
+                                assert_eq!((f.header.proto, f.header.sid), (Proto::FILE_TRANSFER, sid));
+                            }
+                            transfers::Delivered::OpenDownload { sid, .. } => {
+                                let sid = sid.to_owned();
+                                files.remove(&sid);
+                                e.handle_transfer_download_opened(&sid, now);
+                            }
+                            transfers::Delivered::OpenUpload { sid, .. } => {
+                                let sid = sid.to_owned();
+                                e.handle_transfer_upload_opened(&sid, now);
+                            }
+                            transfers::Delivered::CheckUpload { request, .. } => {
+                                assert!(e.transfers().is_busy(request.header.sid), "checked while idle");
+                            }
+                            transfers::Delivered::Write { sid, bytes, .. } => {
+                                let (sid, n) = (sid.to_owned(), bytes.len());
+                                e.handle_transfer_written(&sid, n, now);
+                            }
+                            _ => {}
+                        }
+                    }
                     Delivered::Engine(Routed::Deliver(f)) => {
                         assert!(up);
-                        assert_eq!(f.header.proto, Proto::FILE_TRANSFER, "the device handles port forward");
-                        assert!(open_sids(&e).contains(f.header.sid), "delivered outside a session");
+                        panic!("the device handles both served protocols, got {:?}", f.header.proto);
                     }
                     Delivered::Engine(Routed::Shell(_)) => panic!("the device handles shell messages"),
                     _ => {}
@@ -252,13 +342,13 @@ fuzz_target!(|data: &[u8]| {
                     open.insert(s);
                 }
                 let fresh = (!before.contains(sid)).then_some(sid);
-                drain(&mut e, &mut open, &mut buf, fresh, now);
+                drain(&mut e, &mut open, &mut buf, fresh, &mut files, now);
                 assert_eq!(open, open_sids(&e), "the model and the table disagree");
             }
         }
     }
     e.handle_shutdown(now);
-    drain(&mut e, &mut open, &mut buf, None, now);
+    drain(&mut e, &mut open, &mut buf, None, &mut files, now);
     assert_eq!(e.engine().session_count(), 0);
     assert!(e.shells().is_empty());
     assert!(e.forwards().is_empty());

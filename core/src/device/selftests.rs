@@ -10,16 +10,23 @@ use heapless::{String, Vec};
 
 type Dev = FixedDevice<2, 4, { shells::queue_len(4) }>;
 
-fn t(ms: u64) -> Instant {
-    Instant::from_millis(ms)
-}
+use crate::selftest::t;
 
 /// What came out, with shell frames decoded.
 #[derive(Debug, PartialEq, Eq)]
 enum Out {
     Engine(engine::Action),
     Shell(shells::Action),
-    Frame { typ: String<8>, sid: String<64>, status: Option<i64>, timeout: Option<i64>, body: String<96> },
+    Frame {
+        typ: String<8>,
+        sid: String<64>,
+        status: Option<i64>,
+        timeout: Option<i64>,
+        body: String<96>,
+    },
+    Transfer(transfers::Action),
+    /// A file-transfer frame: type, sid, `offset`.
+    FtFrame(String<16>, String<64>, Option<i64>),
 }
 
 fn s<const N: usize>(v: &str) -> String<N> {
@@ -56,6 +63,8 @@ fn drain(d: &mut Dev) -> Vec<Out, 16> {
                     body: s(core::str::from_utf8(f.body).unwrap()),
                 }
             }
+            Action::Transfer(a) => Out::Transfer(a),
+            Action::SendTransfer { len } => ft_frame(&buf[..len]),
             other => panic!("not a shell scenario: {other:?}"),
         };
         out.push(o).expect("at most 16 actions");
@@ -260,7 +269,143 @@ fn unauthorized_stops_all() {
     assert!(drain(&mut d).is_empty());
 }
 
+fn ft_frame(bytes: &[u8]) -> Out {
+    let f = Frame::decode(bytes).expect("file-transfer frame decodes");
+    assert_eq!(f.header.proto, Proto::FILE_TRANSFER);
+    let offset = f.header.props.get_int(crate::filetransfer::PROP_OFFSET).and_then(|i| i.as_go_int64());
+    Out::FtFrame(s(f.header.typ), s(f.header.sid), offset)
+}
+
+fn abort(sid: &str) -> Out {
+    Out::Transfer(transfers::Action::Abort { sid: s(sid) })
+}
+
+fn ft_msg<'b>(buf: &'b mut [u8], typ: &str, sid: &str, offset: Option<i64>, body: &[u8]) -> &'b [u8] {
+    let props = [Prop::int64(crate::filetransfer::PROP_OFFSET, offset.unwrap_or(0))];
+    let props = if offset.is_some() { &props[..] } else { &[] };
+    let n = FrameOut { proto: Proto::FILE_TRANSFER, typ, sid, props, body, ..FrameOut::EMPTY }
+        .encode(buf)
+        .unwrap();
+    &buf[..n]
+}
+
+/// A control session `sid` accepted with protocol 2 offered.
+fn open_session(d: &mut Dev, sid: &str, now: Instant) {
+    let (mut inb, mut reply) = ([0u8; 256], [0u8; 1024]);
+    let mut body = [0u8; 32];
+    let n = crate::control::Open::new(&[1]).unwrap().encode(&mut body).unwrap();
+    let props = [Prop::str(proto::PROP_USER_ID, "u1")];
+    let m = FrameOut {
+        proto: Proto::CONTROL,
+        typ: crate::control::OPEN,
+        sid,
+        props: &props,
+        body: &body[..n],
+        ..FrameOut::EMPTY
+    };
+    let len = m.encode(&mut inb).unwrap();
+    let r = d.handle_frame(&inb[..len], now, &mut reply);
+    let Delivered::Engine(Routed::Handled { reply: Some(n), .. }) = r else { panic!("{r:?}") };
+    let f = Frame::decode(&reply[..n]).unwrap();
+    let Ok(crate::control::ControlMessage::Accept(a)) = crate::control::ControlMessage::from_frame(&f) else {
+        panic!("not accepted")
+    };
+    assert!(a.protocols().contains(&Proto::FILE_TRANSFER));
+}
+
+fn path_body(buf: &mut [u8], path: &str) -> usize {
+    crate::filetransfer::StatFile { path: Some(path) }.encode(buf).unwrap()
+}
+
+/// File transfer composed in: requests for the executor, reads and acks, frames out, and
+/// aborts when a session closes or the link drops.
+fn file_transfer_through_the_device() {
+    let mut d = device();
+    d.serve_transfers(transfers::TransferConfig::default(), t(0));
+    open_session(&mut d, "c1", t(0));
+    let (mut inb, mut reply, mut body) = ([0u8; 256], [0u8; 1024], [0u8; 64]);
+    let n = path_body(&mut body, "/etc/f");
+    let r = d.handle_frame(
+        ft_msg(&mut inb, crate::filetransfer::GET_FILE, "c1", None, &body[..n]),
+        t(1),
+        &mut reply,
+    );
+    assert_eq!(r, Delivered::Transfer(transfers::Delivered::OpenDownload { sid: "c1", path: "/etc/f" }));
+    d.handle_transfer_download_opened("c1", t(1));
+    assert_eq!(
+        drain(&mut d).as_slice(),
+        &[Out::Transfer(transfers::Action::Read { sid: s("c1"), max: 4096 })]
+    );
+    let mut chunk = [0u8; 4096 + 256];
+    let len = d.handle_transfer_read("c1", b"hello", t(1), &mut chunk).unwrap();
+    assert_eq!(ft_frame(&chunk[..len]), Out::FtFrame(s("file_chunk"), s("c1"), Some(0)));
+    assert_eq!(
+        drain(&mut d).as_slice(),
+        &[Out::Transfer(transfers::Action::Read { sid: s("c1"), max: 4096 })]
+    );
+    let len = d.handle_transfer_read("c1", b"", t(1), &mut chunk).unwrap();
+    assert_eq!(ft_frame(&chunk[..len]), Out::FtFrame(s("file_chunk"), s("c1"), Some(5)));
+    assert!(drain(&mut d).is_empty());
+    assert!(d.transfers().is_busy("c1"));
+    let r = d.handle_frame(ft_msg(&mut inb, crate::filetransfer::ACK, "c1", Some(5), &[]), t(2), &mut reply);
+    assert_eq!(r, Delivered::Transfer(transfers::Delivered::Handled { reply: None }));
+    assert!(!d.transfers().is_busy("c1"));
+
+    // An upload: the initial ack comes out of the device; the session's close aborts it, then
+    // the engine reports the session's end.
+    let put = crate::filetransfer::UploadRequest { path: Some("/tmp/x"), ..Default::default() };
+    let n = put.encode(&mut body).unwrap();
+    let r = d.handle_frame(
+        ft_msg(&mut inb, crate::filetransfer::PUT_FILE, "c1", None, &body[..n]),
+        t(3),
+        &mut reply,
+    );
+    assert!(matches!(
+        r,
+        Delivered::Transfer(transfers::Delivered::OpenUpload { sid: "c1", path: "/tmp/x", .. })
+    ));
+    d.handle_transfer_upload_opened("c1", t(3));
+    assert_eq!(drain(&mut d).as_slice(), &[Out::FtFrame(s("ack"), s("c1"), Some(0))]);
+    let m = FrameOut { proto: Proto::CONTROL, typ: crate::control::CLOSE, sid: "c1", ..FrameOut::EMPTY };
+    let len = m.encode(&mut inb).unwrap();
+    d.handle_frame(&inb[..len], t(4), &mut reply);
+    let out = drain(&mut d);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0], abort("c1"));
+    assert!(matches!(&out[1], Out::Engine(engine::Action::SessionEnded { sid, .. }) if sid == "c1"));
+
+    // The device's timer includes a download's open deadline.
+    let deadline =
+        transfers::TransferConfig { open_timeout_ms: Some(30_000), ..transfers::TransferConfig::default() };
+    d.serve_transfers(deadline, t(4));
+    open_session(&mut d, "c3", t(4));
+    let n = path_body(&mut body, "/f");
+    d.handle_frame(ft_msg(&mut inb, crate::filetransfer::GET_FILE, "c3", None, &body[..n]), t(4), &mut reply);
+    assert_eq!(d.poll_timeout(), Some(t(30_004)));
+    d.handle_timeout(t(30_004));
+    let out = drain(&mut d);
+    assert!(
+        out.contains(&Out::Transfer(transfers::Action::TimedOut {
+            sid: s("c3"),
+            step: transfers::Step::Open
+        })),
+        "{out:?}"
+    );
+    let n = d.handle_transfer_failed("c3", "too slow", 0, &mut reply).unwrap();
+    assert_eq!(ft_frame(&reply[..n]), Out::FtFrame(s("error"), s("c3"), None));
+
+    // A dropped link aborts what runs.
+    open_session(&mut d, "c2", t(5));
+    let n = path_body(&mut body, "/f");
+    d.handle_frame(ft_msg(&mut inb, crate::filetransfer::GET_FILE, "c2", None, &body[..n]), t(5), &mut reply);
+    d.handle_link_closed(t(6));
+    let out = drain(&mut d);
+    assert_eq!(out.first(), Some(&abort("c2")), "{out:?}");
+    assert_eq!(d.transfers().iter().count(), 0);
+}
+
 crate::selftests!(
+    file_transfer_through_the_device,
     shell_opened_through_the_device,
     health_check_pings_and_failure,
     link_drop_reaps_orphans_after_the_grace,

@@ -1,9 +1,9 @@
 //! The smallest useful device build of the protocol core, for its flash and RAM figures
 //! (footprint.sh): the device engine (`core::device`: link supervision with backoff, control
-//! sessions: handshake, idle ping and timeout, routing; the shell session and port-forward
-//! connection tables composed in) for 16 control sessions, 16 shells and the port-forward
-//! table at its default capacity, every protocol (shell, file transfer, port forward, mender
-//! client), the transfer window,
+//! sessions: handshake, idle ping and timeout, routing; the shell session, port-forward
+//! connection and file-transfer tables composed in) for 16 control sessions, 16 shells, the
+//! port-forward table at its default capacity and 2 transfers, every protocol (shell, file
+//! transfer, port forward, mender client; the tables driven as an executor drives them),
 //! keep-alive and rate counters, a receive buffer of `MAX_FRAME_LEN` and the engine's reply
 //! buffer (`REPLY_BUF_LEN`).
 //!
@@ -19,7 +19,7 @@ use mender_connect_core::device::{Action as DeviceAction, Delivered, FixedDevice
 use mender_connect_core::engine::{
     Action as EngineAction, Config as EngineConfig, FixedEngine, REPLY_BUF_LEN, Routed,
 };
-use mender_connect_core::filetransfer::{self as ft, FileInfo, FileTransferMessage};
+use mender_connect_core::filetransfer::{self as ft, FileInfo};
 use mender_connect_core::forwards::{
     Action as ForwardAction, DEFAULT_MAX_CONNECTIONS, FixedForwards, ForwardConfig, ForwardTable, queue_len,
 };
@@ -32,7 +32,7 @@ use mender_connect_core::rate::RateCounters;
 use mender_connect_core::shell::{self, Status};
 use mender_connect_core::shells::{self as shells, Action as ShellAction, DefaultShellTable, ShellConfig};
 use mender_connect_core::time::Instant;
-use mender_connect_core::transfer::{ChunkOutcome, DownloadWindow, UploadState};
+use mender_connect_core::transfers::{self, DefaultTransferTable, TransferConfig};
 use mender_connect_mcu_tests::{exit, stack_used, write_str, write_usize};
 
 /// The port-forward table's storage at its default capacity (`PortForward.MaxConnections`).
@@ -48,9 +48,9 @@ type Engine = FixedDevice<CONTROL_SESSIONS, SHELLS, { shells::queue_len(SHELLS) 
 
 /// Everything the device keeps between frames.
 struct Device {
-    download: DownloadWindow,
-    upload: UploadState,
     engine: Engine,
+    /// Bytes of the one "file" (`hello`) read by the running download.
+    read: usize,
     keepalive: Keepalive,
     rate: RateCounters,
     rx: [u8; MAX_FRAME_LEN],
@@ -62,8 +62,7 @@ struct Device {
 impl Device {
     fn new(now: Instant) -> Self {
         Self {
-            download: DownloadWindow::new(),
-            upload: UploadState::new(),
+            read: 0,
             engine: Engine::new(
                 &EngineConfig {
                     link: LinkConfig::new(1_000, 60_000, DEFAULT_DISCONNECT_GRACE_MS, false),
@@ -108,6 +107,19 @@ impl Device {
                 DeviceAction::Forward(ForwardAction::Dial { sid, cid }) => {
                     self.engine.handle_forward_dialed(&sid, &cid, true, now);
                 }
+                DeviceAction::SendTransfer { len } => self.send(Ok(len)),
+                // The "file system": every download reads `hello`, every upload commits.
+                DeviceAction::Transfer(transfers::Action::Read { sid, max }) => {
+                    let file = b"hello";
+                    let data = &file[self.read..file.len().min(self.read + max)];
+                    self.read += data.len();
+                    if let Some(n) = self.engine.handle_transfer_read(&sid, data, now, &mut self.tx) {
+                        self.send(Ok(n));
+                    }
+                }
+                DeviceAction::Transfer(transfers::Action::Commit { sid }) => {
+                    self.engine.handle_transfer_committed(&sid)
+                }
                 DeviceAction::Shell(ShellAction::SpawnShell { sid, serial, .. }) => {
                     self.engine.handle_shell_spawned(&sid, serial, true)
                 }
@@ -138,6 +150,34 @@ impl Device {
                 let n = shell::encode_with_status(&mut self.tx, shell::SHELL, sid, Status::Normal, bytes);
                 return self.send(n);
             }
+            Delivered::Transfer(d) => {
+                match d {
+                    transfers::Delivered::Handled { reply: Some(n) } => self.send(Ok(n)),
+                    transfers::Delivered::Stat { request, path } => {
+                        let info = FileInfo {
+                            path: Some(path),
+                            size: Some(5),
+                            mode: Some(0o644),
+                            ..Default::default()
+                        };
+                        let n = ft::encode_file_info(&mut self.tx, request.header.sid, &info);
+                        self.send(n);
+                    }
+                    transfers::Delivered::OpenDownload { sid, .. } => {
+                        self.read = 0;
+                        self.engine.handle_transfer_download_opened(sid, now);
+                    }
+                    transfers::Delivered::OpenUpload { sid, .. } => {
+                        self.engine.handle_transfer_upload_opened(sid, now)
+                    }
+                    transfers::Delivered::Write { sid, bytes, .. } => {
+                        black_box(bytes);
+                        self.engine.handle_transfer_written(sid, bytes.len(), now)
+                    }
+                    _ => {}
+                }
+                return;
+            }
             // Written to the target, which answers with the same bytes at once.
             Delivered::ForwardData { sid, cid, bytes } => {
                 self.engine.handle_forward_written(sid, cid, now);
@@ -152,35 +192,6 @@ impl Device {
         };
         let tx = &mut self.tx;
         let n = match f.header.proto {
-            Proto::FILE_TRANSFER => match FileTransferMessage::from_frame(&f) {
-                Ok(FileTransferMessage::Stat(s)) => {
-                    let info =
-                        FileInfo { path: s.path, size: Some(5), mode: Some(0o644), ..Default::default() };
-                    ft::encode_file_info(tx, f.header.sid, &info)
-                }
-                Ok(FileTransferMessage::GetFile(_)) => {
-                    self.download = DownloadWindow::new();
-                    let n = self.download.next_chunk_len().min(5);
-                    let offset = self.download.on_sent(n);
-                    ft::encode_chunk(tx, f.header.sid, offset, &b"hello"[..n])
-                }
-                Ok(FileTransferMessage::Ack { offset }) => match self.download.on_ack(offset) {
-                    Ok(()) => ft::encode_chunk(tx, f.header.sid, self.download.on_eof(), b""),
-                    Err(_) => ft::encode_error_reply(tx, &f, "invalid offset"),
-                },
-                Ok(FileTransferMessage::PutFile(_)) => {
-                    self.upload = UploadState::new();
-                    ft::encode_ack(tx, f.header.sid, 0)
-                }
-                Ok(FileTransferMessage::Chunk { offset, data }) => {
-                    match self.upload.on_chunk(offset, data.len()) {
-                        Ok(ChunkOutcome::Data { .. }) if !self.upload.should_ack(false) => return,
-                        Ok(_) => ft::encode_ack_of(tx, &f),
-                        Err(_) => ft::encode_coded_error_reply(tx, &f, "bad chunk", 400),
-                    }
-                }
-                _ => ft::encode_error_reply(tx, &f, "not supported"),
-            },
             Proto::MENDER_CLIENT => match MenderClientMessage::from_frame(&f) {
                 Ok(m) if m.command().is_some() => mc::encode_reply(tx, &f, None),
                 _ => mc::encode_reply(tx, &f, Some(mc::UNKNOWN_TYPE_ERROR)),
@@ -242,14 +253,17 @@ const REQUESTS: [&[u8]; 17] = [
     b"\x81\xa3hdr\x83\xa5proto\xcd\xff\xff\xa3typ\xa5close\xa3sid\xd9$0c9ba6e1-4d2b-4c56-9b0c-6fd1d2a4e3f1",
 ];
 
-/// Replies the script must produce: one per request but resize (none) and close (none) and the
-/// port-forward `forward` (the table's `ack` and the target's echo).
-const EXPECTED_REPLIES: usize = 16;
+/// Replies the script must produce: one per request but resize (none) and close (none), the
+/// port-forward `forward` (the table's `ack` and the target's echo), `get_file` (the chunk and
+/// the end-of-file chunk), the final `ack` of the download (none) and the upload's data chunk
+/// (none: acked with the end of file).
+const EXPECTED_REPLIES: usize = 15;
 
 #[unsafe(no_mangle)]
 extern "C" fn mcu_main() -> ! {
     let mut now = Instant::from_millis(0);
     let mut dev = Device::new(now);
+    dev.engine.serve_transfers(TransferConfig::default(), now);
     dev.engine.handle_credentials(CredentialsUpdate::Changed, now);
     dev.engine_actions(now);
     for req in black_box(&REQUESTS) {
@@ -271,12 +285,16 @@ extern "C" fn mcu_main() -> ! {
     write_usize(CONTROL_SESSIONS);
     write_str(" control sessions and ");
     write_usize(SHELLS);
-    write_str(" shells: link and control sessions ");
+    write_str(" shells and ");
+    write_usize(mender_connect_core::device::DEFAULT_TRANSFERS);
+    write_str(" transfers: link and control sessions ");
     write_usize(core::mem::size_of::<FixedEngine<CONTROL_SESSIONS>>());
     write_str(", shell table ");
     write_usize(core::mem::size_of::<DefaultShellTable>());
     write_str(", port-forward table ");
     write_usize(core::mem::size_of::<ForwardTable<Forwards>>());
+    write_str(", transfer table ");
+    write_usize(core::mem::size_of::<DefaultTransferTable>());
     write_str("), replies ");
     write_usize(dev.sent);
     write_str(", stack high-water ");
