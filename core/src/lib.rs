@@ -13,7 +13,8 @@
 //! +--------------------------------------------------------------------------+
 //! | core (this crate): no_std, no alloc, no unsafe, no I/O                   |
 //! |                                                                          |
-//! | device     engine + shell table as one object (bare-metal builds)        |
+//! | device     engine + shell, port-forward and file-transfer tables as one  |
+//! |            object: the device side of the protocol, bytes and now in     |
 //! | engine     link + control sessions; other protocols at its seam          |
 //! | link       link supervision: dial, backoff, token re-read, grace         |
 //! | control_sessions  session table, handshake, idle ping/timeout, caps      |
