@@ -14,6 +14,9 @@
 //! the bounded data queue makes shell readers stop reading their pty while the websocket is
 //! slow or down.
 
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_signal::{Signal, Signals};
@@ -341,7 +344,28 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     None => std::future::pending().await,
                 }
             };
-            sig.or(cred).or(exited).or(forward).or(link_ev).or(control).or(timer).or(release).await
+            // First ready wins, in this order. Polled through `dyn Future`: a chain of `or`
+            // combinators compiles into one nested poll function per turn shape, 50 KB of the
+            // binary; this is one small loop and a poll function per source.
+            let mut sources: [Pin<&mut dyn Future<Output = Event>>; 8] = [
+                pin!(sig),
+                pin!(cred),
+                pin!(exited),
+                pin!(forward),
+                pin!(link_ev),
+                pin!(control),
+                pin!(timer),
+                pin!(release),
+            ];
+            std::future::poll_fn(|cx| {
+                for source in sources.iter_mut() {
+                    if let Poll::Ready(ev) = source.as_mut().poll(cx) {
+                        return Poll::Ready(ev);
+                    }
+                }
+                Poll::Pending
+            })
+            .await
         };
         let now = Instant::now();
         match ev {
