@@ -20,7 +20,6 @@
 //! never blocks the daemon's event loop; the task does I/O only and reports what happened
 //! ([`Event`]) to the router, which feeds it to the device.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -160,6 +159,8 @@ struct Target {
 }
 
 struct Conn {
+    sid: String,
+    cid: String,
     serial: u64,
     target: Target,
     writes: async_channel::Sender<Vec<u8>>,
@@ -172,16 +173,14 @@ struct Conn {
 pub(crate) struct Forwards {
     out: async_channel::Sender<Vec<u8>>,
     events: async_channel::Sender<Event>,
-    conns: HashMap<(String, String), Conn>,
-    /// Targets of admitted `new`s whose dial comes next.
-    pending: HashMap<(String, String), Target>,
+    // Vectors, not maps: the device bounds them (`PortForward.MaxConnections`), a lookup is a
+    // short scan, and each map type would add its own copy of the hash table's code.
+    conns: Vec<Conn>,
+    /// Targets of admitted `new`s whose dial comes next: `(sid, cid, target)`.
+    pending: Vec<(String, String, Target)>,
     /// Bytes of the `forward` frames the tasks sent, per session (status CLI).
-    sent: HashMap<String, Arc<AtomicU64>>,
+    sent: Vec<(String, Arc<AtomicU64>)>,
     serial: u64,
-}
-
-fn key(sid: &str, cid: &str) -> (String, String) {
-    (sid.to_owned(), cid.to_owned())
 }
 
 /// An `error` about `typ` with `text`, no props (as the reference).
@@ -200,18 +199,39 @@ pub(crate) enum Effect {
 impl Forwards {
     /// Tasks send `forward` frames through `out` and report on `events`.
     pub(crate) fn new(out: async_channel::Sender<Vec<u8>>, events: async_channel::Sender<Event>) -> Self {
-        Self { out, events, conns: HashMap::new(), pending: HashMap::new(), sent: HashMap::new(), serial: 0 }
+        Self { out, events, conns: Vec::new(), pending: Vec::new(), sent: Vec::new(), serial: 0 }
+    }
+
+    fn conn(&self, sid: &str, cid: &str) -> Option<&Conn> {
+        self.conns.iter().find(|c| c.sid == sid && c.cid == cid)
+    }
+
+    fn remove_conn(&mut self, sid: &str, cid: &str) -> Option<Conn> {
+        let i = self.conns.iter().position(|c| c.sid == sid && c.cid == cid)?;
+        Some(self.conns.swap_remove(i))
+    }
+
+    /// The byte counter of session `sid`, created on first use.
+    fn sent_counter(&mut self, sid: &str) -> Arc<AtomicU64> {
+        if let Some((_, n)) = self.sent.iter().find(|(s, _)| s == sid) {
+            return Arc::clone(n);
+        }
+        let n = Arc::new(AtomicU64::new(0));
+        self.sent.push((sid.to_owned(), Arc::clone(&n)));
+        n
     }
 
     /// An admitted `new`: its dial follows.
     pub(crate) fn opened(&mut self, sid: &str, cid: &str, protocol: Protocol, host: &str, port: u16) {
         log::info!("port-forward: new {sid}/{cid}: {}/{host}:{port}", protocol.as_str());
-        self.pending.insert(key(sid, cid), Target { protocol, host: host.to_owned(), port });
+        // A reused connection id replaces its predecessor's target, as the table replaces it.
+        self.pending.retain(|(s, c, _)| !(s == sid && c == cid));
+        self.pending.push((sid.to_owned(), cid.to_owned(), Target { protocol, host: host.to_owned(), port }));
     }
 
     /// A `forward` the device took: to the connection's writer.
     pub(crate) fn write(&mut self, sid: &str, cid: &str, bytes: &[u8]) {
-        if let Some(c) = self.conns.get(&key(sid, cid)) {
+        if let Some(c) = self.conn(sid, cid) {
             // The device admits at most `forwards::INBOUND_QUEUE` unacked: the queue holds them.
             if c.writes.try_send(bytes.to_vec()).is_err() {
                 log::error!("port-forward[{sid}/{cid}]: write queue full; dropping a forward");
@@ -223,11 +243,14 @@ impl Forwards {
     pub(crate) fn execute(&mut self, a: Action) -> Effect {
         match a {
             Action::Dial { sid, cid } => {
-                let Some(target) = self.pending.remove(&key(&sid, &cid)) else { return Effect::None };
+                let Some(i) = self.pending.iter().position(|(s, c, _)| *s == *sid && *c == *cid) else {
+                    return Effect::None;
+                };
+                let (_, _, target) = self.pending.swap_remove(i);
                 self.serial += 1;
                 let (writes, writes_rx) = async_channel::bounded(usize::from(forwards::INBOUND_QUEUE));
                 let (permits, permits_rx) = async_channel::bounded(2);
-                let sent = Arc::clone(self.sent.entry(sid.to_string()).or_default());
+                let sent = self.sent_counter(&sid);
                 let io = Io {
                     sid: sid.to_string(),
                     cid: cid.to_string(),
@@ -239,12 +262,22 @@ impl Forwards {
                     sent,
                 };
                 let task = crate::os::runtime::spawn(io.run(target.clone()));
-                let c = Conn { serial: self.serial, target, writes, permits, _task: task };
-                self.conns.insert(key(&sid, &cid), c);
+                // A connection id reused: its predecessor (closed by the device) goes.
+                self.remove_conn(&sid, &cid);
+                let c = Conn {
+                    sid: sid.to_string(),
+                    cid: cid.to_string(),
+                    serial: self.serial,
+                    target,
+                    writes,
+                    permits,
+                    _task: task,
+                };
+                self.conns.push(c);
                 Effect::None
             }
             Action::Close { sid, cid, why } => {
-                let Some(c) = self.conns.remove(&key(&sid, &cid)) else { return Effect::None };
+                let Some(c) = self.remove_conn(&sid, &cid) else { return Effect::None };
                 match why {
                     CloseReason::DialTimedOut => {
                         let t = &c.target;
@@ -263,7 +296,7 @@ impl Forwards {
                 Effect::None
             }
             Action::ReadMore { sid, cid } => {
-                if let Some(c) = self.conns.get(&key(&sid, &cid)) {
+                if let Some(c) = self.conn(&sid, &cid) {
                     let _ = c.permits.try_send(Permit::More);
                 }
                 Effect::None
@@ -283,7 +316,7 @@ impl Forwards {
         S: mender_connect_core::control_sessions::SessionStore,
     {
         let Event { sid, cid, serial, what } = ev;
-        let Some(c) = self.conns.get(&key(&sid, &cid)).filter(|c| c.serial == serial) else {
+        let Some(c) = self.conn(&sid, &cid).filter(|c| c.serial == serial) else {
             return Effect::None;
         };
         match what {
@@ -291,7 +324,7 @@ impl Forwards {
                 device.handle_forward_dialed(&sid, &cid, true, now);
             }
             Happened::Dialed(Err(text)) => {
-                self.conns.remove(&key(&sid, &cid));
+                self.remove_conn(&sid, &cid);
                 if device.handle_forward_dialed(&sid, &cid, false, now) {
                     log::error!("port-forward[{sid}/{cid}]: {text}");
                     return error_frame(&sid, pf::NEW, &text).map_or(Effect::None, Effect::Send);
@@ -318,8 +351,8 @@ impl Forwards {
 
     /// Session `sid` ended (its connections were closed by the device): its counter goes.
     pub(crate) fn session_ended(&mut self, sid: &str) {
-        self.sent.remove(sid);
-        self.pending.retain(|(s, _), _| s != sid);
+        self.sent.retain(|(s, _)| s != sid);
+        self.pending.retain(|(s, _, _)| s != sid);
     }
 
     /// The websocket dropped (the device closed every connection).
@@ -330,15 +363,15 @@ impl Forwards {
 
     /// Bytes of the `forward` frames sent for session `sid`.
     pub(crate) fn bulk_bytes_out(&self, sid: &str) -> u64 {
-        self.sent.get(sid).map_or(0, |n| n.load(Ordering::Relaxed))
+        self.sent.iter().find(|(s, _)| s == sid).map_or(0, |(_, n)| n.load(Ordering::Relaxed))
     }
 
     /// The open (or dialling) connections, for the status CLI.
     pub(crate) fn activity(&self, out: &mut Vec<crate::proto::router::Activity>) {
-        for ((sid, cid), c) in &self.conns {
+        for c in &self.conns {
             out.push(crate::proto::router::Activity::Forward(crate::ops::status::protocol::PortForward {
-                session_id: sid.clone(),
-                connection_id: cid.clone(),
+                session_id: c.sid.clone(),
+                connection_id: c.cid.clone(),
                 protocol: c.target.protocol.as_str().to_owned(),
                 remote_host: c.target.host.clone(),
                 remote_port: c.target.port,
