@@ -156,6 +156,8 @@ enum Event {
     WriterEnded(Result<(), Ended>),
     /// A request from the control socket (`mender-connect status`, `sessions kill`).
     Control(crate::ops::status::server::Ask),
+    /// A download task reported.
+    Transfer(crate::proto::filetransfer::Event),
 }
 
 struct Queues {
@@ -234,7 +236,10 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
         settings.shell.table_config(),
         crate::os::clock::seed(),
     );
-    crate::proto::features::register(&mut router, &settings.features, &q.data_tx);
+    // Reports of the download tasks; bounded by core's window (an open, one read and an end per
+    // download).
+    let (transfer_tx, transfer_rx) = async_channel::unbounded();
+    crate::proto::features::register(&mut router, &settings.features, &q.data_tx, &transfer_tx);
     let mut creds = Credentials { token: String::new(), server_url: String::new() };
     let mut auth_open = true;
     let mut link = Link::Idle;
@@ -283,6 +288,12 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     Err(_) => std::future::pending().await,
                 }
             };
+            let transfer = async {
+                match transfer_rx.recv().await {
+                    Ok(e) => Event::Transfer(e),
+                    Err(_) => std::future::pending().await,
+                }
+            };
             let release = async {
                 match release_due {
                     Some(at) => {
@@ -321,7 +332,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     None => std::future::pending().await,
                 }
             };
-            sig.or(cred).or(exited).or(link_ev).or(control).or(timer).or(release).await
+            sig.or(cred).or(exited).or(transfer).or(link_ev).or(control).or(timer).or(release).await
         };
         let now = Instant::now();
         match ev {
@@ -390,6 +401,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
             Event::Exited(e) => {
                 router.device_mut().handle_shell_exited(&e.sid, e.serial);
             }
+            Event::Transfer(e) => router.transfer_event(e, now),
             Event::Timer => router.device_mut().handle_timeout(clock::to_core(now)),
             Event::Release => {
                 release_at = None;
@@ -534,6 +546,13 @@ async fn execute(
             Output::Shell(f) => {
                 if matches!(link, Link::Up { .. }) && q.reply_tx.try_send(f).is_err() {
                     log::warn!("reply queue full: the server is not told about an ended shell");
+                }
+            }
+            // An upload's ack or a transfer's error: the user side waits for it, so it is queued
+            // as replies to messages are.
+            Output::Transfer(f) => {
+                if matches!(link, Link::Up { .. }) {
+                    let _ = q.reply_tx.send(f).await;
                 }
             }
         }

@@ -49,17 +49,16 @@ impl Features {
     }
 }
 
-/// Registers the enabled protocols; their handlers send bulk frames through `out`.
-pub fn register(router: &mut Router, features: &Features, out: &async_channel::Sender<Vec<u8>>) {
+/// Registers the enabled protocols; their handlers send bulk frames through `out`, file
+/// transfer's download tasks report on `transfer_events`.
+pub fn register(
+    router: &mut Router,
+    features: &Features,
+    out: &async_channel::Sender<Vec<u8>>,
+    transfer_events: &async_channel::Sender<crate::proto::filetransfer::Event>,
+) {
     if let Some(s) = &features.file_transfer {
-        let (s, out) = (Arc::clone(s), out.clone());
-        router.register(
-            Proto::FILE_TRANSFER,
-            Box::new(move || {
-                Box::new(crate::proto::filetransfer::FileTransfer::new(Arc::clone(&s), out.clone()))
-                    as Box<dyn SessionHandler>
-            }),
-        );
+        router.enable_file_transfer(s, out.clone(), transfer_events.clone());
     }
     if let Some(s) = features.port_forward {
         let out = out.clone();
@@ -99,7 +98,8 @@ mod tests {
         let features = Features::from_config(&loaded.config);
         let mut router = Router::new(false);
         let (tx, _rx) = async_channel::bounded(1);
-        register(&mut router, &features, &tx);
+        let (events, _events_rx) = async_channel::unbounded();
+        register(&mut router, &features, &tx, &events);
         router.protocols()
     }
 

@@ -6,8 +6,11 @@
 //! - shell (1): the legacy path, no handshake, handled by `crate::proto::shell::Shells`;
 //! - control (0xFFFF) and every other proto: per-sid control sessions, their handshake, idle
 //!   pings and timeout, and the caps on what a peer can open ([`MAX_SESSIONS`], [`MAX_ID_LEN`]);
-//! - file transfer (2), port forward (3), mender-client (4): served by a [`SessionHandler`]
-//!   registered for the proto; without one the reference's "no handler registered" error.
+//! - file transfer (2): core's device keeps every session's transfer state; its file work is
+//!   executed by `crate::proto::filetransfer::Transfers`, whose download tasks report back
+//!   through `Router::transfer_event`;
+//! - port forward (3), mender-client (4): served by a [`SessionHandler`] registered for the
+//!   proto; without one the reference's "no handler registered" error.
 //!
 //! The router owns the engine (the daemon feeds it the link's events too) and the handlers, the
 //! part that needs the OS: it creates a handler on a session's first message of its proto and
@@ -24,6 +27,7 @@ use mender_connect_core::shells::ShellConfig;
 use mender_connect_core::{EncodeError, Frame, MAX_FRAME_LEN, Proto};
 
 use crate::os::clock;
+use crate::proto::filetransfer::{self, Transfers};
 use crate::proto::shell::{self, Action, Shells};
 
 pub use mender_connect_core::control_sessions::{MAX_ID_LEN, MAX_SESSIONS};
@@ -90,6 +94,8 @@ pub(crate) enum Output {
     Send(Vec<u8>),
     /// A shell frame the server must get: the `stop` of a shell the agent ended, a reply.
     Shell(Vec<u8>),
+    /// A file-transfer frame the user side waits for (an upload's ack, an error).
+    Transfer(Vec<u8>),
 }
 
 /// The control sessions' table, grown on demand (up to the engine's cap of [`MAX_SESSIONS`]):
@@ -118,19 +124,34 @@ impl SessionStore for SessionTable {
 
 /// The agent's protocol engine.
 pub(crate) type AgentEngine = Engine<SessionTable>;
-/// Core's device: the engine and the shell table, with the reference's capacity.
-pub(crate) type AgentDevice = Device<SessionTable, { shell::MAX_SHELLS }, { shell::QUEUE }>;
+/// File transfers running at once on the device, over all sessions (a download's open and its
+/// reads of a non-disk file take a thread each: `filetransfer::reader` allows 32).
+pub(crate) const MAX_TRANSFERS: usize = 32;
+
+/// Core's device: the engine, the shell table with the reference's capacity, and the
+/// file-transfer table.
+pub(crate) type AgentDevice = Device<
+    SessionTable,
+    { shell::MAX_SHELLS },
+    { shell::QUEUE },
+    MAX_TRANSFERS,
+    { mender_connect_core::transfers::queue_len(MAX_TRANSFERS) },
+>;
 
 /// The message router: core's device and the session handlers.
 pub(crate) struct Router {
     device: AgentDevice,
     factories: Vec<(Proto, HandlerFactory)>,
     handlers: HashMap<String, HashMap<Proto, Box<dyn SessionHandler>>>,
+    /// The file-transfer executor, when the protocol is enabled.
+    transfers: Option<Transfers>,
     /// Where the engine encodes replies ([`engine::REPLY_BUF_LEN`]), allocated on the first
     /// message: an idle connected daemon holds none of it.
     reply: Vec<u8>,
     /// Outputs met while draining session ends after a message, for the next [`Router::poll`].
     pending: std::collections::VecDeque<Output>,
+    /// File-transfer frames for the reply queue, in order.
+    transfer_out: std::collections::VecDeque<Vec<u8>>,
 }
 
 /// A reply of the engine as a frame of its own size. A reply over [`MAX_FRAME_LEN`] (an error
@@ -194,8 +215,10 @@ impl Router {
             device: Device::with_engine(engine, shells),
             factories: Vec::new(),
             handlers: HashMap::new(),
+            transfers: None,
             reply: Vec::new(),
             pending: std::collections::VecDeque::new(),
+            transfer_out: std::collections::VecDeque::new(),
         }
     }
 
@@ -221,6 +244,26 @@ impl Router {
         self.device.engine_mut().serve(proto);
     }
 
+    /// Enables file transfer (2): the device keeps the transfers, `Transfers` runs their file
+    /// work; download tasks queue chunks on `out` and report on `events`.
+    pub(crate) fn enable_file_transfer(
+        &mut self,
+        settings: &std::sync::Arc<filetransfer::Settings>,
+        out: async_channel::Sender<Vec<u8>>,
+        events: async_channel::Sender<filetransfer::Event>,
+    ) {
+        self.device.serve_transfers(settings.table_config(), clock::now());
+        self.transfers = Some(Transfers::new(std::sync::Arc::clone(settings), out, events));
+    }
+
+    /// A download task's report: fed to the device; drain [`Router::poll`] after.
+    pub(crate) fn transfer_event(&mut self, ev: filetransfer::Event, now: Instant) {
+        let Some(t) = self.transfers.as_mut() else { return };
+        let mut out = Vec::new();
+        t.event(ev, &mut self.device, clock::to_core(now), &mut out);
+        self.transfer_out.extend(out);
+    }
+
     /// Protocols listed in `accept`.
     pub(crate) fn protocols(&self) -> Vec<u16> {
         self.device.engine().protocols().to_vec()
@@ -239,7 +282,15 @@ impl Router {
         if reply.is_empty() {
             reply = vec![0; engine::REPLY_BUF_LEN];
         }
+        let typ = Frame::decode_any_size(bytes).map(|f| f.header.typ.to_owned()).unwrap_or_default();
         let mut out = match self.device.handle_frame(bytes, clock::to_core(now), &mut reply) {
+            Delivered::Transfer(d) => {
+                let mut out = Vec::new();
+                if let Some(t) = self.transfers.as_mut() {
+                    t.delivered(d, &typ, &reply, &mut self.device, clock::to_core(now), &mut out);
+                }
+                out.into_iter().map(Action::Reply).collect()
+            }
             Delivered::Handled { reply: n } => {
                 n.and_then(|n| reply.get(..n)).and_then(reply_frame).map(Action::Reply).into_iter().collect()
             }
@@ -273,7 +324,7 @@ impl Router {
         // replies; the rest (a session the message ended, its handlers go now) waits for `poll`.
         while let Some(o) = self.poll_device(shells, now) {
             match o {
-                Output::Shell(f) => out.push(Action::Reply(f)),
+                Output::Shell(f) | Output::Transfer(f) => out.push(Action::Reply(f)),
                 o => self.pending.push_back(o),
             }
         }
@@ -309,7 +360,16 @@ impl Router {
     fn poll_device(&mut self, shells: &mut Shells, now: Instant) -> Option<Output> {
         let mut buf = [0u8; device::POLL_BUF_LEN];
         loop {
-            match self.device.poll_action(&mut buf)? {
+            if let Some(f) = self.transfer_out.pop_front() {
+                return Some(Output::Transfer(f));
+            }
+            let Some(a) = self.device.poll_action(&mut buf) else {
+                if let Some(t) = self.transfers.as_mut() {
+                    t.flush(&self.device);
+                }
+                return None;
+            };
+            match a {
                 device::Action::Engine(engine::Action::Link(a)) => {
                     if a == LinkAction::CloseLink {
                         self.disconnected();
@@ -330,6 +390,20 @@ impl Router {
                     let ping =
                         Frame::decode(&f).is_ok_and(|f| f.header.typ == mender_connect_core::shell::PING);
                     return Some(if ping { Output::Send(f) } else { Output::Shell(f) });
+                }
+                device::Action::SendTransfer { len } => {
+                    let mut out = Vec::new();
+                    if let Some(t) = self.transfers.as_mut() {
+                        t.send(buf[..len].to_vec(), &mut out);
+                    }
+                    self.transfer_out.extend(out);
+                }
+                device::Action::Transfer(a) => {
+                    let mut out = Vec::new();
+                    if let Some(t) = self.transfers.as_mut() {
+                        t.execute(a, &mut self.device, &mut out);
+                    }
+                    self.transfer_out.extend(out);
                 }
                 _ => {}
             }
@@ -355,6 +429,9 @@ impl Router {
     }
 
     fn close(&mut self, sid: &str) {
+        if let Some(t) = self.transfers.as_mut() {
+            t.session_ended(sid);
+        }
         if let Some(handlers) = self.handlers.remove(sid) {
             for (_, mut h) in handlers {
                 h.close();
@@ -396,6 +473,20 @@ impl Router {
     /// Transfers and forwarded connections of every session.
     pub(crate) fn activity(&self) -> Vec<Activity> {
         let mut out = Vec::new();
+        if let Some(t) = &self.transfers {
+            use crate::ops::status::protocol::{Direction, Transfer};
+            for info in self.device.transfers().iter() {
+                out.push(Activity::Transfer(Transfer {
+                    session_id: info.sid.to_owned(),
+                    direction: match info.direction {
+                        mender_connect_core::transfers::Direction::Upload => Direction::Upload,
+                        _ => Direction::Download,
+                    },
+                    path: t.path(info.sid).unwrap_or_default().to_owned(),
+                    bytes: info.bytes,
+                }));
+            }
+        }
         for (sid, hs) in &self.handlers {
             for h in hs.values() {
                 h.activity(sid, &mut out);
@@ -409,7 +500,7 @@ impl Router {
     /// the session's first protocol. `None` when there is no such session.
     pub(crate) fn kill(&mut self, sid: &str) -> Option<(Option<Vec<u8>>, Option<Proto>)> {
         let mut buf = [0u8; mender_connect_core::control_sessions::POLL_BUF_LEN];
-        let (n, proto) = self.device.engine_mut().kill_session(sid, &mut buf)?;
+        let (n, proto) = self.device.kill_session(sid, &mut buf)?;
         self.close(sid);
         log::info!("session: closed {sid} on local request");
         Some((n.map(|n| buf[..n].to_vec()), proto))
@@ -418,6 +509,9 @@ impl Router {
     /// The websocket dropped: control sessions do not survive it (the server's side is gone);
     /// every handler is closed.
     fn disconnected(&mut self) {
+        if let Some(t) = self.transfers.as_mut() {
+            t.disconnected();
+        }
         for (_, handlers) in self.handlers.drain() {
             for (_, mut h) in handlers {
                 h.close();
