@@ -161,6 +161,8 @@ enum Event {
     Control(crate::ops::status::server::Ask),
     /// A port-forward connection's task reported.
     Forward(crate::proto::portforward::Event),
+    /// A download task reported.
+    Transfer(crate::proto::filetransfer::Event),
 }
 
 struct Queues {
@@ -242,7 +244,10 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     // Reports of the port-forward connections' tasks; bounded by the device's flow control
     // (a dial, one read, at most `forwards::INBOUND_QUEUE` writes and an end per connection).
     let (forward_tx, forward_rx) = async_channel::unbounded();
-    crate::proto::features::register(&mut router, &settings.features, &q.data_tx, &forward_tx);
+    // Reports of the download tasks; bounded by core's window (an open, one read and an end per
+    // download).
+    let (transfer_tx, transfer_rx) = async_channel::unbounded();
+    crate::proto::features::register(&mut router, &settings.features, &q.data_tx, &forward_tx, &transfer_tx);
     let mut creds = Credentials { token: String::new(), server_url: String::new() };
     let mut auth_open = true;
     let mut link = Link::Idle;
@@ -306,6 +311,12 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     Err(_) => std::future::pending().await,
                 }
             };
+            let transfer = async {
+                match transfer_rx.recv().await {
+                    Ok(e) => Event::Transfer(e),
+                    Err(_) => std::future::pending().await,
+                }
+            };
             let release = async {
                 match release_due {
                     Some(at) => {
@@ -347,11 +358,12 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
             // First ready wins, in this order. Polled through `dyn Future`: a chain of `or`
             // combinators compiles into one nested poll function per turn shape, 50 KB of the
             // binary; this is one small loop and a poll function per source.
-            let mut sources: [Pin<&mut dyn Future<Output = Event>>; 8] = [
+            let mut sources: [Pin<&mut dyn Future<Output = Event>>; 9] = [
                 pin!(sig),
                 pin!(cred),
                 pin!(exited),
                 pin!(forward),
+                pin!(transfer),
                 pin!(link_ev),
                 pin!(control),
                 pin!(timer),
@@ -435,6 +447,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 router.device_mut().handle_shell_exited(&e.sid, e.serial);
             }
             Event::Forward(e) => router.forward_event(e, now),
+            Event::Transfer(e) => router.transfer_event(e, now),
             Event::Timer => router.device_mut().handle_timeout(clock::to_core(now)),
             Event::Release => {
                 release_at = None;
@@ -582,9 +595,9 @@ async fn execute(
                     log::warn!("reply queue full: the server is not told about an ended shell");
                 }
             }
-            // A connection's `new`, `ack` or `stop`: the user side waits for it, so it is
-            // queued as replies to messages are.
-            Output::Forward(f) => {
+            // A connection's `new`, `ack` or `stop`, an upload's ack or a transfer's error: the
+            // user side waits for it, so it is queued as replies to messages are.
+            Output::Forward(f) | Output::Transfer(f) => {
                 if matches!(link, Link::Up { .. }) {
                     let _ = q.reply_tx.send(f).await;
                 }

@@ -171,7 +171,9 @@ pub fn build(src: &Sources<'_>, now: Instant) -> Status {
     transfers.truncate(MAX_LISTED);
     let omitted = listed - sessions.len() - port_forwards.len() - transfers.len();
     let file_transfer = src.features.file_transfer.as_ref().map(|ft| {
-        let (tx_bytes, rx_bytes, tx_avg_1m, rx_avg_1m) = ft.rates.snapshot();
+        let c = src.router.device().transfers().rates_at(crate::os::clock::to_core(now));
+        let (tx_bytes, rx_bytes, tx_avg_1m, rx_avg_1m) =
+            (c.tx.total(), c.rx.total(), c.tx.average(), c.rx.average());
         let limit = |v: Option<u64>| v.filter(|n| *n > 0);
         RateCounters {
             tx_bytes,

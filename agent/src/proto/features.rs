@@ -50,22 +50,17 @@ impl Features {
 }
 
 /// Registers the enabled protocols; their handlers send bulk frames through `out`, the
-/// port-forward connections report on `forward_events` (for [`Router::forward_event`]).
+/// port-forward connections report on `forward_events` (for [`Router::forward_event`]), file
+/// transfer's download tasks on `transfer_events`.
 pub fn register(
     router: &mut Router,
     features: &Features,
     out: &async_channel::Sender<Vec<u8>>,
     forward_events: &async_channel::Sender<crate::proto::portforward::Event>,
+    transfer_events: &async_channel::Sender<crate::proto::filetransfer::Event>,
 ) {
     if let Some(s) = &features.file_transfer {
-        let (s, out) = (Arc::clone(s), out.clone());
-        router.register(
-            Proto::FILE_TRANSFER,
-            Box::new(move || {
-                Box::new(crate::proto::filetransfer::FileTransfer::new(Arc::clone(&s), out.clone()))
-                    as Box<dyn SessionHandler>
-            }),
-        );
+        router.enable_file_transfer(s, out.clone(), transfer_events.clone());
     }
     if let Some(s) = &features.port_forward {
         router.enable_port_forward(s, out.clone(), forward_events.clone());
@@ -96,8 +91,9 @@ mod tests {
         let features = Features::from_config(&loaded.config);
         let mut router = Router::new(false);
         let (tx, _rx) = async_channel::bounded(1);
-        let (events, _) = async_channel::unbounded();
-        register(&mut router, &features, &tx, &events);
+        let (forward_events, _forward_rx) = async_channel::unbounded();
+        let (transfer_events, _transfer_rx) = async_channel::unbounded();
+        register(&mut router, &features, &tx, &forward_events, &transfer_events);
         router.protocols()
     }
 

@@ -16,91 +16,33 @@
 //!   effects (`open_checked`), and its open and reads run off the event loop's thread with
 //!   deadlines (`reader`), so no file can stall other sessions.
 //!
-//! Downloads run in a task that sends at most the ack window ahead of the server, through the
-//! daemon's bounded data queue.
+//! The protocol state (which request a session may start, an upload's chunk sequence and acks,
+//! a download's ack window, the size and rate limits, cancellation) is core's
+//! ([`mender_connect_core::transfers`], composed in the router's device); [`Transfers`] executes
+//! what it asks for. A download runs in a task of its own that opens and reads the file when
+//! the device asks (never more than the ack window ahead of the server) and queues the device's
+//! chunks on the daemon's bounded data queue, so the event loop never waits for either.
 
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use mender_connect_core::Frame;
-use mender_connect_core::filetransfer::{
-    self as ft, FileInfo, FileTransferMessage, GetFile, StatFile, Timestamp, UploadRequest, go_file_mode,
-};
-use mender_connect_core::msgpack::Int;
-use mender_connect_core::rate::RateCounters;
-use mender_connect_core::transfer::{CHUNK_SIZE, ChunkOutcome, DownloadWindow, UploadState};
+use mender_connect_core::filetransfer::{self as ft, FileInfo, Timestamp, UploadRequest, go_file_mode};
+use mender_connect_core::time::Instant as CoreInstant;
+use mender_connect_core::transfer::CHUNK_SIZE;
+use mender_connect_core::transfers::{self, TransferConfig};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use smol::Task;
 
 use crate::config::FileTransferLimits;
 use crate::os::chroot::{Jail, JailError, errno_text};
-use crate::proto::router::SessionHandler;
-
-/// Messages for a running download (acks) buffered at most; more means a misbehaving peer.
-const CONTROL_QUEUE: usize = 64;
-
-/// [`Download::eof`] value of a finished download.
-const DOWNLOAD_COMPLETE: i64 = i64::MIN;
+use crate::proto::router::AgentDevice;
 
 const ERR_TX_LIMIT: &str = "transmitted bytes limit exhausted";
 const ERR_IN_PROGRESS: &str = "another file transfer is in progress";
-const ERR_NOT_IN_PROGRESS: &str = "no file transfer in progress";
-const ERR_BLANK_PATH: &str = "invalid request parameters: path: cannot be blank.";
-
-/// Device-wide transfer byte counters (`Counters.MaxBytes{Tx,Rx}PerMinute`), shared by all
-/// sessions as the reference's package-level counters are.
-#[derive(Debug)]
-pub(crate) struct Rates {
-    inner: Mutex<RateCounters>,
-    /// Added to the clock (tests move it forward).
-    skew_ms: u64,
-    tx_limit: u64,
-    rx_limit: u64,
-}
-
-impl Rates {
-    /// Counters with the given limits (0 = unlimited).
-    pub(crate) fn new(tx_limit: u64, rx_limit: u64) -> Self {
-        Self { inner: Mutex::new(RateCounters::new(crate::os::clock::now())), skew_ms: 0, tx_limit, rx_limit }
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut RateCounters) -> R) -> R {
-        let now = crate::os::clock::now().add_millis(self.skew_ms);
-        let mut g = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        g.poll(now);
-        f(&mut g)
-    }
-
-    /// Moves the counters' clock `d` forward (tests cannot wait for the 5 s ticks).
-    #[cfg(test)]
-    pub(crate) fn advance(&mut self, d: std::time::Duration) {
-        self.skew_ms = self.skew_ms.saturating_add(crate::os::clock::millis(d));
-    }
-
-    /// Totals and moving averages `(tx, rx, tx_avg, rx_avg)` (reference `GetCounters`), for
-    /// the status CLI and the SIGUSR1 dump.
-    pub(crate) fn snapshot(&self) -> (u64, u64, f64, f64) {
-        self.with(|c| (c.tx.total(), c.rx.total(), c.tx.average(), c.rx.average()))
-    }
-
-    /// Counts `n` sent bytes; false once the per-minute average reached the limit.
-    pub(crate) fn sent(&self, n: u64) -> bool {
-        self.with(|c| {
-            c.tx.add(n);
-            c.tx.below(self.tx_limit)
-        })
-    }
-
-    /// Counts `n` received bytes; false once the per-minute average reached the limit.
-    pub(crate) fn received(&self, n: u64) -> bool {
-        self.with(|c| {
-            c.rx.add(n);
-            c.rx.below(self.rx_limit)
-        })
-    }
-}
 
 /// What file transfer is allowed to do.
 #[derive(Debug)]
@@ -113,8 +55,6 @@ pub struct Settings {
     pub(crate) limits: FileTransferLimits,
     /// Download chunks in flight beyond the last ack.
     pub(crate) window_chunks: u32,
-    /// Device-wide rate counters.
-    pub(crate) rates: Rates,
     /// The owner and group names of `limits`, resolved once (see [`Ids`]).
     ids: Ids,
 }
@@ -146,27 +86,24 @@ impl Settings {
     /// From the configured limits.
     pub fn new(enforce: bool, limits: FileTransferLimits) -> Self {
         let jail = Jail { chroot: limits.chroot.clone(), follow_symlinks: limits.follow_symlinks, enforce };
-        let rates = Rates::new(
-            limits.counters.max_bytes_tx_per_minute.unwrap_or(0),
-            limits.counters.max_bytes_rx_per_minute.unwrap_or(0),
-        );
         let ids = if enforce { Ids::resolve(&limits) } else { Ids::default() };
-        Self { jail, enforce, limits, window_chunks: crate::config::DEFAULT_ACK_WINDOW_CHUNKS, rates, ids }
+        Self { jail, enforce, limits, window_chunks: crate::config::DEFAULT_ACK_WINDOW_CHUNKS, ids }
     }
 
-    fn tx_ok(&self, n: u64) -> bool {
-        !self.enforce || self.rates.sent(n)
-    }
-
-    fn rx_ok(&self, n: u64) -> bool {
-        !self.enforce || self.rates.received(n)
-    }
-
-    /// `BelowMaxAllowedFileSize`: the reference fails once the offset *reaches* the limit.
-    fn below_max_size(&self, offset: i64) -> bool {
-        match (self.enforce, self.limits.max_file_size, u64::try_from(offset)) {
-            (true, Some(max), Ok(off)) => off < max,
-            _ => true,
+    /// What core's transfer table needs (`Limits.Enabled`, `MaxFileSize`, the counters' limits,
+    /// the chunk size and the ack window). The open and read deadlines stay the reader's
+    /// ([`reader::OPEN_WAIT`], [`reader::READ_WAIT`]): it interrupts its own thread when they pass.
+    pub(crate) fn table_config(&self) -> TransferConfig {
+        let chunks = self.window_chunks.clamp(1, crate::config::MAX_ACK_WINDOW_CHUNKS);
+        TransferConfig {
+            enforce: self.enforce,
+            max_file_size: self.limits.max_file_size,
+            tx_limit: self.limits.counters.max_bytes_tx_per_minute.unwrap_or(0),
+            rx_limit: self.limits.counters.max_bytes_rx_per_minute.unwrap_or(0),
+            chunk_len: DOWNLOAD_CHUNK,
+            window_bytes: i64::from(chunks) * DOWNLOAD_CHUNK as i64,
+            open_timeout_ms: None,
+            read_timeout_ms: None,
         }
     }
 }
@@ -175,10 +112,6 @@ fn encode(f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::Encode
     crate::proto::outframe::encode(&"file transfer", f)
 }
 
-/// Room for a frame's header and props next to its body and session id: a `file_chunk`'s map,
-/// header keys, `offset` and the bin32 length take under 100 bytes.
-const FRAME_OVERHEAD: usize = 256;
-
 /// Largest download `file_chunk` body. The reference sends 4096; every message costs the
 /// agent, the Mender client's proxy and the server about the same whatever its size, so larger
 /// chunks move a file with a quarter of the messages. The server takes any body (it appends
@@ -186,14 +119,6 @@ const FRAME_OVERHEAD: usize = 256;
 /// proxy has no limit. The window stays [`Settings::window_chunks`] chunks (of this size), so
 /// the server's ack after 10 chunks always falls inside it.
 pub(crate) const DOWNLOAD_CHUNK: usize = 4 * CHUNK_SIZE;
-
-/// [`encode`] into a buffer of `cap` bytes: a download chunk's frame is sized to its data.
-fn encode_within(
-    cap: usize,
-    f: impl FnOnce(&mut [u8]) -> Result<usize, mender_connect_core::EncodeError>,
-) -> Option<Vec<u8>> {
-    crate::proto::outframe::encode_within(&"file transfer", cap, f)
-}
 
 fn error_reply(request: &Frame<'_>, text: &str) -> Option<Vec<u8>> {
     encode(|b| ft::encode_error_reply(b, request, text))
@@ -244,13 +169,6 @@ enum DownloadError {
     OpenTimeout(String),
     #[error("failed to copy file chunk to session: read {path}: {}", io_text(error))]
     Read { path: String, error: std::io::Error },
-    #[error("{}", ERR_TX_LIMIT)]
-    TxLimit,
-    /// The peer's ack does not fit the window.
-    #[error("{0}")]
-    Ack(mender_connect_core::transfer::TransferError),
-    #[error("received unexpected message type '{0}'; expected 'ack'")]
-    Unexpected(String),
 }
 
 impl DownloadError {
@@ -263,10 +181,6 @@ impl DownloadError {
 /// An I/O error as Go prints it: the errno's text where there is one.
 fn io_text(e: &std::io::Error) -> String {
     e.raw_os_error().map_or_else(|| e.to_string(), |n| errno_text(Errno::from_raw_os_error(n)))
-}
-
-fn copy_frame(frame: &Frame<'_>) -> Option<Vec<u8>> {
-    encode(|b| frame.encode(b))
 }
 
 fn access_denied(e: &JailError) -> String {
@@ -315,13 +229,8 @@ enum UploadError {
     Locate(PathError),
     #[error("failed to create target file: failed to create file: {0}")]
     Create(TempError),
-    /// The peer broke the chunk sequence.
-    #[error("{0}")]
-    Chunk(mender_connect_core::transfer::TransferError),
     #[error("failed to write file chunk: {0}")]
     Write(PathError),
-    #[error("failed to write file chunk: {}", ERR_TX_LIMIT)]
-    WriteLimit,
     #[error("failed to set file permissions: {0}")]
     Chmod(PathError),
     #[error("failed to set file owner: {0}")]
@@ -366,7 +275,6 @@ fn gid_of(name: &str) -> Option<u32> {
 
 /// An upload being received.
 struct Upload {
-    state: UploadState,
     file: OwnedFd,
     dir: OwnedFd,
     /// Name of the target in `dir`.
@@ -375,7 +283,6 @@ struct Upload {
     path: String,
     /// Named temporary file to remove on abort (none for `O_TMPFILE`).
     temp: Option<String>,
-    request: Vec<u8>,
     uid: u32,
     gid: u32,
     mode: u32,
@@ -389,54 +296,333 @@ impl Drop for Upload {
     }
 }
 
-enum Active {
-    Idle,
-    Download {
-        ctl: async_channel::Sender<Vec<u8>>,
-        task: Task<()>,
-        /// Offset of the EOF chunk once sent (-1 before): an ack reaching it ends the download
-        /// here at once, so a next request in the session never races the task's exit.
-        eof: Arc<AtomicI64>,
-        /// The path as requested (status CLI).
-        path: String,
-        /// File bytes sent so far (status CLI).
-        sent: Arc<AtomicU64>,
-    },
-    Upload(Box<Upload>),
-}
-
-/// One session's file-transfer handler.
-pub struct FileTransfer {
-    settings: Arc<Settings>,
-    out: async_channel::Sender<Vec<u8>>,
-    active: Active,
-    /// Bytes of the frames download tasks sent in this session (status CLI).
-    bulk_out: Arc<AtomicU64>,
-}
-
 static TEMP_SUFFIX: AtomicU32 = AtomicU32::new(0);
 
-impl FileTransfer {
-    /// A handler sending bulk frames (file chunks) through `out`.
-    pub fn new(settings: Arc<Settings>, out: async_channel::Sender<Vec<u8>>) -> Self {
-        Self { settings, out, active: Active::Idle, bulk_out: Arc::new(AtomicU64::new(0)) }
+/// What a download's task reports back to the event loop ([`Transfers::event`]).
+#[derive(Debug)]
+pub(crate) struct Event {
+    sid: String,
+    /// Which download of the session (a report of an earlier one is stale).
+    serial: u64,
+    what: Reported,
+}
+
+#[derive(Debug)]
+enum Reported {
+    /// The file was opened and checked.
+    Opened,
+    /// It could not be: the text answers the request, with the status code the server should
+    /// answer the user with (0: its default).
+    Refused { text: String, code: u16 },
+    /// A read returned these bytes (empty: the end of the file).
+    Read(Vec<u8>),
+    /// A read failed (the text answers the latest ack).
+    Failed(String),
+}
+
+/// What the event loop asks of a download's task, in order.
+enum Cmd {
+    /// Read at most this many bytes and report them.
+    Read(usize),
+    /// Queue this frame for the server (a chunk, the end-of-file chunk, an error: after the
+    /// chunks before it).
+    Send(Vec<u8>),
+    /// Nothing more: end once the frames before are queued.
+    Close,
+}
+
+/// A download's task, run off the event loop: its open and reads go through `reader`, its
+/// frames into the daemon's bounded data queue (which is where it waits when the link is slow;
+/// core's window bounds what it is asked to queue).
+struct DownloadTask {
+    /// Its commands; unbounded, bounded by core's window (a read and the chunks of the window,
+    /// an error, the end-of-file chunk).
+    cmd: async_channel::Sender<Cmd>,
+    /// Dropping it cancels the task (the reader's thread is interrupted).
+    task: Task<()>,
+    path: String,
+    serial: u64,
+    /// Core ended the download: close the task once the frames of this turn are queued.
+    closing: bool,
+}
+
+/// The file-transfer executor: core's device ([`mender_connect_core::transfers`]) keeps every
+/// session's transfer state and decides what is sent; this runs what needs the OS (stat, the
+/// uploads' temporary files and commits, the downloads' opens and reads) and reports back.
+pub(crate) struct Transfers {
+    settings: Arc<Settings>,
+    /// The daemon's bounded data queue (download chunks).
+    out: async_channel::Sender<Vec<u8>>,
+    events: async_channel::Sender<Event>,
+    uploads: HashMap<String, Box<Upload>>,
+    downloads: HashMap<String, DownloadTask>,
+    serial: u64,
+}
+
+/// Room [`AgentDevice::handle_transfer_failed`] needs: an error answering a stored header.
+const FAIL_BUF: usize = transfers::POLL_BUF_LEN + 4096;
+
+impl Transfers {
+    /// An executor queueing download chunks on `out`, its tasks reporting on `events`.
+    pub(crate) fn new(
+        settings: Arc<Settings>,
+        out: async_channel::Sender<Vec<u8>>,
+        events: async_channel::Sender<Event>,
+    ) -> Self {
+        Self { settings, out, events, uploads: HashMap::new(), downloads: HashMap::new(), serial: 0 }
     }
 
-    fn busy(&mut self) -> bool {
-        if let Active::Download { task, eof, .. } = &self.active {
-            if task.is_finished() || eof.load(Ordering::Acquire) == DOWNLOAD_COMPLETE {
-                self.finish_download();
+    /// Whether `sid`'s frames go through its download's task (after the chunks queued there).
+    fn via_download(&self, sid: &str) -> bool {
+        self.downloads.get(sid).is_some_and(|d| !d.cmd.is_closed())
+    }
+
+    /// A frame about `sid`'s transfer: through its download's task while it runs, so that it
+    /// follows the chunks before it, else back to the caller for the reply queue.
+    fn route(&self, frame: Vec<u8>, out: &mut Vec<Vec<u8>>) {
+        let sid = Frame::decode(&frame).map(|f| f.header.sid.to_owned()).unwrap_or_default();
+        if self.via_download(&sid) {
+            if let Some(d) = self.downloads.get(&sid) {
+                if let Err(e) = d.cmd.try_send(Cmd::Send(frame)) {
+                    if let Cmd::Send(f) = e.into_inner() {
+                        out.push(f);
+                    }
+                }
+                return;
             }
         }
-        !matches!(self.active, Active::Idle)
+        out.push(frame);
     }
 
-    fn stat(&self, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>) {
-        let path = match StatFile::decode(frame.body) {
-            Err(e) => return out.extend(error_reply(frame, &format!("malformed request parameters: {e}"))),
-            Ok(StatFile { path: Some(p) }) if !p.is_empty() => p,
-            Ok(_) => return out.extend(error_reply(frame, ERR_BLANK_PATH)),
+    /// What a file-transfer message asks of the executor (`typ`: the message's type). Frames for
+    /// the reply queue go into `out`.
+    pub(crate) fn delivered(
+        &mut self,
+        d: transfers::Delivered<'_>,
+        typ: &str,
+        reply: &[u8],
+        device: &mut AgentDevice,
+        now: CoreInstant,
+        out: &mut Vec<Vec<u8>>,
+    ) {
+        match d {
+            transfers::Delivered::Handled { reply: n } => {
+                let Some(f) = n.and_then(|n| reply.get(..n)).map(<[u8]>::to_vec) else { return };
+                // An answer to a running download's ack (or a stray chunk) follows its chunks.
+                let sid = Frame::decode(&f).map(|f| f.header.sid.to_owned()).unwrap_or_default();
+                if (typ == ft::ACK || typ == ft::FILE_CHUNK) && self.via_download(&sid) {
+                    self.route(f, out);
+                    self.close_download(&sid);
+                } else {
+                    out.push(f);
+                }
+            }
+            transfers::Delivered::Stat { request, path } => out.extend(self.stat(&request, path)),
+            transfers::Delivered::OpenUpload { sid, request, path } => {
+                let rx_limited = device.transfers().rx_limited(now);
+                match self.prepare_upload(&request, path, rx_limited, false) {
+                    Ok(up) => {
+                        log::info!("file transfer: receiving {:?}", up.path);
+                        if let Some(old) = self.downloads.remove(sid) {
+                            // Over already (core admitted the upload): its last frames are
+                            // queued, then it ends.
+                            let _ = old.cmd.try_send(Cmd::Close);
+                            old.cmd.close();
+                            old.task.detach();
+                        }
+                        self.uploads.insert(sid.to_owned(), Box::new(up));
+                        device.handle_transfer_upload_opened(sid, now);
+                    }
+                    Err(e) => {
+                        log::warn!("file upload to {path:?} refused: {e}");
+                        out.extend(fail(device, sid, &e.to_string(), 0));
+                    }
+                }
+            }
+            transfers::Delivered::CheckUpload { request, upload, path } => {
+                let rx_limited = device.transfers().rx_limited(now);
+                let e = match self.prepare_upload(&upload, path, rx_limited, true) {
+                    Err(e) => e,
+                    Ok(_) => UploadError::InProgress,
+                };
+                log::warn!("file upload to {path:?} refused: {e}");
+                out.extend(error_reply(&request, &e.to_string()));
+            }
+            transfers::Delivered::OpenDownload { sid, path } => self.open_download(sid, path),
+            transfers::Delivered::Write { sid, bytes, .. } => {
+                let Some(up) = self.uploads.get(sid) else { return };
+                match write_all(&up.file, bytes) {
+                    Ok(()) => device.handle_transfer_written(sid, bytes.len(), now),
+                    Err(e) => {
+                        let e = UploadError::Write(PathError::new("write", &up.path, e));
+                        log::error!("file upload to {:?} failed: {e}", up.path);
+                        self.uploads.remove(sid);
+                        out.extend(fail(device, sid, &e.to_string(), 0));
+                    }
+                }
+            }
+            transfers::Delivered::PeerError { err, .. } => {
+                log::error!("received error from client: {}", err.unwrap_or("(malformed)"));
+            }
+            _ => {}
+        }
+    }
+
+    /// A transfer action of the device; frames for the reply queue go into `out`.
+    pub(crate) fn execute(&mut self, a: transfers::Action, device: &mut AgentDevice, out: &mut Vec<Vec<u8>>) {
+        match a {
+            transfers::Action::Read { sid, max } => {
+                if let Some(d) = self.downloads.get(sid.as_str()) {
+                    let _ = d.cmd.try_send(Cmd::Read(max));
+                }
+            }
+            transfers::Action::Commit { sid } => {
+                let Some(mut up) = self.uploads.remove(sid.as_str()) else { return };
+                match commit(&self.settings, &mut up) {
+                    Ok(()) => {
+                        log::info!("file transfer: received {:?}", up.path);
+                        device.handle_transfer_committed(&sid);
+                    }
+                    Err(e) => {
+                        log::error!("file upload to {:?} failed: {e}", up.path);
+                        drop(up);
+                        out.extend(fail(device, &sid, &e.to_string(), 0));
+                    }
+                }
+            }
+            transfers::Action::Abort { sid } => {
+                // Dropping an upload removes its temporary file.
+                self.uploads.remove(sid.as_str());
+                self.close_download(&sid);
+            }
+            transfers::Action::TimedOut { sid, .. } => {
+                // Not configured (the reader keeps its own deadlines); answered as its would be.
+                if let Some(d) = self.downloads.remove(sid.as_str()) {
+                    let text = DownloadError::OpenTimeout(d.path.clone()).to_string();
+                    out.extend(fail(device, &sid, &text, 0));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A frame the device queued ([`device::Action::SendTransfer`]).
+    pub(crate) fn send(&mut self, frame: Vec<u8>, out: &mut Vec<Vec<u8>>) {
+        self.route(frame, out);
+    }
+
+    /// Marks `sid`'s download as over: its task ends once this turn's frames are queued.
+    fn close_download(&mut self, sid: &str) {
+        if let Some(d) = self.downloads.get_mut(sid) {
+            d.closing = true;
+        }
+    }
+
+    /// Ends the tasks of downloads that are over (after their last frames were handed over):
+    /// aborted, failed, or complete (core forgot them).
+    pub(crate) fn flush(&mut self, device: &AgentDevice) {
+        for (sid, d) in &mut self.downloads {
+            let over = !device.transfers().is_busy(sid) || self.uploads.contains_key(sid);
+            if std::mem::take(&mut d.closing) || (over && !d.cmd.is_closed()) {
+                let _ = d.cmd.try_send(Cmd::Close);
+                d.cmd.close();
+            }
+        }
+        self.downloads.retain(|_, d| !(d.cmd.is_closed() && d.task.is_finished()));
+    }
+
+    /// A download task's report.
+    pub(crate) fn event(
+        &mut self,
+        ev: Event,
+        device: &mut AgentDevice,
+        now: CoreInstant,
+        out: &mut Vec<Vec<u8>>,
+    ) {
+        let Some(d) = self.downloads.get(&ev.sid) else { return };
+        if d.serial != ev.serial || d.cmd.is_closed() {
+            return;
+        }
+        let sid = ev.sid.as_str();
+        match ev.what {
+            Reported::Opened => {
+                log::info!("file transfer: sending {:?}", d.path);
+                device.handle_transfer_download_opened(sid, now);
+            }
+            Reported::Refused { text, code } => {
+                log::warn!("file download of {:?} refused: {text}", d.path);
+                let mut buf = vec![0u8; FAIL_BUF + text.len()];
+                if let Some(n) = device.handle_transfer_failed(sid, &text, code, &mut buf) {
+                    buf.truncate(n);
+                    self.route(buf, out);
+                }
+                self.close_download(sid);
+            }
+            Reported::Read(data) => {
+                let mut buf = vec![0u8; data.len() + FAIL_BUF];
+                let eof = data.is_empty();
+                if let Some(n) = device.handle_transfer_read(sid, &data, now, &mut buf) {
+                    buf.truncate(n);
+                    self.route(buf, out);
+                    if eof {
+                        log::info!("file transfer: sent {:?}", d.path);
+                    }
+                }
+            }
+            Reported::Failed(text) => {
+                log::error!("file download of {:?} failed: {text}", d.path);
+                let mut buf = vec![0u8; FAIL_BUF + text.len()];
+                if let Some(n) = device.handle_transfer_failed(sid, &text, 0, &mut buf) {
+                    buf.truncate(n);
+                    self.route(buf, out);
+                }
+                self.close_download(sid);
+            }
+        }
+    }
+
+    /// Session `sid` ended: its upload's temporary file goes, its download's task is cancelled.
+    pub(crate) fn session_ended(&mut self, sid: &str) {
+        self.uploads.remove(sid);
+        self.downloads.remove(sid);
+    }
+
+    /// The link dropped: every transfer goes.
+    pub(crate) fn disconnected(&mut self) {
+        self.uploads.clear();
+        self.downloads.clear();
+    }
+
+    /// The path of `sid`'s transfer (status CLI).
+    pub(crate) fn path(&self, sid: &str) -> Option<&str> {
+        self.uploads
+            .get(sid)
+            .map(|u| u.path.as_str())
+            .or_else(|| self.downloads.get(sid).map(|d| d.path.as_str()))
+    }
+
+    fn open_download(&mut self, sid: &str, path: &str) {
+        self.serial = self.serial.wrapping_add(1);
+        let (cmd, cmds) = async_channel::unbounded();
+        let job = Download {
+            settings: Arc::clone(&self.settings),
+            out: self.out.clone(),
+            events: self.events.clone(),
+            sid: sid.to_owned(),
+            serial: self.serial,
+            path: path.to_owned(),
+            cmds,
         };
+        let task = crate::os::runtime::spawn(job.run());
+        let d = DownloadTask { cmd, task, path: path.to_owned(), serial: self.serial, closing: false };
+        if let Some(old) = self.downloads.insert(sid.to_owned(), d) {
+            // Over already (core admitted a new one): its last frames are queued, then it ends.
+            let _ = old.cmd.try_send(Cmd::Close);
+            old.task.detach();
+        }
+    }
+
+    fn stat(&self, frame: &Frame<'_>, path: &str) -> Option<Vec<u8>> {
         let st = self
             .settings
             .jail
@@ -447,9 +633,9 @@ impl FileTransfer {
             Err(JailError::Os(e)) => {
                 let text =
                     format!("failed to get file info from path '{path}': {}", os_text("stat", path, e));
-                return out.extend(error_reply(frame, &text));
+                return error_reply(frame, &text);
             }
-            Err(e) => return out.extend(coded_error_reply(frame, &access_denied(&e), STAT_REFUSED_CODE)),
+            Err(e) => return coded_error_reply(frame, &access_denied(&e), STAT_REFUSED_CODE),
         };
         let info = FileInfo {
             path: Some(path),
@@ -462,63 +648,18 @@ impl FileTransfer {
                 nanos: u32::try_from(st.st_mtime_nsec).unwrap_or(0).min(999_999_999),
             }),
         };
-        out.extend(encode(|b| ft::encode_file_info(b, frame.header.sid, &info)));
+        encode(|b| ft::encode_file_info(b, frame.header.sid, &info))
     }
 
-    fn get_file(&mut self, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>) {
-        let path = match GetFile::decode(frame.body) {
-            Err(e) => return out.extend(error_reply(frame, &format!("malformed request parameters: {e}"))),
-            Ok(GetFile { path: Some(p) }) if !p.is_empty() => p,
-            Ok(_) => return out.extend(error_reply(frame, ERR_BLANK_PATH)),
-        };
-        if self.busy() {
-            return out.extend(error_reply(frame, ERR_IN_PROGRESS));
-        }
-        let Some(request) = copy_frame(frame) else { return };
-        let (ctl, ctl_rx) = async_channel::bounded(CONTROL_QUEUE);
-        let eof = Arc::new(AtomicI64::new(-1));
-        let sent = Arc::new(AtomicU64::new(0));
-        let job = Download {
-            bulk_out: Arc::clone(&self.bulk_out),
-            sent: Arc::clone(&sent),
-            eof: Arc::clone(&eof),
-            settings: Arc::clone(&self.settings),
-            out: self.out.clone(),
-            sid: frame.header.sid.to_owned(),
-            path: path.to_owned(),
-            last: request,
-            ctl: ctl_rx,
-        };
-        let task = crate::os::runtime::spawn(job.run());
-        self.active = Active::Download { ctl, task, eof, path: path.to_owned(), sent };
-    }
-
-    fn put_file(&mut self, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>) {
-        let req = match UploadRequest::decode(frame.body) {
-            Err(e) => return out.extend(error_reply(frame, &format!("malformed request parameters: {e}"))),
-            Ok(r) => r,
-        };
-        let Some(path) = req.path.filter(|p| !p.is_empty()) else {
-            return out.extend(error_reply(frame, ERR_BLANK_PATH));
-        };
-        match self.prepare_upload(frame, &req, path) {
-            Ok(up) => {
-                out.extend(encode(|b| ft::encode_ack(b, frame.header.sid, 0)));
-                log::info!("file transfer: receiving {:?}", up.path);
-                self.active = Active::Upload(Box::new(up));
-            }
-            Err(e) => {
-                log::warn!("file upload to {path:?} refused: {e}");
-                out.extend(error_reply(frame, &e.to_string()));
-            }
-        }
-    }
-
+    /// Checks an upload to `path` against the policy, in the reference's order (`rx_limited`:
+    /// the Rx limit is reached; `busy`: a transfer runs in the session, which only a request
+    /// passing every other check is told), and creates its temporary file.
     fn prepare_upload(
-        &mut self,
-        frame: &Frame<'_>,
+        &self,
         req: &UploadRequest<'_>,
         path: &str,
+        rx_limited: bool,
+        busy: bool,
     ) -> Result<Upload, UploadError> {
         let s = Arc::clone(&self.settings);
         let mode = req.mode.unwrap_or(0o644);
@@ -575,7 +716,7 @@ impl FileTransfer {
                     return Err(UploadError::Policy("the set uid mode is forbidden"));
                 }
             }
-            if !s.rx_ok(0) {
+            if rx_limited {
                 return Err(UploadError::RxLimit);
             }
             if is_dir {
@@ -585,64 +726,82 @@ impl FileTransfer {
             if existing.is_some_and(|st| FileType::from_raw_mode(st.st_mode) != FileType::RegularFile) {
                 return Err(UploadError::Conflict("irregular file"));
             }
-            if self.busy() {
+            if busy {
                 return Err(UploadError::InProgress);
             }
             let (file, temp) = create_temp(&s.jail, &dir, &path).map_err(UploadError::Create)?;
-            let request = copy_frame(frame).unwrap_or_default();
-            return Ok(Upload {
-                state: UploadState::new(),
-                file,
-                dir,
-                name,
-                path,
-                temp,
-                request,
-                uid,
-                gid,
-                mode,
-            });
+            return Ok(Upload { file, dir, name, path, temp, uid, gid, mode });
         }
         Err(UploadError::Conflict("directory"))
     }
+}
 
-    fn chunk(&mut self, frame: &Frame<'_>, offset: Option<Int>, data: &[u8], out: &mut Vec<Vec<u8>>) {
-        let Active::Upload(up) = &mut self.active else { return };
-        let result = match up.state.on_chunk(offset, data.len()) {
-            Err(e) => Err(UploadError::Chunk(e)),
-            Ok(ChunkOutcome::Data { end }) => write_all(&up.file, data)
-                .map_err(|e| UploadError::Write(PathError::new("write", &up.path, e)))
-                .and_then(|()| {
-                    let n = u64::try_from(data.len()).unwrap_or(u64::MAX);
-                    if self.settings.rx_ok(n) && self.settings.below_max_size(end) {
-                        Ok(false)
-                    } else {
-                        log::warn!("file upload rx bytes limit reached");
-                        Err(UploadError::WriteLimit)
-                    }
-                }),
-            Ok(_) => commit(&self.settings, up).map(|()| true),
-        };
-        match result {
-            Ok(done) => {
-                // Acked every `UPLOAD_ACK_EVERY` (10) chunks and at EOF, not per chunk: each ack
-                // costs the agent, the Mender client's proxy and the server a message. The
-                // server only waits for an ack once it is more than 20×4096 bytes past the last
-                // one; by then it has sent over 20 chunks (each ≤ 4096 bytes) past the acked one,
-                // so at least 10 of them are unacked here and their ack is on its way.
-                if up.state.should_ack(true) || done {
-                    out.extend(encode(|b| ft::encode_ack_of(b, frame)));
+/// The failure of a step of `sid`'s transfer, answered by the device.
+fn fail(device: &mut AgentDevice, sid: &str, text: &str, code: u16) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; FAIL_BUF + text.len()];
+    let n = device.handle_transfer_failed(sid, text, code, &mut buf)?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// A download's task.
+struct Download {
+    settings: Arc<Settings>,
+    out: async_channel::Sender<Vec<u8>>,
+    events: async_channel::Sender<Event>,
+    sid: String,
+    serial: u64,
+    path: String,
+    cmds: async_channel::Receiver<Cmd>,
+}
+
+impl Download {
+    async fn report(&self, what: Reported) -> bool {
+        self.events.send(Event { sid: self.sid.clone(), serial: self.serial, what }).await.is_ok()
+    }
+
+    async fn run(self) {
+        let mut source = match reader::open(Arc::clone(&self.settings), self.path.clone()).await {
+            Ok((source, _)) => {
+                if !self.report(Reported::Opened).await {
+                    return;
                 }
-                if done {
-                    log::info!("file transfer: received {:?} ({} bytes)", up.path, up.state.offset());
-                    self.active = Active::Idle;
-                }
+                Some(source)
             }
             Err(e) => {
-                log::error!("file upload to {:?} failed: {e}", up.path);
-                let reply = Frame::decode(&up.request).ok().and_then(|req| error_reply(&req, &e.to_string()));
-                out.extend(reply);
-                self.active = Active::Idle;
+                let code = if e.by_policy() { GET_REFUSED_CODE } else { 0 };
+                if !self.report(Reported::Refused { text: e.to_string(), code }).await {
+                    return;
+                }
+                None
+            }
+        };
+        let mut buf = Vec::new();
+        while let Ok(cmd) = self.cmds.recv().await {
+            match cmd {
+                Cmd::Send(frame) => {
+                    if self.out.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+                Cmd::Close => return,
+                Cmd::Read(max) => {
+                    let Some(src) = source.as_mut() else { continue };
+                    buf.resize(max.min(DOWNLOAD_CHUNK), 0);
+                    let what = loop {
+                        match src.read(&mut buf).await {
+                            Ok(n) => break Reported::Read(buf[..n].to_vec()),
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(error) => {
+                                let e = DownloadError::Read { path: self.path.clone(), error };
+                                break Reported::Failed(e.to_string());
+                            }
+                        }
+                    };
+                    if !self.report(what).await {
+                        return;
+                    }
+                }
             }
         }
     }
@@ -796,258 +955,6 @@ fn commit(s: &Settings, up: &mut Upload) -> Result<(), UploadError> {
         }
         Err(Errno::EXIST) if no_replace => Err(UploadError::Policy("forbidden to overwrite the file")),
         Err(e) => Err(commit_err(e)),
-    }
-}
-
-/// A running download.
-struct Download {
-    settings: Arc<Settings>,
-    out: async_channel::Sender<Vec<u8>>,
-    sid: String,
-    path: String,
-    /// The message errors are answered to: the request, then the latest ack.
-    last: Vec<u8>,
-    /// Shared with the handler: the EOF offset once sent, [`DOWNLOAD_COMPLETE`] when done.
-    eof: Arc<AtomicI64>,
-    ctl: async_channel::Receiver<Vec<u8>>,
-    /// File bytes sent so far, shared with the handler for the status CLI.
-    sent: Arc<AtomicU64>,
-    /// The session's sent-frame bytes (status CLI).
-    bulk_out: Arc<AtomicU64>,
-}
-
-enum Stop {
-    /// The peer or the session ended it; nothing more to send.
-    Quiet,
-    /// Answer `last` with this error.
-    Error(DownloadError),
-}
-
-impl Download {
-    async fn run(mut self) {
-        let source = match reader::open(Arc::clone(&self.settings), self.path.clone()).await {
-            Ok((source, _)) => source,
-            Err(e) => {
-                log::warn!("file download of {:?} refused: {e}", self.path);
-                let (text, by_policy) = (e.to_string(), e.by_policy());
-                // Over before the reply leaves: the session may ask again as soon as it has it.
-                self.eof.store(DOWNLOAD_COMPLETE, Ordering::Release);
-                let reply = Frame::decode(&self.last).ok().and_then(|f| {
-                    if by_policy {
-                        coded_error_reply(&f, &text, GET_REFUSED_CODE)
-                    } else {
-                        error_reply(&f, &text)
-                    }
-                });
-                if let Some(r) = reply {
-                    let _ = self.out.send(r).await;
-                }
-                return;
-            }
-        };
-        if !self.settings.tx_ok(0) {
-            log::warn!("file download tx bytes limit reached");
-            self.eof.store(DOWNLOAD_COMPLETE, Ordering::Release);
-            if let Some(r) = Frame::decode(&self.last).ok().and_then(|f| error_reply(&f, ERR_TX_LIMIT)) {
-                let _ = self.out.send(r).await;
-            }
-            return;
-        }
-        log::info!("file transfer: sending {:?}", self.path);
-        let result = self.send(source).await;
-        if let Err(Stop::Error(e)) = result {
-            log::error!("file download of {:?} failed: {e}", self.path);
-            let reply = Frame::decode(&self.last).ok().and_then(|f| error_reply(&f, &e.to_string()));
-            if let Some(r) = reply {
-                let _ = self.out.send(r).await;
-            }
-        } else if result.is_ok() {
-            log::info!("file transfer: sent {:?}", self.path);
-        }
-    }
-
-    async fn send(&mut self, mut reader: reader::Source) -> Result<(), Stop> {
-        let chunks = self.settings.window_chunks.clamp(1, crate::config::MAX_ACK_WINDOW_CHUNKS);
-        let mut window = DownloadWindow::with_window(i64::from(chunks) * DOWNLOAD_CHUNK as i64);
-        let mut buf = vec![0u8; DOWNLOAD_CHUNK];
-        loop {
-            let room = window.room().min(DOWNLOAD_CHUNK);
-            if room == 0 {
-                self.wait_ack(&mut window).await?;
-                continue;
-            }
-            let n = loop {
-                match reader.read(&mut buf[..room]).await {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(error) => {
-                        return Err(Stop::Error(DownloadError::Read { path: self.path.clone(), error }));
-                    }
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            let offset = window.on_sent(n);
-            let cap = n + self.sid.len() + FRAME_OVERHEAD;
-            let chunk = encode_within(cap, |b| ft::encode_chunk(b, &self.sid, offset, &buf[..n]))
-                .ok_or(Stop::Quiet)?;
-            // Counted first, frame before file bytes, so a status never shows the session
-            // having sent less than its transfer.
-            self.bulk_out.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            self.sent.fetch_add(n as u64, Ordering::Relaxed);
-            self.out.send(chunk).await.map_err(|_| Stop::Quiet)?;
-            if !self.settings.tx_ok(u64::try_from(n).unwrap_or(u64::MAX)) {
-                log::warn!("file download tx bytes limit reached");
-                return Err(Stop::Error(DownloadError::TxLimit));
-            }
-        }
-        let total = window.on_eof();
-        // Published before the EOF chunk leaves, so the handler recognises the final ack.
-        let mark = if window.is_complete() { DOWNLOAD_COMPLETE } else { total };
-        self.eof.store(mark, Ordering::Release);
-        let eof = encode(|b| ft::encode_chunk(b, &self.sid, total, &[])).ok_or(Stop::Quiet)?;
-        self.out.send(eof).await.map_err(|_| Stop::Quiet)?;
-        while !window.is_complete() {
-            self.wait_ack(&mut window).await?;
-        }
-        Ok(())
-    }
-
-    async fn wait_ack(&mut self, window: &mut DownloadWindow) -> Result<(), Stop> {
-        let bytes = self.ctl.recv().await.map_err(|_| Stop::Quiet)?;
-        let Ok(frame) = Frame::decode(&bytes) else { return Err(Stop::Quiet) };
-        let msg = FileTransferMessage::from_frame(&frame);
-        let outcome = match msg {
-            Ok(FileTransferMessage::Ack { offset }) => {
-                window.on_ack(offset).map_err(|e| Stop::Error(DownloadError::Ack(e)))
-            }
-            Ok(FileTransferMessage::Error(e)) => {
-                log::error!("received error message from client: {}", e.err.unwrap_or("(malformed)"));
-                Err(Stop::Quiet)
-            }
-            _ => Err(Stop::Error(DownloadError::Unexpected(frame.header.typ.to_string()))),
-        };
-        self.last = bytes;
-        outcome
-    }
-}
-
-impl SessionHandler for FileTransfer {
-    fn serve(&mut self, _sid: &str, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>) {
-        let msg = match FileTransferMessage::from_frame(frame) {
-            Ok(m) => m,
-            Err(e) => {
-                return out.extend(error_reply(frame, &format!("malformed request parameters: {e}")));
-            }
-        };
-        match msg {
-            FileTransferMessage::Stat(_) => self.stat(frame, out),
-            FileTransferMessage::GetFile(_) => self.get_file(frame, out),
-            FileTransferMessage::PutFile(_) => self.put_file(frame, out),
-            FileTransferMessage::Chunk { offset, data } => {
-                self.busy();
-                match &self.active {
-                    Active::Upload(_) => self.chunk(frame, offset, data, out),
-                    Active::Download { .. } => self.forward_to_download(frame, out),
-                    Active::Idle => out.extend(error_reply(frame, ERR_NOT_IN_PROGRESS)),
-                }
-            }
-            FileTransferMessage::Ack { .. } => {
-                self.busy();
-                match &self.active {
-                    Active::Download { .. } => self.forward_to_download(frame, out),
-                    Active::Upload(up) => {
-                        let text = format!(
-                            "received unexpected message type '{}' during file upload",
-                            frame.header.typ
-                        );
-                        let reply = Frame::decode(&up.request).ok().and_then(|req| error_reply(&req, &text));
-                        out.extend(reply);
-                        self.active = Active::Idle;
-                    }
-                    Active::Idle => out.extend(error_reply(frame, ERR_NOT_IN_PROGRESS)),
-                }
-            }
-            FileTransferMessage::Error(e) => {
-                log::error!("received error from client: {}", e.err.unwrap_or("(malformed)"));
-                self.busy();
-                match &self.active {
-                    Active::Download { .. } => self.forward_to_download(frame, out),
-                    // Aborted by the peer: drop the temporary file, say nothing.
-                    Active::Upload(_) => self.active = Active::Idle,
-                    Active::Idle => {}
-                }
-            }
-            _ => {
-                let text = format!("session: filetransfer message type '{}' not supported", frame.header.typ);
-                out.extend(error_reply(frame, &text));
-            }
-        }
-    }
-
-    fn close(&mut self) {
-        // Dropping the task cancels it (closing the file); dropping an upload removes its
-        // temporary file.
-        self.active = Active::Idle;
-    }
-
-    fn bulk_bytes_out(&self) -> u64 {
-        self.bulk_out.load(Ordering::Relaxed)
-    }
-
-    fn activity(&self, sid: &str, out: &mut Vec<crate::proto::router::Activity>) {
-        use crate::ops::status::protocol::{Direction, Transfer};
-        let (direction, path, bytes) = match &self.active {
-            Active::Idle => return,
-            Active::Download { task, eof, path, sent, .. } => {
-                if task.is_finished() || eof.load(Ordering::Acquire) == DOWNLOAD_COMPLETE {
-                    return;
-                }
-                (Direction::Download, path.clone(), sent.load(Ordering::Relaxed))
-            }
-            Active::Upload(up) => {
-                (Direction::Upload, up.path.clone(), u64::try_from(up.state.offset()).unwrap_or(0))
-            }
-        };
-        out.push(crate::proto::router::Activity::Transfer(Transfer {
-            session_id: sid.to_owned(),
-            direction,
-            path,
-            bytes,
-        }));
-    }
-}
-
-impl FileTransfer {
-    /// Ends the download bookkeeping; a task still running only has its final ack left to see
-    /// and ends when the control channel closes.
-    fn finish_download(&mut self) {
-        if let Active::Download { task, .. } = std::mem::replace(&mut self.active, Active::Idle) {
-            task.detach();
-        }
-    }
-
-    fn forward_to_download(&mut self, frame: &Frame<'_>, out: &mut Vec<Vec<u8>>) {
-        let Active::Download { ctl, eof, .. } = &self.active else { return };
-        let Some(bytes) = copy_frame(frame) else { return };
-        let eof_at = eof.load(Ordering::Acquire);
-        let final_ack = frame.header.typ == ft::ACK
-            && eof_at >= 0
-            && frame
-                .header
-                .props
-                .get_int(ft::PROP_OFFSET)
-                .and_then(Int::as_go_int64)
-                .is_some_and(|o| o >= eof_at);
-        if final_ack {
-            let _ = ctl.try_send(bytes);
-            self.finish_download();
-        } else if ctl.try_send(bytes).is_err() {
-            // More acks than a window's worth are queued: the peer is not following the protocol.
-            out.extend(error_reply(frame, "too many file transfer messages in flight"));
-            self.active = Active::Idle;
-        }
     }
 }
 

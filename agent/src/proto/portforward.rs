@@ -306,10 +306,10 @@ impl Forwards {
     }
 
     /// Feeds a task's report to the device; returns a frame to send, if any.
-    pub(crate) fn handle<S, const N: usize, const Q: usize>(
+    pub(crate) fn handle<S, const N: usize, const Q: usize, const T: usize, const TQ: usize>(
         &mut self,
         ev: Event,
-        device: &mut mender_connect_core::device::Device<S, N, Q, Store>,
+        device: &mut mender_connect_core::device::Device<S, N, Q, Store, T, TQ>,
         now: mender_connect_core::time::Instant,
     ) -> Effect
     where

@@ -8,7 +8,10 @@
 //!   pings and timeout, and the caps on what a peer can open ([`MAX_SESSIONS`], [`MAX_ID_LEN`]);
 //! - port forward (3): core's device keeps the connection table; its socket work is executed
 //!   by `crate::proto::portforward::Forwards`, whose tasks report back through `Router::forward_event`;
-//! - file transfer (2), mender-client (4): served by a [`SessionHandler`] registered for the
+//! - file transfer (2): core's device keeps every session's transfer state; its file work is
+//!   executed by `crate::proto::filetransfer::Transfers`, whose download tasks report back
+//!   through `Router::transfer_event`;
+//! - mender-client (4): served by a [`SessionHandler`] registered for the
 //!   proto; without one the reference's "no handler registered" error.
 //!
 //! The router owns the engine (the daemon feeds it the link's events too) and the handlers, the
@@ -26,6 +29,7 @@ use mender_connect_core::shells::ShellConfig;
 use mender_connect_core::{EncodeError, Frame, MAX_FRAME_LEN, Proto};
 
 use crate::os::clock;
+use crate::proto::filetransfer::{self, Transfers};
 use crate::proto::portforward::{self, Effect, Forwards};
 use crate::proto::shell::{self, Action, Shells};
 
@@ -95,6 +99,8 @@ pub(crate) enum Output {
     Shell(Vec<u8>),
     /// A port-forward frame the user side must get (`new`, `ack`, `stop`, an `error`).
     Forward(Vec<u8>),
+    /// A file-transfer frame the user side waits for (an upload's ack, an error).
+    Transfer(Vec<u8>),
 }
 
 /// The control sessions' table, grown on demand (up to the engine's cap of [`MAX_SESSIONS`]):
@@ -123,10 +129,20 @@ impl SessionStore for SessionTable {
 
 /// The agent's protocol engine.
 pub(crate) type AgentEngine = Engine<SessionTable>;
-/// Core's device: the engine, the shell table with the reference's capacity, and the
-/// port-forward table (grown on demand).
-pub(crate) type AgentDevice =
-    Device<SessionTable, { shell::MAX_SHELLS }, { shell::QUEUE }, portforward::Store>;
+/// File transfers running at once on the device, over all sessions (a download's open and its
+/// reads of a non-disk file take a thread each: `filetransfer::reader` allows 32).
+pub(crate) const MAX_TRANSFERS: usize = 32;
+
+/// Core's device: the engine, the shell table with the reference's capacity, the port-forward
+/// table (grown on demand) and the file-transfer table.
+pub(crate) type AgentDevice = Device<
+    SessionTable,
+    { shell::MAX_SHELLS },
+    { shell::QUEUE },
+    portforward::Store,
+    MAX_TRANSFERS,
+    { mender_connect_core::transfers::queue_len(MAX_TRANSFERS) },
+>;
 
 /// The message router: core's device and the session handlers.
 pub(crate) struct Router {
@@ -135,11 +151,15 @@ pub(crate) struct Router {
     handlers: HashMap<String, HashMap<Proto, Box<dyn SessionHandler>>>,
     /// The port-forward executor, when the protocol is enabled.
     forwards: Option<Forwards>,
+    /// The file-transfer executor, when the protocol is enabled.
+    transfers: Option<Transfers>,
     /// Where the engine encodes replies ([`engine::REPLY_BUF_LEN`]), allocated on the first
     /// message: an idle connected daemon holds none of it.
     reply: Vec<u8>,
     /// Outputs met while draining session ends after a message, for the next [`Router::poll`].
     pending: std::collections::VecDeque<Output>,
+    /// File-transfer frames for the reply queue, in order.
+    transfer_out: std::collections::VecDeque<Vec<u8>>,
 }
 
 /// A reply of the engine as a frame of its own size. A reply over [`MAX_FRAME_LEN`] (an error
@@ -204,8 +224,10 @@ impl Router {
             factories: Vec::new(),
             handlers: HashMap::new(),
             forwards: None,
+            transfers: None,
             reply: Vec::new(),
             pending: std::collections::VecDeque::new(),
+            transfer_out: std::collections::VecDeque::new(),
         }
     }
 
@@ -268,6 +290,26 @@ impl Router {
         Output::Forward(frame)
     }
 
+    /// Enables file transfer (2): the device keeps the transfers, `Transfers` runs their file
+    /// work; download tasks queue chunks on `out` and report on `events`.
+    pub(crate) fn enable_file_transfer(
+        &mut self,
+        settings: &std::sync::Arc<filetransfer::Settings>,
+        out: async_channel::Sender<Vec<u8>>,
+        events: async_channel::Sender<filetransfer::Event>,
+    ) {
+        self.device.serve_transfers(settings.table_config(), clock::now());
+        self.transfers = Some(Transfers::new(std::sync::Arc::clone(settings), out, events));
+    }
+
+    /// A download task's report: fed to the device; drain [`Router::poll`] after.
+    pub(crate) fn transfer_event(&mut self, ev: filetransfer::Event, now: Instant) {
+        let Some(t) = self.transfers.as_mut() else { return };
+        let mut out = Vec::new();
+        t.event(ev, &mut self.device, clock::to_core(now), &mut out);
+        self.transfer_out.extend(out);
+    }
+
     /// Protocols listed in `accept`.
     pub(crate) fn protocols(&self) -> Vec<u16> {
         self.device.engine().protocols().to_vec()
@@ -286,7 +328,15 @@ impl Router {
         if reply.is_empty() {
             reply = vec![0; engine::REPLY_BUF_LEN];
         }
+        let typ = Frame::decode_any_size(bytes).map(|f| f.header.typ.to_owned()).unwrap_or_default();
         let mut out = match self.device.handle_frame(bytes, clock::to_core(now), &mut reply) {
+            Delivered::Transfer(d) => {
+                let mut out = Vec::new();
+                if let Some(t) = self.transfers.as_mut() {
+                    t.delivered(d, &typ, &reply, &mut self.device, clock::to_core(now), &mut out);
+                }
+                out.into_iter().map(Action::Reply).collect()
+            }
             Delivered::Handled { reply: n } => {
                 let f = n.and_then(|n| reply.get(..n)).and_then(reply_frame);
                 if let Some(f) = &f
@@ -348,7 +398,7 @@ impl Router {
         // replies; the rest (a session the message ended, its handlers go now) waits for `poll`.
         while let Some(o) = self.poll_device(shells, now) {
             match o {
-                Output::Shell(f) | Output::Forward(f) => out.push(Action::Reply(f)),
+                Output::Shell(f) | Output::Forward(f) | Output::Transfer(f) => out.push(Action::Reply(f)),
                 o => self.pending.push_back(o),
             }
         }
@@ -384,7 +434,16 @@ impl Router {
     fn poll_device(&mut self, shells: &mut Shells, now: Instant) -> Option<Output> {
         let mut buf = [0u8; device::POLL_BUF_LEN];
         loop {
-            match self.device.poll_action(&mut buf)? {
+            if let Some(f) = self.transfer_out.pop_front() {
+                return Some(Output::Transfer(f));
+            }
+            let Some(a) = self.device.poll_action(&mut buf) else {
+                if let Some(t) = self.transfers.as_mut() {
+                    t.flush(&self.device);
+                }
+                return None;
+            };
+            match a {
                 device::Action::Engine(engine::Action::Link(a)) => {
                     if a == LinkAction::CloseLink {
                         self.disconnected();
@@ -415,6 +474,20 @@ impl Router {
                         return Some(self.forward_output(f));
                     }
                 }
+                device::Action::SendTransfer { len } => {
+                    let mut out = Vec::new();
+                    if let Some(t) = self.transfers.as_mut() {
+                        t.send(buf[..len].to_vec(), &mut out);
+                    }
+                    self.transfer_out.extend(out);
+                }
+                device::Action::Transfer(a) => {
+                    let mut out = Vec::new();
+                    if let Some(t) = self.transfers.as_mut() {
+                        t.execute(a, &mut self.device, &mut out);
+                    }
+                    self.transfer_out.extend(out);
+                }
                 _ => {}
             }
         }
@@ -441,6 +514,9 @@ impl Router {
     fn close(&mut self, sid: &str) {
         if let Some(f) = self.forwards.as_mut() {
             f.session_ended(sid);
+        }
+        if let Some(t) = self.transfers.as_mut() {
+            t.session_ended(sid);
         }
         if let Some(handlers) = self.handlers.remove(sid) {
             for (_, mut h) in handlers {
@@ -487,6 +563,20 @@ impl Router {
         if let Some(f) = &self.forwards {
             f.activity(&mut out);
         }
+        if let Some(t) = &self.transfers {
+            use crate::ops::status::protocol::{Direction, Transfer};
+            for info in self.device.transfers().iter() {
+                out.push(Activity::Transfer(Transfer {
+                    session_id: info.sid.to_owned(),
+                    direction: match info.direction {
+                        mender_connect_core::transfers::Direction::Upload => Direction::Upload,
+                        _ => Direction::Download,
+                    },
+                    path: t.path(info.sid).unwrap_or_default().to_owned(),
+                    bytes: info.bytes,
+                }));
+            }
+        }
         for (sid, hs) in &self.handlers {
             for h in hs.values() {
                 h.activity(sid, &mut out);
@@ -511,6 +601,9 @@ impl Router {
     fn disconnected(&mut self) {
         if let Some(f) = self.forwards.as_mut() {
             f.disconnected();
+        }
+        if let Some(t) = self.transfers.as_mut() {
+            t.disconnected();
         }
         for (_, handlers) in self.handlers.drain() {
             for (_, mut h) in handlers {

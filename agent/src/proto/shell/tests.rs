@@ -94,7 +94,7 @@ impl Fx {
             match o {
                 Output::Send(f) => out.pings.push(f),
                 Output::Shell(f) => out.stops.push(f),
-                Output::Link(_) | Output::Forward(_) => {}
+                Output::Link(_) | Output::Forward(_) | Output::Transfer(_) => {}
             }
         }
     }
