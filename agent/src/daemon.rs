@@ -32,7 +32,7 @@ use crate::ops::status::protocol::{ErrorKind, LinkState, Response, SessionKind};
 use crate::ops::status::server::Query;
 use crate::os::clock;
 use crate::proto::router::{Output, Router};
-use crate::proto::shell::{Action, Exited, Expiry, ShellSettings, Shells};
+use crate::proto::shell::{Action, Expiry, ShellSettings, Shells};
 use mender_connect_core::link::{CredentialsUpdate, LinkAction, LinkConfig, LinkState as EngineLink};
 use snapshot::LinkStats;
 
@@ -148,7 +148,8 @@ enum Link {
 enum Event {
     Signal(Option<Signal>),
     Credentials(Option<Update>),
-    Exited(Exited),
+    /// An executor's task reported: a shell ended, a connection or a download moved on.
+    Report(crate::proto::router::Report),
     /// The device's timer: a redial, the end of the disconnect grace, control-session pings,
     /// shell expiry and health checks.
     Timer,
@@ -159,10 +160,6 @@ enum Event {
     WriterEnded(Result<(), Ended>),
     /// A request from the control socket (`mender-connect status`, `sessions kill`).
     Control(crate::ops::status::server::Ask),
-    /// A port-forward connection's task reported.
-    Forward(crate::proto::portforward::Event),
-    /// A download task reported.
-    Transfer(crate::proto::filetransfer::Event),
 }
 
 struct Queues {
@@ -232,8 +229,12 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
     let (data_tx, data_rx) = async_channel::bounded(DATA_QUEUE);
     let (reply_tx, reply_rx) = async_channel::bounded(REPLY_QUEUE);
     let q = Queues { data_tx, data_rx, reply_tx, reply_rx };
-    let (exited_tx, exited_rx) = async_channel::unbounded();
-    let mut shells = Shells::new(settings.shell.clone(), q.data_tx.clone(), exited_tx);
+    // The executors' reports, on one channel: shells that ended (one per shell), port-forward
+    // connections (bounded by the device's flow control: a dial, one read, at most
+    // `forwards::INBOUND_QUEUE` writes and an end per connection) and downloads (bounded by
+    // core's window: an open, one read and an end per download).
+    let (report_tx, report_rx) = async_channel::unbounded();
+    let mut shells = Shells::new(settings.shell.clone(), q.data_tx.clone(), report_tx.clone());
     let reread = auth.reread.is_some();
     let mut router = Router::with_link(
         settings.terminal,
@@ -241,13 +242,8 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
         settings.shell.table_config(),
         crate::os::clock::seed(),
     );
-    // Reports of the port-forward connections' tasks; bounded by the device's flow control
-    // (a dial, one read, at most `forwards::INBOUND_QUEUE` writes and an end per connection).
-    let (forward_tx, forward_rx) = async_channel::unbounded();
-    // Reports of the download tasks; bounded by core's window (an open, one read and an end per
-    // download).
-    let (transfer_tx, transfer_rx) = async_channel::unbounded();
-    crate::proto::features::register(&mut router, &settings.features, &q.data_tx, &forward_tx, &transfer_tx);
+    crate::proto::features::register(&mut router, &settings.features, &q.data_tx, &report_tx);
+    drop(report_tx);
     let mut creds = Credentials { token: String::new(), server_url: String::new() };
     let mut auth_open = true;
     let mut link = Link::Idle;
@@ -299,21 +295,9 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                     std::future::pending().await
                 }
             };
-            let exited = async {
-                match exited_rx.recv().await {
-                    Ok(e) => Event::Exited(e),
-                    Err(_) => std::future::pending().await,
-                }
-            };
-            let forward = async {
-                match forward_rx.recv().await {
-                    Ok(e) => Event::Forward(e),
-                    Err(_) => std::future::pending().await,
-                }
-            };
-            let transfer = async {
-                match transfer_rx.recv().await {
-                    Ok(e) => Event::Transfer(e),
+            let report = async {
+                match report_rx.recv().await {
+                    Ok(r) => Event::Report(r),
                     Err(_) => std::future::pending().await,
                 }
             };
@@ -358,12 +342,10 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
             // First ready wins, in this order. Polled through `dyn Future`: a chain of `or`
             // combinators compiles into one nested poll function per turn shape, 50 KB of the
             // binary; this is one small loop and a poll function per source.
-            let mut sources: [Pin<&mut dyn Future<Output = Event>>; 9] = [
+            let mut sources: [Pin<&mut dyn Future<Output = Event>>; 7] = [
                 pin!(sig),
                 pin!(cred),
-                pin!(exited),
-                pin!(forward),
-                pin!(transfer),
+                pin!(report),
                 pin!(link_ev),
                 pin!(control),
                 pin!(timer),
@@ -443,11 +425,7 @@ async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32
                 creds = c;
                 router.device_mut().handle_credentials(update, clock::to_core(now));
             }
-            Event::Exited(e) => {
-                router.device_mut().handle_shell_exited(&e.sid, e.serial);
-            }
-            Event::Forward(e) => router.forward_event(e, now),
-            Event::Transfer(e) => router.transfer_event(e, now),
+            Event::Report(r) => router.report(r, now),
             Event::Timer => router.device_mut().handle_timeout(clock::to_core(now)),
             Event::Release => {
                 release_at = None;

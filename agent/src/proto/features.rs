@@ -50,20 +50,19 @@ impl Features {
 }
 
 /// Registers the enabled protocols; their handlers send bulk frames through `out`, the
-/// port-forward connections report on `forward_events` (for [`Router::forward_event`]), file
-/// transfer's download tasks on `transfer_events`.
+/// port-forward connections and file transfer's download tasks report on `reports` (for
+/// [`Router::report`]).
 pub fn register(
     router: &mut Router,
     features: &Features,
     out: &async_channel::Sender<Vec<u8>>,
-    forward_events: &async_channel::Sender<crate::proto::portforward::Event>,
-    transfer_events: &async_channel::Sender<crate::proto::filetransfer::Event>,
+    reports: &async_channel::Sender<crate::proto::router::Report>,
 ) {
     if let Some(s) = &features.file_transfer {
-        router.enable_file_transfer(s, out.clone(), transfer_events.clone());
+        router.enable_file_transfer(s, out.clone(), reports.clone());
     }
     if let Some(s) = &features.port_forward {
-        router.enable_port_forward(s, out.clone(), forward_events.clone());
+        router.enable_port_forward(s, out.clone(), reports.clone());
     }
     if let Some(s) = &features.mender_client {
         let (s, out) = (Arc::clone(s), out.clone());
@@ -91,9 +90,8 @@ mod tests {
         let features = Features::from_config(&loaded.config);
         let mut router = Router::new(false);
         let (tx, _rx) = async_channel::bounded(1);
-        let (forward_events, _forward_rx) = async_channel::unbounded();
-        let (transfer_events, _transfer_rx) = async_channel::unbounded();
-        register(&mut router, &features, &tx, &forward_events, &transfer_events);
+        let (reports, _reports_rx) = async_channel::unbounded();
+        register(&mut router, &features, &tx, &reports);
         router.protocols()
     }
 

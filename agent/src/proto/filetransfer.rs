@@ -39,7 +39,7 @@ use smol::Task;
 
 use crate::config::FileTransferLimits;
 use crate::os::chroot::{Jail, JailError, errno_text};
-use crate::proto::router::AgentDevice;
+use crate::proto::router::{AgentDevice, Report};
 
 const ERR_TX_LIMIT: &str = "transmitted bytes limit exhausted";
 const ERR_IN_PROGRESS: &str = "another file transfer is in progress";
@@ -353,7 +353,7 @@ pub(crate) struct Transfers {
     settings: Arc<Settings>,
     /// The daemon's bounded data queue (download chunks).
     out: async_channel::Sender<Vec<u8>>,
-    events: async_channel::Sender<Event>,
+    events: async_channel::Sender<Report>,
     uploads: HashMap<String, Box<Upload>>,
     downloads: HashMap<String, DownloadTask>,
     serial: u64,
@@ -367,7 +367,7 @@ impl Transfers {
     pub(crate) fn new(
         settings: Arc<Settings>,
         out: async_channel::Sender<Vec<u8>>,
-        events: async_channel::Sender<Event>,
+        events: async_channel::Sender<Report>,
     ) -> Self {
         Self { settings, out, events, uploads: HashMap::new(), downloads: HashMap::new(), serial: 0 }
     }
@@ -748,7 +748,7 @@ fn fail(device: &mut AgentDevice, sid: &str, text: &str, code: u16) -> Option<Ve
 struct Download {
     settings: Arc<Settings>,
     out: async_channel::Sender<Vec<u8>>,
-    events: async_channel::Sender<Event>,
+    events: async_channel::Sender<Report>,
     sid: String,
     serial: u64,
     path: String,
@@ -757,7 +757,10 @@ struct Download {
 
 impl Download {
     async fn report(&self, what: Reported) -> bool {
-        self.events.send(Event { sid: self.sid.clone(), serial: self.serial, what }).await.is_ok()
+        self.events
+            .send(Report::Transfer(Event { sid: self.sid.clone(), serial: self.serial, what }))
+            .await
+            .is_ok()
     }
 
     async fn run(self) {

@@ -31,6 +31,8 @@ use mender_connect_core::portforward::{self as pf, Protocol};
 use smol::Task;
 use smol::net::{TcpStream, UdpSocket};
 
+use crate::proto::router::Report;
+
 /// Largest TCP read sent as one `forward` to the user side. One message is in flight per
 /// connection, so throughput is this over the round trip through the server. The peers accept
 /// it: the server's read limit on device websockets is 8 MiB and relays the message unchanged,
@@ -172,7 +174,7 @@ struct Conn {
 /// Executes the device's port-forward actions: the sockets, one task each.
 pub(crate) struct Forwards {
     out: async_channel::Sender<Vec<u8>>,
-    events: async_channel::Sender<Event>,
+    events: async_channel::Sender<Report>,
     // Vectors, not maps: the device bounds them (`PortForward.MaxConnections`), a lookup is a
     // short scan, and each map type would add its own copy of the hash table's code.
     conns: Vec<Conn>,
@@ -198,7 +200,7 @@ pub(crate) enum Effect {
 
 impl Forwards {
     /// Tasks send `forward` frames through `out` and report on `events`.
-    pub(crate) fn new(out: async_channel::Sender<Vec<u8>>, events: async_channel::Sender<Event>) -> Self {
+    pub(crate) fn new(out: async_channel::Sender<Vec<u8>>, events: async_channel::Sender<Report>) -> Self {
         Self { out, events, conns: Vec::new(), pending: Vec::new(), sent: Vec::new(), serial: 0 }
     }
 
@@ -453,7 +455,7 @@ struct Io {
     cid: String,
     serial: u64,
     out: async_channel::Sender<Vec<u8>>,
-    events: async_channel::Sender<Event>,
+    events: async_channel::Sender<Report>,
     writes: async_channel::Receiver<Vec<u8>>,
     permits: async_channel::Receiver<Permit>,
     /// The session's sent-bytes counter.
@@ -464,7 +466,7 @@ impl Io {
     /// Reports to the router; false once it is gone.
     async fn report(&self, what: Happened) -> bool {
         let ev = Event { sid: self.sid.clone(), cid: self.cid.clone(), serial: self.serial, what };
-        self.events.send(ev).await.is_ok()
+        self.events.send(Report::Forward(ev)).await.is_ok()
     }
 
     /// Dials (the device times the dial out by closing the connection, which drops this task),

@@ -7,10 +7,10 @@
 //! - control (0xFFFF) and every other proto: per-sid control sessions, their handshake, idle
 //!   pings and timeout, and the caps on what a peer can open ([`MAX_SESSIONS`], [`MAX_ID_LEN`]);
 //! - port forward (3): core's device keeps the connection table; its socket work is executed
-//!   by `crate::proto::portforward::Forwards`, whose tasks report back through `Router::forward_event`;
+//!   by `crate::proto::portforward::Forwards`, whose tasks report back through `Router::report`;
 //! - file transfer (2): core's device keeps every session's transfer state; its file work is
 //!   executed by `crate::proto::filetransfer::Transfers`, whose download tasks report back
-//!   through `Router::transfer_event`;
+//!   through `Router::report`;
 //! - mender-client (4): served by a [`SessionHandler`] registered for the
 //!   proto; without one the reference's "no handler registered" error.
 //!
@@ -101,6 +101,18 @@ pub(crate) enum Output {
     Forward(Vec<u8>),
     /// A file-transfer frame the user side waits for (an upload's ack, an error).
     Transfer(Vec<u8>),
+}
+
+/// What an executor's task reports to the daemon: one channel carries them all, so the event
+/// loop waits on one source for every kind.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// A shell ended by itself.
+    Exited(shell::Exited),
+    /// A port-forward connection's task.
+    Forward(portforward::Event),
+    /// A download's task.
+    Transfer(filetransfer::Event),
 }
 
 /// The control sessions' table, grown on demand (up to the engine's cap of [`MAX_SESSIONS`]):
@@ -259,15 +271,26 @@ impl Router {
         &mut self,
         settings: &portforward::Settings,
         out: async_channel::Sender<Vec<u8>>,
-        events: async_channel::Sender<portforward::Event>,
+        events: async_channel::Sender<Report>,
     ) {
         self.device.enable_forwards(settings.table_config());
         self.device.engine_mut().serve(Proto::PORT_FORWARD);
         self.forwards = Some(Forwards::new(out, events));
     }
 
-    /// A connection task's report: fed to the device; drain [`Router::poll`] after.
-    pub(crate) fn forward_event(&mut self, ev: portforward::Event, now: Instant) {
+    /// An executor's report: fed to the device; drain [`Router::poll`] after.
+    pub(crate) fn report(&mut self, r: Report, now: Instant) {
+        match r {
+            Report::Exited(e) => {
+                self.device.handle_shell_exited(&e.sid, e.serial);
+            }
+            Report::Forward(e) => self.forward_event(e, now),
+            Report::Transfer(e) => self.transfer_event(e, now),
+        }
+    }
+
+    /// A connection task's report.
+    fn forward_event(&mut self, ev: portforward::Event, now: Instant) {
         let Some(f) = self.forwards.as_mut() else { return };
         if let Effect::Send(frame) = f.handle(ev, &mut self.device, clock::to_core(now)) {
             let o = self.forward_output(frame);
@@ -296,14 +319,14 @@ impl Router {
         &mut self,
         settings: &std::sync::Arc<filetransfer::Settings>,
         out: async_channel::Sender<Vec<u8>>,
-        events: async_channel::Sender<filetransfer::Event>,
+        events: async_channel::Sender<Report>,
     ) {
         self.device.serve_transfers(settings.table_config(), clock::now());
         self.transfers = Some(Transfers::new(std::sync::Arc::clone(settings), out, events));
     }
 
-    /// A download task's report: fed to the device; drain [`Router::poll`] after.
-    pub(crate) fn transfer_event(&mut self, ev: filetransfer::Event, now: Instant) {
+    /// A download task's report.
+    fn transfer_event(&mut self, ev: filetransfer::Event, now: Instant) {
         let Some(t) = self.transfers.as_mut() else { return };
         let mut out = Vec::new();
         t.event(ev, &mut self.device, clock::to_core(now), &mut out);

@@ -42,7 +42,7 @@ use smol::{Async, Task, Timer};
 
 use crate::os::clock;
 use crate::os::pty;
-use crate::proto::router::AgentDevice;
+use crate::proto::router::{AgentDevice, Report};
 
 /// The reference's `MaxShellsSpawned`: shells running at once.
 pub const MAX_SHELLS: usize = mender_connect_core::sessions::DEFAULT_CAPACITY;
@@ -189,7 +189,7 @@ pub struct Shells {
     /// Shells being stopped; the daemon waits for them on shutdown.
     reaping: Vec<Task<()>>,
     data: async_channel::Sender<Vec<u8>>,
-    exited: async_channel::Sender<Exited>,
+    exited: async_channel::Sender<Report>,
     /// The shell user, looked up when the daemon starts ([`pty::Account`]); if that failed, at
     /// the next shell start, then kept.
     account: Option<pty::Account>,
@@ -210,7 +210,7 @@ impl Shells {
     pub fn new(
         settings: ShellSettings,
         data: async_channel::Sender<Vec<u8>>,
-        exited: async_channel::Sender<Exited>,
+        exited: async_channel::Sender<Report>,
     ) -> Self {
         let account = match pty::resolve_account(&settings.user) {
             Ok(a) => a,
@@ -486,7 +486,7 @@ async fn pump_output(
     sid: String,
     serial: u64,
     data: async_channel::Sender<Vec<u8>>,
-    exited: async_channel::Sender<Exited>,
+    exited: async_channel::Sender<Report>,
     bytes_out: Arc<AtomicU64>,
 ) {
     let chunk = chunk_len(&sid);
@@ -558,7 +558,7 @@ async fn pump_output(
     if let Some(f) = frame(proto::STOP, &sid, Status::Error, text.as_bytes()) {
         let _ = data.send(f).await;
     }
-    let _ = exited.send(Exited { sid, serial }).await;
+    let _ = exited.send(Report::Exited(Exited { sid, serial })).await;
 }
 
 /// Writes what the pty takes without blocking; returns how many bytes that was (0 when it is

@@ -48,7 +48,7 @@ struct H {
     router: Router,
     shells: crate::proto::shell::Shells,
     rx: async_channel::Receiver<Vec<u8>>,
-    events: async_channel::Receiver<super::Event>,
+    events: async_channel::Receiver<crate::proto::router::Report>,
     /// Frames for the reply queue that came out of a task's report.
     replies: std::collections::VecDeque<Vec<u8>>,
     /// Added to the clock (the rate counters tick every 5 s).
@@ -163,7 +163,7 @@ impl H {
                 Some(Ok(f)) => return f,
                 Some(Err(ev)) => {
                     let now = self.now();
-                    self.router.transfer_event(ev, now);
+                    self.router.report(ev, now);
                     self.drain();
                 }
                 None => {}
@@ -181,7 +181,7 @@ impl H {
                 }));
             if let Some(ev) = ev {
                 let now = self.now();
-                self.router.transfer_event(ev, now);
+                self.router.report(ev, now);
                 self.drain();
             }
         }

@@ -12,7 +12,7 @@ use futures_lite::FutureExt;
 use mender_connect_core::portforward::{self as pf, PfError, PortForwardNew};
 use mender_connect_core::{Frame, FrameOut, MAX_FRAME_LEN, Prop, Proto};
 
-use super::{Event, Settings};
+use super::Settings;
 use crate::os::clock;
 use crate::proto::router::{Output, Router};
 use crate::proto::shell::{Action, Shells};
@@ -25,7 +25,7 @@ struct H {
     shells: Shells,
     /// `forward` frames of the connections' tasks.
     rx: async_channel::Receiver<Vec<u8>>,
-    events: async_channel::Receiver<Event>,
+    events: async_channel::Receiver<crate::proto::router::Report>,
     /// Frames of the device, in order.
     queued: VecDeque<Vec<u8>>,
 }
@@ -103,7 +103,7 @@ fn err_text(o: &Out) -> String {
 
 enum Next {
     Frame(Vec<u8>),
-    Event(Event),
+    Event(crate::proto::router::Report),
     Timer,
     TimedOut,
 }
@@ -142,7 +142,7 @@ impl H {
             );
             match next {
                 Next::Frame(f) => return decode(&f),
-                Next::Event(e) => self.r.forward_event(e, std::time::Instant::now()),
+                Next::Event(e) => self.r.report(e, std::time::Instant::now()),
                 Next::Timer => self.r.device_mut().handle_timeout(clock::now()),
                 Next::TimedOut => panic!("no frame from the device or a connection task in time"),
             }
@@ -153,7 +153,7 @@ impl H {
     fn settle(&mut self) {
         for _ in 0..20 {
             while let Ok(e) = self.events.try_recv() {
-                self.r.forward_event(e, std::time::Instant::now());
+                self.r.report(e, std::time::Instant::now());
                 self.drain();
             }
             std::thread::sleep(Duration::from_millis(5));

@@ -17,7 +17,7 @@ struct Fx {
     router: Router,
     shells: Shells,
     _data: async_channel::Receiver<Vec<u8>>,
-    _exited: async_channel::Receiver<Exited>,
+    _exited: async_channel::Receiver<crate::proto::router::Report>,
     t0: Instant,
 }
 
