@@ -2,6 +2,7 @@
 //! executor (`shell`, [`filetransfer`], `portforward`, `menderclient`); `features` says
 //! which are on; `outframe` encodes what they send.
 
+pub(crate) mod by_sid;
 pub(crate) mod features;
 pub mod filetransfer;
 pub(crate) mod menderclient;

@@ -23,7 +23,6 @@
 //! the device asks (never more than the ack window ahead of the server) and queues the device's
 //! chunks on the daemon's bounded data queue, so the event loop never waits for either.
 
-use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -39,6 +38,7 @@ use smol::Task;
 
 use crate::config::FileTransferLimits;
 use crate::os::chroot::{Jail, JailError, errno_text};
+use crate::proto::by_sid::BySid;
 use crate::proto::router::{AgentDevice, Report};
 
 const ERR_TX_LIMIT: &str = "transmitted bytes limit exhausted";
@@ -354,8 +354,8 @@ pub(crate) struct Transfers {
     /// The daemon's bounded data queue (download chunks).
     out: async_channel::Sender<Vec<u8>>,
     events: async_channel::Sender<Report>,
-    uploads: HashMap<String, Box<Upload>>,
-    downloads: HashMap<String, DownloadTask>,
+    uploads: BySid<Box<Upload>>,
+    downloads: BySid<DownloadTask>,
     serial: u64,
 }
 
@@ -369,7 +369,7 @@ impl Transfers {
         out: async_channel::Sender<Vec<u8>>,
         events: async_channel::Sender<Report>,
     ) -> Self {
-        Self { settings, out, events, uploads: HashMap::new(), downloads: HashMap::new(), serial: 0 }
+        Self { settings, out, events, uploads: BySid::default(), downloads: BySid::default(), serial: 0 }
     }
 
     /// Whether `sid`'s frames go through its download's task (after the chunks queued there).
@@ -521,7 +521,7 @@ impl Transfers {
     /// Ends the tasks of downloads that are over (after their last frames were handed over):
     /// aborted, failed, or complete (core forgot them).
     pub(crate) fn flush(&mut self, device: &AgentDevice) {
-        for (sid, d) in &mut self.downloads {
+        for (sid, d) in self.downloads.iter_mut() {
             let over = !device.transfers().is_busy(sid) || self.uploads.contains_key(sid);
             if std::mem::take(&mut d.closing) || (over && !d.cmd.is_closed()) {
                 let _ = d.cmd.try_send(Cmd::Close);

@@ -7,7 +7,6 @@
 //! error text as body. The command runs in its own task with a time limit, so a hanging client
 //! never blocks the daemon.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -163,12 +162,13 @@ struct Waiter {
 
 /// The client commands running now, shared by every session's handler. A request for a command
 /// that runs already joins it and gets its result: at most one client process per command (25
-/// `check-update` requests used to start 25 processes at once).
+/// `check-update` requests used to start 25 processes at once). A vector, not a map: there are
+/// two commands.
 #[derive(Clone, Default)]
-pub struct InFlight(Arc<Mutex<HashMap<&'static str, Vec<Waiter>>>>);
+pub struct InFlight(Arc<Mutex<Vec<(&'static str, Vec<Waiter>)>>>);
 
 impl InFlight {
-    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, Vec<Waiter>>> {
+    fn waiters(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, Vec<Waiter>)>> {
         // A panic elsewhere while holding the lock leaves the map consistent (pushes, removes).
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -223,7 +223,7 @@ impl SessionHandler for MenderClient {
         let waiter = Waiter { request, out: self.out.clone() };
         {
             let mut running = self.in_flight.waiters();
-            if let Some(waiting) = running.get_mut(command) {
+            if let Some((_, waiting)) = running.iter_mut().find(|(c, _)| *c == command) {
                 if waiting.len() > MAX_WAITING {
                     let text = format!("too many requests waiting for {command} (at most {MAX_WAITING})");
                     log::warn!("mender-client: {text}");
@@ -234,7 +234,7 @@ impl SessionHandler for MenderClient {
                 }
                 return;
             }
-            running.insert(command, vec![waiter]);
+            running.push((command, vec![waiter]));
         }
         let (settings, in_flight) = (Arc::clone(&self.settings), self.in_flight.clone());
         // Bounded by the settings' timeout; the replies go out whenever it is done.
@@ -243,7 +243,11 @@ impl SessionHandler for MenderClient {
             if let Err(e) = &result {
                 log::error!("mender-client {command} failed: {e}");
             }
-            let waiters = in_flight.waiters().remove(command).unwrap_or_default();
+            let waiters = {
+                let mut running = in_flight.waiters();
+                running.iter().position(|(c, _)| *c == command).map(|i| running.swap_remove(i).1)
+            }
+            .unwrap_or_default();
             for w in waiters {
                 if let Some(reply) = encode(&w.request, result.as_ref().err().map(String::as_str)) {
                     let _ = w.out.send(reply).await;

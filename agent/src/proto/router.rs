@@ -18,7 +18,6 @@
 //! part that needs the OS: it creates a handler on a session's first message of its proto and
 //! closes it when the engine ends the session.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use mender_connect_core::control_sessions::{Note, Session, SessionStore};
@@ -29,6 +28,7 @@ use mender_connect_core::shells::ShellConfig;
 use mender_connect_core::{EncodeError, Frame, MAX_FRAME_LEN, Proto};
 
 use crate::os::clock;
+use crate::proto::by_sid::BySid;
 use crate::proto::filetransfer::{self, Transfers};
 use crate::proto::portforward::{self, Effect, Forwards};
 use crate::proto::shell::{self, Action, Shells};
@@ -160,7 +160,7 @@ pub(crate) type AgentDevice = Device<
 pub(crate) struct Router {
     device: AgentDevice,
     factories: Vec<(Proto, HandlerFactory)>,
-    handlers: HashMap<String, HashMap<Proto, Box<dyn SessionHandler>>>,
+    handlers: BySid<Vec<(Proto, Box<dyn SessionHandler>)>>,
     /// The port-forward executor, when the protocol is enabled.
     forwards: Option<Forwards>,
     /// The file-transfer executor, when the protocol is enabled.
@@ -234,7 +234,7 @@ impl Router {
         Self {
             device: Device::with_engine(engine, shells),
             factories: Vec::new(),
-            handlers: HashMap::new(),
+            handlers: BySid::default(),
             forwards: None,
             transfers: None,
             reply: Vec::new(),
@@ -432,18 +432,19 @@ impl Router {
     fn serve(&mut self, frame: &Frame<'_>) -> Vec<Vec<u8>> {
         let (sid, proto) = (frame.header.sid, frame.header.proto);
         let mut out = Vec::new();
-        let handlers = self.handlers.entry(sid.to_owned()).or_default();
-        let handler = match handlers.entry(proto) {
-            std::collections::hash_map::Entry::Occupied(h) => h.into_mut(),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                match self.factories.iter().find(|(p, _)| *p == proto) {
-                    Some((_, make)) => slot.insert(make()),
-                    // The engine delivers only registered protocols.
-                    None => return out,
+        let handlers = self.handlers.get_or_insert_with(sid, Vec::new);
+        let i = match handlers.iter().position(|(p, _)| *p == proto) {
+            Some(i) => i,
+            None => match self.factories.iter().find(|(p, _)| *p == proto) {
+                Some((_, make)) => {
+                    handlers.push((proto, make()));
+                    handlers.len() - 1
                 }
-            }
+                // The engine delivers only registered protocols.
+                None => return out,
+            },
         };
-        handler.serve(sid, frame, &mut out);
+        handlers[i].1.serve(sid, frame, &mut out);
         out
     }
 
@@ -563,7 +564,7 @@ impl Router {
                 let bulk = self
                     .handlers
                     .get(s.sid())
-                    .map_or(0, |hs| hs.values().fold(0u64, |n, h| n.saturating_add(h.bulk_bytes_out())))
+                    .map_or(0, |hs| hs.iter().fold(0u64, |n, (_, h)| n.saturating_add(h.bulk_bytes_out())))
                     .saturating_add(self.forwards.as_ref().map_or(0, |f| f.bulk_bytes_out(s.sid())));
                 SessionInfo {
                     id: s.sid().to_owned(),
@@ -600,8 +601,8 @@ impl Router {
                 }));
             }
         }
-        for (sid, hs) in &self.handlers {
-            for h in hs.values() {
+        for (sid, hs) in self.handlers.iter() {
+            for (_, h) in hs {
                 h.activity(sid, &mut out);
             }
         }

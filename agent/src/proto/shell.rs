@@ -27,7 +27,6 @@
 //! queue is full (backpressure instead of unbounded buffering), sessions are removed when their
 //! shell ends, and sessions left over from a dropped websocket are reaped after a grace period.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
@@ -42,6 +41,7 @@ use smol::{Async, Task, Timer};
 
 use crate::os::clock;
 use crate::os::pty;
+use crate::proto::by_sid::BySid;
 use crate::proto::router::{AgentDevice, Report};
 
 /// The reference's `MaxShellsSpawned`: shells running at once.
@@ -183,7 +183,7 @@ pub enum Action {
 /// executor of its `SpawnShell`/`StopShell`).
 pub struct Shells {
     settings: ShellSettings,
-    procs: HashMap<String, Proc>,
+    procs: BySid<Proc>,
     /// Shells stopped because every session had to go, since [`Shells::take_stopped_all`].
     stopped_all: usize,
     /// Shells being stopped; the daemon waits for them on shutdown.
@@ -222,7 +222,7 @@ impl Shells {
                 None
             }
         };
-        Self { settings, procs: HashMap::new(), stopped_all: 0, reaping: Vec::new(), data, exited, account }
+        Self { settings, procs: BySid::default(), stopped_all: 0, reaping: Vec::new(), data, exited, account }
     }
 
     /// Keystrokes for a shell the device's table knows (`sid` is open); returns the frame
