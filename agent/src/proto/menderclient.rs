@@ -165,10 +165,13 @@ struct Waiter {
 /// `check-update` requests used to start 25 processes at once). A vector, not a map: there are
 /// two commands.
 #[derive(Clone, Default)]
-pub struct InFlight(Arc<Mutex<Vec<(&'static str, Vec<Waiter>)>>>);
+pub struct InFlight(Arc<Mutex<Vec<Joined>>>);
+
+/// A command running, with the requests that wait for its result.
+type Joined = (&'static str, Vec<Waiter>);
 
 impl InFlight {
-    fn waiters(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, Vec<Waiter>)>> {
+    fn waiters(&self) -> std::sync::MutexGuard<'_, Vec<Joined>> {
         // A panic elsewhere while holding the lock leaves the map consistent (pushes, removes).
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
