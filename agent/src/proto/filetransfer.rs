@@ -756,24 +756,25 @@ struct Download {
 }
 
 impl Download {
-    async fn report(&self, what: Reported) -> bool {
+    // The channel is unbounded (core's window bounds it): a send never waits, so it is not
+    // awaited, which keeps the task's state machine smaller.
+    fn report(&self, what: Reported) -> bool {
         self.events
-            .send(Report::Transfer(Event { sid: self.sid.clone(), serial: self.serial, what }))
-            .await
+            .try_send(Report::Transfer(Event { sid: self.sid.clone(), serial: self.serial, what }))
             .is_ok()
     }
 
     async fn run(self) {
         let mut source = match reader::open(Arc::clone(&self.settings), self.path.clone()).await {
             Ok((source, _)) => {
-                if !self.report(Reported::Opened).await {
+                if !self.report(Reported::Opened) {
                     return;
                 }
                 Some(source)
             }
             Err(e) => {
                 let code = if e.by_policy() { GET_REFUSED_CODE } else { 0 };
-                if !self.report(Reported::Refused { text: e.to_string(), code }).await {
+                if !self.report(Reported::Refused { text: e.to_string(), code }) {
                     return;
                 }
                 None
@@ -801,7 +802,7 @@ impl Download {
                             }
                         }
                     };
-                    if !self.report(what).await {
+                    if !self.report(what) {
                         return;
                     }
                 }

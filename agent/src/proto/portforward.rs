@@ -143,15 +143,6 @@ enum Happened {
     Ended,
 }
 
-/// What the router tells a connection's reader.
-#[derive(Debug)]
-enum Permit {
-    /// Send what was read.
-    Send,
-    /// The user acked it: read more.
-    More,
-}
-
 /// `(protocol, host, port)` as requested.
 #[derive(Clone, Debug)]
 struct Target {
@@ -166,7 +157,10 @@ struct Conn {
     serial: u64,
     target: Target,
     writes: async_channel::Sender<Vec<u8>>,
-    permits: async_channel::Sender<Permit>,
+    /// What the router tells the connection's reader, one channel each (of `()`, a channel
+    /// type the agent links anyway): send what was read; the user acked it, read more.
+    send_permit: async_channel::Sender<()>,
+    more_permit: async_channel::Sender<()>,
     /// Dropping it cancels the I/O and closes the socket.
     _task: Task<()>,
 }
@@ -251,7 +245,8 @@ impl Forwards {
                 let (_, _, target) = self.pending.swap_remove(i);
                 self.serial += 1;
                 let (writes, writes_rx) = async_channel::bounded(usize::from(forwards::INBOUND_QUEUE));
-                let (permits, permits_rx) = async_channel::bounded(2);
+                let (send_permit, send_permit_rx) = async_channel::bounded(1);
+                let (more_permit, more_permit_rx) = async_channel::bounded(1);
                 let sent = self.sent_counter(&sid);
                 let io = Io {
                     sid: sid.to_string(),
@@ -260,7 +255,8 @@ impl Forwards {
                     out: self.out.clone(),
                     events: self.events.clone(),
                     writes: writes_rx,
-                    permits: permits_rx,
+                    send_permit: send_permit_rx,
+                    more_permit: more_permit_rx,
                     sent,
                 };
                 let task = crate::os::runtime::spawn(io.run(target.clone()));
@@ -272,7 +268,8 @@ impl Forwards {
                     serial: self.serial,
                     target,
                     writes,
-                    permits,
+                    send_permit,
+                    more_permit,
                     _task: task,
                 };
                 self.conns.push(c);
@@ -299,7 +296,7 @@ impl Forwards {
             }
             Action::ReadMore { sid, cid } => {
                 if let Some(c) = self.conn(&sid, &cid) {
-                    let _ = c.permits.try_send(Permit::More);
+                    let _ = c.more_permit.try_send(());
                 }
                 Effect::None
             }
@@ -334,7 +331,7 @@ impl Forwards {
             }
             Happened::Read => {
                 if device.handle_forward_read(&sid, &cid, now) {
-                    let _ = c.permits.try_send(Permit::Send);
+                    let _ = c.send_permit.try_send(());
                 }
             }
             Happened::Written => device.handle_forward_written(&sid, &cid, now),
@@ -457,16 +454,19 @@ struct Io {
     out: async_channel::Sender<Vec<u8>>,
     events: async_channel::Sender<Report>,
     writes: async_channel::Receiver<Vec<u8>>,
-    permits: async_channel::Receiver<Permit>,
+    send_permit: async_channel::Receiver<()>,
+    more_permit: async_channel::Receiver<()>,
     /// The session's sent-bytes counter.
     sent: Arc<AtomicU64>,
 }
 
 impl Io {
     /// Reports to the router; false once it is gone.
-    async fn report(&self, what: Happened) -> bool {
+    // The channel is unbounded (the device's flow control bounds it): a send never waits, so
+    // it is not awaited, which keeps every task's state machine smaller.
+    fn report(&self, what: Happened) -> bool {
         let ev = Event { sid: self.sid.clone(), cid: self.cid.clone(), serial: self.serial, what };
-        self.events.send(Report::Forward(ev)).await.is_ok()
+        self.events.try_send(Report::Forward(ev)).is_ok()
     }
 
     /// Dials (the device times the dial out by closing the connection, which drops this task),
@@ -476,11 +476,11 @@ impl Io {
             Ok(s) => s,
             Err(e) => {
                 let text = dial_error(target.protocol, &target.host, target.port, &e);
-                self.report(Happened::Dialed(Err(text))).await;
+                self.report(Happened::Dialed(Err(text)));
                 return;
             }
         };
-        if !self.report(Happened::Dialed(Ok(()))).await {
+        if !self.report(Happened::Dialed(Ok(()))) {
             return;
         }
         self.upstream(&socket).or(self.downstream(&socket)).await;
@@ -490,10 +490,10 @@ impl Io {
     async fn upstream(&self, socket: &Socket) {
         while let Ok(data) = self.writes.recv().await {
             if let Err(e) = socket.write(&data).await {
-                self.report(Happened::WriteFailed(format!("write: {e}"))).await;
+                self.report(Happened::WriteFailed(format!("write: {e}")));
                 return;
             }
-            if !self.report(Happened::Written).await {
+            if !self.report(Happened::Written) {
                 return;
             }
         }
@@ -510,20 +510,20 @@ impl Io {
         loop {
             let n = match socket.read(&mut buf).await {
                 Ok(0) if matches!(socket, Socket::Tcp(_)) => {
-                    self.report(Happened::Ended).await;
+                    self.report(Happened::Ended);
                     return;
                 }
                 Ok(n) => n,
                 Err(e) => {
                     log::error!("port-forward[{}/{}] read error: {e}", self.sid, self.cid);
-                    self.report(Happened::Ended).await;
+                    self.report(Happened::Ended);
                     return;
                 }
             };
-            if !self.report(Happened::Read).await {
+            if !self.report(Happened::Read) {
                 return;
             }
-            if !matches!(self.permits.recv().await, Ok(Permit::Send)) {
+            if self.send_permit.recv().await.is_err() {
                 return;
             }
             let cap = n + self.sid.len() + self.cid.len() + FRAME_OVERHEAD;
@@ -536,7 +536,7 @@ impl Io {
                     return;
                 }
             }
-            if !matches!(self.permits.recv().await, Ok(Permit::More)) {
+            if self.more_permit.recv().await.is_err() {
                 return;
             }
         }

@@ -171,7 +171,7 @@ pub(crate) struct Router {
     /// Outputs met while draining session ends after a message, for the next [`Router::poll`].
     pending: std::collections::VecDeque<Output>,
     /// File-transfer frames for the reply queue, in order.
-    transfer_out: std::collections::VecDeque<Vec<u8>>,
+    transfer_out: Vec<Vec<u8>>,
 }
 
 /// A reply of the engine as a frame of its own size. A reply over [`MAX_FRAME_LEN`] (an error
@@ -239,7 +239,7 @@ impl Router {
             transfers: None,
             reply: Vec::new(),
             pending: std::collections::VecDeque::new(),
-            transfer_out: std::collections::VecDeque::new(),
+            transfer_out: Vec::new(),
         }
     }
 
@@ -328,9 +328,7 @@ impl Router {
     /// A download task's report.
     fn transfer_event(&mut self, ev: filetransfer::Event, now: Instant) {
         let Some(t) = self.transfers.as_mut() else { return };
-        let mut out = Vec::new();
-        t.event(ev, &mut self.device, clock::to_core(now), &mut out);
-        self.transfer_out.extend(out);
+        t.event(ev, &mut self.device, clock::to_core(now), &mut self.transfer_out);
     }
 
     /// Protocols listed in `accept`.
@@ -458,7 +456,9 @@ impl Router {
     fn poll_device(&mut self, shells: &mut Shells, now: Instant) -> Option<Output> {
         let mut buf = [0u8; device::POLL_BUF_LEN];
         loop {
-            if let Some(f) = self.transfer_out.pop_front() {
+            // A few frames at a time (a turn's worth), so taking the first is cheap.
+            if !self.transfer_out.is_empty() {
+                let f = self.transfer_out.remove(0);
                 return Some(Output::Transfer(f));
             }
             let Some(a) = self.device.poll_action(&mut buf) else {
@@ -499,18 +499,14 @@ impl Router {
                     }
                 }
                 device::Action::SendTransfer { len } => {
-                    let mut out = Vec::new();
                     if let Some(t) = self.transfers.as_mut() {
-                        t.send(buf[..len].to_vec(), &mut out);
+                        t.send(buf[..len].to_vec(), &mut self.transfer_out);
                     }
-                    self.transfer_out.extend(out);
                 }
                 device::Action::Transfer(a) => {
-                    let mut out = Vec::new();
                     if let Some(t) = self.transfers.as_mut() {
-                        t.execute(a, &mut self.device, &mut out);
+                        t.execute(a, &mut self.device, &mut self.transfer_out);
                     }
-                    self.transfer_out.extend(out);
                 }
                 _ => {}
             }

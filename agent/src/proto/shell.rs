@@ -558,7 +558,8 @@ async fn pump_output(
     if let Some(f) = frame(proto::STOP, &sid, Status::Error, text.as_bytes()) {
         let _ = data.send(f).await;
     }
-    let _ = exited.send(Report::Exited(Exited { sid, serial })).await;
+    // Unbounded: never waits.
+    let _ = exited.try_send(Report::Exited(Exited { sid, serial }));
 }
 
 /// Writes what the pty takes without blocking; returns how many bytes that was (0 when it is
