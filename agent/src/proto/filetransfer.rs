@@ -18,7 +18,7 @@
 //!
 //! The protocol state (which request a session may start, an upload's chunk sequence and acks,
 //! a download's ack window, the size and rate limits, cancellation) is core's
-//! ([`mender_connect_core::transfers`], composed in the router's device); [`Transfers`] executes
+//! ([`mender_connect_core::transfers`], composed in the router's device); `Transfers` executes
 //! what it asks for. A download runs in a task of its own that opens and reads the file when
 //! the device asks (never more than the ack window ahead of the server) and queues the device's
 //! chunks on the daemon's bounded data queue, so the event loop never waits for either.
