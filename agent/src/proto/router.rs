@@ -636,7 +636,7 @@ impl Router {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use mender_connect_core::FrameOut;
     use mender_connect_core::control::{self, ControlMessage};
@@ -652,7 +652,9 @@ mod tests {
         buf
     }
 
-    fn shells() -> Shells {
+    /// A shell executor whose user does not exist, for tests that route but start no shell
+    /// (the port-forward and file-transfer executors' tests use it too).
+    pub(crate) fn shells() -> Shells {
         let settings = crate::proto::shell::ShellSettings {
             command: "/bin/sh".into(),
             args: Vec::new(),

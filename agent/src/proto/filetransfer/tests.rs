@@ -59,28 +59,19 @@ fn settings(enforce: bool, limits: FileTransferLimits) -> Settings {
     Settings::new(enforce, limits)
 }
 
-fn shells() -> crate::proto::shell::Shells {
-    let settings = crate::proto::shell::ShellSettings {
-        command: "/bin/sh".into(),
-        args: Vec::new(),
-        user: "mender-connect-test-no-such-user".into(),
-        size: mender_connect_core::shell::TermSize { width: 80, height: 24 },
-        max_per_user: 1,
-        expiry: None,
-        health_interval: crate::proto::shell::HEALTH_INTERVAL,
-        disconnect_grace: Duration::from_secs(60),
-    };
-    let (data_tx, _) = async_channel::bounded(1);
-    let (exited_tx, _) = async_channel::unbounded();
-    crate::proto::shell::Shells::new(settings, data_tx, exited_tx)
-}
-
 fn handler(s: Settings) -> H {
     let (tx, rx) = async_channel::bounded(16);
     let (events_tx, events) = async_channel::unbounded();
     let mut router = Router::new(false);
     router.enable_file_transfer(&Arc::new(s), tx, events_tx);
-    H { router, shells: shells(), rx, events, replies: Default::default(), skew: Duration::ZERO }
+    H {
+        router,
+        shells: crate::proto::router::tests::shells(),
+        rx,
+        events,
+        replies: Default::default(),
+        skew: Duration::ZERO,
+    }
 }
 
 fn open_handler() -> H {

@@ -30,28 +30,12 @@ struct H {
     queued: VecDeque<Vec<u8>>,
 }
 
-fn shells() -> Shells {
-    let settings = crate::proto::shell::ShellSettings {
-        command: "/bin/sh".into(),
-        args: Vec::new(),
-        user: "mender-connect-test-no-such-user".into(),
-        size: mender_connect_core::shell::TermSize { width: 80, height: 24 },
-        max_per_user: 1,
-        expiry: None,
-        health_interval: crate::proto::shell::HEALTH_INTERVAL,
-        disconnect_grace: Duration::from_secs(60),
-    };
-    let (data_tx, _) = async_channel::bounded(1);
-    let (exited_tx, _) = async_channel::unbounded();
-    Shells::new(settings, data_tx, exited_tx)
-}
-
 fn handler(settings: Settings) -> H {
     let (tx, rx) = async_channel::bounded(16);
     let (etx, events) = async_channel::unbounded();
     let mut r = Router::new(false);
     r.enable_port_forward(&settings, tx, etx);
-    H { r, shells: shells(), rx, events, queued: VecDeque::new() }
+    H { r, shells: crate::proto::router::tests::shells(), rx, events, queued: VecDeque::new() }
 }
 
 fn frame(typ: &str, id: &str, body: &[u8]) -> Vec<u8> {
