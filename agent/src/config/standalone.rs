@@ -12,7 +12,6 @@
 //! }
 //! ```
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::{Map, Value};
@@ -51,13 +50,50 @@ pub struct Standalone {
     pub skip_verify: bool,
 }
 
+/// Identity attributes, sorted by key (Go marshals maps sorted), each with its values in order.
+/// A sorted vector: a handful of keys, looked up only while they are collected (a map type of
+/// its own would cost the static binary its whole B-tree code).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attributes(Vec<(String, Vec<String>)>);
+
+impl Attributes {
+    /// Adds `value` to `key`'s values.
+    // Used by the identity script's parser, which is built with the standalone link only.
+    #[cfg_attr(not(feature = "standalone"), allow(dead_code))]
+    pub fn add(&mut self, key: &str, value: String) {
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
+            Ok(i) => self.0[i].1.push(value),
+            Err(i) => self.0.insert(i, (key.to_owned(), vec![value])),
+        }
+    }
+
+    /// Sets `key`'s values.
+    pub fn set(&mut self, key: &str, values: Vec<String>) {
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
+            Ok(i) => self.0[i].1 = values,
+            Err(i) => self.0.insert(i, (key.to_owned(), values)),
+        }
+    }
+
+    /// True if there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The keys, sorted, with their values.
+    #[cfg_attr(not(feature = "standalone"), allow(dead_code))]
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+}
+
 /// `Standalone.Identity` (fixed attributes) or `Standalone.IdentityScript`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
     /// A script printing `key=value` lines, as `mender-device-identity`.
     Script(PathBuf),
     /// Attributes given in the configuration; one value or several per key.
-    Fixed(BTreeMap<String, Vec<String>>),
+    Fixed(Attributes),
 }
 
 /// The block as read, before defaults.
@@ -67,7 +103,7 @@ pub(super) struct RawStandalone {
     tenant_token: String,
     private_key: String,
     identity_script: String,
-    identity: Option<BTreeMap<String, Vec<String>>>,
+    identity: Option<Attributes>,
     server_certificate: String,
     skip_verify: bool,
     present: bool,
@@ -100,7 +136,7 @@ impl RawStandalone {
                 "SkipVerify" => self.skip_verify = doc.bool(&full, v)?,
                 _ => {
                     let obj = doc.object(&full, v)?;
-                    let mut attrs = BTreeMap::new();
+                    let mut attrs = Attributes::default();
                     for (name, value) in obj {
                         let values = match value {
                             Value::String(s) => vec![s.clone()],
@@ -117,7 +153,7 @@ impl RawStandalone {
                                 doc.invalid(&format!("{full}.{name}"), "must have at least one value")
                             );
                         }
-                        attrs.insert(name.clone(), values);
+                        attrs.set(name, values);
                     }
                     self.identity = Some(attrs);
                 }

@@ -6,11 +6,12 @@
 //! of its values in order; keys come out sorted (Go marshals maps sorted). Lines without `=` are
 //! an error, the value is everything after the first `=`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Map, Value};
+
+use crate::config::standalone::Attributes;
 
 /// Why no identity could be collected.
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +53,8 @@ impl LineError {
 }
 
 /// Parses `key=value` lines into attributes (several values per key kept in order).
-pub fn parse(text: &str) -> Result<BTreeMap<String, Vec<String>>, LineError> {
-    let mut attrs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+pub fn parse(text: &str) -> Result<Attributes, LineError> {
+    let mut attrs = Attributes::default();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
@@ -65,28 +66,28 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, Vec<String>>, LineError> {
         if key.is_empty() {
             return Err(LineError::EmptyKey { line: n + 1, text: line.to_owned() });
         }
-        attrs.entry(key.to_owned()).or_default().push(value.to_owned());
+        attrs.add(key, value.to_owned());
     }
     Ok(attrs)
 }
 
 /// The compact JSON object: one value → string, several → array.
-pub fn to_json(attrs: &BTreeMap<String, Vec<String>>) -> String {
+pub fn to_json(attrs: &Attributes) -> String {
     let map: Map<String, Value> = attrs
         .iter()
         .map(|(k, v)| {
-            let value = match v.as_slice() {
+            let value = match v {
                 [one] => Value::String(one.clone()),
                 many => Value::Array(many.iter().cloned().map(Value::String).collect()),
             };
-            (k.clone(), value)
+            (k.to_owned(), value)
         })
         .collect();
     Value::Object(map).to_string()
 }
 
 /// Runs the identity script and parses its standard output.
-pub fn from_script(path: &Path) -> Result<BTreeMap<String, Vec<String>>, IdentityError> {
+pub fn from_script(path: &Path) -> Result<Attributes, IdentityError> {
     let shown = path.display().to_string();
     let out = Command::new(path)
         .stdin(std::process::Stdio::null())
