@@ -26,6 +26,17 @@ pub struct Device {
     pub bed: Testbed,
 }
 
+/// Drops the agent's clean pages from the page cache, so every run maps its code from a cold
+/// cache (as after a boot) with the kernel's readahead deciding the folio sizes. Otherwise the
+/// idle file RSS depends on how the binary got into the cache: the same binary measured 1.16
+/// MiB idle as a day-old copy and 1.35 MiB just after `cp` (large folios map up to 128 KiB per
+/// fault). Best effort: pages of a running copy stay.
+fn evict_from_page_cache(program: &Path) {
+    if let Ok(f) = std::fs::File::open(program) {
+        let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
+    }
+}
+
 impl Device {
     /// Starts everything and waits until the server reports the agent connected.
     pub fn start(env: &TestEnv, name: &str, program: &Path) -> Result<Self, BenchError> {
@@ -40,6 +51,7 @@ impl Device {
         let bed = Testbed::start_device(env, mock, Identity::mac_for(name), &admission)?;
         let dir = env.subdir(name)?;
         let config = write_config(&dir)?;
+        evict_from_page_cache(program);
         let mut cmd = Command::new(program);
         cmd.arg("--config")
             .arg(&config)
