@@ -5,6 +5,8 @@
 pub(crate) mod by_sid;
 pub(crate) mod features;
 pub mod filetransfer;
+#[doc(hidden)]
+pub mod harness;
 pub(crate) mod menderclient;
 pub(crate) mod outframe;
 pub(crate) mod portforward;

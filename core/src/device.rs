@@ -34,7 +34,7 @@ use crate::portforward::{self as pf, PortForwardMessage, Protocol};
 use crate::shell::{self as proto, ShellMessage, Status, TermSize};
 use crate::shells::{self, Reply, SHELL_STARTED, STOPPED_SHELL_TEXT, ShellConfig, ShellTable};
 use crate::time::Instant;
-use crate::transfers::{self, TransferConfig, TransferTable};
+use crate::transfers::{self, FixedTransfers, TransferConfig, TransferStore, TransferTable};
 
 pub use crate::control_sessions::{FixedStore, Routed};
 
@@ -68,7 +68,8 @@ pub enum Action {
     /// out as [`Action::SendForward`] instead.
     Forward(forwards::Action),
     /// Send the first `len` bytes of the buffer given to [`Device::poll_action`]: a
-    /// port-forward frame (`new` once dialled, `ack`, `stop`, or an `error` with the refusal).
+    /// port-forward frame (`new` once dialled, `ack`, `stop`, or an `error` with the refusal),
+    /// counted in its session's bytes sent, as the replies of [`Device::handle_frame`] are.
     SendForward {
         /// Frame length.
         len: usize,
@@ -186,18 +187,13 @@ pub const FORWARD_UNKNOWN_TYPE_TEXT: &str = "unknown message type";
 /// Transfers a device runs at once by default.
 pub const DEFAULT_TRANSFERS: usize = 2;
 
+/// The default transfer store: [`DEFAULT_TRANSFERS`] inline.
+pub type DefaultTransfers = FixedTransfers<DEFAULT_TRANSFERS, { transfers::queue_len(DEFAULT_TRANSFERS) }>;
+
 /// The engine and a table of at most `N` shells (`Q` ≥ [`shells::queue_len`]`(N)` queued
-/// actions), forwarded connections in `F`, and `T` file transfers (`TQ` ≥
-/// [`transfers::queue_len`]`(T)`); control sessions in `S`.
+/// actions), forwarded connections in `F`, file transfers in `X`; control sessions in `S`.
 #[derive(Clone, Debug)]
-pub struct Device<
-    S,
-    const N: usize,
-    const Q: usize,
-    F = DefaultForwards,
-    const T: usize = DEFAULT_TRANSFERS,
-    const TQ: usize = { transfers::queue_len(DEFAULT_TRANSFERS) },
-> {
+pub struct Device<S, const N: usize, const Q: usize, F = DefaultForwards, X = DefaultTransfers> {
     engine: Engine<S>,
     shells: ShellTable<N, Q>,
     forwards: ForwardTable<F>,
@@ -207,7 +203,7 @@ pub struct Device<
     up: bool,
     /// An engine action held back until the shell actions it caused are out.
     held: Option<engine::Action>,
-    transfers: TransferTable<T, TQ>,
+    transfers: TransferTable<X>,
     /// Protocol 2 goes to `transfers` ([`Device::serve_transfers`]).
     serve_transfers: bool,
 }
@@ -216,14 +212,8 @@ pub struct Device<
 pub type FixedDevice<const C: usize, const N: usize, const Q: usize, F = DefaultForwards> =
     Device<FixedStore<C>, N, Q, F>;
 
-impl<
-    const C: usize,
-    const N: usize,
-    const Q: usize,
-    F: ForwardStore + Default,
-    const T: usize,
-    const TQ: usize,
-> Device<FixedStore<C>, N, Q, F, T, TQ>
+impl<const C: usize, const N: usize, const Q: usize, F: ForwardStore + Default, X: TransferStore + Default>
+    Device<FixedStore<C>, N, Q, F, X>
 {
     /// A new device (no credentials). The table's own disconnect grace is turned off: the
     /// link supervisor's ([`crate::link::LinkConfig::disconnect_grace_ms`]) applies.
@@ -232,14 +222,8 @@ impl<
     }
 }
 
-impl<
-    S: SessionStore,
-    const N: usize,
-    const Q: usize,
-    F: ForwardStore + Default,
-    const T: usize,
-    const TQ: usize,
-> Device<S, N, Q, F, T, TQ>
+impl<S: SessionStore, const N: usize, const Q: usize, F: ForwardStore + Default, X: TransferStore + Default>
+    Device<S, N, Q, F, X>
 {
     /// Composes `engine` (no link up yet) with a shell table. Port-forward messages are
     /// delivered to the caller ([`Routed::Deliver`]) until [`Device::with_forwards`], file
@@ -253,7 +237,11 @@ impl<
             forwards: ForwardTable::with_store(ForwardConfig::default(), F::default()),
             forwarding: false,
             held: None,
-            transfers: TransferTable::new(TransferConfig::default(), Instant::from_millis(0)),
+            transfers: TransferTable::with_store(
+                TransferConfig::default(),
+                X::default(),
+                Instant::from_millis(0),
+            ),
             serve_transfers: false,
         }
     }
@@ -282,12 +270,12 @@ impl<
     /// once, before sessions open: a table in use is replaced without aborting its transfers.
     pub fn serve_transfers(&mut self, cfg: TransferConfig, now: Instant) {
         self.engine.serve(crate::frame::Proto::FILE_TRANSFER);
-        self.transfers = TransferTable::new(cfg, now);
+        self.transfers = TransferTable::with_store(cfg, X::default(), now);
         self.serve_transfers = true;
     }
 
     /// The file-transfer table (read-only).
-    pub fn transfers(&self) -> &TransferTable<T, TQ> {
+    pub fn transfers(&self) -> &TransferTable<X> {
         &self.transfers
     }
 
@@ -447,7 +435,11 @@ impl<
         let frame = match self.engine.handle_frame(bytes, now, reply) {
             Routed::Shell(f) => f,
             Routed::Deliver(f) if self.forwarding && f.header.proto == Proto::PORT_FORWARD => {
-                return self.forward_frame(&f, now, reply);
+                let d = self.forward_frame(&f, now, reply);
+                if let Delivered::Handled { reply: Some(n) } = d {
+                    self.engine.count_sent(f.header.sid, n);
+                }
+                return d;
             }
             Routed::Deliver(f)
                 if self.serve_transfers && f.header.proto == crate::frame::Proto::FILE_TRANSFER =>
@@ -697,7 +689,11 @@ impl<
             }
             _ => return Some(Action::Forward(a)),
         };
-        n.ok().map(|len| Action::SendForward { len })
+        let len = n.ok()?;
+        if let forwards::Action::Send { sid, .. } | forwards::Action::SendError { sid, .. } = &a {
+            self.engine.count_sent(sid, len);
+        }
+        Some(Action::SendForward { len })
     }
 }
 

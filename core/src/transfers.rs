@@ -45,8 +45,9 @@
 //!   `MaxFileSize` apply only with `Limits.Enabled` ([`TransferConfig::enforce`]).
 //!
 //! Ours: stored headers are bounded ([`HEADER_CAP`]): a request whose header does not fit is
-//! answered with its `sid` and `typ` but without its props; at most `N` transfers run at once
-//! ([`TABLE_FULL`] beyond). A download's open and each read may have a deadline
+//! answered with its `sid` and `typ` but without its props; a fixed store ([`FixedTransfers`])
+//! holds at most `N` transfers ([`TABLE_FULL`] beyond), a growable one as many as there are
+//! sessions. A download's open and each read may have a deadline
 //! ([`TransferConfig::open_timeout_ms`], [`TransferConfig::read_timeout_ms`]; the reference has
 //! none and blocks on a FIFO forever): when one passes, [`Action::TimedOut`] asks the executor to
 //! interrupt what blocks and answer with its text (which names the path).
@@ -343,8 +344,9 @@ pub enum Direction {
     Download,
 }
 
+/// One transfer's state (opaque: kept by a [`TransferStore`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Slot {
+pub struct Slot {
     sid: Id,
     state: State,
     /// What errors answer: the request, then (a download) the latest ack.
@@ -387,7 +389,7 @@ pub struct TransferInfo<'a> {
 // encoded (an ack after the commit, an error after the abort); boxing needs an allocator.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Queued {
+enum Pending {
     Read(Id),
     TimedOut(Id, Step),
     Commit(Id),
@@ -400,17 +402,78 @@ enum Queued {
     Error(Stored, Failure),
 }
 
-/// The file-transfer state of at most `N` sessions (`Q` ≥ [`queue_len`]`(N)` queued actions).
-#[derive(Clone, Debug)]
-pub struct TransferTable<const N: usize, const Q: usize> {
-    cfg: TransferConfig,
+/// A queued action (opaque: kept by a [`TransferStore`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queued(Pending);
+
+/// Where a [`TransferTable`] keeps its transfers and queued actions: fixed capacities
+/// ([`FixedTransfers`]) on a microcontroller, or storage that grows on demand (a slot holds two
+/// stored headers, about 1.8 KB: a fixed table sized for a Linux device's sessions would hold
+/// it all from the start, and move it wherever the device moves).
+pub trait TransferStore {
+    /// The transfers.
+    fn slots(&self) -> &[Slot];
+    /// The transfers, mutable.
+    fn slots_mut(&mut self) -> &mut [Slot];
+    /// Adds one; false if full.
+    fn push_slot(&mut self, s: Slot) -> bool;
+    /// Removes the `i`th; the last takes its place.
+    fn swap_remove_slot(&mut self, i: usize) -> Slot;
+    /// Queues an action; false if full (never, with room for [`queue_len`] of the slots).
+    fn push_queued(&mut self, q: Queued) -> bool;
+    /// The oldest queued action.
+    fn pop_queued(&mut self) -> Option<Queued>;
+}
+
+/// Inline storage for up to `N` transfers and `Q` (≥ [`queue_len`]`(N)`) queued actions.
+#[derive(Clone, Debug, Default)]
+pub struct FixedTransfers<const N: usize, const Q: usize> {
     slots: Vec<Slot, N>,
     queue: Deque<Queued, Q>,
+}
+
+impl<const N: usize, const Q: usize> FixedTransfers<N, Q> {
+    /// Empty.
+    pub const fn new() -> Self {
+        const { assert!(Q >= queue_len(N), "the action queue must hold N + 2 actions") };
+        Self { slots: Vec::new(), queue: Deque::new() }
+    }
+}
+
+impl<const N: usize, const Q: usize> TransferStore for FixedTransfers<N, Q> {
+    fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+    fn slots_mut(&mut self) -> &mut [Slot] {
+        &mut self.slots
+    }
+    fn push_slot(&mut self, s: Slot) -> bool {
+        self.slots.push(s).is_ok()
+    }
+    fn swap_remove_slot(&mut self, i: usize) -> Slot {
+        self.slots.swap_remove(i)
+    }
+    fn push_queued(&mut self, q: Queued) -> bool {
+        self.queue.push_back(q).is_ok()
+    }
+    fn pop_queued(&mut self) -> Option<Queued> {
+        self.queue.pop_front()
+    }
+}
+
+/// The file-transfer state of every session, kept in `St`.
+#[derive(Clone, Debug)]
+pub struct TransferTable<St> {
+    cfg: TransferConfig,
+    st: St,
     rates: RateCounters,
 }
 
+/// A table of at most `N` transfers (`Q` ≥ [`queue_len`]`(N)` queued actions), inline.
+pub type FixedTransferTable<const N: usize, const Q: usize> = TransferTable<FixedTransfers<N, Q>>;
+
 /// A table for two transfers at once, what a small device serves.
-pub type DefaultTransferTable = TransferTable<2, { queue_len(2) }>;
+pub type DefaultTransferTable = FixedTransferTable<2, { queue_len(2) }>;
 
 fn id(sid: &str) -> Id {
     let mut id = Id::new();
@@ -428,10 +491,17 @@ fn error_reply(buf: &mut [u8], request: &Frame<'_>, text: fmt::Arguments<'_>) ->
     crate::control_sessions::encode_with_text(buf, text, |b, t| ft::encode_error_reply(b, request, t)).ok()
 }
 
-impl<const N: usize, const Q: usize> TransferTable<N, Q> {
+impl<const N: usize, const Q: usize> FixedTransferTable<N, Q> {
     /// An empty table; the rate counters start at `now`.
     pub const fn new(cfg: TransferConfig, now: Instant) -> Self {
-        Self { cfg, slots: Vec::new(), queue: Deque::new(), rates: RateCounters::new(now) }
+        Self::with_store(cfg, FixedTransfers::new(), now)
+    }
+}
+
+impl<St: TransferStore> TransferTable<St> {
+    /// An empty table keeping its state in `st` (empty); the rate counters start at `now`.
+    pub const fn with_store(cfg: TransferConfig, st: St, now: Instant) -> Self {
+        Self { cfg, st, rates: RateCounters::new(now) }
     }
 
     /// The settings.
@@ -459,7 +529,11 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
 
     /// Running transfers.
     pub fn iter(&self) -> impl Iterator<Item = TransferInfo<'_>> {
-        self.slots.iter().map(|s| TransferInfo { sid: &s.sid, direction: s.direction(), bytes: s.bytes() })
+        self.st.slots().iter().map(|s| TransferInfo {
+            sid: &s.sid,
+            direction: s.direction(),
+            bytes: s.bytes(),
+        })
     }
 
     /// Whether the Rx limit refuses uploads at `now` (for an executor that checks it among its
@@ -474,42 +548,39 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
     }
 
     fn slot(&self, sid: &str) -> Option<usize> {
-        self.slots.iter().position(|s| s.sid == sid)
+        self.st.slots().iter().position(|s| s.sid == sid)
     }
 
-    fn push(&mut self, q: Queued) {
+    fn push(&mut self, q: Pending) {
         // Sized for the worst single call (`queue_len`); the caller drains after each.
-        let _ = self.queue.push_back(q);
+        let _ = self.st.push_queued(Queued(q));
     }
 
     fn remove(&mut self, i: usize) -> Slot {
-        self.slots.swap_remove(i)
+        self.st.swap_remove_slot(i)
     }
 
     /// Ends the transfer at `i` with `failure` answered to its stored header; the executor
     /// aborts it.
     fn fail(&mut self, i: usize, failure: Failure) {
         let slot = self.remove(i);
-        self.push(Queued::Abort(slot.sid));
-        self.push(Queued::Error(slot.answer, failure));
+        self.push(Pending::Abort(slot.sid));
+        self.push(Pending::Error(slot.answer, failure));
     }
 
-    fn tx_ok(&mut self, n: u64, now: Instant) -> bool {
+    /// Counts `n` bytes moved `way` (a download's are sent, an upload's received); false once
+    /// that direction's limit is reached (never with limits off).
+    fn within_rate(&mut self, way: Direction, n: u64, now: Instant) -> bool {
         if !self.cfg.enforce {
             return true;
         }
         self.rates.poll(now);
-        self.rates.tx.add(n);
-        self.rates.tx.below(self.cfg.tx_limit)
-    }
-
-    fn rx_ok(&mut self, n: u64, now: Instant) -> bool {
-        if !self.cfg.enforce {
-            return true;
-        }
-        self.rates.poll(now);
-        self.rates.rx.add(n);
-        self.rates.rx.below(self.cfg.rx_limit)
+        let (counter, limit) = match way {
+            Direction::Download => (&mut self.rates.tx, self.cfg.tx_limit),
+            Direction::Upload => (&mut self.rates.rx, self.cfg.rx_limit),
+        };
+        counter.add(n);
+        counter.below(limit)
     }
 
     /// `BelowMaxAllowedFileSize`: the reference fails once the offset reaches the limit.
@@ -567,7 +638,7 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
             FileTransferMessage::Error(e) => {
                 if let Some(i) = self.slot(sid) {
                     let slot = self.remove(i);
-                    self.push(Queued::Abort(slot.sid));
+                    self.push(Pending::Abort(slot.sid));
                 }
                 Delivered::PeerError { sid, err: e.err }
             }
@@ -579,7 +650,7 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
         }
     }
 
-    /// One transfer at a time per session, at most `N` in all.
+    /// One transfer at a time per session, as many in all as the store holds.
     fn admit(
         &mut self,
         sid: &str,
@@ -595,16 +666,16 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
             State::Upload(_) => None,
         };
         let slot = Slot { sid: id(sid), state, answer: Stored::of(frame), deadline };
-        self.slots.push(slot).map_err(|_| TABLE_FULL)
+        if self.st.push_slot(slot) { Ok(()) } else { Err(TABLE_FULL) }
     }
 
     /// Asks for the next read of the download at `i` (marked as out by the caller).
     fn queue_read(&mut self, i: usize, now: Instant) {
         let deadline = self.cfg.read_timeout_ms.map(|ms| (now.add_millis(ms), Step::Read));
-        let slot = &mut self.slots[i];
+        let slot = &mut self.st.slots_mut()[i];
         slot.deadline = deadline;
         let sid = slot.sid.clone();
-        self.push(Queued::Read(sid));
+        self.push(Pending::Read(sid));
     }
 
     fn chunk<'a>(
@@ -620,7 +691,7 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
                 reply: error_reply(reply, frame, format_args!("{ERR_NOT_IN_PROGRESS}")),
             };
         };
-        let slot = &mut self.slots[i];
+        let slot = &mut self.st.slots_mut()[i];
         let outcome: Result<(), TransferError> = match &mut slot.state {
             State::Upload(Upload::Receiving { state, writing, ack }) => {
                 let at = state.offset();
@@ -640,7 +711,7 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
                         let eof = Stored::of(frame);
                         if *writing == 0 {
                             slot.state = State::Upload(Upload::Committing { ack: eof });
-                            self.push(Queued::Commit(id(sid)));
+                            self.push(Pending::Commit(id(sid)));
                         } else {
                             *ack = Some(eof);
                         }
@@ -654,7 +725,7 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
             State::Upload(_) => Err(TransferError::UnexpectedChunkOffset),
             State::Download(_) => {
                 let slot = self.remove(i);
-                self.push(Queued::Abort(slot.sid));
+                self.push(Pending::Abort(slot.sid));
                 return Delivered::Handled {
                     reply: error_reply(
                         reply,
@@ -669,7 +740,7 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
         };
         let Err(e) = outcome else { return Delivered::Handled { reply: None } };
         let slot = self.remove(i);
-        self.push(Queued::Abort(slot.sid));
+        self.push(Pending::Abort(slot.sid));
         let n = slot.answer.frame().and_then(|req| error_reply(reply, &req, format_args!("{e}")));
         Delivered::Handled { reply: n }
     }
@@ -687,10 +758,10 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
                 reply: error_reply(reply, frame, format_args!("{ERR_NOT_IN_PROGRESS}")),
             };
         };
-        let (complete, read) = match &mut self.slots[i].state {
+        let (complete, read) = match &mut self.st.slots_mut()[i].state {
             State::Upload(_) => {
                 let slot = self.remove(i);
-                self.push(Queued::Abort(slot.sid));
+                self.push(Pending::Abort(slot.sid));
                 let n = slot.answer.frame().and_then(|req| {
                     error_reply(
                         reply,
@@ -708,7 +779,7 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
             State::Download(Download::Sending { window, reading }) => {
                 if let Err(e) = window.on_ack(offset) {
                     let slot = self.remove(i);
-                    self.push(Queued::Abort(slot.sid));
+                    self.push(Pending::Abort(slot.sid));
                     return Delivered::Handled { reply: error_reply(reply, frame, format_args!("{e}")) };
                 }
                 let read = !*reading && !window.eof_sent() && window.room() > 0;
@@ -719,7 +790,7 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
         if complete {
             self.remove(i);
         } else {
-            self.slots[i].answer = Stored::of(frame);
+            self.st.slots_mut()[i].answer = Stored::of(frame);
             if read {
                 self.queue_read(i, now);
             }
@@ -731,27 +802,27 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
     /// reached).
     pub fn handle_upload_opened(&mut self, sid: &str, now: Instant) {
         let Some(i) = self.slot(sid) else { return };
-        if !matches!(self.slots[i].state, State::Upload(Upload::Opening)) {
+        if !matches!(self.st.slots_mut()[i].state, State::Upload(Upload::Opening)) {
             return;
         }
-        if !self.rx_ok(0, now) {
+        if !self.within_rate(Direction::Upload, 0, now) {
             return self.fail(i, Failure::RxLimit);
         }
-        self.slots[i].state =
+        self.st.slots_mut()[i].state =
             State::Upload(Upload::Receiving { state: UploadState::new(), writing: 0, ack: None });
-        self.push(Queued::Ack0(id(sid)));
+        self.push(Pending::Ack0(id(sid)));
     }
 
     /// The executor wrote `n` bytes of `sid`'s upload (one [`Delivered::Write`], in order).
     pub fn handle_written(&mut self, sid: &str, n: usize, now: Instant) {
         let Some(i) = self.slot(sid) else { return };
-        let State::Upload(Upload::Receiving { state, .. }) = &self.slots[i].state else { return };
+        let State::Upload(Upload::Receiving { state, .. }) = &self.st.slots()[i].state else { return };
         let end = state.offset();
         let n = u64::try_from(n).unwrap_or(u64::MAX);
-        if !(self.rx_ok(n, now) && self.below_max_size(end)) {
+        if !(self.within_rate(Direction::Upload, n, now) && self.below_max_size(end)) {
             return self.fail(i, Failure::WriteLimit);
         }
-        let slot = &mut self.slots[i];
+        let slot = &mut self.st.slots_mut()[i];
         let State::Upload(Upload::Receiving { state, writing, ack }) = &mut slot.state else { return };
         *writing = writing.saturating_sub(1);
         if *writing > 0 {
@@ -760,9 +831,9 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
         match ack.take() {
             Some(ack) if state.is_done() => {
                 slot.state = State::Upload(Upload::Committing { ack });
-                self.push(Queued::Commit(id(sid)));
+                self.push(Pending::Commit(id(sid)));
             }
-            Some(ack) => self.push(Queued::AckOf(ack)),
+            Some(ack) => self.push(Pending::AckOf(ack)),
             None => {}
         }
     }
@@ -770,10 +841,10 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
     /// The executor committed `sid`'s upload: it is acked and over.
     pub fn handle_committed(&mut self, sid: &str) {
         let Some(i) = self.slot(sid) else { return };
-        if let State::Upload(Upload::Committing { .. }) = self.slots[i].state {
+        if let State::Upload(Upload::Committing { .. }) = self.st.slots_mut()[i].state {
             let slot = self.remove(i);
             if let State::Upload(Upload::Committing { ack }) = slot.state {
-                self.push(Queued::AckOf(ack));
+                self.push(Pending::AckOf(ack));
             }
         }
     }
@@ -782,15 +853,15 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
     /// reached).
     pub fn handle_download_opened(&mut self, sid: &str, now: Instant) {
         let Some(i) = self.slot(sid) else { return };
-        if !matches!(self.slots[i].state, State::Download(Download::Opening)) {
+        if !matches!(self.st.slots_mut()[i].state, State::Download(Download::Opening)) {
             return;
         }
-        self.slots[i].deadline = None;
-        if !self.tx_ok(0, now) {
+        self.st.slots_mut()[i].deadline = None;
+        if !self.within_rate(Direction::Download, 0, now) {
             return self.fail(i, Failure::TxLimit);
         }
         let window = DownloadWindow::with_window(self.cfg.window_bytes);
-        self.slots[i].state = State::Download(Download::Sending { window, reading: true });
+        self.st.slots_mut()[i].state = State::Download(Download::Sending { window, reading: true });
         self.queue_read(i, now);
     }
 
@@ -798,15 +869,15 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
     /// goes into `buf` (room for the data and [`POLL_BUF_LEN`]); send the first `n` bytes.
     pub fn handle_read(&mut self, sid: &str, data: &[u8], now: Instant, buf: &mut [u8]) -> Option<usize> {
         let i = self.slot(sid)?;
-        let State::Download(Download::Sending { reading, .. }) = &mut self.slots[i].state else {
+        let State::Download(Download::Sending { reading, .. }) = &mut self.st.slots_mut()[i].state else {
             return None;
         };
         if !*reading {
             return None;
         }
         *reading = false;
-        self.slots[i].deadline = None;
-        let State::Download(Download::Sending { window, .. }) = &mut self.slots[i].state else {
+        self.st.slots_mut()[i].deadline = None;
+        let State::Download(Download::Sending { window, .. }) = &mut self.st.slots_mut()[i].state else {
             return None;
         };
         if data.is_empty() {
@@ -822,13 +893,13 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
         let more = window.room() > 0;
         let Ok(n) = ft::encode_chunk(buf, sid, offset, data) else {
             let slot = self.remove(i);
-            self.push(Queued::Abort(slot.sid));
+            self.push(Pending::Abort(slot.sid));
             return None;
         };
-        if !self.tx_ok(u64::try_from(data.len()).unwrap_or(u64::MAX), now) {
+        if !self.within_rate(Direction::Download, u64::try_from(data.len()).unwrap_or(u64::MAX), now) {
             self.fail(i, Failure::TxLimit);
         } else if more {
-            if let State::Download(Download::Sending { reading, .. }) = &mut self.slots[i].state {
+            if let State::Download(Download::Sending { reading, .. }) = &mut self.st.slots_mut()[i].state {
                 *reading = true;
             }
             self.queue_read(i, now);
@@ -850,18 +921,18 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
     /// When [`TransferTable::handle_timeout`] must be called next: the earliest open or read
     /// deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.slots.iter().filter_map(|s| s.deadline.map(|(at, _)| at)).min()
+        self.st.slots().iter().filter_map(|s| s.deadline.map(|(at, _)| at)).min()
     }
 
     /// Reports the opens and reads overdue at `now` ([`Action::TimedOut`]); each transfer
     /// stays until the executor answers it with [`TransferTable::handle_failed`].
     pub fn handle_timeout(&mut self, now: Instant) {
-        for i in 0..self.slots.len() {
-            let slot = &mut self.slots[i];
+        for i in 0..self.st.slots().len() {
+            let slot = &mut self.st.slots_mut()[i];
             if let Some((_, step)) = slot.deadline.filter(|(at, _)| *at <= now) {
                 slot.deadline = None;
                 let sid = slot.sid.clone();
-                self.push(Queued::TimedOut(sid, step));
+                self.push(Pending::TimedOut(sid, step));
             }
         }
     }
@@ -870,7 +941,7 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
     pub fn handle_session_ended(&mut self, sid: &str) -> bool {
         let Some(i) = self.slot(sid) else { return false };
         let slot = self.remove(i);
-        self.push(Queued::Abort(slot.sid));
+        self.push(Pending::Abort(slot.sid));
         true
     }
 
@@ -881,9 +952,10 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
 
     /// Aborts every transfer.
     pub fn handle_stop_all(&mut self) -> usize {
-        let n = self.slots.len();
-        while let Some(slot) = self.slots.pop() {
-            self.push(Queued::Abort(slot.sid));
+        let n = self.st.slots().len();
+        while let Some(last) = self.st.slots().len().checked_sub(1) {
+            let slot = self.st.swap_remove_slot(last);
+            self.push(Pending::Abort(slot.sid));
         }
         n
     }
@@ -892,16 +964,16 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
     /// frame that does not fit is dropped.
     pub fn poll_action(&mut self, buf: &mut [u8]) -> Option<Action> {
         loop {
-            let n = match self.queue.pop_front()? {
-                Queued::Read(sid) => {
+            let n = match self.st.pop_queued()?.0 {
+                Pending::Read(sid) => {
                     let Some(i) = self.slot(&sid) else { continue };
-                    let State::Download(Download::Sending { window, .. }) = &self.slots[i].state else {
+                    let State::Download(Download::Sending { window, .. }) = &self.st.slots()[i].state else {
                         continue;
                     };
                     let max = window.room().min(self.cfg.chunk_len);
                     if max == 0 {
                         // A stale ack shrank the window meanwhile: the next ack asks again.
-                        let slot = &mut self.slots[i];
+                        let slot = &mut self.st.slots_mut()[i];
                         if let State::Download(Download::Sending { reading, .. }) = &mut slot.state {
                             *reading = false;
                         }
@@ -910,12 +982,12 @@ impl<const N: usize, const Q: usize> TransferTable<N, Q> {
                     }
                     return Some(Action::Read { sid, max });
                 }
-                Queued::Commit(sid) => return Some(Action::Commit { sid }),
-                Queued::Abort(sid) => return Some(Action::Abort { sid }),
-                Queued::TimedOut(sid, step) => return Some(Action::TimedOut { sid, step }),
-                Queued::Ack0(sid) => reply(buf, |b| ft::encode_ack(b, &sid, 0)),
-                Queued::AckOf(h) => h.frame().and_then(|f| reply(buf, |b| ft::encode_ack_of(b, &f))),
-                Queued::Error(h, failure) => {
+                Pending::Commit(sid) => return Some(Action::Commit { sid }),
+                Pending::Abort(sid) => return Some(Action::Abort { sid }),
+                Pending::TimedOut(sid, step) => return Some(Action::TimedOut { sid, step }),
+                Pending::Ack0(sid) => reply(buf, |b| ft::encode_ack(b, &sid, 0)),
+                Pending::AckOf(h) => h.frame().and_then(|f| reply(buf, |b| ft::encode_ack_of(b, &f))),
+                Pending::Error(h, failure) => {
                     h.frame().and_then(|f| error_reply(buf, &f, format_args!("{failure}")))
                 }
             };

@@ -1,10 +1,12 @@
-//! Fuzzes the agent's real file-transfer handler (`mender_connect::proto::filetransfer::FileTransfer`)
-//! with sequences of file-transfer messages, confined to a scratch directory by the handler's own
+//! Fuzzes the agent's file transfer as the daemon runs it: core's device keeping the transfers and
+//! the real executor doing the file work (`mender_connect::proto::harness`), with sequences of
+//! file-transfer messages, confined to a scratch directory by the executor's own
 //! `Limits.FileTransfer.Chroot` jail (run this target as an unprivileged user; see README).
 //!
 //! Input: records as in the `router` target (`0x00 n` = give the download task a moment (`n` yields); else a
-//! little-endian `u16` length and a message whose `proto` is forced to 2). Checked: every direct
-//! reply and every frame a download task sends decodes as a file-transfer frame of the session.
+//! little-endian `u16` length and a message whose `proto` is forced to 2). Checked: every frame sent
+//! (replies, the reply queue's, and what a download task queues) decodes as a file-transfer frame
+//! of the session.
 #![no_main]
 
 use std::path::PathBuf;
@@ -12,9 +14,9 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use mender_connect::config::FileTransferLimits;
-use mender_connect::proto::filetransfer::{FileTransfer, Settings};
-use mender_connect::proto::router::SessionHandler;
-use mender_connect_core::{Frame, MAX_FRAME_LEN, Proto};
+use mender_connect::proto::filetransfer::Settings;
+use mender_connect::proto::harness::FileTransferHarness;
+use mender_connect_core::{Frame, FrameOut, MAX_FRAME_LEN, Proto};
 
 const SID: &str = "fuzz";
 /// The jail; `file` (20000 bytes) and `dir/` are created in it.
@@ -54,19 +56,17 @@ fn check(frame: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     let jail = jail();
-    let (tx, rx) = async_channel::bounded(64);
-    let mut h = FileTransfer::new(Arc::clone(&jail.settings), tx);
+    let mut h = FileTransferHarness::new(&jail.settings);
+    let mut buf = vec![0u8; MAX_FRAME_LEN];
     let mut rest = data;
     while let [op, tail @ ..] = rest {
         if *op == 0 {
             let [ms, tail @ ..] = tail else { break };
-            // Sleeping would cap the rate; yielding lets the executor thread make progress.
+            // Sleeping would cap the rate; yielding lets the download task's thread progress.
             for _ in 0..(*ms % 8) {
                 std::thread::yield_now();
             }
-            while let Ok(f) = rx.try_recv() {
-                check(&f);
-            }
+            h.pump().iter().for_each(|f| check(f));
             rest = tail;
             continue;
         }
@@ -74,20 +74,23 @@ fuzz_target!(|data: &[u8]| {
         let len = usize::from(u16::from_le_bytes([*lo, *hi])).min(tail.len());
         let (msg, tail) = tail.split_at(len);
         rest = tail;
-        let Ok(mut f) = Frame::decode(msg) else { continue };
-        f.header.proto = Proto::FILE_TRANSFER;
-        f.header.sid = SID;
-        let mut out = Vec::new();
-        h.serve(SID, &f, &mut out);
-        for reply in &out {
-            check(reply);
-        }
+        let Ok(f) = Frame::decode(msg) else { continue };
+        // Re-encoded as a file-transfer message of the session (the router takes bytes).
+        let h0 = &f.header;
+        let out = FrameOut {
+            proto: Proto::FILE_TRANSFER,
+            typ: h0.typ,
+            sid: SID,
+            base_props: h0.props,
+            body: f.body,
+            ..FrameOut::EMPTY
+        };
+        let Ok(n) = out.encode(&mut buf) else { continue };
+        h.message(&buf[..n]).iter().for_each(|f| check(f));
     }
-    h.close();
+    h.end_session(SID).iter().for_each(|f| check(f));
+    h.pump().iter().for_each(|f| check(f));
     drop(h);
-    while let Ok(f) = rx.try_recv() {
-        check(&f);
-    }
     // Uploads land in the jail; keep it small.
     for dir in [jail.root.clone(), jail.root.join("dir")] {
         if std::fs::read_dir(&dir).map_or(0, Iterator::count) > 200 {

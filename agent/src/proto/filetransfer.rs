@@ -31,7 +31,7 @@ use mender_connect_core::Frame;
 use mender_connect_core::filetransfer::{self as ft, FileInfo, Timestamp, UploadRequest, go_file_mode};
 use mender_connect_core::time::Instant as CoreInstant;
 use mender_connect_core::transfer::CHUNK_SIZE;
-use mender_connect_core::transfers::{self, TransferConfig};
+use mender_connect_core::transfers::{self, TransferConfig, TransferStore};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use smol::Task;
@@ -346,6 +346,39 @@ struct DownloadTask {
     closing: bool,
 }
 
+/// The device's transfer table, grown on demand: one transfer per session, so the control
+/// sessions' cap ([`crate::proto::router::MAX_SESSIONS`]) bounds it. A slot holds two stored
+/// headers (about 1.8 KB); an idle device holds none.
+#[derive(Debug, Default)]
+pub(crate) struct Store {
+    slots: Vec<transfers::Slot>,
+    queue: std::collections::VecDeque<transfers::Queued>,
+}
+
+impl TransferStore for Store {
+    fn slots(&self) -> &[transfers::Slot] {
+        &self.slots
+    }
+    fn slots_mut(&mut self) -> &mut [transfers::Slot] {
+        &mut self.slots
+    }
+    fn push_slot(&mut self, s: transfers::Slot) -> bool {
+        self.slots.push(s);
+        true
+    }
+    fn swap_remove_slot(&mut self, i: usize) -> transfers::Slot {
+        self.slots.swap_remove(i)
+    }
+    // Bounded by the table: at most `queue_len(transfers)` between two drains.
+    fn push_queued(&mut self, q: transfers::Queued) -> bool {
+        self.queue.push_back(q);
+        true
+    }
+    fn pop_queued(&mut self) -> Option<transfers::Queued> {
+        self.queue.pop_front()
+    }
+}
+
 /// The file-transfer executor: core's device ([`mender_connect_core::transfers`]) keeps every
 /// session's transfer state and decides what is sent; this runs what needs the OS (stat, the
 /// uploads' temporary files and commits, the downloads' opens and reads) and reports back.
@@ -394,12 +427,12 @@ impl Transfers {
         out.push(frame);
     }
 
-    /// What a file-transfer message asks of the executor (`typ`: the message's type). Frames for
+    /// What a file-transfer message (`request`, as received) asks of the executor. Frames for
     /// the reply queue go into `out`.
     pub(crate) fn delivered(
         &mut self,
         d: transfers::Delivered<'_>,
-        typ: &str,
+        request: &[u8],
         reply: &[u8],
         device: &mut AgentDevice,
         now: CoreInstant,
@@ -409,10 +442,11 @@ impl Transfers {
             transfers::Delivered::Handled { reply: n } => {
                 let Some(f) = n.and_then(|n| reply.get(..n)).map(<[u8]>::to_vec) else { return };
                 // An answer to a running download's ack (or a stray chunk) follows its chunks.
-                let sid = Frame::decode(&f).map(|f| f.header.sid.to_owned()).unwrap_or_default();
-                if (typ == ft::ACK || typ == ft::FILE_CHUNK) && self.via_download(&sid) {
+                let (sid, typ) =
+                    Frame::decode_any_size(request).map_or(("", ""), |r| (r.header.sid, r.header.typ));
+                if (typ == ft::ACK || typ == ft::FILE_CHUNK) && self.via_download(sid) {
                     self.route(f, out);
-                    self.close_download(&sid);
+                    self.close_download(sid);
                 } else {
                     out.push(f);
                 }

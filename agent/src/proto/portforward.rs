@@ -188,8 +188,15 @@ pub(crate) fn error_frame(sid: &str, typ: &str, text: &str) -> Option<Vec<u8>> {
 pub(crate) enum Effect {
     /// Nothing.
     None,
-    /// Send this frame to the user side.
-    Send(Vec<u8>),
+    /// Send `frame` to the user side (counted in session `sid`'s bytes sent).
+    Send { sid: String, frame: Vec<u8> },
+}
+
+impl Effect {
+    /// An `error` about a `typ` message of session `sid`.
+    fn error(sid: &str, typ: &str, text: &str) -> Self {
+        error_frame(sid, typ, text).map_or(Self::None, |frame| Self::Send { sid: sid.to_owned(), frame })
+    }
 }
 
 impl Forwards {
@@ -283,7 +290,7 @@ impl Forwards {
                         let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "i/o timeout");
                         let text = dial_error(t.protocol, &t.host, t.port, &e);
                         log::error!("port-forward[{sid}/{cid}]: {text}");
-                        return error_frame(&sid, pf::NEW, &text).map_or(Effect::None, Effect::Send);
+                        return Effect::error(&sid, pf::NEW, &text);
                     }
                     CloseReason::Idle => log::info!("port-forward[{sid}/{cid}] idle: closing"),
                     CloseReason::Requested => log::info!("port-forward: stop {sid}/{cid}"),
@@ -305,14 +312,15 @@ impl Forwards {
     }
 
     /// Feeds a task's report to the device; returns a frame to send, if any.
-    pub(crate) fn handle<S, const N: usize, const Q: usize, const T: usize, const TQ: usize>(
+    pub(crate) fn handle<S, const N: usize, const Q: usize, X>(
         &mut self,
         ev: Event,
-        device: &mut mender_connect_core::device::Device<S, N, Q, Store, T, TQ>,
+        device: &mut mender_connect_core::device::Device<S, N, Q, Store, X>,
         now: mender_connect_core::time::Instant,
     ) -> Effect
     where
         S: mender_connect_core::control_sessions::SessionStore,
+        X: mender_connect_core::transfers::TransferStore + Default,
     {
         let Event { sid, cid, serial, what } = ev;
         let Some(c) = self.conn(&sid, &cid).filter(|c| c.serial == serial) else {
@@ -326,7 +334,7 @@ impl Forwards {
                 self.remove_conn(&sid, &cid);
                 if device.handle_forward_dialed(&sid, &cid, false, now) {
                     log::error!("port-forward[{sid}/{cid}]: {text}");
-                    return error_frame(&sid, pf::NEW, &text).map_or(Effect::None, Effect::Send);
+                    return Effect::error(&sid, pf::NEW, &text);
                 }
             }
             Happened::Read => {
@@ -338,7 +346,7 @@ impl Forwards {
             Happened::WriteFailed(text) => {
                 log::error!("port-forward[{sid}/{cid}] error: {text}");
                 device.handle_forward_ended(&sid, &cid);
-                return error_frame(&sid, pf::FORWARD, &text).map_or(Effect::None, Effect::Send);
+                return Effect::error(&sid, pf::FORWARD, &text);
             }
             Happened::Ended => {
                 log::debug!("port-forward[{sid}/{cid}] closed");

@@ -141,22 +141,10 @@ impl SessionStore for SessionTable {
 
 /// The agent's protocol engine.
 pub(crate) type AgentEngine = Engine<SessionTable>;
-/// File transfers running at once on the device, over all sessions; more are refused with
-/// core's `TABLE_FULL` text. The table is inline in the device: each slot holds a request's and
-/// an ack's header (about 1.8 KB), and 32 slots cost 0.27 MiB of idle RSS in the bench (the
-/// device is built and moved through the stack), 8 cost 0.10.
-pub(crate) const MAX_TRANSFERS: usize = 8;
-
 /// Core's device: the engine, the shell table with the reference's capacity, the port-forward
-/// table (grown on demand) and the file-transfer table.
-pub(crate) type AgentDevice = Device<
-    SessionTable,
-    { shell::MAX_SHELLS },
-    { shell::QUEUE },
-    portforward::Store,
-    MAX_TRANSFERS,
-    { mender_connect_core::transfers::queue_len(MAX_TRANSFERS) },
->;
+/// and file-transfer tables (both grown on demand).
+pub(crate) type AgentDevice =
+    Device<SessionTable, { shell::MAX_SHELLS }, { shell::QUEUE }, portforward::Store, filetransfer::Store>;
 
 /// The message router: core's device and the session handlers.
 pub(crate) struct Router {
@@ -200,9 +188,8 @@ fn log_note(note: &Note<'_>, len: usize) {
 }
 
 impl Router {
-    /// A router on a link that is already up, for tests that feed it messages directly.
-    /// `terminal`: the shell protocol is enabled (`Terminal.Disable` off).
-    #[cfg(test)]
+    /// A router on a link that is already up, for tests and the fuzz harness that feed it
+    /// messages directly. `terminal`: the shell protocol is enabled (`Terminal.Disable` off).
     pub(crate) fn new(terminal: bool) -> Self {
         Self::connected(
             terminal,
@@ -212,8 +199,7 @@ impl Router {
         )
     }
 
-    /// A router whose link came up at `now` (tests).
-    #[cfg(test)]
+    /// A router whose link came up at `now` (tests, the fuzz harness).
     pub(crate) fn connected(
         terminal: bool,
         link: LinkConfig,
@@ -294,9 +280,9 @@ impl Router {
     /// A connection task's report.
     fn forward_event(&mut self, ev: portforward::Event, now: Instant) {
         let Some(f) = self.forwards.as_mut() else { return };
-        if let Effect::Send(frame) = f.handle(ev, &mut self.device, clock::to_core(now)) {
-            let o = self.forward_output(frame);
-            self.pending.push_back(o);
+        if let Effect::Send { sid, frame } = f.handle(ev, &mut self.device, clock::to_core(now)) {
+            self.device.engine_mut().count_sent(&sid, frame.len());
+            self.pending.push_back(Output::Forward(frame));
         }
     }
 
@@ -304,15 +290,6 @@ impl Router {
     #[cfg(test)]
     pub(crate) fn forwards_len(&self) -> usize {
         self.forwards.as_ref().map_or(0, Forwards::len)
-    }
-
-    /// A port-forward frame for the user side, counted in its session's `bytes_out`.
-    fn forward_output(&mut self, frame: Vec<u8>) -> Output {
-        if let Ok(f) = Frame::decode(&frame) {
-            let sid = f.header.sid.to_owned();
-            self.device.engine_mut().count_sent(&sid, frame.len());
-        }
-        Output::Forward(frame)
     }
 
     /// Enables file transfer (2): the device keeps the transfers, `Transfers` runs their file
@@ -351,24 +328,17 @@ impl Router {
         if reply.is_empty() {
             reply = vec![0; engine::REPLY_BUF_LEN];
         }
-        let typ = Frame::decode_any_size(bytes).map(|f| f.header.typ.to_owned()).unwrap_or_default();
         let mut out = match self.device.handle_frame(bytes, clock::to_core(now), &mut reply) {
             Delivered::Transfer(d) => {
                 let mut out = Vec::new();
                 if let Some(t) = self.transfers.as_mut() {
-                    t.delivered(d, &typ, &reply, &mut self.device, clock::to_core(now), &mut out);
+                    t.delivered(d, bytes, &reply, &mut self.device, clock::to_core(now), &mut out);
                 }
                 out.into_iter().map(Action::Reply).collect()
             }
+            // A port-forward reply is counted in its session's bytes sent by the device.
             Delivered::Handled { reply: n } => {
-                let f = n.and_then(|n| reply.get(..n)).and_then(reply_frame);
-                if let Some(f) = &f
-                    && let Ok(h) = Frame::decode(f)
-                    && h.header.proto == Proto::PORT_FORWARD
-                {
-                    self.device.engine_mut().count_sent(h.header.sid, f.len());
-                }
-                f.map(Action::Reply).into_iter().collect()
+                n.and_then(|n| reply.get(..n)).and_then(reply_frame).map(Action::Reply).into_iter().collect()
             }
             Delivered::ForwardOpen { sid, cid, protocol, host, port } => {
                 if let Some(f) = self.forwards.as_mut() {
@@ -491,13 +461,12 @@ impl Router {
                         Frame::decode(&f).is_ok_and(|f| f.header.typ == mender_connect_core::shell::PING);
                     return Some(if ping { Output::Send(f) } else { Output::Shell(f) });
                 }
-                device::Action::SendForward { len } => {
-                    let f = buf[..len].to_vec();
-                    return Some(self.forward_output(f));
-                }
+                // Counted in the session's bytes sent by the device.
+                device::Action::SendForward { len } => return Some(Output::Forward(buf[..len].to_vec())),
                 device::Action::Forward(a) => {
-                    if let Some(Effect::Send(f)) = self.forwards.as_mut().map(|f| f.execute(a)) {
-                        return Some(self.forward_output(f));
+                    if let Some(Effect::Send { sid, frame }) = self.forwards.as_mut().map(|f| f.execute(a)) {
+                        self.device.engine_mut().count_sent(&sid, frame.len());
+                        return Some(Output::Forward(frame));
                     }
                 }
                 device::Action::SendTransfer { len } => {

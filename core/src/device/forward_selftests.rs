@@ -369,9 +369,41 @@ fn pf_limits_and_refusals() {
     assert_eq!(d.forwards().len(), 3);
 }
 
+/// Session `sid`'s bytes sent.
+fn sent(d: &Dev, sid: &str) -> u64 {
+    d.engine().sessions().find(|s| s.sid() == sid).map_or(0, |s| s.bytes_out())
+}
+
+/// Every port-forward frame the device sends counts in its session's bytes sent (the status
+/// CLI's `bytes_out`): its replies to the user's messages and the table's own frames.
+fn pf_frames_count_as_sent() {
+    let mut d = device(ForwardConfig::default());
+    let (mut inb, mut body, mut reply, mut buf) = ([0u8; 512], [0u8; 128], [0u8; 1024], [0u8; POLL_BUF_LEN]);
+    // A reply: the answer to an invalid `new`.
+    let body = new_body(&mut body, Some("h"), Some(1), None);
+    let r = d.handle_frame(msg(&mut inb, pf::NEW, "s", "x", body), t(0), &mut reply);
+    let Delivered::Handled { reply: Some(answer) } = r else { panic!("{r:?}") };
+    assert_eq!(decode(&reply[..answer]), err("s", pf::NEW, FORWARD_INVALID_TEXT));
+    assert!(drain(&mut d).is_empty());
+    assert_eq!(sent(&d, "s"), answer as u64);
+    // The table's frames: an `error` for an unknown connection, a `new` once dialled.
+    let r = d.handle_frame(msg(&mut inb, pf::ACK, "s", "x", &[]), t(1), &mut reply);
+    assert_eq!(r, Delivered::Handled { reply: None });
+    let Some(Action::SendForward { len: unknown }) = d.poll_action(&mut buf) else { panic!("no error") };
+    assert_eq!(decode(&buf[..unknown]), err("s", pf::ACK, "unknown connection"));
+    assert!(d.poll_action(&mut buf).is_none());
+    assert_eq!(new(&mut d, "s", "c", t(1)).unwrap().as_slice(), &[dial("s", "c")]);
+    assert!(d.handle_forward_dialed("s", "c", true, t(1)));
+    let Some(Action::SendForward { len: opened }) = d.poll_action(&mut buf) else { panic!("no new") };
+    assert_eq!(decode(&buf[..opened]), fr(pf::NEW, "s", "c"));
+    assert!(d.poll_action(&mut buf).is_none());
+    assert_eq!(sent(&d, "s"), (answer + unknown + opened) as u64);
+}
+
 crate::selftests!(
     pf_flow_control,
     pf_dial_and_idle_timeouts,
     pf_session_close_and_link_loss,
-    pf_limits_and_refusals
+    pf_limits_and_refusals,
+    pf_frames_count_as_sent
 );

@@ -5,7 +5,7 @@ use super::*;
 use crate::filetransfer::FtError;
 use crate::frame::{Prop, Proto};
 
-type Table = TransferTable<2, { queue_len(2) }>;
+type Table = FixedTransferTable<2, { queue_len(2) }>;
 type Msg = Vec<u8, 512>;
 
 use crate::selftest::t;

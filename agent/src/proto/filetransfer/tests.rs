@@ -401,6 +401,32 @@ fn upload_round_trip_is_atomic() {
 }
 
 #[test]
+fn transfers_are_bounded_by_the_sessions_only() {
+    // One transfer per session, and nothing else: core's fixed tables refuse past their
+    // capacity ("too many file transfers in progress on this device"), the daemon's grows.
+    let d = TempDir::new("many");
+    let mut h = open_handler();
+    let n = 12;
+    for i in 0..n {
+        let (sid, target) = (format!("session-{i}"), d.s(&format!("f{i}")));
+        let body = put_body(&UploadRequest { path: Some(&target), ..Default::default() });
+        let mut buf = vec![0u8; MAX_FRAME_LEN];
+        let len = FrameOut {
+            proto: Proto::FILE_TRANSFER,
+            typ: ft::PUT_FILE,
+            sid: &sid,
+            body: &body,
+            ..FrameOut::EMPTY
+        }
+        .encode(&mut buf)
+        .unwrap();
+        let r = h.one(&buf[..len]);
+        assert_eq!(typ(&r), ft::ACK, "upload {i} refused: {}", err_text(&r));
+    }
+    assert_eq!(h.router.device().transfers().iter().count(), n);
+}
+
+#[test]
 fn aborted_upload_leaves_nothing() {
     let d = TempDir::new("abort");
     std::fs::write(d.path("keep"), b"old content").unwrap();
