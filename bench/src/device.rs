@@ -33,6 +33,8 @@ pub struct Device {
 /// fault). Best effort: pages of a running copy stay.
 fn evict_from_page_cache(program: &Path) {
     if let Ok(f) = std::fs::File::open(program) {
+        // Dirty pages (a binary copied just before) are not dropped: write them back first.
+        let _ = f.sync_data();
         let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
     }
 }

@@ -201,6 +201,7 @@ pub fn run_all(env: &TestEnv, device: &mut Device, plan: &Plan) -> Results {
         &mut r.rss_idle_end_kib,
     );
     note(&mut r.errors, "open shells", open_shells(device, plan.shells), &mut r.rss_shells_kib);
+    eprintln!("[bench] RSS parts with {} shells: {}", plan.shells, p.rss_parts());
     settle();
     let burst_file = env.dir().join("burst.txt");
     let made = write_text_file(&burst_file, plan.burst_mib);
@@ -216,6 +217,7 @@ pub fn run_all(env: &TestEnv, device: &mut Device, plan: &Plan) -> Results {
         Err(e) => r.errors.push(format!("terminal burst: {e}")),
     }
     note(&mut r.errors, "echo latency", echo_latency(device, plan.keystrokes), &mut r.echo_ms);
+    eprintln!("[bench] RSS parts after the echo test: {}", p.rss_parts());
     settle();
     match file_transfers(env, device, plan.file_mib) {
         Ok((down, up)) => {
@@ -224,6 +226,7 @@ pub fn run_all(env: &TestEnv, device: &mut Device, plan: &Plan) -> Results {
         }
         Err(e) => r.errors.push(format!("file transfer: {e}")),
     }
+    eprintln!("[bench] RSS parts after the file transfers: {}", p.rss_parts());
     settle();
     match port_forward(env, device, plan.forward_mib) {
         Ok((down, up)) => {
@@ -232,6 +235,7 @@ pub fn run_all(env: &TestEnv, device: &mut Device, plan: &Plan) -> Results {
         }
         Err(e) => r.errors.push(format!("port forward: {e}")),
     }
+    eprintln!("[bench] RSS parts after the port forward: {}", p.rss_parts());
     // Last: an agent may stay busy long after a slow reader leaves (the Go agent drains what it
     // buffered), which would disturb any step after it.
     settle();
@@ -241,6 +245,7 @@ pub fn run_all(env: &TestEnv, device: &mut Device, plan: &Plan) -> Results {
         slow_reader(device, &burst_file, plan.slow_secs),
         &mut r.peak_slow_reader_kib,
     );
+    eprintln!("[bench] RSS parts after the slow reader: {}", p.rss_parts());
     let _ = std::fs::remove_file(&burst_file);
     if let Err(e) = device.ensure_running() {
         r.errors.push(format!("agent after the run: {e}"));
