@@ -215,7 +215,10 @@ pub fn serve(settings: Settings, auth: Auth) -> i32 {
             return 1;
         }
     };
-    crate::os::runtime::block_on(event_loop(settings, auth, signals))
+    // On the heap: the loop's state (the router with core's device) is several KiB, and every
+    // move of a future copies all of it; the executor's wrappers would move it through the
+    // stack, whose pages an idle daemon keeps.
+    crate::os::runtime::block_on(Box::pin(event_loop(settings, auth, signals)))
 }
 
 async fn event_loop(settings: Settings, auth: Auth, mut signals: Signals) -> i32 {
