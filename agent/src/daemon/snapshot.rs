@@ -288,17 +288,7 @@ mod tests {
         let now = Instant::now();
         let (data, _data_rx) = async_channel::bounded(1);
         let (exited, _exited_rx) = async_channel::bounded(1);
-        let settings = crate::proto::shell::ShellSettings {
-            command: "/bin/sh".into(),
-            args: Vec::new(),
-            user: String::new(),
-            size: mender_connect_core::shell::TermSize { width: 80, height: 24 },
-            max_per_user: 1,
-            expiry: None,
-            health_interval: crate::proto::shell::HEALTH_INTERVAL,
-            disconnect_grace: crate::proto::shell::DEFAULT_DISCONNECT_GRACE,
-        };
-        let mut shells = Shells::new(settings, data, exited);
+        let mut shells = Shells::new(crate::proto::shell::ShellSettings::none_started(), data, exited);
         let mut router = Router::new(true);
         for i in 0..100 {
             let sid = format!("sid-{i:03}");

@@ -28,17 +28,7 @@ impl FileTransferHarness {
         let (reports_tx, reports) = async_channel::unbounded();
         let mut router = Router::new(false);
         router.enable_file_transfer(settings, data_tx.clone(), reports_tx.clone());
-        let shell_settings = ShellSettings {
-            command: "/bin/false".into(),
-            args: Vec::new(),
-            user: String::new(),
-            size: mender_connect_core::shell::TermSize { width: 80, height: 24 },
-            max_per_user: 1,
-            expiry: None,
-            health_interval: shell::HEALTH_INTERVAL,
-            disconnect_grace: std::time::Duration::from_secs(60),
-        };
-        let shells = Shells::new(shell_settings, data_tx, reports_tx);
+        let shells = Shells::new(ShellSettings::none_started(), data_tx, reports_tx);
         Self { router, shells, data, reports }
     }
 

@@ -624,19 +624,9 @@ pub(crate) mod tests {
     /// A shell executor whose user does not exist, for tests that route but start no shell
     /// (the port-forward and file-transfer executors' tests use it too).
     pub(crate) fn shells() -> Shells {
-        let settings = crate::proto::shell::ShellSettings {
-            command: "/bin/sh".into(),
-            args: Vec::new(),
-            user: "mender-connect-test-no-such-user".into(),
-            size: mender_connect_core::shell::TermSize { width: 80, height: 24 },
-            max_per_user: 1,
-            expiry: None,
-            health_interval: crate::proto::shell::HEALTH_INTERVAL,
-            disconnect_grace: std::time::Duration::from_secs(60),
-        };
         let (data_tx, _) = async_channel::bounded(1);
         let (exited_tx, _) = async_channel::unbounded();
-        Shells::new(settings, data_tx, exited_tx)
+        Shells::new(crate::proto::shell::ShellSettings::none_started(), data_tx, exited_tx)
     }
 
     /// The replies as (type, error text).

@@ -104,6 +104,21 @@ pub struct ShellSettings {
 }
 
 impl ShellSettings {
+    /// Settings under which no shell ever starts (`user` names no account), for routers driven
+    /// without real shells: tests and the fuzz harness (`crate::proto::harness`).
+    pub(crate) fn none_started() -> Self {
+        Self {
+            command: "/bin/sh".into(),
+            args: Vec::new(),
+            user: "mender-connect-test-no-such-user".into(),
+            size: TermSize { width: 80, height: 24 },
+            max_per_user: 1,
+            expiry: None,
+            health_interval: HEALTH_INTERVAL,
+            disconnect_grace: DEFAULT_DISCONNECT_GRACE,
+        }
+    }
+
     /// How long after the last pong the health check fails (interval + 5 s, as the reference;
     /// core's table applies it, the daemon's tests check it).
     #[cfg(test)]
